@@ -1,0 +1,3 @@
+"""attnstreams: AMICL and residual attention streams."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,264 @@
+"""AMICL: an associative memory that does in-context learning (paper.md section 1).
+
+A trial is T tokens alternating item and label; the final label is hidden (zero). Keys and
+queries mix the previous and the current token, k_t = q_t = (a x_{t-1} + x_t) / (a + 1), values
+are the raw tokens, and the read-out retrieves the value whose key best matches the final query.
+Everything is vectorised over trials: one call handles a whole batch of trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, fields, replace
+
+import torch
+
+from .config import ConfigError, check_choice, check_range
+
+SIMILARITIES = ("dot", "pearson", "euclidean", "manhattan")
+READOUTS = ("argmax", "softmax")
+
+
+@dataclass(frozen=True)
+class AMICLConfig:
+    """One AMICL setting. Defaults are the paper's table setting (D=100, K=512, T=20, a=2)."""
+
+    a: float = 2.0
+    dim: int = 100
+    classes: int = 512
+    length: int = 20
+    eps: float = 0.1
+    noise_std: float | None = (
+        None  # None: 1/dim, as in the authors' code (1/sqrt(dim) is section 3's)
+    )
+    similarity: str = "dot"
+    readout: str = "argmax"
+    beta: float = 1.0  # inverse temperature of the softmax read-out
+
+    def __post_init__(self) -> None:
+        check_range("a", self.a, lo=0.0)
+        check_range("dim", self.dim, lo=1)
+        check_range("classes", self.classes, lo=1)
+        check_range("length", self.length, lo=4)
+        if self.length % 2:
+            raise ConfigError(f"length must be even (item/label pairs), got {self.length}")
+        check_range("eps", self.eps, lo=0.0)
+        if self.noise_std is not None:
+            check_range("noise_std", self.noise_std, lo=0.0)
+        check_choice("similarity", self.similarity, SIMILARITIES)
+        check_choice("readout", self.readout, READOUTS)
+        check_range("beta", self.beta, lo=0.0, lo_open=True)
+
+    @property
+    def item_noise_std(self) -> float:
+        return 1.0 / self.dim if self.noise_std is None else self.noise_std
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def with_(self, **changes) -> AMICLConfig:
+        return replace(self, **changes)
+
+
+FIELD_NAMES = tuple(f.name for f in fields(AMICLConfig))
+
+
+@dataclass
+class Trials:
+    """A batch of N trials: tokens (N, T, D), keys (N, T, D) and what the answer is."""
+
+    tokens: torch.Tensor
+    keys: torch.Tensor
+    query: torch.Tensor  # (N, D): the query at the final position
+    context_classes: torch.Tensor  # (N, C) class id of each context pair
+    context_labels: torch.Tensor  # (N, C, D) label vector of each context pair
+    query_class: torch.Tensor  # (N,)
+
+    @property
+    def target(self) -> torch.Tensor:
+        """The query's label vector, (N, D)."""
+        idx = (self.context_classes == self.query_class[:, None]).int().argmax(-1)
+        return self.context_labels[torch.arange(len(idx)), idx]
+
+
+def sample_trials(cfg: AMICLConfig, n: int, generator: torch.Generator) -> Trials:
+    """Draw n trials. Only the classes present in a trial get vectors (repeats reuse them)."""
+    D, T = cfg.dim, cfg.length
+    C = T // 2 - 1  # context pairs; the last pair is the query and its hidden label
+    g = generator
+    cls = torch.randint(cfg.classes, (n, C), generator=g)
+    # First slot holding the same class: a class repeated within a trial reuses its vectors.
+    first = (cls[:, :, None] == cls[:, None, :]).int().argmax(-1)
+    idx = first[..., None].expand(n, C, D)
+    mu = torch.randn(n, C, D, generator=g).mul_(D**-0.5).gather(1, idx)
+    labels = torch.randn(n, C, D, generator=g).mul_(D**-0.5).gather(1, idx)
+    qslot = torch.randint(C, (n,), generator=g)
+    rows = torch.arange(n)
+    item_means = torch.cat([mu, mu[rows, qslot][:, None]], dim=1)  # (n, C+1, D)
+    noise = torch.randn(n, C + 1, D, generator=g).mul_(cfg.item_noise_std)
+    items = (item_means + cfg.eps * noise) / math.sqrt(1.0 + cfg.eps**2)
+
+    tokens = torch.zeros(n, T, D)
+    tokens[:, 0 : 2 * C : 2] = items[:, :C]
+    tokens[:, 1 : 2 * C : 2] = labels
+    tokens[:, T - 2] = items[:, C]  # the query item; position T-1 (its label) stays zero
+
+    prev = torch.cat([torch.zeros(n, 1, D), tokens[:, :-1]], dim=1)
+    mixed = (cfg.a * prev + tokens) / (cfg.a + 1.0)
+    keys = mixed.clone()
+    keys[:, -1] = torch.randn(n, D, generator=g).mul_(D**-0.5)  # so the query cannot find itself
+    return Trials(tokens, keys, mixed[:, -1], cls, labels, cls[rows, qslot])
+
+
+def similarity(q: torch.Tensor, k: torch.Tensor, kind: str) -> torch.Tensor:
+    """Pairwise similarity of queries (..., Tq, D) and keys (..., Tk, D) -> (..., Tq, Tk)."""
+    if kind == "dot":
+        return q @ k.transpose(-1, -2)
+    if kind == "pearson":
+        qc = q - q.mean(-1, keepdim=True)
+        kc = k - k.mean(-1, keepdim=True)
+        s = (qc @ kc.transpose(-1, -2)) / (
+            qc.norm(dim=-1)[..., :, None] * kc.norm(dim=-1)[..., None, :]
+        )
+        return s.nan_to_num(nan=-math.inf)  # a constant (e.g. zero) vector has no correlation
+    if kind == "euclidean":
+        return -torch.cdist(q, k, p=2.0)
+    if kind == "manhattan":
+        return -torch.cdist(q, k, p=1.0)
+    raise ConfigError(f"similarity must be one of {', '.join(SIMILARITIES)}, got {kind!r}")
+
+
+def readout(cfg: AMICLConfig, trials: Trials) -> torch.Tensor:
+    """The memory's output for the final query, (N, D): the best-matching value (argmax) or
+    the softmax-weighted mix of values."""
+    scores = similarity(trials.query[:, None], trials.keys, cfg.similarity)[:, 0]  # (N, T)
+    if cfg.readout == "argmax":
+        return trials.tokens[torch.arange(len(scores)), scores.argmax(-1)]
+    weights = torch.softmax(cfg.beta * scores, dim=-1).nan_to_num(0.0)
+    return torch.einsum("nt,ntd->nd", weights, trials.tokens)
+
+
+def correct(cfg: AMICLConfig, trials: Trials) -> torch.Tensor:
+    """Boolean (N,): whether each trial's read-out is the query's label."""
+    out = readout(cfg, trials)
+    if cfg.readout == "argmax":
+        return (out == trials.target).all(-1)
+    # Softmax output counts as correct when the nearest label vector (of the trial's classes)
+    # to it is the query's label.
+    nearest = torch.cdist(out[:, None], trials.context_labels)[:, 0].argmin(-1)
+    picked = trials.context_classes[torch.arange(len(nearest)), nearest]
+    return picked == trials.query_class
+
+
+@dataclass
+class AMICLResult:
+    accuracy: float
+    trials: int
+    correct: int
+    seed: int
+    config: AMICLConfig
+
+    @property
+    def stderr(self) -> float:
+        """Binomial standard error of the accuracy."""
+        p = self.accuracy
+        return math.sqrt(max(p * (1 - p), 0.0) / max(self.trials, 1))
+
+    def to_dict(self) -> dict:
+        return {
+            "accuracy": self.accuracy,
+            "stderr": self.stderr,
+            "trials": self.trials,
+            "correct": self.correct,
+            "seed": self.seed,
+            **self.config.to_dict(),
+        }
+
+
+def chunk_size(cfg: AMICLConfig, budget_floats: int = 1 << 23) -> int:
+    """Trials per chunk so one chunk's tensors stay ~tens of MB."""
+    return max(1, budget_floats // (cfg.length * cfg.dim))
+
+
+def run(cfg: AMICLConfig, trials: int, seed: int = 0, chunk: int | None = None) -> AMICLResult:
+    """Accuracy of the AMICL model over `trials` independent trials."""
+    check_range("trials", trials, lo=1)
+    g = torch.Generator().manual_seed(seed)
+    chunk = chunk or chunk_size(cfg)
+    hits = 0
+    with torch.no_grad():
+        for start in range(0, trials, chunk):
+            n = min(chunk, trials - start)
+            hits += int(correct(cfg, sample_trials(cfg, n, g)).sum())
+    return AMICLResult(hits / trials, trials, hits, seed, cfg)
+
+
+def attention_maps(cfg: AMICLConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Score, softmax and argmax maps (T x T, causal) of one trial, for figures."""
+    g = torch.Generator().manual_seed(seed)
+    t = sample_trials(cfg, 1, g)
+    prev = torch.cat([torch.zeros(1, 1, cfg.dim), t.tokens[:, :-1]], dim=1)
+    queries = (cfg.a * prev + t.tokens) / (cfg.a + 1.0)
+    scores = similarity(queries, t.keys, cfg.similarity)[0]
+    T = cfg.length
+    causal = torch.ones(T, T, dtype=torch.bool).tril()
+    scores = scores.masked_fill(~causal, -math.inf)
+    soft = torch.softmax(cfg.beta * scores, dim=-1).nan_to_num(0.0)
+    hard = torch.zeros_like(soft).scatter_(1, scores.argmax(-1, keepdim=True), 1.0)
+    return {"scores": scores.masked_fill(~causal, math.nan), "softmax": soft, "argmax": hard}
+
+
+SWEEPABLE = {"a": float, "length": int, "dim": int, "classes": int, "eps": float, "beta": float}
+
+
+def sweep_configs(base: AMICLConfig, over: str, values: list) -> list[AMICLConfig]:
+    """One validated config per value of one parameter."""
+    check_choice("over", over, SWEEPABLE)
+    out = []
+    for v in values:
+        try:
+            value = SWEEPABLE[over](v)
+        except (TypeError, ValueError):
+            raise ConfigError(
+                f"{over} value must be {SWEEPABLE[over].__name__}, got {v!r}"
+            ) from None
+        out.append(base.with_(**{over: value}))
+    return out
+
+
+def sweep(configs: list[AMICLConfig], trials: int, seed: int = 0) -> Iterator[AMICLResult]:
+    """Accuracy at each config; every point reuses the seed (common random numbers), so
+    neighbouring points differ by the parameter, not by the draw."""
+    for cfg in configs:
+        yield run(cfg, trials, seed)
+
+
+# paper.md section 1: (setting, reported accuracy range), 1,000 trials each, dot + argmax.
+PAPER_TABLE: list[tuple[dict, tuple[float, float]]] = [
+    ({"a": 2.0}, (1.000, 1.000)),
+    ({"a": 1.75}, (1.000, 1.000)),
+    ({"a": 1.5}, (0.994, 0.994)),
+    ({"a": 1.25}, (0.907, 0.907)),
+    ({"a": 1.0}, (0.325, 0.325)),
+    ({"a": 1.0, "dim": 1000}, (0.31, 0.34)),
+    ({"a": 1.0, "dim": 1000, "classes": 1024}, (0.31, 0.34)),
+    ({"a": 1.0, "classes": 1024}, (0.31, 0.34)),
+    ({"a": 1.0, "length": 100}, (0.31, 0.34)),
+]
+PAPER_TRIALS = 1000
+
+
+def paper_z(result: AMICLResult, reported: tuple[float, float]) -> float:
+    """Distance of our accuracy from the reported one (or range) in standard errors of the
+    difference: both ours and the paper's 1,000-trial estimate carry sampling error."""
+    lo, hi = reported
+    p = min(max(result.accuracy, lo), hi)
+    var = p * (1 - p) / PAPER_TRIALS + result.accuracy * (1 - result.accuracy) / result.trials
+    gap = result.accuracy - p
+    if gap == 0:
+        return 0.0
+    # A reported 1.000 has zero binomial variance; floor it at one error in the paper's trials.
+    p_min = 1.0 / PAPER_TRIALS
+    floor = p_min * (1 - p_min) / PAPER_TRIALS
+    return abs(gap) / math.sqrt(max(var, floor))

@@ -1,0 +1,200 @@
+"""`attnstreams` command line: a thin layer over the library. Bad input: one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from . import __version__
+from .config import ConfigError, check_range
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line on stderr (no usage dump) and exit code 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        raise SystemExit(2)
+
+
+def _values(text: str | list[str]) -> list[str]:
+    """'1,2 3' or ['1,2', '3'] -> ['1', '2', '3']."""
+    text = " ".join(text) if isinstance(text, list) else text
+    return [v for v in text.replace(",", " ").split() if v]
+
+
+def _amicl_args(p: argparse.ArgumentParser, trials: int) -> None:
+    from .amicl import READOUTS, SIMILARITIES, AMICLConfig
+
+    d = AMICLConfig()
+    p.add_argument(
+        "--a", type=float, default=d.a, help="previous-token amplitude (default %(default)s)"
+    )
+    p.add_argument("--dim", type=int, default=d.dim, help="token dimension D")
+    p.add_argument("--classes", type=int, default=d.classes, help="number of classes K")
+    p.add_argument("--length", type=int, default=d.length, help="sequence length T (even)")
+    p.add_argument("--eps", type=float, default=d.eps, help="item noise amplitude")
+    p.add_argument("--noise-std", type=float, default=None, help="item noise std (default 1/dim)")
+    p.add_argument("--similarity", default=d.similarity, help=f"{'|'.join(SIMILARITIES)}")
+    p.add_argument("--readout", default=d.readout, help=f"{'|'.join(READOUTS)}")
+    p.add_argument("--beta", type=float, default=d.beta, help="softmax inverse temperature")
+    p.add_argument("--trials", type=int, default=trials)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _amicl_config(args, **override):
+    from .amicl import AMICLConfig
+
+    kw = dict(
+        a=args.a,
+        dim=args.dim,
+        classes=args.classes,
+        length=args.length,
+        eps=args.eps,
+        noise_std=args.noise_std,
+        similarity=args.similarity,
+        readout=args.readout,
+        beta=args.beta,
+    )
+    kw.update(override)
+    return AMICLConfig(**kw)
+
+
+def cmd_amicl_run(args) -> int:
+    from .amicl import run
+
+    cfg = _amicl_config(args)
+    t0 = time.perf_counter()
+    res = run(cfg, args.trials, args.seed)
+    dt = time.perf_counter() - t0
+    if args.json:
+        print(json.dumps({**res.to_dict(), "seconds": dt, "trials_per_s": args.trials / dt}))
+    else:
+        print(
+            f"accuracy {res.accuracy:.4f} +/- {res.stderr:.4f} ({res.correct}/{res.trials} trials; "
+            f"a={cfg.a}, D={cfg.dim}, K={cfg.classes}, T={cfg.length}, {cfg.similarity}/"
+            f"{cfg.readout}) in {dt:.2f} s, {args.trials / dt:,.0f} trials/s"
+        )
+    return 0
+
+
+def cmd_amicl_sweep(args) -> int:
+    from tqdm import tqdm
+
+    from .amicl import FIELD_NAMES, sweep, sweep_configs
+    from .plots import plot_sweep
+    from .runlog import CSVLog, new_run_dir
+
+    values = _values(args.values)
+    if not values:
+        raise ConfigError("--values needs at least one value")
+    series = [
+        sweep_configs(_amicl_config(args, similarity=sim), args.over, values)
+        for sim in _values(args.similarity)
+    ]
+    check_range("trials", args.trials, lo=1)
+    out = new_run_dir(args.out)
+    fields = ["series", "accuracy", "stderr", "trials", "correct", "seed", *FIELD_NAMES]
+    rows = []
+    with (
+        CSVLog(out / "sweep.csv", fields) as log,
+        tqdm(total=sum(map(len, series)), desc=f"sweep {args.over}", disable=None) as bar,
+    ):
+        for configs in series:
+            for res in sweep(configs, args.trials, args.seed):
+                row = {"series": res.config.similarity, **res.to_dict()}
+                log.write(row)
+                rows.append(row)
+                bar.update()
+    png = plot_sweep(rows, args.over, out / "sweep.png", title=f"AMICL accuracy vs {args.over}")
+    if args.json:
+        print(json.dumps({"csv": str(out / "sweep.csv"), "png": str(png), "rows": rows}))
+    else:
+        for r in rows:
+            print(f"{r['series']:>10} {args.over}={r[args.over]:<8} accuracy {r['accuracy']:.4f}")
+        print(f"wrote {out / 'sweep.csv'} and {png}")
+    return 0
+
+
+def cmd_amicl_attention(args) -> int:
+    from .amicl import attention_maps
+    from .plots import plot_attention
+    from .runlog import new_run_dir
+
+    cfg = _amicl_config(args)
+    out = new_run_dir(args.out)
+    png = plot_attention(
+        attention_maps(cfg, args.seed),
+        out / "attention.png",
+        title=f"AMICL attention, a={cfg.a}, T={cfg.length}, {cfg.similarity}",
+    )
+    print(json.dumps({"png": str(png)}) if args.json else f"wrote {png}")
+    return 0
+
+
+def cmd_reproduce(args) -> int:
+    from .reproduce import reproduce
+
+    report = reproduce(args.out, quick=args.quick, seed=args.seed)
+    print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
+    return 0
+
+
+def build_parser() -> Parser:
+    parser = Parser(
+        prog="attnstreams",
+        description="AMICL and residual attention streams (Burns, Fukai, Earls; arXiv 2412.15113).",
+    )
+    parser.add_argument("--version", action="version", version=f"attnstreams {__version__}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{amicl,reproduce}")
+
+    amicl = verbs.add_parser("amicl", help="the associative-memory ICL model (paper section 1)")
+    sub = amicl.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("run", help="accuracy at one setting")
+    _amicl_args(p, trials=1000)
+    p.set_defaults(func=cmd_amicl_run)
+    p = sub.add_parser("sweep", help="accuracy over one parameter: CSV and PNG")
+    _amicl_args(p, trials=1000)
+    p.add_argument(
+        "--over", required=True, choices=["a", "length", "dim", "classes", "eps", "beta"]
+    )
+    p.add_argument("--values", required=True, nargs="+", help="values, comma- or space-separated")
+    p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    p.set_defaults(func=cmd_amicl_sweep)
+    p = sub.add_parser("attention", help="score/softmax/argmax maps of one trial (PNG)")
+    _amicl_args(p, trials=1)
+    p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    p.set_defaults(func=cmd_amicl_attention)
+
+    p = verbs.add_parser("reproduce", help="run the paper's experiments and write a report")
+    p.add_argument("--quick", action="store_true", help="CPU-sized version (minutes)")
+    p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_reproduce)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ConfigError as e:
+        print(f"attnstreams: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(
+            f"attnstreams: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "),
+            file=sys.stderr,
+        )
+        return 1
+    except KeyboardInterrupt:
+        print("attnstreams: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

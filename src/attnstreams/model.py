@@ -1,0 +1,258 @@
+"""Models: `GPT` (decoder LM, paper.md sections 4-5) and `ToyICL` (section 3).
+
+Both thread the residual stream through their attention layers the same way: each layer returns
+the projection it hands on (`carry`) and the next layer takes it. See streams.py.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ConfigError, check_choice, check_range
+from .streams import KVCache, StreamAttention, StreamConfig
+
+
+def _check_stream_layers(stream: StreamConfig, n_layer: int) -> None:
+    if stream.active and n_layer < 2:
+        raise ConfigError(
+            f"stream {stream.name!r} needs at least 2 attention layers, got {n_layer}"
+        )
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    vocab_size: int = 50257
+    block_size: int = 256
+    n_layer: int = 8
+    n_head: int = 16
+    n_kv_head: int | None = None  # None: as many as n_head (no GQA)
+    n_embd: int = 256
+    dropout: float = 0.1
+    bias: bool = True
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            check_range(name, getattr(self, name), lo=1)
+        check_range("dropout", self.dropout, lo=0.0, hi=1.0)
+        if self.n_embd % self.n_head:
+            raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
+        if self.n_kv_head is not None:
+            check_range("n_kv_head", self.n_kv_head, lo=1)
+            if self.n_head % self.n_kv_head:
+                raise ConfigError(
+                    f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})"
+                )
+        object.__setattr__(self, "stream", StreamConfig.parse(self.stream))
+        _check_stream_layers(self.stream, self.n_layer)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["stream"] = self.stream.name
+        return d
+
+
+PRESETS: dict[str, GPTConfig] = {
+    # paper.md section 4: ~6.3M non-embedding parameters, 19.2M with the tied embedding.
+    "tinystories-8m": GPTConfig(),
+    "gpt2-124m": GPTConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768, dropout=0.0),
+    "gpt-1b": GPTConfig(block_size=2048, n_layer=24, n_head=16, n_embd=2048, dropout=0.0),
+    # Small enough for CPU tests and the quick demo.
+    "tiny": GPTConfig(vocab_size=512, block_size=128, n_layer=4, n_head=4, n_embd=64, dropout=0.0),
+}
+
+
+def preset(name: str, **overrides) -> GPTConfig:
+    check_choice("preset", name, PRESETS)
+    if "stream" in overrides:
+        overrides["stream"] = StreamConfig.parse(overrides["stream"])
+    return replace(PRESETS[name], **overrides)
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop(self.proj(F.gelu(self.fc(x))))
+
+
+class Block(nn.Module):
+    """Pre-LayerNorm transformer block."""
+
+    def __init__(self, cfg: GPTConfig, layer_idx: int) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.attn = StreamAttention(
+            cfg.n_embd,
+            cfg.n_head,
+            layer_idx,
+            stream=cfg.stream,
+            n_kv_head=cfg.n_kv_head,
+            bias=cfg.bias,
+            dropout=cfg.dropout,
+        )
+        self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x, carry=None, cache=None):
+        a, carry = self.attn(self.ln1(x), carry, cache)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), carry
+
+
+class GPT(nn.Module):
+    """GPT-2-style decoder: learned positions, GELU MLP 4x, tied embeddings, dropout."""
+
+    def __init__(self, cfg: GPTConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
+            if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
+                nn.init.normal_(p, 0.0, 0.02 / math.sqrt(2 * cfg.n_layer))
+
+    @staticmethod
+    def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+        if isinstance(m, nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.wte.weight.numel() + self.wpe.weight.numel()
+        return n
+
+    def new_cache(self) -> list[KVCache]:
+        return [KVCache() for _ in self.blocks]
+
+    def forward(
+        self,
+        idx: torch.Tensor,
+        targets: torch.Tensor | None = None,
+        cache: list[KVCache] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, vocab) and, given targets, the mean cross-entropy (ignore_index -100)."""
+        B, T = idx.shape
+        start = len(cache[0]) if cache else 0
+        if start + T > self.cfg.block_size:
+            raise ValueError(
+                f"sequence of {start + T} tokens exceeds block_size {self.cfg.block_size}"
+            )
+        pos = torch.arange(start, start + T, device=idx.device)
+        x = self.drop(self.wte(idx) + self.wpe(pos))
+        carry = None
+        for i, block in enumerate(self.blocks):
+            x, carry = block(x, carry, cache[i] if cache else None)
+        logits = self.lm_head(self.ln_f(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(
+                logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100
+            )
+        return logits, loss
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Sample with a KV cache; temperature 0 is greedy."""
+        if idx.size(1) + max_new_tokens > self.cfg.block_size:
+            raise ValueError(
+                f"prompt ({idx.size(1)}) + max_new_tokens ({max_new_tokens}) "
+                f"exceeds block_size {self.cfg.block_size}"
+            )
+        cache = self.new_cache()
+        logits, _ = self(idx, cache=cache)
+        out = idx
+        for _ in range(max_new_tokens):
+            last = logits[:, -1].float()
+            if temperature == 0:
+                nxt = last.argmax(-1, keepdim=True)
+            else:
+                last = last / temperature
+                if top_k is not None:
+                    kth = torch.topk(last, min(top_k, last.size(-1))).values[:, -1:]
+                    last = last.masked_fill(last < kth, -math.inf)
+                nxt = torch.multinomial(torch.softmax(last, -1), 1, generator=generator)
+            out = torch.cat([out, nxt], dim=1)
+            logits, _ = self(nxt, cache=cache)
+        return out
+
+
+@dataclass(frozen=True)
+class ToyICLConfig:
+    """paper.md section 3: two single-head attention layers, no LayerNorm, no output projection."""
+
+    d_in: int = 150
+    n_labels: int = 32
+    n_attn_layers: int = 2
+    mlp_layers: int = 3
+    mlp_width: int = 150
+    scaled: bool = False  # 1/sqrt(d) in the attention; off in the authors' code
+    stream: StreamConfig = field(default_factory=StreamConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("d_in", "n_labels", "n_attn_layers", "mlp_width"):
+            check_range(name, getattr(self, name), lo=1)
+        check_range("mlp_layers", self.mlp_layers, lo=0)
+        object.__setattr__(self, "stream", StreamConfig.parse(self.stream))
+        _check_stream_layers(self.stream, self.n_attn_layers)
+
+
+class ToyICL(nn.Module):
+    """x <- x + attn(x) twice, then three ReLU layers and a linear read-out of the last token."""
+
+    def __init__(self, cfg: ToyICLConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        d = cfg.d_in
+        self.attn = nn.ModuleList(
+            StreamAttention(
+                d, 1, i, stream=cfg.stream, out_proj=False, scale=None if cfg.scaled else 1.0
+            )
+            for i in range(cfg.n_attn_layers)
+        )
+        widths = [d] + [cfg.mlp_width] * cfg.mlp_layers
+        self.mlp = nn.ModuleList(
+            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+        )
+        self.readout = nn.Linear(widths[-1], cfg.n_labels)
+        for layer in self.attn:  # attention weights N(0, 1/d_in)
+            nn.init.normal_(layer.qkv.weight, 0.0, d**-0.5)
+        for layer in self.mlp:  # He-normal
+            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d_in) -> logits (B, n_labels) for the last token."""
+        carry = None
+        for layer in self.attn:
+            a, carry = layer(x, carry)
+            x = x + a
+        h = x[:, -1]
+        for layer in self.mlp:
+            h = F.relu(layer(h))
+        return self.readout(h)

@@ -1,0 +1,179 @@
+"""The residual attention stream (paper.md section 2): the one place where it happens.
+
+Layer n adds a per-head projection handed on by an earlier layer to its own before attending:
+
+    out_n = softmax(Q_n K_n^T / sqrt(d)) (V_n + V_{n-1})            kind=value, source=previous
+
+`source="first"` hands layer 1's projection to every later layer (ResFormer's value residual);
+`mix` chooses unit weights (the paper: no new parameters) or learned weights. The tensor handed
+on is always a layer's own, un-mixed projection, so the stream is not cumulative.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .config import ConfigError, check_choice
+
+KINDS = ("none", "value", "key", "query")
+SOURCES = ("previous", "first")
+MIXES = ("sum", "learned", "learned-per-head")
+
+
+@dataclass(frozen=True)
+class StreamConfig:
+    kind: str = "none"  # which projection is streamed
+    source: str = "previous"  # previous: layer n-1 (the paper); first: layer 1 (ResFormer)
+    mix: str = "sum"  # sum: unit weights; learned: a scalar pair per layer; learned-per-head
+
+    def __post_init__(self) -> None:
+        check_choice("stream", self.kind, KINDS)
+        check_choice("stream source", self.source, SOURCES)
+        check_choice("stream mix", self.mix, MIXES)
+
+    @classmethod
+    def parse(cls, spec: str | StreamConfig) -> StreamConfig:
+        """'value', 'value-first', 'value-learned', 'key-first-learned-per-head', 'none'."""
+        if isinstance(spec, StreamConfig):
+            return spec
+        kind, _, rest = spec.strip().partition("-")
+        if kind == "none" and rest:
+            raise ConfigError(f"stream 'none' takes no source or mix, got {spec!r}")
+        source = "previous"
+        for s in SOURCES:
+            if rest == s or rest.startswith(s + "-"):
+                source, rest = s, rest[len(s) :].lstrip("-")
+        if kind not in KINDS:
+            raise ConfigError(f"unknown stream {spec!r}: kind must be one of {', '.join(KINDS)}")
+        return cls(kind, source, rest or "sum")
+
+    @property
+    def name(self) -> str:
+        """Canonical short name, the inverse of parse()."""
+        if self.kind == "none":
+            return "none"
+        parts = [self.kind]
+        if self.source != "previous":
+            parts.append(self.source)
+        if self.mix != "sum":
+            parts.append(self.mix)
+        return "-".join(parts)
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "none"
+
+
+class KVCache:
+    """Keys and values of one layer for incremental decoding (post-mix, as attended to)."""
+
+    def __init__(self) -> None:
+        self.k: torch.Tensor | None = None
+        self.v: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return 0 if self.k is None else self.k.size(2)
+
+    def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
+        self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
+        return self.k, self.v
+
+
+class StreamAttention(nn.Module):
+    """Causal multi-head (GQA-capable) attention through SDPA, holding the residual stream.
+
+    forward(x, carry) returns (y, carry_out): `carry` is the streamed projection handed on by an
+    earlier layer, shaped (B, heads of that projection, T, head_dim); it is position-wise, so a
+    KV cache that stores post-mix keys and values decodes exactly like the full forward.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        n_head: int,
+        layer_idx: int,
+        stream: StreamConfig = StreamConfig(),
+        n_kv_head: int | None = None,
+        head_dim: int | None = None,
+        bias: bool = False,
+        out_proj: bool = True,
+        scale: float | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        n_kv_head = n_kv_head or n_head
+        if n_head % n_kv_head:
+            raise ConfigError(f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})")
+        head_dim = head_dim or dim // n_head
+        if not out_proj and n_head * head_dim != dim:
+            raise ConfigError("without an output projection, n_head * head_dim must equal dim")
+        self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
+        self.layer_idx, self.stream, self.scale, self.dropout = layer_idx, stream, scale, dropout
+        self.qkv = nn.Linear(dim, (n_head + 2 * n_kv_head) * head_dim, bias=bias)
+        self.proj = nn.Linear(n_head * head_dim, dim, bias=bias) if out_proj else nn.Identity()
+        self.resid_drop = nn.Dropout(dropout)
+        # Learned mix: (weight on own projection, weight on the stream); none in `sum` mode and
+        # none in layer 1, which receives nothing.
+        self.stream_mix: nn.Parameter | None = None
+        if stream.active and stream.mix != "sum" and layer_idx > 0:
+            heads = n_head if stream.kind == "query" else n_kv_head
+            init = (1.0, 1.0) if stream.source == "previous" else (0.5, 0.5)
+            shape = (2,) if stream.mix == "learned" else (2, heads, 1, 1)
+            w = torch.empty(shape)
+            w[0], w[1] = init
+            self.stream_mix = nn.Parameter(w)
+
+    def mix(self, own: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
+        """Where the stream happens: own projection plus the one handed on."""
+        if self.stream_mix is None:
+            return own + carry
+        w = self.stream_mix.to(own.dtype)
+        return w[0] * own + w[1] * carry
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        carry: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, T, _ = x.shape
+        H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
+        q, k, v = self.qkv(x).split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
+        parts = {
+            "query": q.view(B, T, H, hd).transpose(1, 2),
+            "key": k.view(B, T, Hkv, hd).transpose(1, 2),
+            "value": v.view(B, T, Hkv, hd).transpose(1, 2),
+        }
+        carry_out = None
+        if self.stream.active:
+            own = parts[self.stream.kind]
+            if carry is not None:
+                parts[self.stream.kind] = self.mix(own, carry)
+            first_hands_on = self.stream.source == "first" and carry is not None
+            carry_out = carry if first_hands_on else own
+        q, k, v = parts["query"], parts["key"], parts["value"]
+        if cache is not None:
+            k, v = cache.append(k, v)
+        if Hkv != H:
+            k = k.repeat_interleave(H // Hkv, dim=1)
+            v = v.repeat_interleave(H // Hkv, dim=1)
+        Tq, Tk = q.size(2), k.size(2)
+        mask = None
+        if Tq != Tk and Tq > 1:  # decoding a chunk after a cached prefix
+            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=x.device).tril(Tk - Tq)
+        y = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=mask,
+            is_causal=mask is None and Tq == Tk and Tq > 1,
+            dropout_p=self.dropout if self.training else 0.0,
+            scale=self.scale,
+        )
+        y = y.transpose(1, 2).reshape(B, T, H * hd)
+        return self.resid_drop(self.proj(y)), carry_out

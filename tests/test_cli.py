@@ -1,0 +1,123 @@
+"""The command line: results, files, and one-line errors with exit code 2."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+
+from attnstreams.amicl import FIELD_NAMES
+from attnstreams.cli import main
+
+
+def cli(capsys, *argv: str) -> tuple[int, str, str]:
+    try:
+        code = main(list(argv))
+    except SystemExit as e:  # argparse's own exits (--help, bad arguments)
+        code = e.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_amicl_run_json(capsys):
+    code, out, _ = cli(
+        capsys, "amicl", "run", "--a", "2", "--trials", "500", "--seed", "1", "--json"
+    )
+    assert code == 0
+    res = json.loads(out)
+    assert res["accuracy"] == 1.0 and res["trials"] == 500 and res["seed"] == 1
+    assert set(FIELD_NAMES) <= set(res)
+    assert res["dim"] == 100 and res["classes"] == 512 and res["length"] == 20
+
+
+def test_amicl_run_text(capsys):
+    code, out, _ = cli(capsys, "amicl", "run", "--a", "1.0", "--trials", "2000")
+    assert code == 0 and out.startswith("accuracy 0.3")
+
+
+def test_amicl_sweep_writes_csv_and_png(capsys, tmp_path):
+    code, out, _ = cli(
+        capsys,
+        "amicl",
+        "sweep",
+        "--over",
+        "a",
+        "--values",
+        "0.5,1.5",
+        "2",
+        "--trials",
+        "300",
+        "--similarity",
+        "dot,pearson",
+        "--out",
+        str(tmp_path),
+    )
+    assert code == 0
+    rows = list(csv.DictReader((tmp_path / "sweep.csv").open()))
+    assert [(r["series"], float(r["a"])) for r in rows] == [
+        (s, a) for s in ("dot", "pearson") for a in (0.5, 1.5, 2.0)
+    ]
+    assert float(rows[0]["accuracy"]) < 0.05 and float(rows[2]["accuracy"]) > 0.95
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_amicl_attention_png(capsys, tmp_path):
+    code, out, _ = cli(capsys, "amicl", "attention", "--out", str(tmp_path), "--json")
+    assert code == 0 and json.loads(out)["png"].endswith("attention.png")
+    assert (tmp_path / "attention.png").stat().st_size > 1000
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["amicl", "run", "--dim", "-3"],
+        ["amicl", "run", "--length", "21"],
+        ["amicl", "run", "--similarity", "cosine"],
+        ["amicl", "run", "--trials", "0"],
+        ["amicl", "run", "--a", "abc"],
+        ["amicl", "sweep", "--over", "colour", "--values", "1"],
+        ["amicl", "sweep", "--over", "dim", "--values", "1.5x"],
+        ["amicl", "sweep", "--over", "length", "--values", "20,21"],
+        ["amicl", "bogus"],
+        ["nonsense"],
+        [],
+    ],
+)
+def test_bad_arguments_one_line_exit_2(capsys, tmp_path, argv):
+    if argv[:2] == ["amicl", "sweep"]:
+        argv = [*argv, "--out", str(tmp_path / "never")]
+    code, out, err = cli(capsys, *argv)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "error" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "never").exists()  # nothing written on bad input
+
+
+@pytest.mark.parametrize(
+    "verb", [[], ["amicl"], ["amicl", "run"], ["amicl", "sweep"], ["reproduce"]]
+)
+def test_help(capsys, verb):
+    code, out, _ = cli(capsys, *verb, "--help")
+    assert code == 0 and "usage" in out
+
+
+def test_unwritable_out_is_one_line(capsys, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, err = cli(capsys, "amicl", "attention", "--out", str(blocker / "sub"))
+    assert code == 1 and len(err.strip().splitlines()) == 1
+
+
+def test_console_script_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "attnstreams.cli", "amicl", "run", "--length", "7"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert (
+        proc.stderr.strip() == "attnstreams: error: length must be even (item/label pairs), got 7"
+    )
