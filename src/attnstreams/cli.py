@@ -9,6 +9,7 @@ import time
 
 from . import __version__
 from .config import ConfigError, check_range
+from .runlog import new_run_dir
 
 
 class Parser(argparse.ArgumentParser):
@@ -86,7 +87,7 @@ def cmd_amicl_sweep(args) -> int:
 
     from .amicl import FIELD_NAMES, sweep, sweep_configs
     from .plots import plot_sweep
-    from .runlog import CSVLog, new_run_dir
+    from .runlog import CSVLog
 
     values = _values(args.values)
     if not values:
@@ -122,7 +123,6 @@ def cmd_amicl_sweep(args) -> int:
 def cmd_amicl_attention(args) -> int:
     from .amicl import attention_maps
     from .plots import plot_attention
-    from .runlog import new_run_dir
 
     cfg = _amicl_config(args)
     out = new_run_dir(args.out)
@@ -132,6 +132,87 @@ def cmd_amicl_attention(args) -> int:
         title=f"AMICL attention, a={cfg.a}, T={cfg.length}, {cfg.similarity}",
     )
     print(json.dumps({"png": str(png)}) if args.json else f"wrote {png}")
+    return 0
+
+
+def _icl_args(p: argparse.ArgumentParser) -> None:
+    from .icl import ICLTrainConfig
+
+    d = ICLTrainConfig()
+    p.add_argument("--steps", type=int, default=d.steps, help="SGD steps (default %(default)s)")
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay)
+    p.add_argument("--eval-every", type=int, default=d.eval_every)
+    p.add_argument("--eval-size", type=int, default=d.eval_size, help="sequences per test set")
+    p.add_argument("--scaled", action="store_true", help="1/sqrt(d) attention scaling")
+    p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
+    p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--json", action="store_true")
+
+
+def _device(name: str):
+    import torch
+
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {name!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda requested but CUDA is not available")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be cpu or cuda, got {name!r}")
+    return dev
+
+
+def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
+    from .icl import ICLGrid, ICLTrainConfig, train
+
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out (the run folder to continue)")
+    cfg = ICLTrainConfig(
+        steps=args.steps,
+        batch=args.batch,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        eval_every=args.eval_every,
+        eval_size=args.eval_size,
+        scaled=args.scaled,
+    )
+    grid = ICLGrid(variants, seeds, cfg, _device(args.device), compile=args.compile)
+    out = new_run_dir(args.out)
+    summary = train(grid, out, resume=args.resume, progress=not args.json)
+    last = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()][
+        -len(grid.variants) * len(seeds) :
+    ]
+    if args.json:
+        print(json.dumps(summary | {"out": str(out), "final": last}))
+    else:
+        for r in last:
+            accs = " ".join(f"{k[4:]}={v:.3f}" for k, v in r.items() if k.startswith("acc_"))
+            print(f"{r['variant']:>22} seed {r['seed']:<3} step {r['step']}: {accs}")
+        print(
+            f"{summary['runs']} runs, {summary['wall_s']:.1f} s on {summary['device']}; wrote {out}"
+        )
+    return 0
+
+
+def cmd_icl_train(args) -> int:
+    return _icl_run(args, [args.stream], [args.seed])
+
+
+def cmd_icl_grid(args) -> int:
+    check_range("seeds", args.seeds, lo=1)
+    return _icl_run(args, _values(args.variants), list(range(args.seed, args.seed + args.seeds)))
+
+
+def cmd_icl_report(args) -> int:
+    from .icl_report import write_report
+
+    report = write_report(args.run, thresholds=[float(t) for t in _values(args.thresholds)])
+    print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
     return 0
 
 
@@ -149,7 +230,7 @@ def build_parser() -> Parser:
         description="AMICL and residual attention streams (Burns, Fukai, Earls; arXiv 2412.15113).",
     )
     parser.add_argument("--version", action="version", version=f"attnstreams {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{amicl,reproduce}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{amicl,icl,reproduce}")
 
     amicl = verbs.add_parser("amicl", help="the associative-memory ICL model (paper section 1)")
     sub = amicl.add_subparsers(dest="cmd", required=True)
@@ -168,6 +249,25 @@ def build_parser() -> Parser:
     _amicl_args(p, trials=1)
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.set_defaults(func=cmd_amicl_attention)
+
+    icl = verbs.add_parser("icl", help="in-context classification with ToyICL (paper section 3)")
+    sub = icl.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train", help="train one ToyICL run")
+    p.add_argument("--stream", default="none", help="none|value|key|query[-first][-learned]")
+    p.add_argument("--seed", type=int, default=0)
+    _icl_args(p)
+    p.set_defaults(func=cmd_icl_train)
+    p = sub.add_parser("grid", help="variants x seeds, trained together on one device")
+    p.add_argument("--variants", default="none,value,key,query", help="comma-separated streams")
+    p.add_argument("--seeds", type=int, default=10, help="number of seeds")
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    _icl_args(p)
+    p.set_defaults(func=cmd_icl_grid)
+    p = sub.add_parser("report", help="statistics and figures of a grid folder")
+    p.add_argument("run", help="folder written by `icl grid`")
+    p.add_argument("--thresholds", default="0.5,0.95", help="accuracy thresholds")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_icl_report)
 
     p = verbs.add_parser("reproduce", help="run the paper's experiments and write a report")
     p.add_argument("--quick", action="store_true", help="CPU-sized version (minutes)")

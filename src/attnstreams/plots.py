@@ -9,6 +9,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -60,4 +61,57 @@ def plot_attention(maps: dict, path: Path, title: str = "") -> Path:
         ax.yaxis.get_major_locator().set_params(integer=True)
         fig.colorbar(im, ax=ax, shrink=0.8)
     fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_bands(
+    panels: dict[str, dict[str, tuple]],
+    path: Path,
+    ylabel: str = "",
+    xlabel: str = "step",
+    hlines: tuple[float, ...] = (),
+) -> Path:
+    """One panel per entry; in each, one line per label: the mean over seeds and a +/- 1 sd band.
+    panels[title][label] = (x (P,), y (seeds, P))."""
+
+    n = len(panels)
+    cols = 2 if n > 1 else 1
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False, constrained_layout=True
+    )
+    for ax, (title, lines) in zip(axes.flat, panels.items(), strict=False):  # spare axes: off
+        for label, (x, y) in lines.items():
+            y = np.asarray(y, dtype=float)
+            mean, sd = y.mean(0), y.std(0)
+            ax.plot(x, mean, label=f"{label} (n={y.shape[0]})", lw=1.4)
+            ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)
+        for h in hlines:
+            ax.axhline(h, color="grey", lw=0.6, ls="--")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    return _save(fig, path)
+
+
+def plot_paired(
+    values: dict[str, list], seeds: list, path: Path, ylabel: str, title: str = ""
+) -> Path:
+    """Per-seed values of each variant, a line joining each seed across variants."""
+
+    fig, ax = plt.subplots(figsize=(1.3 * len(values) + 2.5, 3.6))
+    names = list(values)
+    v = np.array([[np.nan if x is None else x for x in values[k]] for k in names], dtype=float)
+    for j in range(v.shape[1]):
+        ax.plot(range(len(names)), v[:, j], color="grey", alpha=0.4, lw=0.8)
+    for i in range(len(names)):
+        ax.scatter(np.full(v.shape[1], i), v[i], s=14, zorder=3)
+    ax.set_xticks(range(len(names)), names, rotation=20, fontsize=8)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)

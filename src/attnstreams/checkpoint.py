@@ -1,0 +1,52 @@
+"""Checkpoints: safetensors (no pickle), written atomically (temporary file, fsync, rename)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from .config import ConfigError
+
+
+def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
+    """Write tensors and JSON metadata so that `path` is always either the old or the new file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    try:
+        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load(
+    path: str | Path, device: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """Tensors and metadata; a clear ConfigError for a missing, truncated or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("meta", "null"))
+        tensors = load_file(str(path), device=str(device))
+    except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
+        raise ConfigError(f"not a readable attnstreams checkpoint: {path} ({e})") from None
+    if not isinstance(meta, dict):
+        raise ConfigError(f"not an attnstreams checkpoint (no metadata): {path}")
+    return tensors, meta

@@ -1,0 +1,295 @@
+"""Experiment 1 (paper.md section 3): train ToyICL variants x seeds at once on one device.
+
+Every (variant, seed) run is an independent ToyICL with plain SGD. The runs of one variant are
+stacked along a leading dimension and executed with `torch.func.vmap` over the model's own
+forward (so the stream code is the same as in `ToyICL`); the summed loss gives each run exactly
+its own gradient, and SGD is elementwise, so each run trains as if alone. A seed fixes the
+model's initial weights, the class means and the data stream, shared by every variant: variants
+differ only by the architecture.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call, stack_module_state, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import ConfigError, check_range
+from .model import ToyICL, ToyICLConfig
+from .runlog import JSONLLog, new_run_dir
+from .streams import StreamConfig
+from .tasks.icl_classification import TEST_SETS, ICLTaskConfig, make_task, test_sets
+
+
+@dataclass(frozen=True)
+class ICLTrainConfig:
+    """Paper defaults: SGD lr 0.01, weight decay 1e-6, batch 128, 75,000 steps, test every 500."""
+
+    steps: int = 75_000
+    batch: int = 128
+    lr: float = 0.01
+    weight_decay: float = 1e-6
+    eval_every: int = 500
+    eval_size: int = 10_000
+    data_chunk: int = 100  # batches drawn at once per seed: part of the data stream's definition
+    scaled: bool = False  # 1/sqrt(d) attention scaling (off in the authors' code)
+    task: ICLTaskConfig = field(default_factory=ICLTaskConfig)
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "eval_every", "eval_size", "data_chunk"):
+            check_range(name, getattr(self, name), lo=1)
+        check_range("lr", self.lr, lo=0.0, lo_open=True)
+        check_range("weight_decay", self.weight_decay, lo=0.0)
+
+    def model_config(self, stream: str) -> ToyICLConfig:
+        t = self.task
+        return ToyICLConfig(
+            d_in=t.token_dim,
+            n_labels=t.labels,
+            scaled=self.scaled,
+            stream=StreamConfig.parse(stream),
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def init_model(cfg: ICLTrainConfig, stream: str, seed: int) -> ToyICL:
+    """The initial weights of one run: a function of the seed only (shared across variants)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return ToyICL(cfg.model_config(stream))
+
+
+class _Group:
+    """The runs of one variant, stacked: parameters have a leading seed dimension."""
+
+    def __init__(self, cfg: ICLTrainConfig, variant: str, seeds: list[int], device) -> None:
+        self.variant = variant
+        models = [init_model(cfg, variant, s) for s in seeds]
+        params, _ = stack_module_state(models)
+        self.params = {k: v.to(device).detach().requires_grad_() for k, v in params.items()}
+        base = copy.deepcopy(models[0]).to("meta")
+
+        def one(p: dict, x: torch.Tensor) -> torch.Tensor:
+            return functional_call(base, p, (x,))
+
+        self.forward: Callable = vmap(one)  # (S, ...) params, (S, B, T, d) -> (S, B, labels)
+
+
+class ICLGrid:
+    """variants x seeds ToyICL runs trained together; see the module docstring."""
+
+    def __init__(
+        self,
+        variants: list[str],
+        seeds: list[int],
+        cfg: ICLTrainConfig = ICLTrainConfig(),
+        device: str | torch.device = "cpu",
+        compile: bool = False,
+    ) -> None:
+        if not variants or not seeds:
+            raise ConfigError("need at least one variant and one seed")
+        if len(set(variants)) != len(variants) or len(set(seeds)) != len(seeds):
+            raise ConfigError("variants and seeds must not repeat")
+        self.variants = [StreamConfig.parse(v).name for v in variants]
+        self.seeds, self.cfg, self.device = list(seeds), cfg, torch.device(device)
+        self.groups = [_Group(cfg, v, self.seeds, self.device) for v in self.variants]
+        params = [p for g in self.groups for p in g.params.values()]
+        self.opt = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.tasks = [make_task(cfg.task, s, self.device) for s in self.seeds]
+        sets = [test_sets(cfg.task, s, cfg.eval_size, self.device) for s in self.seeds]
+        self.tests = {
+            n: tuple(torch.stack([s[n][i] for s in sets]) for i in (0, 1)) for n in TEST_SETS
+        }
+        self.step = 0
+        self._chunk: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._chunk_start = 0
+        self._chunk_states = [t.g.get_state() for t in self.tasks]
+        self._loss_sum = torch.zeros(len(self.variants), len(self.seeds), device=self.device)
+        self._losses = torch.compile(self._losses_eager) if compile else self._losses_eager
+
+    # -- data ---------------------------------------------------------------------------------
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """This step's (S, B, T, d) tokens and (S, B) targets, drawn chunk by chunk per seed."""
+        k = self.step - self._chunk_start
+        if self._chunk is None or k >= self.cfg.data_chunk:
+            self._chunk_start, k = self.step, 0
+            self._chunk_states = [t.g.get_state() for t in self.tasks]
+            draws = [t.sample(self.cfg.data_chunk, self.cfg.batch) for t in self.tasks]
+            self._chunk = tuple(torch.stack([d[i] for d in draws], 1) for i in (0, 1))
+        return self._chunk[0][k], self._chunk[1][k]
+
+    # -- training -----------------------------------------------------------------------------
+    def _losses_eager(self, params: list[dict], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of every run, (V, S)."""
+        out = []
+        with sdpa_kernel([SDPBackend.MATH]):  # the math kernel has vmap batching rules
+            for g, p in zip(self.groups, params, strict=True):
+                logits = g.forward(p, x)
+                out.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(-1))
+        return torch.stack(out)
+
+    def train_step(self) -> None:
+        x, y = self._batch()
+        losses = self._losses([g.params for g in self.groups], x, y)
+        self.opt.zero_grad(set_to_none=True)
+        losses.sum().backward()
+        self.opt.step()
+        self._loss_sum += losses.detach()
+        self.step += 1
+
+    @torch.no_grad()
+    def evaluate(self, chunk: int = 2500) -> torch.Tensor:
+        """Accuracy on each test set, (V, S, len(TEST_SETS))."""
+        acc = torch.zeros(len(self.groups), len(self.seeds), len(TEST_SETS), device=self.device)
+        with sdpa_kernel([SDPBackend.MATH]):
+            for j, name in enumerate(TEST_SETS):
+                x, y = self.tests[name]
+                for i, g in enumerate(self.groups):
+                    hits = sum(
+                        (g.forward(g.params, x[:, a : a + chunk]).argmax(-1) == y[:, a : a + chunk])
+                        .sum(-1)
+                        .float()
+                        for a in range(0, x.size(1), chunk)
+                    )
+                    acc[i, :, j] = hits / x.size(1)
+        return acc
+
+    def eval_rows(self, steps_since: int) -> list[dict]:
+        """One metrics row per run; reads the device once (the only host sync of a window)."""
+        acc = self.evaluate().cpu()
+        loss = (self._loss_sum / max(steps_since, 1)).cpu()
+        self._loss_sum.zero_()
+        rows = []
+        for i, v in enumerate(self.variants):
+            for j, s in enumerate(self.seeds):
+                row = {"step": self.step, "variant": v, "seed": s}
+                row["train_loss"] = float(loss[i, j]) if steps_since else None
+                row.update({f"acc_{n}": float(acc[i, j, k]) for k, n in enumerate(TEST_SETS)})
+                rows.append(row)
+        return rows
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def meta(self) -> dict:
+        return {
+            "kind": "icl-grid",
+            "step": self.step,
+            "chunk_start": self._chunk_start,
+            "variants": self.variants,
+            "seeds": self.seeds,
+            "config": self.cfg.to_dict(),
+        }
+
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        t = {f"{g.variant}/{k}": v for g in self.groups for k, v in g.params.items()}
+        t.update(
+            {f"data_rng/{s}": st for s, st in zip(self.seeds, self._chunk_states, strict=True)}
+        )
+        t["loss_sum"] = self._loss_sum
+        return t
+
+    def save(self, path: Path) -> Path:
+        return checkpoint.save(path, self.state_tensors(), self.meta())
+
+    def load(self, path: Path) -> None:
+        tensors, meta = checkpoint.load(path, self.device)
+        mine = self.meta()
+        for key in ("kind", "variants", "seeds", "config"):
+            if meta.get(key) != mine[key]:
+                raise ConfigError(
+                    f"checkpoint {path} was made with a different {key}; cannot resume"
+                )
+        expected = self.state_tensors()
+        if set(tensors) != set(expected):
+            raise ConfigError(f"checkpoint {path} does not match this grid's parameters")
+        with torch.no_grad():
+            for g in self.groups:
+                for k, v in g.params.items():
+                    v.copy_(tensors[f"{g.variant}/{k}"])
+        self._loss_sum.copy_(tensors["loss_sum"])
+        for s, task in zip(self.seeds, self.tasks, strict=True):
+            task.g.set_state(tensors[f"data_rng/{s}"].cpu())
+        self.step, self._chunk_start, self._chunk = meta["chunk_start"], meta["chunk_start"], None
+        while self.step < meta["step"]:  # redraw the current chunk and move to the saved position
+            self._batch()
+            self.step += 1
+
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """Drop rows written after the checkpoint: the resumed run writes them again."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    tmp.replace(path)
+
+
+def train(grid: ICLGrid, out: Path, resume: bool = False, progress: bool = True) -> dict:
+    """Train to cfg.steps, evaluating every eval_every steps: metrics rows appended to
+    metrics.jsonl, then a checkpoint. Returns a summary (wall time, steps/s, device)."""
+    out = new_run_dir(out)
+    ckpt, metrics = out / CHECKPOINT, out / METRICS
+    if resume:
+        if not ckpt.exists():
+            raise ConfigError(f"nothing to resume: {ckpt} does not exist")
+        grid.load(ckpt)
+        _truncate_metrics(metrics, grid.step)
+    elif ckpt.exists():
+        raise ConfigError(f"{out} already holds a run: pass --resume, or choose another --out")
+    (out / "config.json").write_text(json.dumps(grid.meta() | {"step": None}, indent=1))
+    cfg = grid.cfg
+    t0 = time.perf_counter()
+    start = last_eval = grid.step
+    with (
+        JSONLLog(metrics, append=resume) as log,
+        tqdm(
+            total=cfg.steps,
+            initial=grid.step,
+            desc="icl",
+            disable=not progress or None,
+            unit="step",
+        ) as bar,
+    ):
+        if grid.step == 0:
+            for row in grid.eval_rows(0):
+                log.write(row | {"elapsed_s": 0.0})
+        while grid.step < cfg.steps:
+            grid.train_step()
+            bar.update()
+            if grid.step % cfg.eval_every == 0 or grid.step == cfg.steps:
+                rows = grid.eval_rows(grid.step - last_eval)
+                last_eval = grid.step
+                elapsed = time.perf_counter() - t0
+                for row in rows:
+                    log.write(row | {"elapsed_s": elapsed})
+                grid.save(ckpt)
+                icl_mean = sum(r["acc_icl"] for r in rows) / len(rows)
+                bar.set_postfix(icl=f"{icl_mean:.3f}")
+    wall = time.perf_counter() - t0
+    device = torch.cuda.get_device_name(grid.device) if grid.device.type == "cuda" else "cpu"
+    summary = {
+        "wall_s": wall,
+        "steps": cfg.steps,
+        "runs": len(grid.variants) * len(grid.seeds),
+        "steps_per_s": (cfg.steps - start) / wall if wall else None,
+        "device": device,
+        "torch": torch.__version__,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,215 @@
+"""`attnstreams icl report DIR`: steps-to-threshold statistics and curves of a grid run."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from . import stats
+from .config import ConfigError
+from .icl import METRICS
+from .plots import plot_bands, plot_paired
+from .tasks.icl_classification import TEST_SETS
+
+TITLES = {
+    "mixed": "mixed (as training)",
+    "icl": "ICL (bursty, novel classes)",
+    "icl_flipped": "ICL-flipped (labels + 1)",
+    "iwl": "IWL (i.i.d., known classes)",
+}
+# paper.md anchors: the authors' code on one H100.
+AUTHORS_MS_PER_STEP = 14.0
+AUTHORS_S_PER_RUN = 1066.0
+
+
+def load_runs(run: Path) -> tuple[dict, dict[str, dict[int, list[dict]]]]:
+    """The grid's config and its metric rows grouped by variant and seed (sorted by step)."""
+    run = Path(run)
+    if not (run / METRICS).is_file() or not (run / "config.json").is_file():
+        raise ConfigError(f"{run} is not an icl grid folder (needs {METRICS} and config.json)")
+    config = json.loads((run / "config.json").read_text())
+    rows: dict[str, dict[int, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for line in (run / METRICS).read_text().splitlines():
+        if line.strip():
+            r = json.loads(line)
+            rows[r["variant"]][r["seed"]].append(r)
+    for by_seed in rows.values():
+        for rs in by_seed.values():
+            rs.sort(key=lambda r: r["step"])
+    if not rows:
+        raise ConfigError(f"{run / METRICS} holds no rows yet")
+    return config, rows
+
+
+def steps_to(rows: list[dict], key: str, threshold: float) -> int | None:
+    """First evaluated step at which accuracy reaches the threshold; None if never."""
+    for r in rows:
+        if r[key] >= threshold:
+            return r["step"]
+    return None
+
+
+def _fmt(x, spec=".0f") -> str:
+    return "–" if x is None else format(x, spec)
+
+
+def threshold_table(
+    rows, variants, seeds, baseline, test: str, thr: float
+) -> tuple[list[str], dict]:
+    """Markdown rows and the per-seed steps for one test set and threshold."""
+    key = f"acc_{test}"
+    per = {v: [steps_to(rows[v][s], key, thr) for s in seeds] for v in variants}
+    lines = [
+        f"**{TITLES[test]}: steps to {thr:.0%}**",
+        "",
+        "| variant | reached | mean | sd | median | paired Δ vs "
+        f"{baseline} (mean, 95% CI) | n pairs | Wilcoxon p | change |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for v in variants:
+        reached = [x for x in per[v] if x is not None]
+        d = stats.describe(reached)
+        cells = [
+            v,
+            f"{len(reached)}/{len(seeds)}",
+            _fmt(d["mean"]),
+            _fmt(d["sd"]),
+            _fmt(d["median"]),
+        ]
+        if v == baseline:
+            cells += ["", "", "", ""]
+        else:
+            pairs = [
+                (a, b) for a, b in zip(per[baseline], per[v], strict=True) if None not in (a, b)
+            ]
+            p = stats.paired([a for a, _ in pairs], [b for _, b in pairs])
+            ci = f" [{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}]" if p["ci_low"] is not None else ""
+            cells += [
+                f"{_fmt(p['mean'], '+.0f')}{ci}",
+                str(p["n"]),
+                _fmt(p["p_wilcoxon"], ".3g"),
+                "–" if p["relative"] is None else f"{100 * p['relative']:+.1f} %",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines, per
+
+
+def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
+    run = Path(run)
+    config, rows = load_runs(run)
+    variants = [v for v in config["variants"] if v in rows]
+    seeds = sorted(set.intersection(*(set(rows[v]) for v in variants)))
+    baseline = "none" if "none" in variants else variants[0]
+    summary = (
+        json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
+    )
+    cfg = config["config"]
+    last = {v: [rows[v][s][-1] for s in seeds] for v in variants}
+    steps_done = min(r["step"] for v in variants for r in last[v])
+
+    lines = [
+        "# In-context classification: residual streams in a two-layer transformer",
+        "",
+        f"Variants {', '.join(variants)}; {len(seeds)} seeds each ({seeds[0]}..{seeds[-1]}), "
+        f"paired by seed (same initial weights, class means and data stream). {steps_done:,} of "
+        f"{cfg['steps']:,} SGD steps (lr {cfg['lr']}, weight decay {cfg['weight_decay']}, batch "
+        f"{cfg['batch']}); test sets of {cfg['eval_size']:,} sequences every {cfg['eval_every']} "
+        "steps. Steps-to-threshold is the first evaluation at or above it; runs that never reach "
+        "it are counted in *reached* and left out of the paired statistics (pairs need both).",
+        "",
+    ]
+    if summary:
+        runs = summary["runs"]
+        per_step = 1000 * summary["wall_s"] / max(summary["steps"], 1)
+        lines += [
+            f"Hardware: {summary['device']}, torch {summary['torch']}. Whole grid ({runs} runs): "
+            f"{summary['wall_s']:.0f} s wall with evaluations ({per_step:.2f} ms per grid step, "
+            f"{summary['wall_s'] / runs:.1f} s per run). Authors' code on an H100: "
+            f"{AUTHORS_MS_PER_STEP} ms a step, ~{AUTHORS_S_PER_RUN:.0f} s a run.",
+            "",
+        ]
+
+    tables, verdicts = ["## Steps to threshold", ""], []
+    for test in TEST_SETS:
+        for thr in thresholds:
+            table, per = threshold_table(rows, variants, seeds, baseline, test, thr)
+            tables += table + [""]
+            if test == "icl" and thr == max(thresholds):
+                verdicts = _verdicts(per, baseline, variants, thr)
+    lines += ["## Result", "", *verdicts, "", *tables]
+
+    lines += [
+        "## Final accuracy",
+        "",
+        "| variant | " + " | ".join(TEST_SETS) + " |",
+        "|---|" + "---|" * len(TEST_SETS),
+    ]
+    for v in variants:
+        cells = []
+        for t in TEST_SETS:
+            acc = np.array([r[f"acc_{t}"] for r in last[v]])
+            cells.append(f"{acc.mean():.3f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.3f}")
+        lines.append(f"| {v} | " + " | ".join(cells) + " |")
+
+    panels = {}
+    for t in TEST_SETS:
+        panels[TITLES[t]] = {}
+        for v in variants:
+            n = min(len(rows[v][s]) for s in seeds)
+            x = [r["step"] for r in rows[v][seeds[0]][:n]]
+            panels[TITLES[t]][v] = (x, [[r[f"acc_{t}"] for r in rows[v][s][:n]] for s in seeds])
+    curves = plot_bands(panels, run / "curves.png", ylabel="accuracy", hlines=tuple(thresholds))
+    thr = max(thresholds)
+    paired_png = plot_paired(
+        {v: [steps_to(rows[v][s], "acc_icl", thr) for s in seeds] for v in variants},
+        seeds,
+        run / "steps_to_icl.png",
+        ylabel=f"steps to {thr:.0%} ICL accuracy",
+        title="per seed (lines join a seed across variants)",
+    )
+    lines += [
+        "",
+        "## Curves",
+        "",
+        f"![accuracy curves]({curves.name})",
+        "",
+        f"![steps to threshold per seed]({paired_png.name})",
+        "",
+    ]
+    report = run / "report.md"
+    tmp = report.with_suffix(".md.tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(report)
+    return report
+
+
+def _verdicts(per: dict, baseline: str, variants: list[str], thr: float) -> list[str]:
+    """Plain sentences: did each variant reach the ICL threshold sooner than the baseline?"""
+    out = [f"Paper's claim: the value stream reaches {thr:.0%} ICL accuracy about 24% sooner."]
+    for v in variants:
+        if v == baseline:
+            continue
+        pairs = [(a, b) for a, b in zip(per[baseline], per[v], strict=True) if None not in (a, b)]
+        never_b = sum(x is None for x in per[baseline])
+        never_v = sum(x is None for x in per[v])
+        if len(pairs) < 2:
+            out.append(
+                f"- **{v}**: too few seed pairs reached {thr:.0%} to compare "
+                f"({len(pairs)}; never reached: {baseline} {never_b}, {v} {never_v})."
+            )
+            continue
+        p = stats.paired([a for a, _ in pairs], [b for _, b in pairs])
+        sooner = -100 * p["relative"]
+        sig = p["ci_high"] < 0 or p["ci_low"] > 0
+        word = "sooner" if sooner > 0 else "later"
+        out.append(
+            f"- **{v}**: {abs(sooner):.1f}% {word} than {baseline} on {p['n']} seed pairs "
+            f"(mean Δ {p['mean']:+.0f} steps, 95% CI [{p['ci_low']:.0f}, {p['ci_high']:.0f}], "
+            f"Wilcoxon p = {p['p_wilcoxon']:.3g}); the interval "
+            f"{'excludes' if sig else 'includes'} zero. Never reached: {baseline} {never_b}, "
+            f"{v} {never_v}."
+        )
+    return out

@@ -1,0 +1,1 @@
+"""Synthetic tasks generated on the training device."""
