@@ -18,8 +18,20 @@ import torch
 from attnstreams.icl import ICLGrid, ICLTrainConfig, train
 
 
-def ms_per_step(variants, seeds, device, compile, steps, batch=128) -> float:
-    grid = ICLGrid(variants, seeds, ICLTrainConfig(batch=batch, eval_size=100), device, compile)
+def make_grid(variants, seeds, device, mode, precision, **cfg) -> ICLGrid:
+    """mode: eager | graph (CUDA graph of the eager step) | compile | compile+graph."""
+    return ICLGrid(
+        variants,
+        seeds,
+        ICLTrainConfig(precision=precision, **cfg),
+        device,
+        compile="compile" in mode,
+        cuda_graph="graph" in mode,
+    )
+
+
+def ms_per_step(variants, seeds, device, mode, precision, steps) -> float:
+    grid = make_grid(variants, seeds, device, mode, precision, eval_size=100)
     for _ in range(max(10, grid.cfg.data_chunk)):  # warm-up, compilation, first data chunk
         grid.train_step()
     sync = torch.cuda.synchronize if grid.device.type == "cuda" else (lambda: None)
@@ -37,7 +49,10 @@ def main() -> None:
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--variants", default="none,value,key,query")
     p.add_argument("--steps", type=int, default=200, help="timed steps per row")
-    p.add_argument("--modes", default="eager,compile")
+    p.add_argument("--modes", default="eager,graph,compile+graph", help="comma-separated")
+    p.add_argument("--precisions", default="fp32,tf32")
+    p.add_argument("--full-mode", default="graph")
+    p.add_argument("--full-precision", default="fp32")
     p.add_argument("--full", action="store_true", help="also time the whole 75,000-step grid")
     p.add_argument("--json")
     args = p.parse_args()
@@ -47,16 +62,21 @@ def main() -> None:
     name = torch.cuda.get_device_name() if args.device.startswith("cuda") else "cpu"
     print(f"device: {name}, torch {torch.__version__}")
     head = ("what", "mode", "runs", "ms/step", "ms/run-step", "75k steps (s)")
-    print(f"{head[0]:<34} {head[1]:<8} {head[2]:>5} {head[3]:>9} {head[4]:>12} {head[5]:>14}")
-    for mode in args.modes.split(","):
-        for what, v, s in [("single run (value)", ["value"], [0]), ("grid", variants, seeds)]:
-            ms = ms_per_step(v, s, args.device, mode == "compile", args.steps)
-            runs = len(v) * len(s)
-            rows.append({"what": what, "mode": mode, "runs": runs, "ms_per_step": ms})
-            print(f"{what:<34} {mode:<8} {runs:>5} {ms:>9.3f} {ms / runs:>12.4f} {75 * ms:>14.1f}")
+    print(f"{head[0]:<34} {head[1]:<18} {head[2]:>5} {head[3]:>9} {head[4]:>12} {head[5]:>14}")
+    for prec in args.precisions.split(","):
+        for mode in args.modes.split(","):
+            mode_name = f"{mode}/{prec}"
+            for what, v, s in [("single run (value)", ["value"], [0]), ("grid", variants, seeds)]:
+                ms = ms_per_step(v, s, args.device, mode, prec, args.steps)
+                runs = len(v) * len(s)
+                rows.append({"what": what, "mode": mode_name, "runs": runs, "ms_per_step": ms})
+                print(
+                    f"{what:<34} {mode_name:<18} {runs:>5} {ms:>9.3f} {ms / runs:>12.4f} "
+                    f"{75 * ms:>14.1f}"
+                )
     if args.full:
         with tempfile.TemporaryDirectory() as out:
-            grid = ICLGrid(variants, seeds, ICLTrainConfig(), args.device, "compile" in args.modes)
+            grid = make_grid(variants, seeds, args.device, args.full_mode, args.full_precision)
             summary = train(grid, out, progress=False)
         rows.append({"what": "full grid with evaluations", **summary})
         print(

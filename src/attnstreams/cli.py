@@ -148,6 +148,8 @@ def _icl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scaled", action="store_true", help="1/sqrt(d) attention scaling")
     p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
+    p.add_argument("--precision", default="fp32", help="fp32|tf32 (tensor-core float32 matmuls)")
+    p.add_argument("--no-cuda-graph", action="store_true", help="do not capture the step")
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--json", action="store_true")
@@ -180,8 +182,11 @@ def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
         eval_every=args.eval_every,
         eval_size=args.eval_size,
         scaled=args.scaled,
+        precision=args.precision,
     )
-    grid = ICLGrid(variants, seeds, cfg, _device(args.device), compile=args.compile)
+    device = _device(args.device)
+    graph = device.type == "cuda" and not args.no_cuda_graph
+    grid = ICLGrid(variants, seeds, cfg, device, compile=args.compile, cuda_graph=graph)
     out = new_run_dir(args.out)
     summary = train(grid, out, resume=args.resume, progress=not args.json)
     last = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()][

@@ -24,11 +24,16 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import ConfigError, check_range
+from .config import ConfigError, check_choice, check_range
 from .model import ToyICL, ToyICLConfig
 from .runlog import JSONLLog, new_run_dir
 from .streams import StreamConfig
-from .tasks.icl_classification import TEST_SETS, ICLTaskConfig, make_task, test_sets
+from .tasks.icl_classification import (
+    TEST_SETS,
+    ICLTaskConfig,
+    make_task,
+    make_test_sets,
+)
 
 
 @dataclass(frozen=True)
@@ -43,6 +48,7 @@ class ICLTrainConfig:
     eval_size: int = 10_000
     data_chunk: int = 100  # batches drawn at once per seed: part of the data stream's definition
     scaled: bool = False  # 1/sqrt(d) attention scaling (off in the authors' code)
+    precision: str = "fp32"  # fp32 | tf32 (float32 matmuls on tensor cores; JAX's GPU default)
     task: ICLTaskConfig = field(default_factory=ICLTaskConfig)
 
     def __post_init__(self) -> None:
@@ -50,6 +56,7 @@ class ICLTrainConfig:
             check_range(name, getattr(self, name), lo=1)
         check_range("lr", self.lr, lo=0.0, lo_open=True)
         check_range("weight_decay", self.weight_decay, lo=0.0)
+        check_choice("precision", self.precision, ("fp32", "tf32"))
 
     def model_config(self, stream: str) -> ToyICLConfig:
         t = self.task
@@ -97,7 +104,9 @@ class ICLGrid:
         cfg: ICLTrainConfig = ICLTrainConfig(),
         device: str | torch.device = "cpu",
         compile: bool = False,
+        cuda_graph: bool | None = None,
     ) -> None:
+        """cuda_graph: capture the training step as a CUDA graph (default: on CUDA devices)."""
         if not variants or not seeds:
             raise ConfigError("need at least one variant and one seed")
         if len(set(variants)) != len(variants) or len(set(seeds)) != len(seeds):
@@ -108,7 +117,7 @@ class ICLGrid:
         params = [p for g in self.groups for p in g.params.values()]
         self.opt = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.tasks = [make_task(cfg.task, s, self.device) for s in self.seeds]
-        sets = [test_sets(cfg.task, s, cfg.eval_size, self.device) for s in self.seeds]
+        sets = [make_test_sets(cfg.task, s, cfg.eval_size, self.device) for s in self.seeds]
         self.tests = {
             n: tuple(torch.stack([s[n][i] for s in sets]) for i in (0, 1)) for n in TEST_SETS
         }
@@ -118,6 +127,13 @@ class ICLGrid:
         self._chunk_states = [t.g.get_state() for t in self.tasks]
         self._loss_sum = torch.zeros(len(self.variants), len(self.seeds), device=self.device)
         self._losses = torch.compile(self._losses_eager) if compile else self._losses_eager
+        self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
+        if self.cuda_graph and self.device.type != "cuda":
+            raise ConfigError("CUDA graphs need a CUDA device")
+        self._graph: torch.cuda.CUDAGraph | None = None
+        self._warm = 0
+        if self.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = cfg.precision == "tf32"
 
     # -- data ---------------------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,17 +156,42 @@ class ICLGrid:
                 out.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(-1))
         return torch.stack(out)
 
-    def train_step(self) -> None:
-        x, y = self._batch()
+    def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
         losses = self._losses([g.params for g in self.groups], x, y)
-        self.opt.zero_grad(set_to_none=True)
         losses.sum().backward()
         self.opt.step()
         self._loss_sum += losses.detach()
+
+    def train_step(self) -> None:
+        """One SGD step of every run. On CUDA, after 3 warm-up steps the whole step (forward,
+        backward, update) is captured once as a CUDA graph and replayed: same kernels, no
+        per-step launch overhead and no host synchronisation."""
+        x, y = self._batch()
+        if self._graph is None and self.cuda_graph and self._warm >= 3:
+            self._static = (x.clone(), y.clone())
+            self.opt.zero_grad(set_to_none=True)
+            self._graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(self._graph):
+                self._step(*self._static)
+        if self._graph is not None:
+            self._static[0].copy_(x)
+            self._static[1].copy_(y)
+            self._graph.replay()
+        else:
+            self.opt.zero_grad(set_to_none=True)
+            if self.cuda_graph:  # warm-up on a side stream, as graph capture requires
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    self._step(x, y)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+            else:
+                self._step(x, y)
+            self._warm += 1
         self.step += 1
 
     @torch.no_grad()
-    def evaluate(self, chunk: int = 2500) -> torch.Tensor:
+    def evaluate(self, chunk: int = 10_000) -> torch.Tensor:
         """Accuracy on each test set, (V, S, len(TEST_SETS))."""
         acc = torch.zeros(len(self.groups), len(self.seeds), len(TEST_SETS), device=self.device)
         with sdpa_kernel([SDPBackend.MATH]):
@@ -240,9 +281,16 @@ def _truncate_metrics(path: Path, step: int) -> None:
     tmp.replace(path)
 
 
-def train(grid: ICLGrid, out: Path, resume: bool = False, progress: bool = True) -> dict:
+def train(
+    grid: ICLGrid,
+    out: Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
     """Train to cfg.steps, evaluating every eval_every steps: metrics rows appended to
-    metrics.jsonl, then a checkpoint. Returns a summary (wall time, steps/s, device)."""
+    metrics.jsonl, then a checkpoint. stop_after: leave early at that step (resume later).
+    Returns a summary (wall time, steps/s, device)."""
     out = new_run_dir(out)
     ckpt, metrics = out / CHECKPOINT, out / METRICS
     if resume:
@@ -269,7 +317,8 @@ def train(grid: ICLGrid, out: Path, resume: bool = False, progress: bool = True)
         if grid.step == 0:
             for row in grid.eval_rows(0):
                 log.write(row | {"elapsed_s": 0.0})
-        while grid.step < cfg.steps:
+        end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+        while grid.step < end:
             grid.train_step()
             bar.update()
             if grid.step % cfg.eval_every == 0 or grid.step == cfg.steps:
@@ -285,9 +334,10 @@ def train(grid: ICLGrid, out: Path, resume: bool = False, progress: bool = True)
     device = torch.cuda.get_device_name(grid.device) if grid.device.type == "cuda" else "cpu"
     summary = {
         "wall_s": wall,
-        "steps": cfg.steps,
+        "steps": grid.step - start,  # this session's (a resumed run reports its own part)
+        "step": grid.step,
         "runs": len(grid.variants) * len(grid.seeds),
-        "steps_per_s": (cfg.steps - start) / wall if wall else None,
+        "steps_per_s": (grid.step - start) / wall if wall else None,
         "device": device,
         "torch": torch.__version__,
     }

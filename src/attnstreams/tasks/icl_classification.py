@@ -162,9 +162,11 @@ class ICLTask:
         return torch.cat([iid, bursty], 1), iid_query, bursty_query
 
     def sample(
-        self, n_batches: int, batch: int, split: Split | None = None
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens (n_batches, batch, 2N+1, pos_dim + D) and targets (n_batches, batch)."""
+        self, n_batches: int, batch: int, split: Split | None = None, with_meta: bool = False
+    ) -> tuple:
+        """Tokens (n_batches, batch, 2N+1, pos_dim + D) and targets (n_batches, batch); with
+        with_meta, also a dict of the flat (M = n_batches * batch) classes, bursty and novel
+        flags and position offsets, for tests and analysis."""
         cfg = self.cfg
         split = split or Split(cfg.p_bursty, cfg.p_novel)
         M, N, D, L = n_batches * batch, cfg.pairs, cfg.dim, cfg.labels
@@ -203,15 +205,19 @@ class ICLTask:
         offset = self._randint(P - T + 1, M)
         pos = torch.zeros(M, T, P, device=dev)
         pos.scatter_(2, (offset[:, None] + torch.arange(T, device=dev))[..., None], 1.0)
-        x = torch.cat([pos, content], dim=-1)
-        return x.view(n_batches, batch, T, P + D), label[:, N].view(n_batches, batch)
+        x = torch.cat([pos, content], dim=-1).view(n_batches, batch, T, P + D)
+        y = label[:, N].view(n_batches, batch)
+        if with_meta:
+            meta = {"classes": classes, "bursty": bursty, "novel": novel, "offset": offset}
+            return x, y, meta
+        return x, y
 
 
 def make_task(cfg: ICLTaskConfig, seed: int, device: str | torch.device = "cpu") -> ICLTask:
     return ICLTask(cfg, torch.Generator(device=device).manual_seed(seed))
 
 
-def test_sets(
+def make_test_sets(
     cfg: ICLTaskConfig, seed: int, size: int = 10_000, device: str | torch.device = "cpu"
 ) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
     """The four held-out test sets of one seed: fixed by the seed, disjoint from the training

@@ -1,0 +1,209 @@
+"""The ToyICL grid: batched equals alone, resume equals uninterrupted, report statistics."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats as sps
+
+from attnstreams import stats
+from attnstreams.cli import main
+from attnstreams.icl import ICLGrid, ICLTrainConfig, init_model, train
+from attnstreams.icl_report import steps_to, write_report
+from attnstreams.tasks.icl_classification import make_task
+
+CFG = ICLTrainConfig(steps=24, batch=16, eval_every=8, eval_size=64, data_chunk=5, lr=0.5)
+
+
+def train_alone(cfg: ICLTrainConfig, stream: str, seed: int) -> torch.nn.Module:
+    """The reference: one plain ToyICL, torch.optim.SGD, the seed's data stream."""
+    model = init_model(cfg, stream, seed)
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    task = make_task(cfg.task, seed)
+    step = 0
+    while step < cfg.steps:
+        xs, ys = task.sample(cfg.data_chunk, cfg.batch)
+        for x, y in zip(xs, ys, strict=True):
+            if step == cfg.steps:
+                break
+            loss = torch.nn.functional.cross_entropy(model(x), y)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            step += 1
+    return model
+
+
+@pytest.mark.parametrize("variant", ["value", "key-learned"])
+def test_run_in_grid_equals_run_alone(variant):
+    grid = ICLGrid(["none", variant, "query"], [3, 4], CFG)
+    for _ in range(CFG.steps):
+        grid.train_step()
+    alone = train_alone(CFG, variant, 4)
+    group = grid.groups[1]
+    for name, p in alone.named_parameters():
+        torch.testing.assert_close(group.params[name][1], p, rtol=1e-4, atol=1e-5)
+    # It did train: the parameters moved away from their initial values.
+    init = dict(init_model(CFG, variant, 4).named_parameters())
+    assert (group.params["attn.0.qkv.weight"][1] - init["attn.0.qkv.weight"]).abs().max() > 1e-3
+
+
+def test_variants_share_seed_weights_and_data():
+    grid = ICLGrid(["none", "value"], [0, 1], CFG)
+    a, b = grid.groups
+    torch.testing.assert_close(a.params["attn.0.qkv.weight"], b.params["attn.0.qkv.weight"])
+    assert not torch.equal(a.params["attn.0.qkv.weight"][0], a.params["attn.0.qkv.weight"][1])
+
+
+def rows_without_time(path):
+    return [
+        {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}
+        for ln in path.read_text().splitlines()
+    ]
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = ICLGrid(["none", "value-learned"], [0, 1], CFG)
+    train(full, tmp_path / "a", progress=False)
+    part = ICLGrid(["none", "value-learned"], [0, 1], CFG)
+    train(part, tmp_path / "b", progress=False, stop_after=13)  # mid data chunk, mid eval window
+    assert json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 8
+    resumed = ICLGrid(["none", "value-learned"], [0, 1], CFG)
+    train(resumed, tmp_path / "b", resume=True, progress=False)
+    assert rows_without_time(tmp_path / "a" / "metrics.jsonl") == rows_without_time(
+        tmp_path / "b" / "metrics.jsonl"
+    )
+    for ga, gb in zip(full.groups, resumed.groups, strict=True):
+        for k in ga.params:
+            assert torch.equal(ga.params[k], gb.params[k])  # bitwise on CPU
+
+
+def test_resume_refuses_other_config(tmp_path):
+    train(ICLGrid(["none"], [0], CFG), tmp_path, progress=False)
+    other = ICLGrid(["none"], [1], CFG)
+    with pytest.raises(ValueError, match="different seeds"):
+        train(other, tmp_path, resume=True, progress=False)
+    with pytest.raises(ValueError, match="already holds a run"):
+        train(ICLGrid(["none"], [0], CFG), tmp_path, progress=False)
+
+
+def test_paired_statistics():
+    base, var = [100, 200, 300, 400, 500], [80, 150, 260, 330, 420]
+    p = stats.paired(base, var)
+    d = np.array(var) - np.array(base)
+    assert p["n"] == 5 and p["mean"] == d.mean() and p["median"] == np.median(d)
+    assert p["p_wilcoxon"] == pytest.approx(sps.wilcoxon(d).pvalue)
+    assert p["ci_low"] <= d.mean() <= p["ci_high"] and p["ci_high"] < 0
+    assert p["relative"] == pytest.approx(sum(var) / sum(base) - 1)
+    same = stats.paired([1, 2, 3], [1, 2, 3])
+    assert same["p_wilcoxon"] == 1.0 and same["ci_low"] == same["ci_high"] == 0
+
+
+def test_steps_to_threshold():
+    rows = [{"step": s, "acc_icl": a} for s, a in [(0, 0.1), (500, 0.6), (1000, 0.96), (1500, 0.9)]]
+    assert steps_to(rows, "acc_icl", 0.5) == 500
+    assert steps_to(rows, "acc_icl", 0.95) == 1000
+    assert steps_to(rows, "acc_icl", 0.99) is None
+
+
+def fake_grid(path, steps_to_95: dict[str, list[int | None]]):
+    """A metrics file whose ICL curves cross 95% at given steps (None: never)."""
+    variants = list(steps_to_95)
+    seeds = list(range(len(next(iter(steps_to_95.values())))))
+    cfg = ICLTrainConfig(steps=1000, eval_every=100)
+    (path / "config.json").write_text(
+        json.dumps({"variants": variants, "seeds": seeds, "config": cfg.to_dict()})
+    )
+    with (path / "metrics.jsonl").open("w") as f:
+        for v in variants:
+            for s in seeds:
+                cross = steps_to_95[v][s]
+                for step in range(0, 1001, 100):
+                    acc = 0.97 if cross is not None and step >= cross else 0.5 * step / 1000
+                    row = {"step": step, "variant": v, "seed": s, "train_loss": 1.0}
+                    row |= {f"acc_{t}": acc for t in ("mixed", "icl", "icl_flipped", "iwl")}
+                    f.write(json.dumps(row) + "\n")
+
+
+def test_report_counts_never_reached_and_states_result(tmp_path):
+    fake_grid(tmp_path, {"none": [500, 600, 700, None], "value": [400, 400, 500, 800]})
+    text = write_report(tmp_path).read_text()
+    assert "| none | 3/4 |" in text and "| value | 4/4 |" in text
+    assert "Never reached: none 1, value 0" in text
+    assert "sooner than none on 3 seed pairs" in text  # (400+400+500)/(500+600+700): 27.8%
+    assert "27.8% sooner" in text
+    assert (tmp_path / "curves.png").stat().st_size > 1000
+    assert (tmp_path / "steps_to_icl.png").exists()
+
+
+def test_cli_grid_and_report(tmp_path, capsys):
+    out = tmp_path / "g"
+    argv = [
+        "icl",
+        "grid",
+        "--variants",
+        "none,value",
+        "--seeds",
+        "2",
+        "--steps",
+        "12",
+        "--eval-every",
+        "6",
+        "--eval-size",
+        "32",
+        "--batch",
+        "8",
+        "--out",
+        str(out),
+        "--json",
+    ]
+    assert main(argv) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["runs"] == 4 and len(res["final"]) == 4
+    assert {r["step"] for r in res["final"]} == {12}
+    assert main(["icl", "report", str(out)]) == 0
+    assert (out / "report.md").exists()
+    capsys.readouterr()
+    assert (
+        main(
+            [
+                "icl",
+                "train",
+                "--stream",
+                "value",
+                "--steps",
+                "4",
+                "--eval-every",
+                "2",
+                "--eval-size",
+                "16",
+                "--batch",
+                "4",
+                "--out",
+                str(tmp_path / "t"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "t" / "checkpoint.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["icl", "grid", "--variants", "none,values"],
+        ["icl", "grid", "--seeds", "0"],
+        ["icl", "train", "--steps", "-5"],
+        ["icl", "train", "--device", "tpu"],
+        ["icl", "train", "--resume"],
+        ["icl", "train", "--precision", "fp8"],
+        ["icl", "report", "/nonexistent/folder"],
+    ],
+)
+def test_icl_bad_arguments(capsys, argv):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
