@@ -54,6 +54,8 @@ def main() -> None:
     p.add_argument("--full-mode", default="graph")
     p.add_argument("--full-precision", default="fp32")
     p.add_argument("--full", action="store_true", help="also time the whole 75,000-step grid")
+    p.add_argument("--what", default="single,grid", help="single and/or grid rows")
+    p.add_argument("--profile", action="store_true", help="kernel-time table of an eager grid step")
     p.add_argument("--json")
     args = p.parse_args()
     variants = args.variants.split(",")
@@ -66,7 +68,11 @@ def main() -> None:
     for prec in args.precisions.split(","):
         for mode in args.modes.split(","):
             mode_name = f"{mode}/{prec}"
-            for what, v, s in [("single run (value)", ["value"], [0]), ("grid", variants, seeds)]:
+            cases = {
+                "single": ("single run (value)", ["value"], [0]),
+                "grid": ("grid", variants, seeds),
+            }
+            for what, v, s in (cases[w] for w in args.what.split(",")):
                 ms = ms_per_step(v, s, args.device, mode, prec, args.steps)
                 runs = len(v) * len(s)
                 rows.append({"what": what, "mode": mode_name, "runs": runs, "ms_per_step": ms})
@@ -74,6 +80,15 @@ def main() -> None:
                     f"{what:<34} {mode_name:<18} {runs:>5} {ms:>9.3f} {ms / runs:>12.4f} "
                     f"{75 * ms:>14.1f}"
                 )
+    if args.profile:
+        grid = make_grid(variants, seeds, args.device, "eager", args.full_precision, eval_size=100)
+        for _ in range(5):
+            grid.train_step()
+        with torch.profiler.profile() as prof:
+            for _ in range(10):
+                grid.train_step()
+            torch.cuda.synchronize()
+        print(prof.key_averages().table(sort_by="self_cuda_time_total", row_limit=25))
     if args.full:
         with tempfile.TemporaryDirectory() as out:
             grid = make_grid(variants, seeds, args.device, args.full_mode, args.full_precision)
