@@ -339,6 +339,7 @@ def train(
         "steps": grid.step - start,  # this session's (a resumed run reports its own part)
         "step": grid.step,
         "runs": len(grid.variants) * len(grid.seeds),
+        "variants": grid.variants,
         "steps_per_s": (grid.step - start) / wall if wall else None,
         "device": device,
         "torch": torch.__version__,

@@ -53,3 +53,36 @@ def paired(baseline, variant, seed: int = 0) -> dict:
     else:
         out["p_wilcoxon"] = 1.0
     return out
+
+
+def censored_comparison(baseline: list, variant: list, censor: float) -> dict:
+    """Seed-paired times-to-event where None means "never within the run" (right-censored).
+
+    sooner/later count the pairs whose order is known (both reached, or only one did); the
+    sign test is exact on those. `bound` is the relative change of the means with censored
+    runs counted at `censor`: when only the baseline is censored the true change is at least
+    this large a speed-up, when only the variant is, at least this large a slow-down.
+    """
+    sooner = later = ties = unknown = 0
+    for a, b in zip(baseline, variant, strict=True):
+        if a is None and b is None:
+            unknown += 1
+        elif a is None or (b is not None and b < a):
+            sooner += 1
+        elif b is None or b > a:
+            later += 1
+        else:
+            ties += 1
+    n = sooner + later
+    p = float(stats.binomtest(sooner, n, 0.5).pvalue) if n else None
+    a = np.array([censor if x is None else x for x in baseline], dtype=float)
+    b = np.array([censor if x is None else x for x in variant], dtype=float)
+    bound = float(b.mean() / a.mean() - 1.0) if a.mean() else None
+    return {
+        "sooner": sooner,
+        "later": later,
+        "ties": ties,
+        "unknown": unknown,
+        "p_sign": p,
+        "bound": bound,
+    }

@@ -1,0 +1,21 @@
+"""`attnstreams reproduce`: every section runs and the report links its figures."""
+
+import re
+
+from attnstreams import reproduce
+from attnstreams.cli import main
+
+
+def test_reproduce_quick_writes_report_with_figures(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(reproduce, "QUICK_AMICL_TRIALS", (2_000, 200))
+    monkeypatch.setattr(
+        reproduce, "QUICK_ICL", {"steps": 6, "batch": 8, "eval_every": 3, "eval_size": 32}
+    )
+    assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
+    assert str(tmp_path / "report.md") in capsys.readouterr().out
+    text = (tmp_path / "report.md").read_text()
+    assert "## 1. AMICL" in text and "## 2. In-context classification" in text
+    assert "**no**" not in text  # every AMICL row holds
+    for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
+        assert (tmp_path / link).stat().st_size > 1000, link
+    assert (tmp_path / "icl" / "metrics.jsonl").exists()
