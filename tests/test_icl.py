@@ -132,11 +132,22 @@ def test_report_counts_never_reached_and_states_result(tmp_path):
     fake_grid(tmp_path, {"none": [500, 600, 700, None], "value": [400, 400, 500, 800]})
     text = write_report(tmp_path).read_text()
     assert "| none | 3/4 |" in text and "| value | 4/4 |" in text
-    assert "Never reached: none 1, value 0" in text
-    assert "sooner than none on 3 seed pairs" in text  # (400+400+500)/(500+600+700): 27.8%
-    assert "27.8% sooner" in text
+    # Censored: the baseline's missing run counts at the last step, (400+400+500+800) /
+    # (500+600+700+1000) - 1 = -25%, a lower bound on the speed-up; 4 of 4 seeds are sooner.
+    assert "at least 25.0% sooner than none" in text
+    assert "never reached in 1,000 steps: none 1, value 0" in text
+    assert "4 of 4 seeds sooner, 0 later (sign test p = 0.125)" in text
+    assert "| none | 3/4 |" in text
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert (tmp_path / "steps_to_icl.png").exists()
+
+
+def test_report_paired_sentence_when_all_reach(tmp_path):
+    fake_grid(tmp_path, {"none": [500, 600, 700, 800], "value": [400, 400, 500, 900]})
+    text = write_report(tmp_path).read_text()
+    # (400+400+500+900)/(500+600+700+800) - 1 = -15.4%; mean difference -100 steps.
+    assert "- **value**: 15.4% sooner than none (mean Δ -100 steps" in text
+    assert "3 of 4 seeds sooner, 1 later" in text
 
 
 def test_cli_grid_and_report(tmp_path, capsys):
