@@ -1,0 +1,1 @@
+"""Corpora, tokenizers and token shards for the language-model experiments."""
