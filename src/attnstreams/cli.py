@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, check_range
@@ -221,6 +222,194 @@ def cmd_icl_report(args) -> int:
     return 0
 
 
+def _lm_args(p: argparse.ArgumentParser) -> None:
+    from .lm import DataConfig, LMTrainConfig
+
+    d, t = DataConfig(), LMTrainConfig()
+    p.add_argument("--preset", default=t.preset, help="tinystories-8m|gpt2-124m|gpt-1b|tiny")
+    p.add_argument(
+        "--data", default=d.data, help="tinystories|generated|PATH (.txt/.jsonl/.parquet)"
+    )
+    p.add_argument("--text-field", default=d.text_field)
+    p.add_argument("--tokenizer", default=d.tokenizer, help="bpe (trained locally) | gpt2")
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="of the local BPE")
+    p.add_argument("--train-tokens", type=int, default=d.train_tokens, help="tokens to pretokenise")
+    p.add_argument("--val-tokens", type=int, default=d.val_tokens)
+    p.add_argument("--steps", type=int, default=t.steps)
+    p.add_argument("--batch", type=int, default=t.batch)
+    p.add_argument("--block-size", type=int, default=None, help="context (default: the preset's)")
+    p.add_argument("--lr", type=float, default=t.lr)
+    p.add_argument("--warmup", type=int, default=t.warmup)
+    p.add_argument("--weight-decay", type=float, default=t.weight_decay)
+    p.add_argument("--grad-clip", type=float, default=t.grad_clip)
+    p.add_argument("--dropout", type=float, default=None, help="default: the preset's")
+    p.add_argument("--eval-every", type=int, default=t.eval_every)
+    p.add_argument("--eval-batches", type=int, default=t.eval_batches)
+    p.add_argument("--ioi-prompts", type=int, default=t.ioi_prompts)
+    p.add_argument("--precision", default=t.precision, help="auto|fp32|bf16")
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
+    p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    p.add_argument("--json", action="store_true")
+
+
+def _lm_configs(args, stream: str, seed: int):
+    from .lm import DataConfig, LMTrainConfig
+
+    data = DataConfig(
+        data=args.data,
+        tokenizer=args.tokenizer,
+        vocab_size=args.vocab_size,
+        train_tokens=args.train_tokens,
+        val_tokens=args.val_tokens,
+        text_field=args.text_field,
+    )
+    cfg = LMTrainConfig(
+        preset=args.preset,
+        stream=stream,
+        steps=args.steps,
+        batch=args.batch,
+        block_size=args.block_size,
+        lr=args.lr,
+        warmup=args.warmup,
+        weight_decay=args.weight_decay,
+        grad_clip=args.grad_clip,
+        dropout=args.dropout,
+        eval_every=args.eval_every,
+        eval_batches=args.eval_batches,
+        ioi_prompts=args.ioi_prompts,
+        seed=seed,
+        precision=args.precision,
+        compile=args.compile,
+    )
+    return data, cfg
+
+
+def cmd_lm_train(args) -> int:
+    from .lm import LMTrainer, prepare_data, train
+
+    data, cfg = _lm_configs(args, args.stream, args.seed)
+    device = _device(args.device)
+    out = new_run_dir(args.out)
+    data_dir = Path(args.data_dir) if args.data_dir else out / "data"
+    prepare_data(data, data_dir, progress=not args.json)
+    trainer = LMTrainer(cfg, data_dir, device)
+    summary = train(trainer, out, resume=args.resume, progress=not args.json)
+    last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    if args.json:
+        print(json.dumps(summary | {"out": str(out), "final": last}))
+    else:
+        print(
+            f"step {last['step']}: val_loss {last['val_loss']:.3f}, IOI accuracy "
+            f"{last.get('ioi_accuracy', float('nan')):.3f}, induction score "
+            f"{last['induction_score']:.3f}; {summary['tokens_per_s']:,.0f} tokens/s; wrote {out}"
+        )
+    return 0
+
+
+def cmd_lm_grid(args) -> int:
+    from .lm import run_grid
+
+    streams = _values(args.stream)
+    check_range("seeds", args.seeds, lo=1)
+    data, cfg = _lm_configs(args, streams[0], args.seed)
+    for s in streams:
+        _lm_configs(args, s, args.seed)  # validate every arm before any work
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    out = new_run_dir(args.out)
+    summaries = run_grid(
+        streams,
+        seeds,
+        data,
+        cfg,
+        out,
+        _device(args.device),
+        progress=not args.json,
+        real_eval=args.real_eval,
+    )
+    from .lm_report import write_report
+
+    report = write_report(out)
+    print(
+        json.dumps({"out": str(out), "report": str(report), "runs": summaries})
+        if args.json
+        else f"{len(summaries)} runs; report: {report}"
+    )
+    return 0
+
+
+def cmd_lm_eval(args) -> int:
+    from .data.tokenizer import load_tokenizer
+    from .ioi import induction_metrics, ioi_metrics, make_ioi_set, paper_prompts, single_token_names
+    from .lm import _ioi_names, heldout_loss, load_model
+
+    device = _device(args.device)
+    ckpt = Path(args.checkpoint)
+    model, meta = load_model(ckpt, device)
+    tok = load_tokenizer(ckpt.parent)
+    if tok.vocab_size != meta["vocab_size"]:
+        raise ConfigError(f"the tokenizer beside {ckpt} does not match the checkpoint")
+    names = single_token_names(tok, _ioi_names())
+    res = {
+        "checkpoint": str(ckpt),
+        "step": meta["step"],
+        "stream": meta["model"]["stream"],
+        "ioi_names": len(names),
+    }
+    if len(names) >= 2:
+        res |= {
+            f"ioi_{k}": v
+            for k, v in ioi_metrics(
+                model, tok, make_ioi_set(names, args.ioi_prompts), device
+            ).items()
+        }
+    res |= {
+        f"paper_ioi_{k}": v for k, v in ioi_metrics(model, tok, paper_prompts(), device).items()
+    }
+    res |= induction_metrics(
+        model, model.cfg.vocab_size, device, low=min(256, model.cfg.vocab_size - 1)
+    )
+    if args.data:
+        res["heldout_loss"] = heldout_loss(model, tok, args.data, model.cfg.block_size, device)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        for k, v in res.items():
+            print(f"{k:>24}: {v:.4f}" if isinstance(v, float) else f"{k:>24}: {v}")
+    return 0
+
+
+def cmd_lm_sample(args) -> int:
+    import torch
+
+    from .data.tokenizer import load_tokenizer
+    from .lm import load_model
+
+    device = _device(args.device)
+    ckpt = Path(args.checkpoint)
+    model, _ = load_model(ckpt, device)
+    tok = load_tokenizer(ckpt.parent)
+    check_range("max_new_tokens", args.max_new_tokens, lo=1)
+    check_range("temperature", args.temperature, lo=0.0)
+    ids = torch.tensor([tok.encode(args.prompt)], device=device)
+    room = model.cfg.block_size - ids.size(1)
+    if room < 1:
+        raise ConfigError(f"prompt longer than the context ({model.cfg.block_size} tokens)")
+    g = torch.Generator(device=device).manual_seed(args.seed)
+    out = model.generate(ids, min(args.max_new_tokens, room), args.temperature, args.top_k, g)
+    text = tok.decode(out[0].tolist())
+    print(json.dumps({"text": text}) if args.json else text)
+    return 0
+
+
+def cmd_lm_report(args) -> int:
+    from .lm_report import write_report
+
+    report = write_report(Path(args.run))
+    print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
+    return 0
+
+
 def cmd_reproduce(args) -> int:
     from .reproduce import reproduce
 
@@ -235,7 +424,7 @@ def build_parser() -> Parser:
         description="AMICL and residual attention streams (Burns, Fukai, Earls; arXiv 2412.15113).",
     )
     parser.add_argument("--version", action="version", version=f"attnstreams {__version__}")
-    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{amicl,icl,reproduce}")
+    verbs = parser.add_subparsers(dest="verb", required=True, metavar="{amicl,icl,lm,reproduce}")
 
     amicl = verbs.add_parser("amicl", help="the associative-memory ICL model (paper section 1)")
     sub = amicl.add_subparsers(dest="cmd", required=True)
@@ -273,6 +462,44 @@ def build_parser() -> Parser:
     p.add_argument("--thresholds", default="0.5,0.95", help="accuracy thresholds")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_icl_report)
+
+    lm = verbs.add_parser("lm", help="language models with streams, IOI (paper section 4)")
+    sub = lm.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("train", help="train one GPT language model")
+    p.add_argument("--stream", default="none", help="none|value|key|query[-first][-learned]")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data-dir", help="token files to (re)use (default: OUT/data)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _lm_args(p)
+    p.set_defaults(func=cmd_lm_train)
+    p = sub.add_parser("grid", help="streams x seeds, paired by seed; resumable; writes a report")
+    p.add_argument("--stream", default="none,value", help="comma-separated streams")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0, help="first seed")
+    p.add_argument("--real-eval", help="a text corpus to measure held-out loss on at the end")
+    _lm_args(p)
+    p.set_defaults(func=cmd_lm_grid)
+    p = sub.add_parser("eval", help="IOI, induction and held-out loss of a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--data", help="corpus for a held-out loss (tokenised with the run's tokenizer)")
+    p.add_argument("--ioi-prompts", type=int, default=600)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lm_eval)
+    p = sub.add_parser("sample", help="generate text from a checkpoint")
+    p.add_argument("checkpoint")
+    p.add_argument("--prompt", default="Once upon a time")
+    p.add_argument("--max-new-tokens", type=int, default=100)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lm_sample)
+    p = sub.add_parser("report", help="curves and paired statistics of an lm grid folder")
+    p.add_argument("run")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_lm_report)
 
     p = verbs.add_parser("reproduce", help="run the paper's experiments and write a report")
     p.add_argument("--quick", action="store_true", help="CPU-sized version (minutes)")

@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import ConfigError, check_choice, check_range
 from .model import ToyICL, ToyICLConfig
-from .runlog import JSONLLog, new_run_dir
+from .runlog import JSONLLog, new_run_dir, truncate_metrics
 from .streams import StreamConfig
 from .tasks.icl_classification import (
     TEST_SETS,
@@ -273,16 +273,6 @@ CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Drop rows written after the checkpoint: the resumed run writes them again."""
-    if not path.exists():
-        return
-    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    tmp.replace(path)
-
-
 def train(
     grid: ICLGrid,
     out: Path,
@@ -299,7 +289,7 @@ def train(
         if not ckpt.exists():
             raise ConfigError(f"nothing to resume: {ckpt} does not exist")
         grid.load(ckpt)
-        _truncate_metrics(metrics, grid.step)
+        truncate_metrics(metrics, grid.step)
     elif ckpt.exists():
         raise ConfigError(f"{out} already holds a run: pass --resume, or choose another --out")
     (out / "config.json").write_text(json.dumps(grid.meta() | {"step": None}, indent=1))

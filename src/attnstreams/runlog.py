@@ -18,6 +18,16 @@ def new_run_dir(out: str | Path | None, root: str | Path = "runs") -> Path:
     return path
 
 
+def truncate_metrics(path: Path, step: int) -> None:
+    """Drop JSONL rows written after a checkpoint's step: a resumed run writes them again."""
+    if not path.exists():
+        return
+    keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    tmp.replace(path)
+
+
 class CSVLog:
     """Append rows to a CSV as they come, so a killed run keeps what it measured."""
 

@@ -1,0 +1,114 @@
+"""Pretokenised token files: a corpus is encoded once into a flat uint16/uint32 array on disk
+(memory-mapped), then training samples random windows from it."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from ..config import ConfigError
+from .tokenizer import Tokenizer
+
+
+def write_tokens(
+    texts: Iterable[str],
+    tokenizer: Tokenizer,
+    path: Path,
+    max_tokens: int | None = None,
+    batch: int = 1024,
+    progress: bool = True,
+) -> int:
+    """Encode documents (each followed by end-of-text) into `path`; returns the token count.
+    Written to a temporary file and renamed, so `path` is never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    n = 0
+    it = iter(texts)
+    try:
+        with (
+            tmp.open("wb") as f,
+            tqdm(total=max_tokens, unit="tok", desc=path.name, disable=not progress or None) as bar,
+        ):
+            while max_tokens is None or n < max_tokens:
+                docs = list(islice(it, batch))
+                if not docs:
+                    break
+                ids = [t + [tokenizer.eot_id] for t in tokenizer.encode_batch(docs)]
+                arr = np.fromiter((i for doc in ids for i in doc), dtype=np.int64)
+                if max_tokens is not None:
+                    arr = arr[: max_tokens - n]
+                if arr.size and (arr.max() >= tokenizer.vocab_size or arr.min() < 0):
+                    raise ConfigError(f"token id out of the vocabulary ({tokenizer.vocab_size})")
+                f.write(arr.astype(dtype).tobytes())
+                n += arr.size
+                bar.update(arr.size)
+            f.flush()
+            os.fsync(f.fileno())
+        if n == 0:
+            raise ConfigError("the corpus produced no tokens")
+        meta = {
+            "tokens": n,
+            "dtype": np.dtype(dtype).name,
+            "vocab_size": tokenizer.vocab_size,
+            "eot_id": tokenizer.eot_id,
+            "tokenizer": tokenizer.name,
+        }
+        path.with_suffix(".json").write_text(json.dumps(meta))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return n
+
+
+class TokenWindows:
+    """Random (x, y) windows of length T from a token file; y is x shifted by one."""
+
+    def __init__(self, path: Path, vocab_size: int | None = None) -> None:
+        path = Path(path)
+        meta_path = path.with_suffix(".json")
+        if not path.is_file() or not meta_path.is_file():
+            raise ConfigError(f"token file not found: {path}")
+        self.meta = json.loads(meta_path.read_text())
+        if vocab_size is not None and self.meta["vocab_size"] > vocab_size:
+            raise ConfigError(
+                f"{path}: tokenizer vocab {self.meta['vocab_size']} > model vocab {vocab_size}"
+            )
+        size = path.stat().st_size
+        expected = self.meta["tokens"] * np.dtype(self.meta["dtype"]).itemsize
+        if size != expected:
+            raise ConfigError(f"{path} is truncated or damaged ({size} bytes, expected {expected})")
+        self.tokens = np.memmap(path, dtype=self.meta["dtype"], mode="r")
+
+    def __len__(self) -> int:
+        return len(self.tokens)
+
+    def sample(
+        self, batch: int, T: int, generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        if len(self.tokens) < T + 2:
+            raise ConfigError(f"token file too short ({len(self.tokens)}) for windows of {T + 1}")
+        starts = torch.randint(len(self.tokens) - T - 1, (batch,), generator=generator).numpy()
+        idx = starts[:, None] + np.arange(T + 1)
+        w = torch.from_numpy(self.tokens[idx].astype(np.int64))
+        return w[:, :-1], w[:, 1:]
+
+    def sequential(self, batch: int, T: int, max_batches: int | None = None):
+        """Non-overlapping windows in order, for a deterministic evaluation loss."""
+        n = (len(self.tokens) - 1) // T
+        count = 0
+        for start in range(0, n, batch):
+            if max_batches is not None and count >= max_batches:
+                return
+            rows = np.arange(start, min(start + batch, n))[:, None] * T + np.arange(T + 1)
+            w = torch.from_numpy(self.tokens[rows].astype(np.int64))
+            yield w[:, :-1], w[:, 1:]
+            count += 1

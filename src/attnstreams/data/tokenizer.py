@@ -1,0 +1,136 @@
+"""Tokenizers: GPT-2 BPE through tiktoken (the paper's; needs its files, i.e. internet once) and
+a byte-level BPE trained locally with `tokenizers` (the offline default). Both are saved with a
+run so a checkpoint is always evaluated with the tokenizer it was trained with."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from ..config import ConfigError
+
+EOT = "<|endoftext|>"
+
+
+class Tokenizer:
+    """The interface the trainer and the evaluations use."""
+
+    name: str
+    vocab_size: int
+    eot_id: int
+
+    def encode(self, text: str) -> list[int]:
+        raise NotImplementedError
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        raise NotImplementedError
+
+    def save(self, folder: Path) -> None:
+        raise NotImplementedError
+
+
+class BPETokenizer(Tokenizer):
+    """Byte-level BPE (GPT-2 style pre-tokenisation) from the `tokenizers` library."""
+
+    name = "bpe"
+
+    def __init__(self, tok) -> None:
+        self._tok = tok
+        self.vocab_size = tok.get_vocab_size()
+        eot = tok.token_to_id(EOT)
+        if eot is None:
+            raise ConfigError(f"tokenizer has no {EOT} token")
+        self.eot_id = eot
+
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 8192) -> BPETokenizer:
+        from tokenizers import Tokenizer as HFTokenizer
+        from tokenizers import decoders, models, pre_tokenizers, trainers
+
+        if vocab_size < 300:
+            raise ConfigError(f"vocab_size must be >= 300 for byte-level BPE, got {vocab_size}")
+        tok = HFTokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            special_tokens=[EOT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text).ids
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [e.ids for e in self._tok.encode_batch(texts)]
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._tok.decode(list(ids), skip_special_tokens=False)
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._tok.save(str(folder / "tokenizer.json"))
+        (folder / "tokenizer_meta.json").write_text(json.dumps({"kind": "bpe"}))
+
+
+class GPT2Tokenizer(Tokenizer):
+    """GPT-2's BPE (vocab 50257, end-of-text 50256) through tiktoken."""
+
+    name = "gpt2"
+
+    def __init__(self) -> None:
+        try:
+            import tiktoken
+
+            self._enc = tiktoken.get_encoding("gpt2")
+        except ImportError:
+            raise ConfigError(
+                "the gpt2 tokenizer needs tiktoken: pip install 'attnstreams[data]'"
+            ) from None
+        except Exception as e:  # tiktoken downloads its files on first use
+            raise ConfigError(
+                f"could not load the gpt2 tokenizer (offline? use --tokenizer bpe): {e}"
+            ) from None
+        self.vocab_size = self._enc.n_vocab
+        self.eot_id = self._enc.eot_token
+
+    def encode(self, text: str) -> list[int]:
+        return self._enc.encode(text, allowed_special={EOT})
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self._enc.encode_batch(texts, allowed_special={EOT})
+
+    def decode(self, ids: Iterable[int]) -> str:
+        return self._enc.decode(list(ids))
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "tokenizer_meta.json").write_text(json.dumps({"kind": "gpt2"}))
+
+
+def load_tokenizer(folder: Path) -> Tokenizer:
+    """The tokenizer saved beside a run or a token cache."""
+    folder = Path(folder)
+    meta_path = folder / "tokenizer_meta.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"no tokenizer saved in {folder}")
+    kind = json.loads(meta_path.read_text()).get("kind")
+    if kind == "gpt2":
+        return GPT2Tokenizer()
+    if kind == "bpe":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        try:
+            return BPETokenizer(HFTokenizer.from_file(str(folder / "tokenizer.json")))
+        except Exception as e:
+            raise ConfigError(f"unreadable tokenizer in {folder}: {e}") from None
+    raise ConfigError(f"unknown tokenizer kind {kind!r} in {meta_path}")

@@ -1,0 +1,483 @@
+"""Experiment 2 (paper.md section 4): train GPT language models with or without a stream.
+
+`prepare_data` tokenises a corpus once into token files (and trains the local BPE if asked);
+`LMTrainer` trains one model from them with AdamW, warmup + cosine, clipping, bf16 autocast on
+GPU, periodic evaluation (held-out loss, IOI, induction, ICL score) and atomic checkpoints that
+resume bitwise on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from itertools import islice
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from . import checkpoint
+from .config import ConfigError, check_choice, check_range
+from .data.corpus import iter_texts
+from .data.shards import TokenWindows, write_tokens
+from .data.tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
+from .ioi import induction_metrics, ioi_metrics, make_ioi_set, paper_prompts, single_token_names
+from .model import GPT, preset
+from .runlog import JSONLLog, new_run_dir, truncate_metrics
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    data: str = "generated"  # tinystories | generated | PATH
+    tokenizer: str = "bpe"  # bpe (trained locally) | gpt2 (tiktoken)
+    vocab_size: int = 8192  # of the local BPE
+    tokenizer_docs: int = 20_000  # documents the BPE is trained on
+    train_tokens: int | None = 20_000_000  # None: the whole corpus (not for `generated`)
+    val_tokens: int = 500_000
+    text_field: str = "text"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("tokenizer", self.tokenizer, ("bpe", "gpt2"))
+        check_range("vocab_size", self.vocab_size, lo=300, hi=1 << 20)
+        check_range("val_tokens", self.val_tokens, lo=1000)
+        if self.train_tokens is not None:
+            check_range("train_tokens", self.train_tokens, lo=1000)
+        elif self.data == "generated":
+            raise ConfigError("the generated corpus is unbounded: set train_tokens")
+
+
+def prepare_data(cfg: DataConfig, folder: Path, progress: bool = True) -> Path:
+    """Token files train.bin / validation.bin and the tokenizer in `folder` (reused if there)."""
+    folder = Path(folder)
+    stamp = folder / "data_config.json"
+    if stamp.exists():
+        if json.loads(stamp.read_text()) != asdict(cfg):
+            raise ConfigError(f"{folder} holds tokens of another data config; use another folder")
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    if cfg.tokenizer == "gpt2":
+        tok: Tokenizer = GPT2Tokenizer()
+    else:
+        docs = iter_texts(cfg.data, "train", cfg.text_field, cfg.seed)
+        tok = BPETokenizer.train(islice(docs, cfg.tokenizer_docs), cfg.vocab_size)
+    tok.save(folder)
+    for split, n in (("train", cfg.train_tokens), ("validation", cfg.val_tokens)):
+        texts = iter_texts(cfg.data, split, cfg.text_field, cfg.seed)
+        write_tokens(texts, tok, folder / f"{split}.bin", max_tokens=n, progress=progress)
+    stamp.write_text(json.dumps(asdict(cfg)))
+    return folder
+
+
+@dataclass(frozen=True)
+class LMTrainConfig:
+    preset: str = "tinystories-8m"
+    stream: str = "none"
+    steps: int = 2000
+    batch: int = 64
+    block_size: int | None = None  # None: the preset's context
+    lr: float = 1e-3
+    min_lr_ratio: float = 0.1
+    warmup: int = 100
+    beta1: float = 0.9
+    beta2: float = 0.95
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    dropout: float | None = None  # None: the preset's
+    eval_every: int = 250
+    eval_batches: int = 20
+    ioi_prompts: int = 600
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch", "eval_every", "eval_batches", "ioi_prompts"):
+            check_range(name, getattr(self, name), lo=1)
+        check_range("lr", self.lr, lo=0.0, lo_open=True)
+        check_range("min_lr_ratio", self.min_lr_ratio, lo=0.0, hi=1.0)
+        check_range("warmup", self.warmup, lo=0)
+        check_range("grad_clip", self.grad_clip, lo=0.0)
+        check_range("weight_decay", self.weight_decay, lo=0.0)
+        check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        if self.dropout is not None:
+            check_range("dropout", self.dropout, lo=0.0, hi=1.0)
+        self.model_config(1000)  # validates preset, stream and block size
+
+    def model_config(self, vocab_size: int):
+        over = {"vocab_size": vocab_size, "stream": self.stream}
+        if self.block_size is not None:
+            over["block_size"] = self.block_size
+        if self.dropout is not None:
+            over["dropout"] = self.dropout
+        return preset(self.preset, **over)
+
+    def lr_at(self, step: int) -> float:
+        """Linear warmup, then cosine down to min_lr_ratio * lr."""
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.lr * (
+            self.min_lr_ratio
+            + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        )
+
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+
+
+class LMTrainer:
+    def __init__(
+        self, cfg: LMTrainConfig, data_dir: Path, device: str | torch.device = "cpu"
+    ) -> None:
+        self.cfg, self.device = cfg, torch.device(device)
+        self.tokenizer = load_tokenizer(data_dir)
+        self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
+        self.train_data = TokenWindows(Path(data_dir) / "train.bin", self.model_cfg.vocab_size)
+        self.val_data = TokenWindows(Path(data_dir) / "validation.bin", self.model_cfg.vocab_size)
+        torch.manual_seed(cfg.seed)
+        self.model = GPT(self.model_cfg).to(self.device)
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        self.opt = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+            betas=(cfg.beta1, cfg.beta2),
+            fused=self.device.type == "cuda",
+        )
+        self.data_gen = torch.Generator().manual_seed(cfg.seed)
+        self.step = 0
+        bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        names = single_token_names(self.tokenizer, _ioi_names())
+        self.ioi_set = (
+            make_ioi_set(names, cfg.ioi_prompts, seed=cfg.seed) if len(names) >= 2 else []
+        )
+        self.ioi_names = names
+
+    # -- training --------------------------------------------------------------------------
+    def train_step(self) -> torch.Tensor:
+        T = self.model_cfg.block_size
+        x, y = self.train_data.sample(self.cfg.batch, T, self.data_gen)
+        pin = self.device.type == "cuda"
+        x = (x.pin_memory() if pin else x).to(self.device, non_blocking=True)
+        y = (y.pin_memory() if pin else y).to(self.device, non_blocking=True)
+        for g in self.opt.param_groups:
+            g["lr"] = self.cfg.lr_at(self.step)
+        with self.autocast:
+            _, loss = self.forward(x, y)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.opt.step()
+        self.step += 1
+        return loss.detach()
+
+    # -- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self) -> dict:
+        """Held-out loss (and per-position loss for the ICL score), IOI, induction."""
+        from .ioi import icl_score
+
+        self.model.eval()
+        T = self.model_cfg.block_size
+        total, per_pos, n = 0.0, torch.zeros(T), 0
+        for x, y in self.val_data.sequential(self.cfg.batch, T, self.cfg.eval_batches):
+            with self.autocast:
+                logits, _ = self.model(x.to(self.device))
+            nll = torch.nn.functional.cross_entropy(
+                logits.float().transpose(1, 2), y.to(self.device), reduction="none"
+            ).cpu()
+            per_pos += nll.sum(0)
+            total += float(nll.sum())
+            n += nll.numel()
+        per_pos /= max(1, n // T)
+        out = {"val_loss": total / max(n, 1), "icl_score": icl_score(per_pos)}
+        with self.autocast:
+            if self.ioi_set:
+                out |= {
+                    f"ioi_{k}": v
+                    for k, v in ioi_metrics(
+                        self.model, self.tokenizer, self.ioi_set, self.device
+                    ).items()
+                }
+                out |= {
+                    f"paper_ioi_{k}": v
+                    for k, v in ioi_metrics(
+                        self.model, self.tokenizer, paper_prompts(), self.device
+                    ).items()
+                }
+            out |= induction_metrics(
+                self.model,
+                self.model_cfg.vocab_size,
+                self.device,
+                low=min(256, self.model_cfg.vocab_size - 1),
+            )
+        self.model.train()
+        return out
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors = {
+            f"model/{k}": v for k, v in self.model.state_dict().items() if k != "lm_head.weight"
+        }
+        opt_meta = []
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            st = self.opt.state.get(p, {})
+            for k, v in st.items():
+                tensors[f"opt/{i}/{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
+            opt_meta.append(sorted(st))
+        tensors["rng/data"] = self.data_gen.get_state()
+        tensors["rng/torch"] = torch.get_rng_state()
+        if self.device.type == "cuda":
+            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+        meta = {
+            "kind": "lm",
+            "step": self.step,
+            "config": asdict(self.cfg),
+            "model": self.model_cfg.to_dict(),
+            "opt_state_keys": opt_meta,
+            "tokenizer": self.tokenizer.name,
+            "vocab_size": self.tokenizer.vocab_size,
+        }
+        return tensors, meta
+
+    def save(self, path: Path) -> Path:
+        tensors, meta = self.state()
+        return checkpoint.save(path, tensors, meta)
+
+    def load(self, path: Path) -> None:
+        tensors, meta = checkpoint.load(path)
+        if meta.get("kind") != "lm":
+            raise ConfigError(f"{path} is not a language-model checkpoint")
+        if meta["config"] != asdict(self.cfg):
+            raise ConfigError(f"checkpoint {path} was made with a different config; cannot resume")
+        if meta["vocab_size"] != self.tokenizer.vocab_size:
+            raise ConfigError(f"checkpoint {path} was made with a different tokenizer")
+        load_model_state(self.model, tensors)
+        params = [p for g in self.opt.param_groups for p in g["params"]]
+        for i, keys in enumerate(meta["opt_state_keys"]):
+            self.opt.state[params[i]] = {
+                k: tensors[f"opt/{i}/{k}"].to(params[i].device)
+                if k != "step"
+                else tensors[f"opt/{i}/{k}"]
+                for k in keys
+            }
+        self.data_gen.set_state(tensors["rng/data"])
+        torch.set_rng_state(tensors["rng/torch"])
+        if "rng/cuda" in tensors and self.device.type == "cuda":
+            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
+        self.step = meta["step"]
+
+
+def _ioi_names() -> tuple[str, ...]:
+    from .data.stories import FIRST_NAMES
+    from .ioi import CANDIDATE_NAMES
+
+    return CANDIDATE_NAMES + tuple(FIRST_NAMES)
+
+
+def load_model_state(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
+    """Model weights from checkpoint tensors; a clear error on other architectures."""
+    state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
+    state["lm_head.weight"] = state.get("wte.weight")
+    own = model.state_dict()
+    if set(state) != set(own):
+        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        raise ConfigError(
+            f"checkpoint does not fit this model (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    for k, v in state.items():
+        if v.shape != own[k].shape:
+            raise ConfigError(
+                f"checkpoint tensor {k} has shape {tuple(v.shape)}, model {tuple(own[k].shape)}"
+            )
+    model.load_state_dict(state)
+
+
+def load_model(path: Path, device="cpu") -> tuple[GPT, dict]:
+    """A trained model from a checkpoint, built with its own architecture (eval mode)."""
+    from .model import GPTConfig
+    from .streams import StreamConfig
+
+    tensors, meta = checkpoint.load(path)
+    if meta.get("kind") != "lm":
+        raise ConfigError(f"{path} is not a language-model checkpoint")
+    m = dict(meta["model"])
+    m["stream"] = StreamConfig.parse(m["stream"])
+    model = GPT(GPTConfig(**m))
+    load_model_state(model, tensors)
+    return model.to(device).eval(), meta
+
+
+def train(
+    trainer: LMTrainer,
+    out: Path,
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> dict:
+    """Train to cfg.steps with evaluations, metrics rows and a checkpoint every eval_every."""
+    out = new_run_dir(out)
+    ckpt, metrics = out / CHECKPOINT, out / METRICS
+    if resume:
+        if not ckpt.exists():
+            raise ConfigError(f"nothing to resume: {ckpt} does not exist")
+        trainer.load(ckpt)
+        truncate_metrics(metrics, trainer.step)
+    elif ckpt.exists():
+        raise ConfigError(f"{out} already holds a run: pass --resume, or choose another --out")
+    trainer.tokenizer.save(out)
+    cfg = trainer.cfg
+    (out / "config.json").write_text(
+        json.dumps(
+            {
+                "config": asdict(cfg),
+                "model": trainer.model_cfg.to_dict(),
+                "ioi_names": len(trainer.ioi_names),
+            },
+            indent=1,
+        )
+    )
+    t0, start = time.perf_counter(), trainer.step
+    tokens_per_step = cfg.batch * trainer.model_cfg.block_size
+    loss_sum = torch.zeros((), device=trainer.device)
+    since = 0
+    end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    with (
+        JSONLLog(metrics, append=resume) as log,
+        tqdm(
+            total=cfg.steps,
+            initial=trainer.step,
+            desc=f"lm {cfg.stream}",
+            unit="step",
+            disable=not progress or None,
+        ) as bar,
+    ):
+        if trainer.step == 0:
+            log.write({"step": 0, "tokens": 0, **trainer.evaluate()})
+        while trainer.step < end:
+            loss_sum += trainer.train_step()
+            since += 1
+            bar.update()
+            if trainer.step % cfg.eval_every == 0 or trainer.step == cfg.steps:
+                row = {
+                    "step": trainer.step,
+                    "tokens": trainer.step * tokens_per_step,
+                    "train_loss": float(loss_sum) / since,
+                    "lr": cfg.lr_at(trainer.step - 1),
+                    **trainer.evaluate(),
+                    "elapsed_s": time.perf_counter() - t0,
+                }
+                loss_sum.zero_()
+                since = 0
+                log.write(row)
+                trainer.save(ckpt)
+                bar.set_postfix(
+                    val=f"{row['val_loss']:.3f}", ioi=f"{row.get('ioi_accuracy', float('nan')):.2f}"
+                )
+    wall = time.perf_counter() - t0
+    summary = {
+        "wall_s": wall,
+        "steps": trainer.step - start,
+        "step": trainer.step,
+        "tokens_per_s": (trainer.step - start) * tokens_per_step / wall if wall else None,
+        "device": torch.cuda.get_device_name(trainer.device)
+        if trainer.device.type == "cuda"
+        else "cpu",
+        "torch": torch.__version__,
+        "params": trainer.model.num_params(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
+
+
+def run_grid(
+    streams: list[str],
+    seeds: list[int],
+    data_cfg: DataConfig,
+    cfg: LMTrainConfig,
+    out: Path,
+    device="cpu",
+    progress: bool = True,
+    real_eval: str | None = None,
+) -> list[dict]:
+    """Every (stream, seed) run in out/<stream>-s<seed>/, one after another, sharing the token
+    files in out/data. Finished runs are skipped and interrupted ones resumed, so the same
+    command continues a grid."""
+    out = new_run_dir(out)
+    data_dir = prepare_data(data_cfg, out / "data", progress=progress)
+    summaries = []
+    for stream in streams:
+        for seed in seeds:
+            run_dir = out / f"{stream}-s{seed}"
+            done = run_dir / "summary.json"
+            run_cfg = LMTrainConfig(**{**asdict(cfg), "stream": stream, "seed": seed})
+            if done.exists() and json.loads(done.read_text())["step"] >= run_cfg.steps:
+                summaries.append(json.loads(done.read_text()))
+                continue
+            trainer = LMTrainer(run_cfg, data_dir, device)
+            resume = (run_dir / CHECKPOINT).exists()
+            summary = train(trainer, run_dir, resume=resume, progress=progress)
+            if real_eval:
+                summary["real_val_loss"] = heldout_loss(
+                    trainer.model,
+                    trainer.tokenizer,
+                    real_eval,
+                    trainer.model_cfg.block_size,
+                    trainer.device,
+                )
+                _append_to_last_row(run_dir / METRICS, {"real_val_loss": summary["real_val_loss"]})
+                (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            summaries.append(summary)
+    return summaries
+
+
+def _append_to_last_row(path: Path, extra: dict) -> None:
+    lines = path.read_text().splitlines()
+    lines[-1] = json.dumps(json.loads(lines[-1]) | extra)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.replace(path)
+
+
+@torch.no_grad()
+def heldout_loss(
+    model: GPT,
+    tokenizer: Tokenizer,
+    data: str,
+    block_size: int,
+    device,
+    max_tokens: int = 1_000_000,
+    text_field: str = "text",
+) -> float:
+    """Mean next-token loss on a corpus's validation documents (all of a local file's
+    documents when it is small), tokenised with the model's own tokenizer."""
+    ids: list[int] = []
+    for doc in iter_texts(data, "train", text_field):
+        ids += tokenizer.encode(doc) + [tokenizer.eot_id]
+        if len(ids) >= max_tokens:
+            break
+    n = (len(ids) - 1) // block_size
+    if n == 0:
+        raise ConfigError(f"{data} has fewer than {block_size + 1} tokens")
+    t = torch.tensor(ids[: n * block_size + 1])
+    was = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, n, 16):
+        rows = torch.arange(i, min(i + 16, n))[:, None] * block_size + torch.arange(block_size + 1)
+        w = t[rows].to(device)
+        _, loss = model(w[:, :-1], w[:, 1:])
+        total += float(loss) * len(rows)
+    model.train(was)
+    return total / n

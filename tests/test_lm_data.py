@@ -1,0 +1,183 @@
+"""Corpora, tokenizers and token files, on small local files of the real formats."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from attnstreams.config import ConfigError
+from attnstreams.data import corpus
+from attnstreams.data.corpus import iter_texts
+from attnstreams.data.shards import TokenWindows, write_tokens
+from attnstreams.data.tokenizer import BPETokenizer, GPT2Tokenizer, load_tokenizer
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
+
+
+def test_real_tinystories_format_inline_separators():
+    """The dataset's text files put <|endoftext|> at the end of a story's last line."""
+    raw = FIXTURE.read_text()
+    val = list(iter_texts(str(FIXTURE), "validation"))
+    docs = val + list(iter_texts(str(FIXTURE), "train"))
+    assert len(docs) == raw.count("<|endoftext|>") == 60
+    assert all("<|endoftext|>" not in d and d == d.strip() and d for d in docs)
+    assert val[0] == raw.split("<|endoftext|>")[0].strip()  # story 0 is validation
+
+
+def test_separator_on_its_own_line_and_split(tmp_path):
+    p = tmp_path / "c.txt"
+    p.write_text("".join(f"story {i}\nline two\n<|endoftext|>\n" for i in range(250)))
+    train = list(iter_texts(str(p), "train"))
+    val = list(iter_texts(str(p), "validation"))
+    assert val == ["story 0\nline two", "story 100\nline two", "story 200\nline two"]
+    assert len(train) == 247 and not set(train) & set(val)
+
+
+def test_jsonl_and_errors(tmp_path):
+    p = tmp_path / "c.jsonl"
+    p.write_text("\n".join(json.dumps({"story": f"s{i}"}) for i in range(5)) + "\n")
+    assert list(iter_texts(str(p), "train", text_field="story")) == ["s1", "s2", "s3", "s4"]
+    with pytest.raises(ConfigError, match="no 'text' field"):
+        list(iter_texts(str(p), "train"))
+    p.write_text('{"text": "ok"}\n{"text": 3}\n')
+    with pytest.raises(ConfigError, match="not a string"):
+        list(iter_texts(str(p), "validation")) + list(iter_texts(str(p), "train"))
+    p.write_text('{"text": "ok"\n')
+    with pytest.raises(ConfigError, match="not valid JSON"):
+        list(iter_texts(str(p), "validation"))
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        (b"", "no train documents"),
+        (b"caf\xe9 au lait\n<|endoftext|>\n", "not UTF-8"),
+        (b"  \n<|endoftext|>\n\n", "no train documents"),
+    ],
+)
+def test_bad_text_files(tmp_path, content, match):
+    p = tmp_path / "bad.txt"
+    p.write_bytes(content)
+    with pytest.raises(ConfigError, match=match):
+        list(iter_texts(str(p), "train"))
+
+
+def test_unknown_paths_and_formats(tmp_path):
+    with pytest.raises(ConfigError, match="corpus not found"):
+        list(iter_texts(str(tmp_path / "missing.txt")))
+    (tmp_path / "x.csv").write_text("a,b")
+    with pytest.raises(ConfigError, match="unknown corpus format"):
+        list(iter_texts(str(tmp_path / "x.csv")))
+    with pytest.raises(ConfigError, match="split"):
+        list(iter_texts("generated", "test"))
+
+
+def test_parquet(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": [f"doc {i}" for i in range(3)]}), tmp_path / "c.parquet")
+    assert list(iter_texts(str(tmp_path / "c.parquet"), "train")) == ["doc 1", "doc 2"]
+
+
+def test_huggingface_path_uses_datasets(monkeypatch):
+    """The real loader, with `datasets` replaced by a local stand-in of the same interface."""
+    calls = {}
+
+    def load_dataset(name, split, streaming):
+        calls.update(name=name, split=split, streaming=streaming)
+        return iter([{"text": "Once upon a time."}, {"text": "The end."}])
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    assert list(iter_texts("tinystories", "validation")) == ["Once upon a time.", "The end."]
+    assert calls == {"name": "roneneldan/TinyStories", "split": "validation", "streaming": True}
+
+
+def test_huggingface_offline_is_a_clear_error(monkeypatch):
+    def load_dataset(*a, **k):
+        raise ConnectionError("no network")
+
+    monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
+    with pytest.raises(ConfigError, match="offline"):
+        list(iter_texts("tinystories"))
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    with pytest.raises(ConfigError, match="datasets"):
+        list(iter_texts("tinystories"))
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return BPETokenizer.train(iter_texts(str(FIXTURE), "train"), vocab_size=600)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Once upon a time, Lily gave the ball to Tom.",
+        "naïve café 🎈 ~~",
+        "  two  spaces\n\nnew lines\t",
+        "<|endoftext|>The end.",
+    ],
+)
+def test_bpe_round_trip(bpe, text):
+    assert bpe.decode(bpe.encode(text)) == text
+
+
+def test_bpe_save_load_and_eot(bpe, tmp_path):
+    bpe.save(tmp_path)
+    again = load_tokenizer(tmp_path)
+    text = "Tom and Mia went to the park."
+    assert again.encode(text) == bpe.encode(text) and again.vocab_size == bpe.vocab_size
+    assert bpe.encode("<|endoftext|>") == [bpe.eot_id]
+    with pytest.raises(ConfigError, match="no tokenizer"):
+        load_tokenizer(tmp_path / "nowhere")
+
+
+def test_gpt2_needs_tiktoken_files():
+    try:
+        tok = GPT2Tokenizer()
+    except ConfigError as e:
+        assert "tiktoken" in str(e) or "gpt2" in str(e)
+    else:  # tiktoken with its files available: the paper's vocabulary
+        assert tok.vocab_size == 50257 and tok.eot_id == 50256
+
+
+def test_token_file_windows(bpe, tmp_path):
+    docs = list(iter_texts(str(FIXTURE), "train"))
+    n = write_tokens(docs, bpe, tmp_path / "t.bin", progress=False)
+    expected = sum(len(bpe.encode(d)) + 1 for d in docs)
+    assert n == expected
+    w = TokenWindows(tmp_path / "t.bin", vocab_size=bpe.vocab_size)
+    assert w.tokens.dtype == np.uint16 and len(w) == n
+    x, y = w.sample(4, 16, torch.Generator().manual_seed(0))
+    assert x.shape == (4, 16) and torch.equal(x[:, 1:], y[:, :-1])
+    seq = list(w.sequential(2, 16, max_batches=1))[0]
+    assert torch.equal(seq[0][0], torch.from_numpy(w.tokens[:16].astype(np.int64)))
+    with pytest.raises(ConfigError, match="vocab"):
+        TokenWindows(tmp_path / "t.bin", vocab_size=10)
+    # A truncated file is refused, not read as garbage.
+    data = (tmp_path / "t.bin").read_bytes()
+    (tmp_path / "t.bin").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="truncated"):
+        TokenWindows(tmp_path / "t.bin")
+
+
+def test_write_tokens_max_and_atomic(bpe, tmp_path):
+    n = write_tokens(
+        iter(["hello world"] * 1000), bpe, tmp_path / "t.bin", max_tokens=500, progress=False
+    )
+    assert n == 500 and (tmp_path / "t.json").exists()
+    with pytest.raises(ConfigError, match="no tokens"):
+        write_tokens(iter([]), bpe, tmp_path / "empty.bin", progress=False)
+    assert not (tmp_path / "empty.bin").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_val_every_constant():
+    assert corpus.VAL_EVERY == 100
