@@ -218,9 +218,12 @@ def paper_prompts() -> list[IOIPrompt]:
 @torch.no_grad()
 def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], device, batch: int = 64):
     """log P(continuation | prompt) summed over the continuation's tokens, for each pair."""
+    limit = getattr(getattr(model, "cfg", None), "block_size", None)
     seqs = []
     for prompt, cont in pairs:
         p, c = tokenizer.encode(prompt), tokenizer.encode(cont)
+        if limit is not None and len(p) + len(c) > limit:  # keep the end of a long prompt
+            p = p[len(p) + len(c) - limit :]
         seqs.append((p + c, len(p), len(c)))
     out = []
     for i in range(0, len(seqs), batch):
@@ -263,6 +266,9 @@ def induction_metrics(
 ) -> dict:
     """Random token sequences repeated twice: loss and accuracy on the second copy (an
     induction head copies from the first) against the first copy's loss."""
+    limit = getattr(getattr(model, "cfg", None), "block_size", None)
+    if limit is not None:
+        length = min(length, (limit + 1) // 2)
     was_training = model.training
     model.eval()
     try:

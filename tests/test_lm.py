@@ -1,0 +1,286 @@
+"""IOI and induction metrics on hand-built models, and the LM trainer end to end on CPU."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnstreams import ioi
+from attnstreams.cli import main
+from attnstreams.data.corpus import iter_texts
+from attnstreams.data.tokenizer import BPETokenizer
+from attnstreams.lm import DataConfig, LMTrainConfig, LMTrainer, load_model, prepare_data, train
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
+
+
+class FixedLogits(torch.nn.Module):
+    """A stand-in LM whose next-token logits are the same vector at every position."""
+
+    def __init__(self, vocab: int, bias: dict[int, float]):
+        super().__init__()
+        self.logits = torch.zeros(vocab)
+        for k, v in bias.items():
+            self.logits[k] = v
+
+    def forward(self, ids):
+        return self.logits.expand(*ids.shape, -1).clone(), None
+
+
+class Copier(torch.nn.Module):
+    """Predicts the token `period` positions back: a perfect induction head on repeats."""
+
+    def __init__(self, vocab: int, period: int):
+        super().__init__()
+        self.vocab, self.period = vocab, period
+
+    def forward(self, ids):
+        B, T = ids.shape
+        logits = torch.zeros(B, T, self.vocab)
+        for t in range(self.period - 1, T):
+            logits[torch.arange(B), t, ids[:, t + 1 - self.period]] = 10.0
+        return logits, None
+
+
+@pytest.fixture(scope="module")
+def tok():
+    names = " ".join(f"{n} gave it to {n}." for n in ioi.CANDIDATE_NAMES)
+    return BPETokenizer.train([names * 20] + list(iter_texts(str(FIXTURE), "train")), 1000)
+
+
+def test_ioi_metrics_on_a_model_that_prefers_one_name(tok):
+    names = ioi.single_token_names(tok)
+    assert len(names) >= 50
+    prompts = ioi.make_ioi_set(names, n=300, seed=1)
+    favourite = names[0]
+    fav_id = tok.encode(" " + favourite)[0]
+    model = FixedLogits(tok.vocab_size, {fav_id: 3.0})
+    m = ioi.ioi_metrics(model, tok, prompts, "cpu")
+    n_io = sum(p.io == favourite for p in prompts)
+    n_s = sum(p.s == favourite for p in prompts)
+    assert n_io > 0 and n_s > 0
+    assert m["accuracy"] == pytest.approx(n_io / 300)  # ties (neither name favoured) do not count
+    assert m["logit_diff"] == pytest.approx(3.0 * (n_io - n_s) / 300, abs=1e-5)
+    z = math.exp(3.0) + tok.vocab_size - 1
+    p_fav, p_other = math.exp(3.0) / z, 1 / z
+    expected_p_io = (n_io * p_fav + (300 - n_io) * p_other) / 300
+    assert m["p_io"] == pytest.approx(expected_p_io, rel=1e-4)
+
+
+def test_multi_token_names_scored_as_a_whole(tok):
+    model = FixedLogits(tok.vocab_size, {})  # uniform
+    long = " Bartholomewina"
+    k = len(tok.encode(long))
+    assert k > 1
+    lp = ioi.continuation_logprobs(model, tok, [("When Tom and Mia went", long)], "cpu")
+    assert lp[0] == pytest.approx(-k * math.log(tok.vocab_size), rel=1e-5)
+
+
+def test_ioi_set_design(tok):
+    names = ioi.single_token_names(tok)
+    prompts = ioi.make_ioi_set(names, n=600)
+    assert len(ioi.TEMPLATES) >= 15 and len(prompts) == 600
+    assert {p.order for p in prompts} == {"ABBA", "BABA"}
+    for p in prompts[:50]:
+        first, second = p.text.split(" and ")[0].split()[-1], p.text.split(" and ")[1].split()[0]
+        assert {first, second.rstrip(",")} == {p.io, p.s} and p.io != p.s
+        assert (first == p.io) == (p.order == "ABBA")
+        assert p.text.count(p.s) == 2 and p.text.count(p.io) == 1
+    assert any(ioi.template_regex(t).fullmatch(prompts[0].text) for t in ioi.TEMPLATES)
+    assert len(ioi.paper_prompts()) == 8
+
+
+def test_generated_stories_never_match_an_ioi_template():
+    from attnstreams.data.stories import generate_stories
+
+    patterns = [ioi.template_regex(t) for t in ioi.TEMPLATES]
+    for story in generate_stories(3000, seed=7):
+        for pat in patterns:
+            assert not pat.search(story), story
+
+
+def test_induction_metrics_on_a_copier():
+    perfect = ioi.induction_metrics(Copier(100, 20), 100, "cpu", length=20, batch=8)
+    assert perfect["induction_accuracy"] == 1.0
+    assert perfect["induction_score"] == pytest.approx(math.log(100) - 0.0045, abs=1e-3)
+    blind = ioi.induction_metrics(FixedLogits(100, {}), 100, "cpu", length=20, batch=8)
+    assert blind["induction_score"] == pytest.approx(0.0, abs=1e-5)
+
+
+def test_icl_score():
+    assert ioi.icl_score(torch.linspace(5, 3, 100)) < 0  # loss falls along the context
+    assert ioi.icl_score(torch.full((100,), 2.0)) == 0.0
+
+
+def test_lr_schedule():
+    cfg = LMTrainConfig(steps=100, warmup=10, lr=1e-3, min_lr_ratio=0.1)
+    assert cfg.lr_at(0) == pytest.approx(1e-4) and cfg.lr_at(9) == pytest.approx(1e-3)
+    assert cfg.lr_at(10) == pytest.approx(1e-3) and cfg.lr_at(100) == pytest.approx(1e-4)
+    assert cfg.lr_at(55) == pytest.approx(1e-4 + 0.9e-3 * 0.5)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    cfg = DataConfig(
+        data=str(FIXTURE), vocab_size=512, tokenizer_docs=100, train_tokens=None, val_tokens=1000
+    )
+    return prepare_data(cfg, tmp_path_factory.mktemp("data"), progress=False)
+
+
+TINY = LMTrainConfig(
+    preset="tiny",
+    stream="value",
+    steps=6,
+    batch=4,
+    block_size=32,
+    warmup=2,
+    eval_every=3,
+    eval_batches=2,
+    ioi_prompts=20,
+    dropout=0.1,
+)
+
+
+def rows(path):
+    return [
+        {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}
+        for ln in path.read_text().splitlines()
+    ]
+
+
+def test_resume_equals_uninterrupted(data_dir, tmp_path):
+    full = LMTrainer(TINY, data_dir)
+    train(full, tmp_path / "a", progress=False)
+    part = LMTrainer(TINY, data_dir)
+    train(part, tmp_path / "b", progress=False, stop_after=4)  # killed after step 4
+    resumed = LMTrainer(TINY, data_dir)
+    train(resumed, tmp_path / "b", resume=True, progress=False)
+    assert rows(tmp_path / "a" / "metrics.jsonl") == rows(tmp_path / "b" / "metrics.jsonl")
+    for (k, a), b in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), k  # bitwise: weights, Adam moments, data and dropout RNG
+    assert rows(tmp_path / "a" / "metrics.jsonl")[-1]["train_loss"] < 6.3  # it learned a little
+
+
+def test_checkpoint_loads_with_its_own_architecture(data_dir, tmp_path):
+    trainer = LMTrainer(TINY, data_dir)
+    train(trainer, tmp_path, progress=False)
+    model, meta = load_model(tmp_path / "checkpoint.safetensors")
+    assert model.cfg.stream.kind == "value" and not model.training
+    x = torch.randint(500, (2, 10))
+    trainer.model.eval()
+    torch.testing.assert_close(model(x)[0], trainer.model(x)[0])
+    other = LMTrainer(LMTrainConfig(**{**TINY.__dict__, "stream": "value-learned"}), data_dir)
+    with pytest.raises(ValueError, match="different config"):
+        other.load(tmp_path / "checkpoint.safetensors")
+
+
+def test_lm_cli_train_eval_sample_grid_report(data_dir, tmp_path, capsys):
+    common = [
+        "--preset",
+        "tiny",
+        "--data",
+        str(FIXTURE),
+        "--train-tokens",
+        "20000",
+        "--val-tokens",
+        "1000",
+        "--vocab-size",
+        "512",
+        "--steps",
+        "4",
+        "--batch",
+        "4",
+        "--block-size",
+        "32",
+        "--warmup",
+        "1",
+        "--eval-every",
+        "2",
+        "--eval-batches",
+        "1",
+        "--ioi-prompts",
+        "16",
+    ]
+    assert (
+        main(["lm", "train", "--stream", "value", *common, "--out", str(tmp_path / "r"), "--json"])
+        == 0
+    )
+    res = json.loads(capsys.readouterr().out)
+    assert res["final"]["step"] == 4 and "ioi_accuracy" in res["final"]
+    ckpt = str(tmp_path / "r" / "checkpoint.safetensors")
+    assert main(["lm", "eval", ckpt, "--data", str(FIXTURE), "--json"]) == 0
+    ev = json.loads(capsys.readouterr().out)
+    assert {
+        "ioi_accuracy",
+        "ioi_logit_diff",
+        "paper_ioi_accuracy",
+        "induction_score",
+        "heldout_loss",
+    } <= set(ev) and ev["stream"] == "value"
+    assert main(["lm", "sample", ckpt, "--prompt", "Once upon", "--max-new-tokens", "5"]) == 0
+    assert capsys.readouterr().out.startswith("Once upon")
+    assert (
+        main(
+            [
+                "lm",
+                "grid",
+                "--stream",
+                "none,value",
+                "--seeds",
+                "2",
+                *common,
+                "--out",
+                str(tmp_path / "g"),
+                "--real-eval",
+                str(FIXTURE),
+            ]
+        )
+        == 0
+    )
+    text = (tmp_path / "g" / "report.md").read_text()
+    assert "IOI accuracy (templated set) (value)" in text and "real TinyStories" in text
+    assert (tmp_path / "g" / "curves.png").exists()
+    # Running the same grid again continues it: nothing is retrained.
+    before = (tmp_path / "g" / "none-s0" / "metrics.jsonl").read_text()
+    assert (
+        main(
+            [
+                "lm",
+                "grid",
+                "--stream",
+                "none,value",
+                "--seeds",
+                "2",
+                *common,
+                "--out",
+                str(tmp_path / "g"),
+            ]
+        )
+        == 0
+    )
+    assert (tmp_path / "g" / "none-s0" / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["lm", "train", "--stream", "vlaue"],
+        ["lm", "train", "--preset", "gpt-5"],
+        ["lm", "train", "--tokenizer", "sentencepiece"],
+        ["lm", "train", "--steps", "0"],
+        ["lm", "train", "--data", "/nonexistent.txt", "--train-tokens", "5000"],
+        ["lm", "eval", "/nonexistent/checkpoint.safetensors"],
+        ["lm", "sample", "/nonexistent/checkpoint.safetensors"],
+        ["lm", "report", "/nonexistent"],
+    ],
+)
+def test_lm_bad_arguments(capsys, tmp_path, argv):
+    assert main([*argv, *(["--out", str(tmp_path / "o")] if argv[1] == "train" else [])]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
