@@ -265,12 +265,9 @@ class LMTrainer:
             raise ConfigError(f"checkpoint {path} was made with a different tokenizer")
         load_model_state(self.model, tensors)
         params = [p for g in self.opt.param_groups for p in g["params"]]
-        for i, keys in enumerate(meta["opt_state_keys"]):
-            self.opt.state[params[i]] = {
-                k: tensors[f"opt/{i}/{k}"].to(params[i].device)
-                if k != "step"
-                else tensors[f"opt/{i}/{k}"]
-                for k in keys
+        for i, keys in enumerate(meta["opt_state_keys"]):  # `step` too: fused AdamW wants it
+            self.opt.state[params[i]] = {  # on the parameter's device
+                k: tensors[f"opt/{i}/{k}"].to(params[i].device) for k in keys
             }
         self.data_gen.set_state(tensors["rng/data"])
         torch.set_rng_state(tensors["rng/torch"])
