@@ -11,11 +11,16 @@ def test_reproduce_quick_writes_report_with_figures(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(
         reproduce, "QUICK_ICL", {"steps": 6, "batch": 8, "eval_every": 3, "eval_size": 32}
     )
+    monkeypatch.setattr(reproduce, "QUICK_LM_TOKENS", 20_000)
+    monkeypatch.setitem(reproduce.QUICK_LM, "steps", 4)
+    monkeypatch.setitem(reproduce.QUICK_LM, "eval_every", 2)
     assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
     assert str(tmp_path / "report.md") in capsys.readouterr().out
     text = (tmp_path / "report.md").read_text()
     assert "## 1. AMICL" in text and "## 2. In-context classification" in text
+    assert "## 3. Language models" in text and "IOI accuracy" in text
     assert "**no**" not in text  # every AMICL row holds
     for link in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", text):
         assert (tmp_path / link).stat().st_size > 1000, link
     assert (tmp_path / "icl" / "metrics.jsonl").exists()
+    assert (tmp_path / "lm" / "value-s0" / "checkpoint.safetensors").exists()

@@ -75,12 +75,13 @@ def write_report(grid: Path) -> Path:
             if a == baseline:
                 continue
             p = stats.paired(vals[baseline], vals[a])
-            t = sps.ttest_rel(vals[a], vals[baseline]).pvalue if len(seeds) > 1 else float("nan")
+            few = len(seeds) < 2  # no test on one pair
+            t = "–" if few else f"{sps.ttest_rel(vals[a], vals[baseline]).pvalue:.3g}"
             ci = f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]" if p["ci_low"] is not None else ""
-            wil = "–" if p["p_wilcoxon"] is None else f"{p['p_wilcoxon']:.3g}"
+            wil = "–" if few or p["p_wilcoxon"] is None else f"{p['p_wilcoxon']:.3g}"
             lines.append(
                 f"| {title} ({a}) | " + " | ".join(cells) + f" | {p['mean']:+.3f} {ci} | "
-                f"{t:.3g} | {wil} |"
+                f"{t} | {wil} |"
             )
     extra = [r for a in arms for s in seeds if (r := final[a][s]).get("real_val_loss") is not None]
     if extra:

@@ -150,11 +150,73 @@ def icl_section(out: Path, quick: bool, seed: int) -> str:
     )
 
 
+QUICK_LM = {
+    "steps": 150,
+    "batch": 16,
+    "block_size": 64,
+    "warmup": 10,
+    "eval_every": 50,
+    "eval_batches": 4,
+    "ioi_prompts": 100,
+    "dropout": 0.0,
+}
+QUICK_LM_TOKENS = 300_000
+
+
+def lm_section(out: Path, quick: bool, seed: int) -> str:
+    """Experiment 2 (paper.md section 4): baseline vs value-stream LMs with IOI metrics."""
+    from .lm import DataConfig, LMTrainConfig, run_grid
+    from .lm_report import write_report
+
+    device = "cuda" if torch.cuda.is_available() and not quick else "cpu"
+    if quick:  # tiny preset on generated stories: the pipeline, not the paper's scale
+        data = DataConfig(
+            vocab_size=1024,
+            tokenizer_docs=2000,
+            train_tokens=QUICK_LM_TOKENS,
+            val_tokens=20_000,
+            seed=seed,
+        )
+        cfg = LMTrainConfig(preset="tiny", **QUICK_LM)
+        seeds = [seed]
+    else:
+        data = DataConfig(train_tokens=100_000_000, seed=seed)
+        cfg = LMTrainConfig(steps=6104, eval_every=500, compile=device == "cuda")
+        seeds = [seed, seed + 1, seed + 2]
+    grid_dir = out / "lm"
+    run_grid(["none", "value"], seeds, data, cfg, grid_dir, device)
+    text = write_report(grid_dir).read_text()
+    table = text[text.index("| metric") : text.index("## Curves")].strip()
+    return "\n".join(
+        [
+            "## 3. Language models: IOI and in-context metrics",
+            "",
+            f"`{cfg.preset}` preset, baseline vs value stream, {len(seeds)} seed(s), {cfg.steps} "
+            f"steps of {cfg.batch} x {cfg.block_size or 'preset'} tokens on generated stories"
+            + (
+                " (CPU-sized: far from where IOI emerges; the GPU result is in results/lm-ioi/)."
+                if quick
+                else "."
+            ),
+            "Full report: [lm/report.md](lm/report.md).",
+            "",
+            table,
+            "",
+            "![LM curves](lm/curves.png)",
+            "",
+        ]
+    )
+
+
 def reproduce(out: str | Path | None, quick: bool = True, seed: int = 0) -> Path:
     """Run every section and write report.md; returns its path."""
     run_dir = new_run_dir(out)
     t0 = time.perf_counter()
-    sections = [amicl_section(run_dir, quick, seed), icl_section(run_dir, quick, seed)]
+    sections = [
+        amicl_section(run_dir, quick, seed),
+        icl_section(run_dir, quick, seed),
+        lm_section(run_dir, quick, seed),
+    ]
     took = time.perf_counter() - t0
     device = (
         torch.cuda.get_device_name() if torch.cuda.is_available() else platform.processor() or "CPU"
