@@ -22,12 +22,46 @@ from attnstreams.amicl import (
 from attnstreams.config import ConfigError
 
 
+@pytest.mark.parametrize("method", ["vectors", "projections"])
 @pytest.mark.parametrize("override,reported", amicl.PAPER_TABLE, ids=lambda v: str(v))
-def test_paper_table_row_within_three_standard_errors(override, reported):
+def test_paper_table_row_within_three_standard_errors(override, reported, method):
     cfg = AMICLConfig(**override)
-    trials = 20_000 if cfg.dim * cfg.length <= 2000 else 5_000
-    res = run(cfg, trials, seed=123)
+    trials = 20_000 if method == "projections" or cfg.dim * cfg.length <= 2000 else 5_000
+    res = run(cfg, trials, seed=123, method=method)
+    assert res.method == method
     assert amicl.paper_z(res, reported) < 3, (res.accuracy, reported)
+
+
+@pytest.mark.parametrize(
+    "kw",
+    [
+        {"a": 1.0},
+        {"a": 1.15, "dim": 10},
+        {"a": 1.25, "length": 8, "classes": 4},
+        {"a": 1.1, "eps": 1.0, "noise_std": 0.1},
+        {"a": 0.9, "dim": 3, "classes": 2, "length": 40},
+    ],
+)
+def test_projections_match_vectors(kw):
+    """The fast sampler draws the same distribution as the full vectors."""
+    cfg = AMICLConfig(**kw)
+    fast = run(cfg, 40_000, seed=1, method="projections")
+    full = run(cfg, 20_000, seed=2, method="vectors")
+    se = (fast.stderr**2 + full.stderr**2) ** 0.5
+    assert abs(fast.accuracy - full.accuracy) < 4 * max(se, 1e-3), (fast.accuracy, full.accuracy)
+
+
+def test_projections_do_not_depend_on_threads():
+    cfg = AMICLConfig(a=1.2)
+    one = run(cfg, 200_000, seed=3, threads=1)
+    two = run(cfg, 200_000, seed=3, threads=2)
+    assert one.correct == two.correct and one.method == "projections"
+
+
+def test_projections_only_for_dot_argmax():
+    with pytest.raises(ConfigError, match="projections"):
+        run(AMICLConfig(similarity="pearson"), 10, method="projections")
+    assert run(AMICLConfig(similarity="pearson"), 10).method == "vectors"
 
 
 def test_paper_z_discriminates():
@@ -135,7 +169,8 @@ def test_seed_determinism():
 def test_chunked_run_is_consistent():
     """Chunking changes the draw but not the estimate."""
     cfg = AMICLConfig(a=1.25)
-    big, small = run(cfg, 8000, seed=1), run(cfg, 8000, seed=1, chunk=333)
+    big = run(cfg, 8000, seed=1, method="vectors")
+    small = run(cfg, 8000, seed=1, chunk=333, method="vectors")
     assert abs(big.accuracy - small.accuracy) < 4 * (big.stderr**2 + small.stderr**2) ** 0.5
 
 

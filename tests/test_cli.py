@@ -31,6 +31,7 @@ def test_amicl_run_json(capsys):
     assert res["accuracy"] == 1.0 and res["trials"] == 500 and res["seed"] == 1
     assert set(FIELD_NAMES) <= set(res)
     assert res["dim"] == 100 and res["classes"] == 512 and res["length"] == 20
+    assert res["method"] == "projections"  # the fast exact sampler for dot + argmax
 
 
 def test_amicl_run_text(capsys):

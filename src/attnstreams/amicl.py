@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 
+import numpy as np
 import torch
 
 from .config import ConfigError, check_choice, check_range
@@ -158,6 +160,7 @@ class AMICLResult:
     correct: int
     seed: int
     config: AMICLConfig
+    method: str = "vectors"
 
     @property
     def stderr(self) -> float:
@@ -172,6 +175,7 @@ class AMICLResult:
             "trials": self.trials,
             "correct": self.correct,
             "seed": self.seed,
+            "method": self.method,
             **self.config.to_dict(),
         }
 
@@ -181,9 +185,86 @@ def chunk_size(cfg: AMICLConfig, budget_floats: int = 1 << 23) -> int:
     return max(1, budget_floats // (cfg.length * cfg.dim))
 
 
-def run(cfg: AMICLConfig, trials: int, seed: int = 0, chunk: int | None = None) -> AMICLResult:
-    """Accuracy of the AMICL model over `trials` independent trials."""
+def correct_projected(cfg: AMICLConfig, n: int, rng: np.random.Generator) -> np.ndarray:
+    """Dot-product + argmax trials sampled exactly through the inner products they need.
+
+    The read-out only sees s_i = q . k_i = a/(a+1)^2 (a g_{i-1} + g_i) with g_j = x_q . x_j.
+    Given the query item x_q, the projection of any independent isotropic Gaussian vector
+    (another class's mean, a label, an item's noise, the random final key) onto x_q is
+    N(0, var |x_q|^2); the query class's own mean enters through |mu|^2 ~ chi2_D / D and the
+    query noise's components along and across mu. So a trial needs ~3T normals instead of ~3TD
+    vector entries, with the same distribution as `sample_trials` + `correct`.
+    """
+    D, T, a, eps = cfg.dim, cfg.length, cfg.a, cfg.eps
+    C, sn, s = T // 2 - 1, cfg.item_noise_std, math.sqrt(1 + eps**2)
+    rows = np.arange(n)
+    cls = rng.integers(cfg.classes, size=(n, C))
+    first = (cls[:, :, None] == cls[:, None, :]).argmax(-1)  # repeated classes share vectors
+    cq = cls[rows, rng.integers(C, size=n)]
+    mu2 = rng.chisquare(D, n) / D  # |mu_cq|^2
+    along = rng.standard_normal(n) * sn  # query noise along mu_cq
+    across2 = rng.chisquare(D - 1, n) * sn**2 if D > 1 else np.zeros(n)
+    mun = np.sqrt(mu2)
+    xq2 = (mu2 + 2 * eps * mun * along + eps**2 * (along**2 + across2)) / s**2  # |x_q|^2
+    xq_mu = (mu2 + eps * mun * along) / s  # x_q . mu_cq
+    scale = np.sqrt(xq2)[:, None] / math.sqrt(D)
+    g_mu = np.take_along_axis(rng.standard_normal((n, C)), first, 1) * scale
+    g_mu = np.where(cls == cq[:, None], xq_mu[:, None], g_mu)
+    g_label = np.take_along_axis(rng.standard_normal((n, C)), first, 1) * scale
+    g_noise = rng.standard_normal((n, C)) * (np.sqrt(xq2)[:, None] * sn)
+    g = np.zeros((n, T))
+    g[:, 0 : 2 * C : 2] = (g_mu + eps * g_noise) / s
+    g[:, 1 : 2 * C : 2] = g_label
+    g[:, T - 2] = xq2  # the query item itself; position T-1 (hidden label) stays 0
+    scores = np.empty((n, T))
+    scores[:, 0] = g[:, 0]
+    scores[:, 1:] = a * g[:, :-1] + g[:, 1:]
+    scores *= a / (a + 1) ** 2
+    scores[:, T - 1] = a / (a + 1) * scale[:, 0] * rng.standard_normal(n)  # q . random key
+    pick = scores.argmax(-1)
+    slot = np.minimum(pick // 2, C - 1)
+    return (pick % 2 == 1) & (pick < 2 * C) & (cls[rows, slot] == cq)
+
+
+METHODS = ("auto", "vectors", "projections")
+PROJECTED_CHUNK = 1 << 16
+
+
+def _run_projected(cfg: AMICLConfig, trials: int, seed: int, threads: int) -> int:
+    """Chunk i draws from its own stream (seed, i): the count does not depend on threads."""
+    starts = range(0, trials, PROJECTED_CHUNK)
+
+    def chunk(i: int) -> int:
+        n = min(PROJECTED_CHUNK, trials - starts[i])
+        return int(correct_projected(cfg, n, np.random.default_rng([seed, i])).sum())
+
+    if threads <= 1 or len(starts) == 1:
+        return sum(map(chunk, range(len(starts))))
+    with ThreadPoolExecutor(threads) as pool:  # numpy releases the GIL on these arrays
+        return sum(pool.map(chunk, range(len(starts))))
+
+
+def run(
+    cfg: AMICLConfig,
+    trials: int,
+    seed: int = 0,
+    chunk: int | None = None,
+    method: str = "auto",
+    threads: int | None = None,
+) -> AMICLResult:
+    """Accuracy of the AMICL model over `trials` independent trials.
+
+    method: `vectors` draws every D-dimensional token; `projections` (dot + argmax only) draws
+    just the inner products the read-out uses, ~30x faster with the same distribution; `auto`
+    picks projections where they apply."""
     check_range("trials", trials, lo=1)
+    check_choice("method", method, METHODS)
+    fast = cfg.similarity == "dot" and cfg.readout == "argmax"
+    if method == "projections" and not fast:
+        raise ConfigError("method 'projections' needs similarity dot and readout argmax")
+    if method != "vectors" and fast:
+        hits = _run_projected(cfg, trials, seed, threads or torch.get_num_threads())
+        return AMICLResult(hits / trials, trials, hits, seed, cfg, "projections")
     g = torch.Generator().manual_seed(seed)
     chunk = chunk or chunk_size(cfg)
     hits = 0
@@ -191,7 +272,7 @@ def run(cfg: AMICLConfig, trials: int, seed: int = 0, chunk: int | None = None) 
         for start in range(0, trials, chunk):
             n = min(chunk, trials - start)
             hits += int(correct(cfg, sample_trials(cfg, n, g)).sum())
-    return AMICLResult(hits / trials, trials, hits, seed, cfg)
+    return AMICLResult(hits / trials, trials, hits, seed, cfg, "vectors")
 
 
 def attention_maps(cfg: AMICLConfig, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -227,11 +308,13 @@ def sweep_configs(base: AMICLConfig, over: str, values: list) -> list[AMICLConfi
     return out
 
 
-def sweep(configs: list[AMICLConfig], trials: int, seed: int = 0) -> Iterator[AMICLResult]:
+def sweep(
+    configs: list[AMICLConfig], trials: int, seed: int = 0, method: str = "auto"
+) -> Iterator[AMICLResult]:
     """Accuracy at each config; every point reuses the seed (common random numbers), so
     neighbouring points differ by the parameter, not by the draw."""
     for cfg in configs:
-        yield run(cfg, trials, seed)
+        yield run(cfg, trials, seed, method=method)
 
 
 # paper.md section 1: (setting, reported accuracy range), 1,000 trials each, dot + argmax.

@@ -44,6 +44,7 @@ def _amicl_args(p: argparse.ArgumentParser, trials: int) -> None:
     p.add_argument("--beta", type=float, default=d.beta, help="softmax inverse temperature")
     p.add_argument("--trials", type=int, default=trials)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="auto", help="auto|vectors|projections (dot+argmax only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
 
 
@@ -70,7 +71,7 @@ def cmd_amicl_run(args) -> int:
 
     cfg = _amicl_config(args)
     t0 = time.perf_counter()
-    res = run(cfg, args.trials, args.seed)
+    res = run(cfg, args.trials, args.seed, method=args.method)
     dt = time.perf_counter() - t0
     if args.json:
         print(json.dumps({**res.to_dict(), "seconds": dt, "trials_per_s": args.trials / dt}))
@@ -78,7 +79,7 @@ def cmd_amicl_run(args) -> int:
         print(
             f"accuracy {res.accuracy:.4f} +/- {res.stderr:.4f} ({res.correct}/{res.trials} trials; "
             f"a={cfg.a}, D={cfg.dim}, K={cfg.classes}, T={cfg.length}, {cfg.similarity}/"
-            f"{cfg.readout}) in {dt:.2f} s, {args.trials / dt:,.0f} trials/s"
+            f"{cfg.readout}, {res.method}) in {dt:.2f} s, {args.trials / dt:,.0f} trials/s"
         )
     return 0
 
@@ -99,14 +100,14 @@ def cmd_amicl_sweep(args) -> int:
     ]
     check_range("trials", args.trials, lo=1)
     out = new_run_dir(args.out)
-    fields = ["series", "accuracy", "stderr", "trials", "correct", "seed", *FIELD_NAMES]
+    fields = ["series", "accuracy", "stderr", "trials", "correct", "seed", "method", *FIELD_NAMES]
     rows = []
     with (
         CSVLog(out / "sweep.csv", fields) as log,
         tqdm(total=sum(map(len, series)), desc=f"sweep {args.over}", disable=None) as bar,
     ):
         for configs in series:
-            for res in sweep(configs, args.trials, args.seed):
+            for res in sweep(configs, args.trials, args.seed, args.method):
                 row = {"series": res.config.similarity, **res.to_dict()}
                 log.write(row)
                 rows.append(row)
