@@ -1,0 +1,59 @@
+"""Every benchmark script still runs (CPU, tiny sizes) and prints its table."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+CASES = {
+    "amicl.py": ["--trials", "1000"],
+    "icl_grid.py": [
+        "--device",
+        "cpu",
+        "--seeds",
+        "1",
+        "--variants",
+        "none",
+        "--steps",
+        "2",
+        "--modes",
+        "eager",
+        "--precisions",
+        "fp32",
+        "--what",
+        "single",
+    ],
+    "lm_throughput.py": [
+        "--device",
+        "cpu",
+        "--presets",
+        "tiny",
+        "--streams",
+        "none,value",
+        "--modes",
+        "eager",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+    ],
+    "stories.py": ["--n", "300", "--vocab-size", "400"],
+}
+
+
+@pytest.mark.parametrize("script", sorted(CASES))
+def test_benchmark_runs(script, tmp_path):
+    assert sorted(CASES) == sorted(p.name for p in (ROOT / "benchmarks").glob("*.py"))
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), *CASES[script]],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) >= 3 and "Traceback" not in proc.stderr
