@@ -225,45 +225,24 @@ def test_lm_cli_train_eval_sample_grid_report(data_dir, tmp_path, capsys):
     } <= set(ev) and ev["stream"] == "value"
     assert main(["lm", "sample", ckpt, "--prompt", "Once upon", "--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out.startswith("Once upon")
-    assert (
-        main(
-            [
-                "lm",
-                "grid",
-                "--stream",
-                "none,value",
-                "--seeds",
-                "2",
-                *common,
-                "--out",
-                str(tmp_path / "g"),
-                "--real-eval",
-                str(FIXTURE),
-            ]
-        )
-        == 0
-    )
+    grid = [
+        "lm",
+        "grid",
+        "--stream",
+        "none,value",
+        "--seeds",
+        "2",
+        *common,
+        "--out",
+        str(tmp_path / "g"),
+    ]
+    assert main([*grid, "--real-eval", str(FIXTURE)]) == 0
     text = (tmp_path / "g" / "report.md").read_text()
     assert "IOI accuracy (templated set) (value)" in text and "real TinyStories" in text
     assert (tmp_path / "g" / "curves.png").exists()
     # Running the same grid again continues it: nothing is retrained.
     before = (tmp_path / "g" / "none-s0" / "metrics.jsonl").read_text()
-    assert (
-        main(
-            [
-                "lm",
-                "grid",
-                "--stream",
-                "none,value",
-                "--seeds",
-                "2",
-                *common,
-                "--out",
-                str(tmp_path / "g"),
-            ]
-        )
-        == 0
-    )
+    assert main(grid) == 0
     assert (tmp_path / "g" / "none-s0" / "metrics.jsonl").read_text() == before
 
 

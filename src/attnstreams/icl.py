@@ -26,7 +26,7 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import ConfigError, check_choice, check_range
 from .model import ToyICL, ToyICLConfig
-from .runlog import JSONLLog, new_run_dir, truncate_metrics
+from .runlog import JSONLLog, open_run
 from .streams import StreamConfig
 from .tasks.icl_classification import (
     TEST_SETS,
@@ -269,10 +269,6 @@ class ICLGrid:
             self.step += 1
 
 
-CHECKPOINT = "checkpoint.safetensors"
-METRICS = "metrics.jsonl"
-
-
 def train(
     grid: ICLGrid,
     out: Path,
@@ -283,15 +279,12 @@ def train(
     """Train to cfg.steps, evaluating every eval_every steps: metrics rows appended to
     metrics.jsonl, then a checkpoint. stop_after: leave early at that step (resume later).
     Returns a summary (wall time, steps/s, device)."""
-    out = new_run_dir(out)
-    ckpt, metrics = out / CHECKPOINT, out / METRICS
-    if resume:
-        if not ckpt.exists():
-            raise ConfigError(f"nothing to resume: {ckpt} does not exist")
+
+    def restore(ckpt: Path) -> int:
         grid.load(ckpt)
-        truncate_metrics(metrics, grid.step)
-    elif ckpt.exists():
-        raise ConfigError(f"{out} already holds a run: pass --resume, or choose another --out")
+        return grid.step
+
+    out, ckpt, metrics = open_run(out, resume, restore)
     (out / "config.json").write_text(json.dumps(grid.meta() | {"step": None}, indent=1))
     cfg = grid.cfg
     t0 = time.perf_counter()

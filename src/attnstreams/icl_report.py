@@ -10,8 +10,8 @@ import numpy as np
 
 from . import stats
 from .config import ConfigError
-from .icl import METRICS
 from .plots import plot_bands, plot_paired
+from .runlog import METRICS
 from .tasks.icl_classification import TEST_SETS
 
 TITLES = {

@@ -25,7 +25,7 @@ from .data.shards import TokenWindows, write_tokens
 from .data.tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
 from .ioi import induction_metrics, ioi_metrics, make_ioi_set, paper_prompts, single_token_names
 from .model import GPT, preset
-from .runlog import JSONLLog, new_run_dir, truncate_metrics
+from .runlog import CHECKPOINT, METRICS, JSONLLog, new_run_dir, open_run
 
 
 @dataclass(frozen=True)
@@ -123,10 +123,6 @@ class LMTrainConfig:
             self.min_lr_ratio
             + (1 - self.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
         )
-
-
-CHECKPOINT = "checkpoint.safetensors"
-METRICS = "metrics.jsonl"
 
 
 class LMTrainer:
@@ -324,15 +320,12 @@ def train(
     stop_after: int | None = None,
 ) -> dict:
     """Train to cfg.steps with evaluations, metrics rows and a checkpoint every eval_every."""
-    out = new_run_dir(out)
-    ckpt, metrics = out / CHECKPOINT, out / METRICS
-    if resume:
-        if not ckpt.exists():
-            raise ConfigError(f"nothing to resume: {ckpt} does not exist")
+
+    def restore(ckpt: Path) -> int:
         trainer.load(ckpt)
-        truncate_metrics(metrics, trainer.step)
-    elif ckpt.exists():
-        raise ConfigError(f"{out} already holds a run: pass --resume, or choose another --out")
+        return trainer.step
+
+    out, ckpt, metrics = open_run(out, resume, restore)
     trainer.tokenizer.save(out)
     cfg = trainer.cfg
     (out / "config.json").write_text(

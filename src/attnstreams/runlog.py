@@ -7,6 +7,8 @@ import json
 import time
 from pathlib import Path
 
+from .config import ConfigError
+
 
 def new_run_dir(out: str | Path | None, root: str | Path = "runs") -> Path:
     """`out` if given, else runs/<timestamp>/; created, and checked writable up front."""
@@ -16,6 +18,25 @@ def new_run_dir(out: str | Path | None, root: str | Path = "runs") -> Path:
     probe.write_text("")
     probe.unlink()
     return path
+
+
+CHECKPOINT = "checkpoint.safetensors"
+METRICS = "metrics.jsonl"
+
+
+def open_run(out: str | Path, resume: bool, load) -> tuple[Path, Path, Path]:
+    """A training run's folder, checkpoint path and metrics path. With resume, `load(ckpt)`
+    restores the state and returns its step, and metric rows after that step are dropped;
+    without, a folder that already holds a run is refused rather than overwritten."""
+    out = new_run_dir(out)
+    ckpt, metrics = out / CHECKPOINT, out / METRICS
+    if resume:
+        if not ckpt.exists():
+            raise ConfigError(f"nothing to resume: {ckpt} does not exist")
+        truncate_metrics(metrics, load(ckpt))
+    elif ckpt.exists():
+        raise ConfigError(f"{out} already holds a run: pass --resume, or choose another --out")
+    return out, ckpt, metrics
 
 
 def truncate_metrics(path: Path, step: int) -> None:
