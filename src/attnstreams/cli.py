@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, check_range
-from .runlog import new_run_dir
+from .runlog import NonFiniteLoss, TrainingInterrupted, new_run_dir
 
 
 class Parser(argparse.ArgumentParser):
@@ -249,6 +249,7 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ioi-prompts", type=int, default=t.ioi_prompts)
     p.add_argument("--precision", default=t.precision, help="auto|fp32|bf16")
     p.add_argument("--compile", action="store_true")
+    p.add_argument("--nonfinite", default=t.nonfinite, help="stop|skip a NaN/inf loss step")
     p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--json", action="store_true")
@@ -282,6 +283,7 @@ def _lm_configs(args, stream: str, seed: int):
         seed=seed,
         precision=args.precision,
         compile=args.compile,
+        nonfinite=args.nonfinite,
     )
     return data, cfg
 
@@ -518,6 +520,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"attnstreams: error: {e}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        print(f"attnstreams: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except NonFiniteLoss as e:
+        print(f"attnstreams: error: {e}", file=sys.stderr)
+        return 1
     except OSError as e:
         print(
             f"attnstreams: error: {e.strerror or e}: {e.filename or ''}".rstrip(": "),

@@ -26,7 +26,14 @@ from tqdm import tqdm
 from . import checkpoint
 from .config import ConfigError, check_choice, check_range
 from .model import ToyICL, ToyICLConfig
-from .runlog import JSONLLog, open_run
+from .runlog import (
+    GracefulStop,
+    JSONLLog,
+    TrainingInterrupted,
+    check_finite,
+    open_run,
+    window_steps,
+)
 from .streams import StreamConfig
 from .tasks.icl_classification import (
     TEST_SETS,
@@ -288,8 +295,9 @@ def train(
     (out / "config.json").write_text(json.dumps(grid.meta() | {"step": None}, indent=1))
     cfg = grid.cfg
     t0 = time.perf_counter()
-    start = last_eval = grid.step
+    start = grid.step
     with (
+        GracefulStop() as stop,
         JSONLLog(metrics, append=resume) as log,
         tqdm(
             total=cfg.steps,
@@ -307,14 +315,17 @@ def train(
             grid.train_step()
             bar.update()
             if grid.step % cfg.eval_every == 0 or grid.step == cfg.steps:
-                rows = grid.eval_rows(grid.step - last_eval)
-                last_eval = grid.step
+                rows = grid.eval_rows(window_steps(grid.step, cfg.eval_every))
+                check_finite(rows, grid.step, cfg.eval_every)
                 elapsed = time.perf_counter() - t0
                 for row in rows:
                     log.write(row | {"elapsed_s": elapsed})
                 grid.save(ckpt)
                 icl_mean = sum(r["acc_icl"] for r in rows) / len(rows)
                 bar.set_postfix(icl=f"{icl_mean:.3f}")
+            if stop.signum is not None:
+                grid.save(ckpt)
+                raise TrainingInterrupted(grid.step, out, stop.signum)
     wall = time.perf_counter() - t0
     device = torch.cuda.get_device_name(grid.device) if grid.device.type == "cuda" else "cpu"
     summary = {

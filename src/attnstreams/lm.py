@@ -25,7 +25,17 @@ from .data.shards import TokenWindows, write_tokens
 from .data.tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
 from .ioi import induction_metrics, ioi_metrics, make_ioi_set, paper_prompts, single_token_names
 from .model import GPT, preset
-from .runlog import CHECKPOINT, METRICS, JSONLLog, new_run_dir, open_run
+from .runlog import (
+    CHECKPOINT,
+    METRICS,
+    GracefulStop,
+    JSONLLog,
+    TrainingInterrupted,
+    check_finite,
+    new_run_dir,
+    open_run,
+    window_steps,
+)
 
 
 @dataclass(frozen=True)
@@ -92,6 +102,7 @@ class LMTrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False
+    nonfinite: str = "stop"  # stop: end the run, keep the last good checkpoint | skip the step
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "eval_every", "eval_batches", "ioi_prompts"):
@@ -102,6 +113,7 @@ class LMTrainConfig:
         check_range("grad_clip", self.grad_clip, lo=0.0)
         check_range("weight_decay", self.weight_decay, lo=0.0)
         check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
+        check_choice("nonfinite", self.nonfinite, ("stop", "skip"))
         if self.dropout is not None:
             check_range("dropout", self.dropout, lo=0.0, hi=1.0)
         self.model_config(1000)  # validates preset, stream and block size
@@ -149,6 +161,8 @@ class LMTrainer:
         )
         self.data_gen = torch.Generator().manual_seed(cfg.seed)
         self.step = 0
+        self.loss_sum = torch.zeros((), device=self.device)  # training loss since the last eval
+        self.skipped = 0  # non-finite steps skipped (nonfinite="skip")
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
         self.forward = torch.compile(self.model) if cfg.compile else self.model
@@ -173,7 +187,12 @@ class LMTrainer:
         loss.backward()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.opt.step()
+        if self.cfg.nonfinite == "skip" and not torch.isfinite(loss):  # syncs: only if asked
+            self.opt.zero_grad(set_to_none=True)
+            self.skipped += 1
+        else:
+            self.opt.step()
+            self.loss_sum += loss.detach()
         self.step += 1
         return loss.detach()
 
@@ -232,6 +251,7 @@ class LMTrainer:
             for k, v in st.items():
                 tensors[f"opt/{i}/{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
             opt_meta.append(sorted(st))
+        tensors["loss_sum"] = self.loss_sum
         tensors["rng/data"] = self.data_gen.get_state()
         tensors["rng/torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
@@ -239,6 +259,7 @@ class LMTrainer:
         meta = {
             "kind": "lm",
             "step": self.step,
+            "skipped": self.skipped,
             "config": asdict(self.cfg),
             "model": self.model_cfg.to_dict(),
             "opt_state_keys": opt_meta,
@@ -265,6 +286,8 @@ class LMTrainer:
             self.opt.state[params[i]] = {  # on the parameter's device
                 k: tensors[f"opt/{i}/{k}"].to(params[i].device) for k in keys
             }
+        self.loss_sum.copy_(tensors["loss_sum"])
+        self.skipped = meta["skipped"]
         self.data_gen.set_state(tensors["rng/data"])
         torch.set_rng_state(tensors["rng/torch"])
         if "rng/cuda" in tensors and self.device.type == "cuda":
@@ -340,10 +363,9 @@ def train(
     )
     t0, start = time.perf_counter(), trainer.step
     tokens_per_step = cfg.batch * trainer.model_cfg.block_size
-    loss_sum = torch.zeros((), device=trainer.device)
-    since = 0
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     with (
+        GracefulStop() as stop,
         JSONLLog(metrics, append=resume) as log,
         tqdm(
             total=cfg.steps,
@@ -356,25 +378,28 @@ def train(
         if trainer.step == 0:
             log.write({"step": 0, "tokens": 0, **trainer.evaluate()})
         while trainer.step < end:
-            loss_sum += trainer.train_step()
-            since += 1
+            trainer.train_step()
             bar.update()
             if trainer.step % cfg.eval_every == 0 or trainer.step == cfg.steps:
+                since = window_steps(trainer.step, cfg.eval_every)
                 row = {
                     "step": trainer.step,
                     "tokens": trainer.step * tokens_per_step,
-                    "train_loss": float(loss_sum) / since,
+                    "train_loss": float(trainer.loss_sum) / since,
+                    "skipped_steps": trainer.skipped,
                     "lr": cfg.lr_at(trainer.step - 1),
-                    **trainer.evaluate(),
-                    "elapsed_s": time.perf_counter() - t0,
                 }
-                loss_sum.zero_()
-                since = 0
+                check_finite([row], trainer.step, cfg.eval_every)
+                row |= {**trainer.evaluate(), "elapsed_s": time.perf_counter() - t0}
+                trainer.loss_sum.zero_()
                 log.write(row)
                 trainer.save(ckpt)
                 bar.set_postfix(
                     val=f"{row['val_loss']:.3f}", ioi=f"{row.get('ioi_accuracy', float('nan')):.2f}"
                 )
+            if stop.signum is not None:
+                trainer.save(ckpt)
+                raise TrainingInterrupted(trainer.step, out, stop.signum)
     wall = time.perf_counter() - t0
     summary = {
         "wall_s": wall,

