@@ -122,3 +122,51 @@ def test_console_script_entry_point():
     assert (
         proc.stderr.strip() == "attnstreams: error: length must be even (item/label pairs), got 7"
     )
+
+
+def test_config_file_sets_defaults_and_flags_win(tmp_path, capsys):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(
+        json.dumps(
+            {
+                "steps": 4,
+                "eval-every": 2,
+                "eval_size": 16,
+                "batch": 4,
+                "variants": "none",
+                "seeds": 1,
+            }
+        )
+    )
+    out = tmp_path / "run"
+    assert (
+        main(["icl", "grid", "--config", str(cfg), "--steps", "6", "--out", str(out), "--json"])
+        == 0
+    )
+    res = json.loads(capsys.readouterr().out)
+    assert res["step"] == 6 and res["runs"] == 1  # --steps beat the file; the rest came from it
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["eval_every"] == 2 and saved["eval_size"] == 16 and saved["batch"] == 4
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ('{"stepz": 3}', "unknown key 'stepz'"),
+        ('{"steps": "many"}', "steps must be int"),
+        ('{"steps": true}', "steps must be int"),
+        ('{"compile": "yes"}', "true or false"),
+        ('{"lr": [1]}', "lr must be float"),
+        ("[1, 2]", "JSON object"),
+        ("{oops", "not valid JSON"),
+        ('{"steps": -3}', "steps must be >= 1"),
+    ],
+)
+def test_bad_config_files(tmp_path, capsys, content, match):
+    cfg = tmp_path / "c.json"
+    cfg.write_text(content)
+    assert main(["icl", "train", "--config", str(cfg), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and match in err
+    assert not (tmp_path / "o" / "checkpoint.safetensors").exists()
+    assert main(["lm", "train", "--config", str(tmp_path / "missing.json")]) == 2

@@ -161,6 +161,12 @@ def test_token_file_windows(bpe, tmp_path):
     assert torch.equal(seq[0][0], torch.from_numpy(w.tokens[:16].astype(np.int64)))
     with pytest.raises(ConfigError, match="vocab"):
         TokenWindows(tmp_path / "t.bin", vocab_size=10)
+    # Ids beyond the vocabulary (a damaged file) are refused.
+    arr = np.fromfile(tmp_path / "t.bin", dtype=np.uint16)
+    arr[7] = 60_000
+    arr.tofile(tmp_path / "t.bin")
+    with pytest.raises(ConfigError, match="beyond its vocabulary"):
+        TokenWindows(tmp_path / "t.bin")
     # A truncated file is refused, not read as garbage.
     data = (tmp_path / "t.bin").read_bytes()
     (tmp_path / "t.bin").write_bytes(data[: len(data) // 2])
@@ -181,3 +187,21 @@ def test_write_tokens_max_and_atomic(bpe, tmp_path):
 
 def test_val_every_constant():
     assert corpus.VAL_EVERY == 100
+
+
+@pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
+def test_a_huge_single_line_is_a_clear_error(tmp_path, monkeypatch, suffix):
+    monkeypatch.setattr(corpus, "MAX_DOC_CHARS", 5_000)
+    p = tmp_path / f"big{suffix}"
+    body = "a" * 3_000_000
+    p.write_text(body if suffix == ".txt" else json.dumps({"text": body}))
+    with pytest.raises(ConfigError, match="longer than 5,000 characters"):
+        list(iter_texts(str(p), "validation"))
+
+
+def test_separator_split_across_read_blocks(tmp_path):
+    p = tmp_path / "c.txt"
+    first = "x" * ((1 << 20) - 5)  # the separator straddles the 1 MiB read boundary
+    p.write_text(first + "<|endoftext|>second story<|endoftext|>")
+    docs = list(iter_texts(str(p), "validation")) + list(iter_texts(str(p), "train"))
+    assert docs == [first, "second story"]

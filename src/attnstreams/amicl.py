@@ -19,6 +19,7 @@ import torch
 from .config import ConfigError, check_choice, check_range
 
 SIMILARITIES = ("dot", "pearson", "euclidean", "manhattan")
+MAX_SIZE = 10_000_000  # dim, length and dim x length: one trial must fit in memory
 READOUTS = ("argmax", "softmax")
 
 
@@ -39,18 +40,20 @@ class AMICLConfig:
     beta: float = 1.0  # inverse temperature of the softmax read-out
 
     def __post_init__(self) -> None:
-        check_range("a", self.a, lo=0.0)
-        check_range("dim", self.dim, lo=1)
-        check_range("classes", self.classes, lo=1)
-        check_range("length", self.length, lo=4)
+        check_range("a", self.a, lo=0.0, hi=1e6)
+        check_range("dim", self.dim, lo=1, hi=MAX_SIZE)
+        check_range("classes", self.classes, lo=1, hi=2**62)
+        check_range("length", self.length, lo=4, hi=MAX_SIZE)
+        if self.dim * self.length > MAX_SIZE:
+            raise ConfigError(f"dim x length must be <= {MAX_SIZE:,} (one trial's tokens)")
         if self.length % 2:
             raise ConfigError(f"length must be even (item/label pairs), got {self.length}")
-        check_range("eps", self.eps, lo=0.0)
+        check_range("eps", self.eps, lo=0.0, hi=1e3)
         if self.noise_std is not None:
-            check_range("noise_std", self.noise_std, lo=0.0)
+            check_range("noise_std", self.noise_std, lo=0.0, hi=1e3)
         check_choice("similarity", self.similarity, SIMILARITIES)
         check_choice("readout", self.readout, READOUTS)
-        check_range("beta", self.beta, lo=0.0, lo_open=True)
+        check_range("beta", self.beta, lo=0.0, hi=1e9, lo_open=True)
 
     @property
     def item_noise_std(self) -> float:
@@ -232,10 +235,12 @@ PROJECTED_CHUNK = 1 << 16
 
 def _run_projected(cfg: AMICLConfig, trials: int, seed: int, threads: int) -> int:
     """Chunk i draws from its own stream (seed, i): the count does not depend on threads."""
-    starts = range(0, trials, PROJECTED_CHUNK)
+    C = cfg.length // 2 - 1
+    size = max(1, min(PROJECTED_CHUNK, (1 << 26) // (C * C + cfg.length)))  # ~64M cells a chunk
+    starts = range(0, trials, size)
 
     def chunk(i: int) -> int:
-        n = min(PROJECTED_CHUNK, trials - starts[i])
+        n = min(size, trials - starts[i])
         return int(correct_projected(cfg, n, np.random.default_rng([seed, i])).sum())
 
     if threads <= 1 or len(starts) == 1:
@@ -258,6 +263,7 @@ def run(
     just the inner products the read-out uses, ~30x faster with the same distribution; `auto`
     picks projections where they apply."""
     check_range("trials", trials, lo=1)
+    check_range("seed", seed, lo=0, hi=2**63 - 1)
     check_choice("method", method, METHODS)
     fast = cfg.similarity == "dot" and cfg.readout == "argmax"
     if method == "projections" and not fast:
@@ -277,6 +283,7 @@ def run(
 
 def attention_maps(cfg: AMICLConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """Score, softmax and argmax maps (T x T, causal) of one trial, for figures."""
+    check_range("seed", seed, lo=0, hi=2**63 - 1)
     g = torch.Generator().manual_seed(seed)
     t = sample_trials(cfg, 1, g)
     prev = torch.cat([torch.zeros(1, 1, cfg.dim), t.tokens[:, :-1]], dim=1)

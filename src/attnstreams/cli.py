@@ -154,6 +154,7 @@ def _icl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cuda-graph", action="store_true", help="do not capture the step")
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--config", help="JSON file of option values (flags given here win)")
     p.add_argument("--json", action="store_true")
 
 
@@ -252,6 +253,7 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nonfinite", default=t.nonfinite, help="stop|skip a NaN/inf loss step")
     p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
+    p.add_argument("--config", help="JSON file of option values (flags given here win)")
     p.add_argument("--json", action="store_true")
 
 
@@ -453,13 +455,13 @@ def build_parser() -> Parser:
     p.add_argument("--stream", default="none", help="none|value|key|query[-first][-learned]")
     p.add_argument("--seed", type=int, default=0)
     _icl_args(p)
-    p.set_defaults(func=cmd_icl_train)
+    p.set_defaults(func=cmd_icl_train, config_parser=p)
     p = sub.add_parser("grid", help="variants x seeds, trained together on one device")
     p.add_argument("--variants", default="none,value,key,query", help="comma-separated streams")
     p.add_argument("--seeds", type=int, default=10, help="number of seeds")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     _icl_args(p)
-    p.set_defaults(func=cmd_icl_grid)
+    p.set_defaults(func=cmd_icl_grid, config_parser=p)
     p = sub.add_parser("report", help="statistics and figures of a grid folder")
     p.add_argument("run", help="folder written by `icl grid`")
     p.add_argument("--thresholds", default="0.5,0.95", help="accuracy thresholds")
@@ -474,14 +476,14 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", help="token files to (re)use (default: OUT/data)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     _lm_args(p)
-    p.set_defaults(func=cmd_lm_train)
+    p.set_defaults(func=cmd_lm_train, config_parser=p)
     p = sub.add_parser("grid", help="streams x seeds, paired by seed; resumable; writes a report")
     p.add_argument("--stream", default="none,value", help="comma-separated streams")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument("--real-eval", help="a text corpus to measure held-out loss on at the end")
     _lm_args(p)
-    p.set_defaults(func=cmd_lm_grid)
+    p.set_defaults(func=cmd_lm_grid, config_parser=p)
     p = sub.add_parser("eval", help="IOI, induction and held-out loss of a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--data", help="corpus for a held-out loss (tokenised with the run's tokenizer)")
@@ -513,9 +515,53 @@ def build_parser() -> Parser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+NOT_IN_CONFIG = {"config", "resume", "json", "out", "help"}
+
+
+def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
+    """A JSON config file's settings as defaults of `parser`: keys are option names (with - or
+    _), checked against the options and their types; flags on the command line still win."""
     try:
+        data = json.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"config {path} is not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path} must hold a JSON object")
+    actions = {a.dest: a for a in parser._actions if a.dest not in NOT_IN_CONFIG}
+    out = {}
+    for key, value in data.items():
+        dest = str(key).replace("-", "_")
+        if dest not in actions:
+            raise ConfigError(f"config {path}: unknown key {key!r}")
+        action = actions[dest]
+        if isinstance(action, argparse._StoreTrueAction):
+            if not isinstance(value, bool):
+                raise ConfigError(f"config {path}: {key} must be true or false, got {value!r}")
+        elif value is not None:
+            kind = action.type or str
+            if isinstance(value, (bool, dict, list)) or (
+                kind is str and not isinstance(value, str)
+            ):
+                raise ConfigError(f"config {path}: {key} must be {kind.__name__}, got {value!r}")
+            try:
+                value = kind(value)
+            except (TypeError, ValueError):
+                raise ConfigError(
+                    f"config {path}: {key} must be {kind.__name__}, got {value!r}"
+                ) from None
+        out[dest] = value
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if getattr(args, "config", None):
+            args.config_parser.set_defaults(**_config_defaults(args.config_parser, args.config))
+            args = parser.parse_args(argv)
         return args.func(args)
     except ConfigError as e:
         print(f"attnstreams: error: {e}", file=sys.stderr)

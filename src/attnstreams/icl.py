@@ -118,6 +118,8 @@ class ICLGrid:
             raise ConfigError("need at least one variant and one seed")
         if len(set(variants)) != len(variants) or len(set(seeds)) != len(seeds):
             raise ConfigError("variants and seeds must not repeat")
+        for s in seeds:
+            check_range("seed", s, lo=0, hi=2**62)
         self.variants = [StreamConfig.parse(v).name for v in variants]
         self.seeds, self.cfg, self.device = list(seeds), cfg, torch.device(device)
         self.groups = [_Group(cfg, v, self.seeds, self.device) for v in self.variants]

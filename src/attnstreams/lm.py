@@ -53,6 +53,7 @@ class DataConfig:
         check_choice("tokenizer", self.tokenizer, ("bpe", "gpt2"))
         check_range("vocab_size", self.vocab_size, lo=300, hi=1 << 20)
         check_range("val_tokens", self.val_tokens, lo=1000)
+        check_range("seed", self.seed, lo=0, hi=2**62)
         if self.train_tokens is not None:
             check_range("train_tokens", self.train_tokens, lo=1000)
         elif self.data == "generated":
@@ -114,6 +115,7 @@ class LMTrainConfig:
         check_range("weight_decay", self.weight_decay, lo=0.0)
         check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
         check_choice("nonfinite", self.nonfinite, ("stop", "skip"))
+        check_range("seed", self.seed, lo=0, hi=2**62)
         if self.dropout is not None:
             check_range("dropout", self.dropout, lo=0.0, hi=1.0)
         self.model_config(1000)  # validates preset, stream and block size

@@ -40,6 +40,8 @@ class StreamConfig:
         """'value', 'value-first', 'value-learned', 'key-first-learned-per-head', 'none'."""
         if isinstance(spec, StreamConfig):
             return spec
+        if not isinstance(spec, str):
+            raise ConfigError(f"stream must be a name like 'value' or 'value-first', got {spec!r}")
         kind, _, rest = spec.strip().partition("-")
         if kind == "none" and rest:
             raise ConfigError(f"stream 'none' takes no source or mix, got {spec!r}")

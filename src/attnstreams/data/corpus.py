@@ -21,6 +21,7 @@ from .tokenizer import EOT
 
 SPLITS = ("train", "validation")
 VAL_EVERY = 100
+MAX_DOC_CHARS = 50_000_000  # one document; a longer one is an error, not a memory blow-up
 HF_NAME = "roneneldan/TinyStories"
 
 
@@ -35,27 +36,34 @@ def _take_split(texts: Iterator[str], split: str) -> Iterator[str]:
             yield t
 
 
+def _too_long(path: Path) -> ConfigError:
+    return ConfigError(
+        f"{path}: a document longer than {MAX_DOC_CHARS:,} characters (missing {EOT} separators?)"
+    )
+
+
 def _read_txt(path: Path) -> Iterator[str]:
     """Stories separated by <|endoftext|>, on a line of its own or inline (the dataset's files
-    put it at the end of a story's last line)."""
-    buf: list[str] = []
+    put it at the end of a story's last line). Read in blocks, so one huge line cannot fill
+    memory: a document over MAX_DOC_CHARS is an error."""
+    buf = ""
     with path.open("r", encoding="utf-8") as f:
-        for line in f:
-            *done, rest = line.split(EOT)
+        while block := f.read(1 << 20):
+            *done, buf = (buf + block).split(EOT)
             for piece in done:
-                story = ("".join(buf) + piece).strip()
-                buf = []
-                if story:
-                    yield story
-            buf.append(rest)
-    story = "".join(buf).strip()
-    if story:
-        yield story
+                if piece.strip():
+                    yield piece.strip()
+            if len(buf) > MAX_DOC_CHARS:
+                raise _too_long(path)
+    if buf.strip():
+        yield buf.strip()
 
 
 def _read_jsonl(path: Path, field: str) -> Iterator[str]:
     with path.open("r", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+        for n, line in enumerate(iter(lambda: f.readline(MAX_DOC_CHARS + 1), ""), 1):
+            if len(line) > MAX_DOC_CHARS:
+                raise _too_long(path)
             if not line.strip():
                 continue
             try:

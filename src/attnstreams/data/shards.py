@@ -87,6 +87,11 @@ class TokenWindows:
         if size != expected:
             raise ConfigError(f"{path} is truncated or damaged ({size} bytes, expected {expected})")
         self.tokens = np.memmap(path, dtype=self.meta["dtype"], mode="r")
+        top = int(self.tokens.max()) if len(self.tokens) else 0  # one pass; catches corruption
+        if top >= self.meta["vocab_size"]:
+            raise ConfigError(
+                f"{path} holds token id {top}, beyond its vocabulary of {self.meta['vocab_size']}"
+            )
 
     def __len__(self) -> int:
         return len(self.tokens)

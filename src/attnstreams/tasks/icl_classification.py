@@ -45,10 +45,10 @@ class ICLTaskConfig:
             check_range(name, getattr(self, name), lo=1)
         for name in ("p_bursty", "p_novel"):
             check_range(name, getattr(self, name), lo=0.0, hi=1.0)
-        check_range("eps", self.eps, lo=0.0)
-        check_range("alpha", self.alpha, lo=0.0)
+        check_range("eps", self.eps, lo=0.0, hi=1e3)
+        check_range("alpha", self.alpha, lo=0.0, hi=100.0)
         if self.noise_std is not None:
-            check_range("noise_std", self.noise_std, lo=0.0)
+            check_range("noise_std", self.noise_std, lo=0.0, hi=1e3)
         if self.pairs % self.burstiness:
             raise ConfigError(
                 f"pairs ({self.pairs}) must be divisible by burstiness ({self.burstiness})"

@@ -1,0 +1,251 @@
+"""Fuzzing (hypothesis): CLI arguments, config files, configs, corpus readers, tokenizer and
+checkpoint loading never raise anything but the documented errors."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from attnstreams import checkpoint
+from attnstreams.amicl import AMICLConfig
+from attnstreams.cli import main
+from attnstreams.config import ConfigError
+from attnstreams.data.corpus import iter_texts
+from attnstreams.data.tokenizer import BPETokenizer
+from attnstreams.icl import ICLTrainConfig
+from attnstreams.lm import LMTrainConfig
+from attnstreams.model import GPTConfig, ToyICLConfig
+from attnstreams.streams import StreamConfig
+from attnstreams.tasks.icl_classification import ICLTaskConfig
+
+FUZZ = settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
+
+weird = st.one_of(
+    st.integers(-(10**12), 10**12).map(str),
+    st.floats(allow_nan=True).map(str),
+    st.sampled_from(
+        [
+            "",
+            "-",
+            "nan",
+            "inf",
+            "-0",
+            "1e400",
+            "value",
+            "dot",
+            "x" * 300,
+            "0x10",
+            "2",
+            "20",
+            "1.5",
+            "--json",
+        ]
+    ),
+    st.text(max_size=20),
+)
+AMICL_FLAGS = [
+    "--a",
+    "--dim",
+    "--classes",
+    "--length",
+    "--eps",
+    "--noise-std",
+    "--similarity",
+    "--readout",
+    "--beta",
+    "--seed",
+    "--method",
+]
+
+
+def call(argv) -> int:
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse: --help / bad usage
+        return e.code
+
+
+@FUZZ
+@given(st.lists(st.tuples(st.sampled_from(AMICL_FLAGS), weird), max_size=6))
+def test_fuzz_amicl_cli(capsys, pairs):
+    argv = ["amicl", "run", "--trials", "50"] + [x for p in pairs for x in p]
+    code = call(argv)
+    out, err = capsys.readouterr()
+    assert code in (0, 2), err
+    assert "Traceback" not in err
+    if code == 2:
+        assert len(err.strip().splitlines()) == 1
+
+
+TRAIN_FLAGS = [
+    "--steps",
+    "--batch",
+    "--lr",
+    "--eval-every",
+    "--eval-size",
+    "--precision",
+    "--device",
+    "--stream",
+    "--seed",
+    "--weight-decay",
+]
+
+
+@FUZZ
+@given(
+    st.sampled_from(["icl", "lm"]),
+    st.lists(st.tuples(st.sampled_from(TRAIN_FLAGS), weird), min_size=1, max_size=5),
+)
+def test_fuzz_train_cli_validation(monkeypatch, capsys, verb, pairs):
+    """Argument and config validation of the training verbs (training itself stubbed out)."""
+    import attnstreams.icl
+    import attnstreams.lm
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(attnstreams.icl, "ICLGrid", stop)
+    monkeypatch.setattr(attnstreams.lm, "prepare_data", stop)
+    pairs = [(f, v) for f, v in pairs if not (verb == "icl" and f in ("--stream",))]
+    argv = [verb, "train", "--out", tempfile.mkdtemp()] + [x for p in pairs for x in p]
+    try:
+        code = call(argv)
+    except Stop:
+        code = 0  # everything validated; training would start here
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    assert "Traceback" not in err
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.floats() | st.text(max_size=10),
+    lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=5), c, max_size=3),
+    max_leaves=5,
+)
+
+
+@FUZZ
+@given(
+    st.dictionaries(
+        st.sampled_from(
+            [
+                "steps",
+                "lr",
+                "batch",
+                "stream",
+                "compile",
+                "stepz",
+                "eval-every",
+                "precision",
+                "seed",
+                "dropout",
+            ]
+        ),
+        json_values,
+        max_size=4,
+    )
+)
+def test_fuzz_config_files(monkeypatch, capsys, data):
+    import attnstreams.lm
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop
+
+    monkeypatch.setattr(attnstreams.lm, "prepare_data", stop)
+    with tempfile.TemporaryDirectory() as d:
+        cfg = Path(d) / "c.json"
+        cfg.write_text(json.dumps(data))
+        try:
+            code = call(["lm", "train", "--config", str(cfg), "--out", d])
+        except Stop:
+            code = 0
+    err = capsys.readouterr().err
+    assert code in (0, 2), err
+    assert "Traceback" not in err
+
+
+anything = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**9), 10**9),
+    st.floats(),
+    st.text(max_size=8),
+    st.lists(st.integers(), max_size=2),
+)
+
+
+@FUZZ
+@given(
+    st.sampled_from(
+        [
+            AMICLConfig,
+            ICLTaskConfig,
+            ICLTrainConfig,
+            LMTrainConfig,
+            GPTConfig,
+            ToyICLConfig,
+            StreamConfig,
+        ]
+    ),
+    st.data(),
+)
+def test_fuzz_config_dataclasses(cls, data):
+    import dataclasses
+
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = data.draw(st.dictionaries(st.sampled_from(names), anything, max_size=3))
+    try:
+        cls(**kwargs)
+    except ConfigError:
+        pass
+
+
+@FUZZ
+@given(st.binary(max_size=400), st.sampled_from([".txt", ".jsonl"]))
+def test_fuzz_corpus_readers(raw, suffix):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / f"c{suffix}"
+        p.write_bytes(raw)
+        for split in ("train", "validation"):
+            try:
+                docs = list(iter_texts(str(p), split))
+            except ConfigError:
+                continue
+            assert all(isinstance(x, str) and x.strip() for x in docs)
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return BPETokenizer.train(iter_texts(str(FIXTURE), "train"), vocab_size=400)
+
+
+@FUZZ
+@given(st.text(max_size=200))
+def test_fuzz_tokenizer_round_trip(bpe, text):
+    ids = bpe.encode(text)
+    assert all(0 <= i < bpe.vocab_size for i in ids)
+    assert bpe.decode(ids) == text
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_fuzz_checkpoint_loading(raw):
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "c.safetensors"
+        p.write_bytes(raw)
+        with pytest.raises(ConfigError):
+            checkpoint.load(p)
