@@ -246,3 +246,23 @@ def test_wrong_architecture_and_tokenizer_are_refused(tmp_path, data_dir):
     checkpoint.save(tmp_path / "v.safetensors", tensors, meta)
     with pytest.raises(ConfigError, match="different tokenizer"):
         trainer.load(tmp_path / "v.safetensors")
+
+
+def test_icl_nonfinite_loss_stops_and_keeps_last_good(tmp_path):
+    from attnstreams.icl import ICLGrid, ICLTrainConfig
+    from attnstreams.icl import train as icl_train
+
+    cfg = ICLTrainConfig(steps=12, batch=8, eval_every=4, eval_size=16, data_chunk=4)
+    grid = ICLGrid(["none", "value"], [0], cfg)
+    losses = grid._losses
+
+    def poisoned(params, x, y):
+        out = losses(params, x, y)
+        return out * float("nan") if grid.step >= 5 else out
+
+    grid._losses = poisoned
+    with pytest.raises(NonFiniteLoss, match="between steps 4 and 8"):
+        icl_train(grid, tmp_path, progress=False)
+    _, meta = checkpoint.load(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == 4
+    assert max(r["step"] for r in rows(tmp_path / "metrics.jsonl")) == 4  # no NaN rows written
