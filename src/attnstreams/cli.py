@@ -291,18 +291,26 @@ def _lm_configs(args, stream: str, seed: int):
 
 
 def cmd_lm_train(args) -> int:
+    """One process, or one of N under `torchrun --nproc_per_node N` (data parallel)."""
+    from . import parallel
     from .lm import LMTrainer, prepare_data, train
 
     data, cfg = _lm_configs(args, args.stream, args.seed)
-    device = _device(args.device)
-    out = new_run_dir(args.out)
+    d, device = parallel.init_distributed(_device(args.device))
+    out = Path(args.out) if args.out else new_run_dir(None) if d.is_main else None
+    if out is None:
+        raise ConfigError("under torchrun, give every process the same --out")
     data_dir = Path(args.data_dir) if args.data_dir else out / "data"
-    prepare_data(data, data_dir, progress=not args.json)
-    trainer = LMTrainer(cfg, data_dir, device)
+    if d.is_main:
+        prepare_data(data, data_dir, progress=not args.json)
+    parallel.barrier(d)
+    trainer = LMTrainer(cfg, prepare_data(data, data_dir, progress=False), device, d)
     summary = train(trainer, out, resume=args.resume, progress=not args.json)
+    if not d.is_main:
+        return 0
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     if args.json:
-        print(json.dumps(summary | {"out": str(out), "final": last}))
+        print(json.dumps(summary | {"out": str(out), "final": last, "processes": d.world}))
     else:
         print(
             f"step {last['step']}: val_loss {last['val_loss']:.3f}, IOI accuracy "

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from dataclasses import asdict, dataclass
 from itertools import islice
@@ -18,18 +19,20 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import checkpoint
+from . import checkpoint, parallel
 from .config import ConfigError, check_choice, check_range
 from .data.corpus import iter_texts
 from .data.shards import TokenWindows, write_tokens
 from .data.tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
 from .ioi import induction_metrics, ioi_metrics, make_ioi_set, paper_prompts, single_token_names
 from .model import GPT, preset
+from .parallel import Dist
 from .runlog import (
     CHECKPOINT,
     METRICS,
     GracefulStop,
     JSONLLog,
+    NullLog,
     TrainingInterrupted,
     check_finite,
     new_run_dir,
@@ -141,9 +144,14 @@ class LMTrainConfig:
 
 class LMTrainer:
     def __init__(
-        self, cfg: LMTrainConfig, data_dir: Path, device: str | torch.device = "cpu"
+        self,
+        cfg: LMTrainConfig,
+        data_dir: Path,
+        device: str | torch.device = "cpu",
+        dist: Dist | None = None,
     ) -> None:
-        self.cfg, self.device = cfg, torch.device(device)
+        self.cfg, self.device, self.dist = cfg, torch.device(device), dist or Dist()
+        self.rows = self.dist.rows(cfg.batch)  # this process's share of each global batch
         self.tokenizer = load_tokenizer(data_dir)
         self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
         self.train_data = TokenWindows(Path(data_dir) / "train.bin", self.model_cfg.vocab_size)
@@ -167,7 +175,9 @@ class LMTrainer:
         self.skipped = 0  # non-finite steps skipped (nonfinite="skip")
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        self.forward = parallel.wrap(self.model, self.dist, self.device)
+        if cfg.compile:
+            self.forward = torch.compile(self.forward)
         names = single_token_names(self.tokenizer, _ioi_names())
         self.ioi_set = (
             make_ioi_set(names, cfg.ioi_prompts, seed=cfg.seed) if len(names) >= 2 else []
@@ -177,7 +187,7 @@ class LMTrainer:
     # -- training --------------------------------------------------------------------------
     def train_step(self) -> torch.Tensor:
         T = self.model_cfg.block_size
-        x, y = self.train_data.sample(self.cfg.batch, T, self.data_gen)
+        x, y = self.train_data.sample(self.cfg.batch, T, self.data_gen, self.rows)
         pin = self.device.type == "cuda"
         x = (x.pin_memory() if pin else x).to(self.device, non_blocking=True)
         y = (y.pin_memory() if pin else y).to(self.device, non_blocking=True)
@@ -189,7 +199,9 @@ class LMTrainer:
         loss.backward()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        if self.cfg.nonfinite == "skip" and not torch.isfinite(loss):  # syncs: only if asked
+        if self.cfg.nonfinite == "skip" and parallel.any_rank(  # syncs: only if asked
+            not torch.isfinite(loss), self.dist, self.device
+        ):
             self.opt.zero_grad(set_to_none=True)
             self.skipped += 1
         else:
@@ -350,31 +362,32 @@ def train(
         trainer.load(ckpt)
         return trainer.step
 
-    out, ckpt, metrics = open_run(out, resume, restore)
-    trainer.tokenizer.save(out)
-    cfg = trainer.cfg
-    (out / "config.json").write_text(
-        json.dumps(
-            {
-                "config": asdict(cfg),
-                "model": trainer.model_cfg.to_dict(),
-                "ioi_names": len(trainer.ioi_names),
-            },
-            indent=1,
+    cfg, d, main = trainer.cfg, trainer.dist, trainer.dist.is_main
+    out, ckpt, metrics = open_run(out, resume, restore, main)
+    if main:
+        trainer.tokenizer.save(out)
+        (out / "config.json").write_text(
+            json.dumps(
+                {
+                    "config": asdict(cfg),
+                    "model": trainer.model_cfg.to_dict(),
+                    "ioi_names": len(trainer.ioi_names),
+                },
+                indent=1,
+            )
         )
-    )
     t0, start = time.perf_counter(), trainer.step
     tokens_per_step = cfg.batch * trainer.model_cfg.block_size
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     with (
         GracefulStop() as stop,
-        JSONLLog(metrics, append=resume) as log,
+        JSONLLog(metrics, append=resume) if main else NullLog() as log,
         tqdm(
             total=cfg.steps,
             initial=trainer.step,
             desc=f"lm {cfg.stream}",
             unit="step",
-            disable=not progress or None,
+            disable=not (progress and main) or None,
         ) as bar,
     ):
         if trainer.step == 0:
@@ -387,7 +400,7 @@ def train(
                 row = {
                     "step": trainer.step,
                     "tokens": trainer.step * tokens_per_step,
-                    "train_loss": float(trainer.loss_sum) / since,
+                    "train_loss": float(parallel.mean(trainer.loss_sum, d)) / since,
                     "skipped_steps": trainer.skipped,
                     "lr": cfg.lr_at(trainer.step - 1),
                 }
@@ -395,13 +408,17 @@ def train(
                 row |= {**trainer.evaluate(), "elapsed_s": time.perf_counter() - t0}
                 trainer.loss_sum.zero_()
                 log.write(row)
-                trainer.save(ckpt)
+                if main:
+                    trainer.save(ckpt)
+                parallel.barrier(d)
                 bar.set_postfix(
                     val=f"{row['val_loss']:.3f}", ioi=f"{row.get('ioi_accuracy', float('nan')):.2f}"
                 )
-            if stop.signum is not None:
-                trainer.save(ckpt)
-                raise TrainingInterrupted(trainer.step, out, stop.signum)
+            if parallel.any_rank(stop.signum is not None, d, trainer.device):
+                if main:
+                    trainer.save(ckpt)
+                parallel.barrier(d)
+                raise TrainingInterrupted(trainer.step, out, stop.signum or signal.SIGTERM)
     wall = time.perf_counter() - t0
     summary = {
         "wall_s": wall,
@@ -414,7 +431,8 @@ def train(
         "torch": torch.__version__,
         "params": trainer.model.num_params(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    if main:
+        (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import signal
 import threading
 import time
@@ -17,7 +18,7 @@ def new_run_dir(out: str | Path | None, root: str | Path = "runs") -> Path:
     """`out` if given, else runs/<timestamp>/; created, and checked writable up front."""
     path = Path(out) if out else Path(root) / time.strftime("%Y%m%d-%H%M%S")
     path.mkdir(parents=True, exist_ok=True)
-    probe = path / ".write-test"
+    probe = path / f".write-test-{os.getpid()}"
     probe.write_text("")
     probe.unlink()
     return path
@@ -27,18 +28,22 @@ CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 
 
-def open_run(out: str | Path, resume: bool, load) -> tuple[Path, Path, Path]:
+def open_run(out: str | Path, resume: bool, load, main: bool = True) -> tuple[Path, Path, Path]:
     """A training run's folder, checkpoint path and metrics path. With resume, `load(ckpt)`
     restores the state and returns its step, and metric rows after that step are dropped;
-    without, a folder that already holds a run is refused rather than overwritten."""
+    without, a folder that already holds a run is refused rather than overwritten. Only the
+    main process (rank 0) touches files."""
     out = new_run_dir(out)
     ckpt, metrics = out / CHECKPOINT, out / METRICS
-    for stale in out.glob(f".{CHECKPOINT}.tmp-*"):  # left by a process killed mid-write
-        stale.unlink(missing_ok=True)
+    if main:
+        for stale in out.glob(f".{CHECKPOINT}.tmp-*"):  # left by a process killed mid-write
+            stale.unlink(missing_ok=True)
     if resume:
         if not ckpt.exists():
             raise ConfigError(f"nothing to resume: {ckpt} does not exist")
-        truncate_metrics(metrics, load(ckpt))
+        step = load(ckpt)
+        if main:
+            truncate_metrics(metrics, step)
     elif ckpt.exists():
         raise ConfigError(f"{out} already holds a run: pass --resume, or choose another --out")
     return out, ckpt, metrics
@@ -96,6 +101,19 @@ class JSONLLog:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+class NullLog:
+    """Where a process does not write metrics (data-parallel ranks other than 0)."""
+
+    def write(self, row: dict) -> None:
+        pass
+
+    def __enter__(self) -> NullLog:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
 
 
 class TrainingInterrupted(Exception):

@@ -97,12 +97,14 @@ class TokenWindows:
         return len(self.tokens)
 
     def sample(
-        self, batch: int, T: int, generator: torch.Generator
+        self, batch: int, T: int, generator: torch.Generator, rows: slice = slice(None)
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        """`batch` random windows drawn from `generator`; `rows` picks this process's share of
+        them (data parallelism: every rank draws the same starts, reads only its rows)."""
         if len(self.tokens) < T + 2:
             raise ConfigError(f"token file too short ({len(self.tokens)}) for windows of {T + 1}")
         starts = torch.randint(len(self.tokens) - T - 1, (batch,), generator=generator).numpy()
-        idx = starts[:, None] + np.arange(T + 1)
+        idx = starts[rows, None] + np.arange(T + 1)  # only this process's rows are read
         w = torch.from_numpy(self.tokens[idx].astype(np.int64))
         return w[:, :-1], w[:, 1:]
 

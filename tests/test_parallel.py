@@ -1,0 +1,108 @@
+"""Data parallelism: 2 processes (gloo, CPU, via torchrun) follow the loss curve of one process
+with the same global batch."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from attnstreams.lm import DataConfig, prepare_data
+from attnstreams.parallel import Dist
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
+
+
+def test_rows_split_the_global_batch():
+    assert [Dist(r, 4).rows(8) for r in range(4)] == [
+        slice(0, 2),
+        slice(2, 4),
+        slice(4, 6),
+        slice(6, 8),
+    ]
+    with pytest.raises(ValueError, match="divisible"):
+        Dist(0, 3).rows(8)
+
+
+def test_two_processes_match_one(tmp_path):
+    data = DataConfig(data=str(FIXTURE), vocab_size=512, train_tokens=20_000, val_tokens=1000)
+    data_dir = prepare_data(data, tmp_path / "data", progress=False)
+    args = [
+        "lm",
+        "train",
+        "--preset",
+        "tiny",
+        "--stream",
+        "value-learned",
+        "--data",
+        str(FIXTURE),
+        "--data-dir",
+        str(data_dir),
+        "--train-tokens",
+        "20000",
+        "--val-tokens",
+        "1000",
+        "--vocab-size",
+        "512",
+        "--steps",
+        "12",
+        "--batch",
+        "8",
+        "--block-size",
+        "32",
+        "--warmup",
+        "2",
+        "--eval-every",
+        "4",
+        "--eval-batches",
+        "2",
+        "--ioi-prompts",
+        "8",
+        "--dropout",
+        "0",
+        "--json",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run(
+        [sys.executable, "-m", "attnstreams.cli", *args, "--out", str(tmp_path / "one")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "attnstreams.cli",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert json.loads(two.stdout.strip().splitlines()[-1])["processes"] == 2
+    rows = {
+        k: [json.loads(ln) for ln in (tmp_path / k / "metrics.jsonl").read_text().splitlines()]
+        for k in ("one", "two")
+    }
+    assert [r["step"] for r in rows["one"]] == [r["step"] for r in rows["two"]] == [0, 4, 8, 12]
+    for a, b in zip(rows["one"], rows["two"], strict=True):
+        for key in ("train_loss", "val_loss", "ioi_logit_diff", "induction_loss"):
+            if a.get(key) is not None:
+                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+    assert rows["one"][-1]["train_loss"] < rows["one"][1]["train_loss"]  # it trained
