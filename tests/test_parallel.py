@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from attnstreams.lm import DataConfig, prepare_data
 from attnstreams.parallel import Dist
@@ -28,7 +29,8 @@ def test_rows_split_the_global_batch():
         Dist(0, 3).rows(8)
 
 
-def test_two_processes_match_one(tmp_path):
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_processes_match_one(tmp_path, mode):
     data = DataConfig(data=str(FIXTURE), vocab_size=512, train_tokens=20_000, val_tokens=1000)
     data_dir = prepare_data(data, tmp_path / "data", progress=False)
     args = [
@@ -106,3 +108,10 @@ def test_two_processes_match_one(tmp_path):
             if a.get(key) is not None:
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
     assert rows["one"][-1]["train_loss"] < rows["one"][1]["train_loss"]  # it trained
+    # The checkpoint written by 2 processes (gathered if sharded) loads on one device.
+    from attnstreams.lm import load_model
+
+    a, _ = load_model(tmp_path / "one" / "checkpoint.safetensors")
+    b, _ = load_model(tmp_path / "two" / "checkpoint.safetensors")
+    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+        assert torch.allclose(va, vb, rtol=1e-4, atol=1e-5), k

@@ -251,6 +251,7 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", default=t.precision, help="auto|fp32|bf16")
     p.add_argument("--compile", action="store_true")
     p.add_argument("--nonfinite", default=t.nonfinite, help="stop|skip a NaN/inf loss step")
+    p.add_argument("--parallel", default=t.parallel, help="under torchrun: auto|ddp|fsdp")
     p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--config", help="JSON file of option values (flags given here win)")
@@ -286,6 +287,7 @@ def _lm_configs(args, stream: str, seed: int):
         precision=args.precision,
         compile=args.compile,
         nonfinite=args.nonfinite,
+        parallel=args.parallel,
     )
     return data, cfg
 

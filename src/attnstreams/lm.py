@@ -107,6 +107,7 @@ class LMTrainConfig:
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False
     nonfinite: str = "stop"  # stop: end the run, keep the last good checkpoint | skip the step
+    parallel: str = "auto"  # under torchrun: ddp | fsdp | auto (fsdp for gpt-1b, else ddp)
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "eval_every", "eval_batches", "ioi_prompts"):
@@ -118,6 +119,7 @@ class LMTrainConfig:
         check_range("weight_decay", self.weight_decay, lo=0.0)
         check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
         check_choice("nonfinite", self.nonfinite, ("stop", "skip"))
+        check_choice("parallel", self.parallel, ("auto", "ddp", "fsdp"))
         check_range("seed", self.seed, lo=0, hi=2**62)
         if self.dropout is not None:
             check_range("dropout", self.dropout, lo=0.0, hi=1.0)
@@ -158,7 +160,12 @@ class LMTrainer:
         self.val_data = TokenWindows(Path(data_dir) / "validation.bin", self.model_cfg.vocab_size)
         torch.manual_seed(cfg.seed)
         self.model = GPT(self.model_cfg).to(self.device)
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
+        mode = (
+            cfg.parallel if cfg.parallel != "auto" else "fsdp" if cfg.preset == "gpt-1b" else "ddp"
+        )
+        self.sharded = self.dist.world > 1 and mode == "fsdp"
+        self.forward = parallel.wrap(self.model, self.dist, self.device, mode)  # before AdamW:
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]  # FSDP swaps params
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
         self.opt = torch.optim.AdamW(
             [
@@ -175,7 +182,6 @@ class LMTrainer:
         self.skipped = 0  # non-finite steps skipped (nonfinite="skip")
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
-        self.forward = parallel.wrap(self.model, self.dist, self.device)
         if cfg.compile:
             self.forward = torch.compile(self.forward)
         names = single_token_names(self.tokenizer, _ioi_names())
@@ -255,13 +261,11 @@ class LMTrainer:
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
-        tensors = {
-            f"model/{k}": v for k, v in self.model.state_dict().items() if k != "lm_head.weight"
-        }
+        """Everything a resume needs; collective under FSDP (gathers full tensors)."""
+        model_sd, opt_states = parallel.full_state(self.model, self.opt, self.sharded)
+        tensors = {f"model/{k}": v for k, v in model_sd.items() if k != "lm_head.weight"}
         opt_meta = []
-        params = [p for g in self.opt.param_groups for p in g["params"]]
-        for i, p in enumerate(params):
-            st = self.opt.state.get(p, {})
+        for i, st in enumerate(opt_states):
             for k, v in st.items():
                 tensors[f"opt/{i}/{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
             opt_meta.append(sorted(st))
@@ -283,8 +287,11 @@ class LMTrainer:
         return tensors, meta
 
     def save(self, path: Path) -> Path:
+        """Call on every rank (FSDP gathers); rank 0 writes."""
         tensors, meta = self.state()
-        return checkpoint.save(path, tensors, meta)
+        if self.dist.is_main:
+            checkpoint.save(path, tensors, meta)
+        return path
 
     def load(self, path: Path) -> None:
         tensors, meta = checkpoint.load(path)
@@ -294,12 +301,17 @@ class LMTrainer:
             raise ConfigError(f"checkpoint {path} was made with a different config; cannot resume")
         if meta["vocab_size"] != self.tokenizer.vocab_size:
             raise ConfigError(f"checkpoint {path} was made with a different tokenizer")
-        load_model_state(self.model, tensors)
-        params = [p for g in self.opt.param_groups for p in g["params"]]
-        for i, keys in enumerate(meta["opt_state_keys"]):  # `step` too: fused AdamW wants it
-            self.opt.state[params[i]] = {  # on the parameter's device
-                k: tensors[f"opt/{i}/{k}"].to(params[i].device) for k in keys
-            }
+        opt_states = [
+            {k: tensors[f"opt/{i}/{k}"] for k in keys}
+            for i, keys in enumerate(meta["opt_state_keys"])
+        ]
+        if self.sharded:
+            parallel.load_full_state(self.model, self.opt, model_tensors(tensors), opt_states)
+        else:
+            load_model_state(self.model, tensors)
+            params = [p for g in self.opt.param_groups for p in g["params"]]
+            for p, st in zip(params, opt_states, strict=True):  # `step` too: fused AdamW
+                self.opt.state[p] = {k: v.to(p.device) for k, v in st.items()}  # wants it there
         self.loss_sum.copy_(tensors["loss_sum"])
         self.skipped = meta["skipped"]
         self.data_gen.set_state(tensors["rng/data"])
@@ -316,10 +328,16 @@ def _ioi_names() -> tuple[str, ...]:
     return CANDIDATE_NAMES + tuple(FIRST_NAMES)
 
 
-def load_model_state(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
-    """Model weights from checkpoint tensors; a clear error on other architectures."""
+def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The model's state dict inside checkpoint tensors (the tied output weight restored)."""
     state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
     state["lm_head.weight"] = state.get("wte.weight")
+    return state
+
+
+def load_model_state(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
+    """Model weights from checkpoint tensors; a clear error on other architectures."""
+    state = model_tensors(tensors)
     own = model.state_dict()
     if set(state) != set(own):
         missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -408,15 +426,13 @@ def train(
                 row |= {**trainer.evaluate(), "elapsed_s": time.perf_counter() - t0}
                 trainer.loss_sum.zero_()
                 log.write(row)
-                if main:
-                    trainer.save(ckpt)
+                trainer.save(ckpt)
                 parallel.barrier(d)
                 bar.set_postfix(
                     val=f"{row['val_loss']:.3f}", ioi=f"{row.get('ioi_accuracy', float('nan')):.2f}"
                 )
             if parallel.any_rank(stop.signum is not None, d, trainer.device):
-                if main:
-                    trainer.save(ckpt)
+                trainer.save(ckpt)
                 parallel.barrier(d)
                 raise TrainingInterrupted(trainer.step, out, stop.signum or signal.SIGTERM)
     wall = time.perf_counter() - t0

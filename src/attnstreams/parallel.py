@@ -1,8 +1,9 @@
 """Data parallelism through torch.distributed: started by `torchrun`, one process a device.
 
 Each rank computes its slice of every global batch (the batch size in the configs is global),
-DDP averages the gradients, so N processes follow the same loss curve as one process with the
-same global batch. Rank 0 alone writes metrics, checkpoints and the progress bar.
+and DDP or FSDP averages the gradients, so N processes follow the same loss curve as one
+process with the same global batch. Rank 0 alone writes metrics, checkpoints (unsharded, so
+they load on one device) and the progress bar.
 """
 
 from __future__ import annotations
@@ -12,7 +13,19 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.nn.parallel import DistributedDataParallel
+
+try:  # public from torch 2.6; the composable API before
+    from torch.distributed.fsdp import fully_shard
+except ImportError:  # pragma: no cover
+    from torch.distributed._composable.fsdp import fully_shard
 
 from .config import ConfigError
 
@@ -52,12 +65,53 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(rank, world, local), device
 
 
-def wrap(model: torch.nn.Module, d: Dist, device: torch.device) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, d: Dist, device: torch.device, mode: str = "ddp"):
+    """DDP (a replica a rank) or FSDP (`fully_shard` each block, then the root: parameters,
+    gradients and optimizer state sharded across ranks, for models that do not fit one GPU).
+    Returns what the training step calls; FSDP shards `model` in place."""
     if d.world == 1:
         return model
-    return DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None
-    )
+    if mode == "fsdp":
+        for block in model.blocks:
+            fully_shard(block)
+        fully_shard(model)
+        return model
+    cuda = device.type == "cuda"
+    return DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+
+
+FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+
+
+def full_state(model, opt, sharded: bool) -> tuple[dict, list[dict]]:
+    """Unsharded model state dict and optimizer state per parameter (in param_groups order),
+    so checkpoints load on one device whatever wrote them. Collective under FSDP."""
+    params = [p for g in opt.param_groups for p in g["params"]]
+    if not sharded:
+        return model.state_dict(), [opt.state.get(p, {}) for p in params]
+    msd = get_model_state_dict(model, options=FULL)
+    osd = get_optimizer_state_dict(model, opt, options=FULL)
+    names = [n for g in osd["param_groups"] for n in g["params"]]
+    return msd, [osd["state"].get(n, {}) for n in names]
+
+
+def load_full_state(model, opt, model_sd: dict, opt_states: list[dict]) -> None:
+    """The inverse of full_state for a sharded model (every rank reads the full tensors)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = [
+        {
+            **{k: v for k, v in g.items() if k != "params"},
+            "params": [names[id(p)] for p in g["params"]],
+        }
+        for g in opt.param_groups
+    ]
+    order = [n for g in groups for n in g["params"]]
+    osd = {
+        "state": {n: st for n, st in zip(order, opt_states, strict=True) if st},
+        "param_groups": groups,
+    }
+    set_model_state_dict(model, model_sd, options=FULL)
+    set_optimizer_state_dict(model, opt, osd, options=FULL)
 
 
 def mean(t: torch.Tensor, d: Dist) -> torch.Tensor:
