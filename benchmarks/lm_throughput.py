@@ -40,7 +40,8 @@ def measure(name, stream, mode, device, batch, block, steps, warmup, vocab) -> d
     if vocab:
         over["vocab_size"] = vocab
     torch.manual_seed(0)
-    model = GPT(preset(name, **over)).to(device)
+    with torch.device(device):  # initialise on the device: a 1B model is slow to init on CPU
+        model = GPT(preset(name, **over))
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
     fwd = torch.compile(model) if mode == "compile" else model
