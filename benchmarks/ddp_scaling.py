@@ -1,0 +1,94 @@
+"""Data-parallel throughput under torchrun: tokens/s of DDP or FSDP training on random tokens.
+
+    torchrun --nproc_per_node 1 benchmarks/ddp_scaling.py --preset gpt2-124m
+    torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --preset gpt2-124m
+    torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --preset gpt-1b --parallel fsdp
+
+--batch is per process (weak scaling: scaling efficiency = tokens/s on N / (N x tokens/s on 1)).
+bf16 autocast on CUDA; MFU uses 6 N + 12 L T d FLOPs a token (as lm_throughput.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from attnstreams import parallel
+from attnstreams.model import GPT, preset
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--preset", default="gpt2-124m")
+    p.add_argument("--stream", default="none")
+    p.add_argument("--parallel", default="ddp", choices=["ddp", "fsdp"])
+    p.add_argument("--batch", type=int, default=8, help="sequences per process")
+    p.add_argument("--block", type=int, help="context (default: the preset's)")
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--peak-tflops", type=float, default=790.0)
+    p.add_argument("--json")
+    args = p.parse_args()
+    d, device = parallel.init_distributed(torch.device(args.device))
+    over = {"stream": args.stream, "dropout": 0.0}
+    if args.block:
+        over["block_size"] = args.block
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = GPT(preset(args.preset, **over))
+    n_params = sum(p.numel() for p in model.parameters())
+    c = model.cfg
+    flops_tok = 6 * n_params + 12 * c.n_layer * c.block_size * c.n_embd
+    fwd = parallel.wrap(model, d, device, args.parallel)
+    cuda = device.type == "cuda"
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
+    g = torch.Generator(device=device).manual_seed(d.rank)
+    x = torch.randint(c.vocab_size, (args.batch, c.block_size), device=device, generator=g)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
+
+    def step():
+        with autocast:
+            _, loss = fwd(x, x)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    for _ in range(args.warmup):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+    parallel.barrier(d)
+    t0 = time.perf_counter()
+    for _ in range(args.steps):
+        step()
+    if cuda:
+        torch.cuda.synchronize()
+    dt = (time.perf_counter() - t0) / args.steps
+    tok_s = d.world * args.batch * c.block_size / dt
+    row = {
+        "preset": args.preset,
+        "stream": args.stream,
+        "parallel": args.parallel,
+        "processes": d.world,
+        "params": n_params,
+        "tokens_per_s": tok_s,
+        "ms_per_step": 1000 * dt,
+        "mfu": flops_tok * tok_s / (d.world * args.peak_tflops * 1e12) if cuda else None,
+        "peak_gb": torch.cuda.max_memory_allocated() / 1e9 if cuda else None,
+    }
+    if d.is_main:
+        print(json.dumps(row))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(row, f)
+    if d.world > 1:
+        torch.distributed.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main()
