@@ -40,9 +40,7 @@ def main() -> None:
     torch.manual_seed(0)
     with torch.device(device):
         model = GPT(preset(args.preset, **over))
-    n_params = sum(p.numel() for p in model.parameters())
-    c = model.cfg
-    flops_tok = 6 * n_params + 12 * c.n_layer * c.block_size * c.n_embd
+    n_params, flops_tok, c = model.num_params(False), model.flops_per_token(), model.cfg
     fwd = parallel.wrap(model, d, device, args.parallel)
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)

@@ -29,12 +29,6 @@ DEFAULT_SHAPES = {
 }
 
 
-def flops_per_token(model: GPT) -> float:
-    c = model.cfg
-    n = sum(p.numel() for p in model.parameters())
-    return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
-
-
 def measure(name, stream, mode, device, batch, block, steps, warmup, vocab) -> dict:
     over = {"stream": stream, "block_size": block, "dropout": 0.0}
     if vocab:
@@ -77,7 +71,7 @@ def measure(name, stream, mode, device, batch, block, steps, warmup, vocab) -> d
         "vocab": model.cfg.vocab_size,
         "ms_per_step": 1000 * dt,
         "tokens_per_s": tok_s,
-        "flops_per_token": flops_per_token(model),
+        "flops_per_token": model.flops_per_token(),
         "peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None,
     }
 

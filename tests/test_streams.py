@@ -217,6 +217,7 @@ def test_presets_match_paper_sizes():
     m = GPT(PRESETS["tinystories-8m"])
     assert abs(m.num_params() / 1e6 - 6.3) < 0.05
     assert abs(m.num_params(non_embedding=False) / 1e6 - 19.2) < 0.1
+    assert 115e6 < m.flops_per_token() < 125e6  # issue 5: ~125 MFLOP a token
     assert preset("gpt-1b").n_layer == 24 and preset("gpt2-124m").n_embd == 768
     assert preset("tiny", stream="value").stream == StreamConfig("value")
 

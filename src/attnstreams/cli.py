@@ -355,7 +355,7 @@ def cmd_lm_grid(args) -> int:
 
 def cmd_lm_eval(args) -> int:
     from .data.tokenizer import load_tokenizer
-    from .ioi import induction_metrics, ioi_metrics, make_ioi_set, paper_prompts, single_token_names
+    from .ioi import behaviour_metrics, make_ioi_set, single_token_names
     from .lm import _ioi_names, heldout_loss, load_model
 
     device = _device(args.device)
@@ -371,19 +371,8 @@ def cmd_lm_eval(args) -> int:
         "stream": meta["model"]["stream"],
         "ioi_names": len(names),
     }
-    if len(names) >= 2:
-        res |= {
-            f"ioi_{k}": v
-            for k, v in ioi_metrics(
-                model, tok, make_ioi_set(names, args.ioi_prompts), device
-            ).items()
-        }
-    res |= {
-        f"paper_ioi_{k}": v for k, v in ioi_metrics(model, tok, paper_prompts(), device).items()
-    }
-    res |= induction_metrics(
-        model, model.cfg.vocab_size, device, low=min(256, model.cfg.vocab_size - 1)
-    )
+    ioi_set = make_ioi_set(names, args.ioi_prompts) if len(names) >= 2 else []
+    res |= behaviour_metrics(model, tok, device, ioi_set)
     if args.data:
         res["heldout_loss"] = heldout_loss(model, tok, args.data, model.cfg.block_size, device)
     if args.json:

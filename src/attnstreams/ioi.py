@@ -300,3 +300,15 @@ def icl_score(per_position_loss: torch.Tensor) -> float:
     early = per_position_loss[max(0, e - e // 2) : e + e // 2 + 1].mean()
     late = per_position_loss[T - e :].mean()
     return float(late - early) if math.isfinite(float(late - early)) else float("nan")
+
+
+def behaviour_metrics(model, tokenizer, device, ioi_set: list[IOIPrompt]) -> dict:
+    """The metrics that need no corpus: IOI on the templated set (if any) and on the paper's
+    prompts, and induction on repeated random tokens (ids from 256 up: past byte tokens)."""
+    out = {}
+    if ioi_set:
+        out |= {f"ioi_{k}": v for k, v in ioi_metrics(model, tokenizer, ioi_set, device).items()}
+    paper = ioi_metrics(model, tokenizer, paper_prompts(), device)
+    out |= {f"paper_ioi_{k}": v for k, v in paper.items()}
+    vocab = model.cfg.vocab_size
+    return out | induction_metrics(model, vocab, device, low=min(256, vocab - 1))

@@ -24,7 +24,7 @@ from .config import ConfigError, check_choice, check_range
 from .data.corpus import iter_texts
 from .data.shards import TokenWindows, write_tokens
 from .data.tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
-from .ioi import induction_metrics, ioi_metrics, make_ioi_set, paper_prompts, single_token_names
+from .ioi import behaviour_metrics, make_ioi_set, single_token_names
 from .model import GPT, preset
 from .parallel import Dist
 from .runlog import (
@@ -237,25 +237,7 @@ class LMTrainer:
         per_pos /= max(1, n // T)
         out = {"val_loss": total / max(n, 1), "icl_score": icl_score(per_pos)}
         with self.autocast:
-            if self.ioi_set:
-                out |= {
-                    f"ioi_{k}": v
-                    for k, v in ioi_metrics(
-                        self.model, self.tokenizer, self.ioi_set, self.device
-                    ).items()
-                }
-                out |= {
-                    f"paper_ioi_{k}": v
-                    for k, v in ioi_metrics(
-                        self.model, self.tokenizer, paper_prompts(), self.device
-                    ).items()
-                }
-            out |= induction_metrics(
-                self.model,
-                self.model_cfg.vocab_size,
-                self.device,
-                low=min(256, self.model_cfg.vocab_size - 1),
-            )
+            out |= behaviour_metrics(self.model, self.tokenizer, self.device, self.ioi_set)
         self.model.train()
         return out
 

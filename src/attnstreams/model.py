@@ -140,6 +140,14 @@ class GPT(nn.Module):
             n -= self.wte.weight.numel() + self.wpe.weight.numel()
         return n
 
+    def flops_per_token(self) -> float:
+        """Training FLOPs a token, 6 N + 12 L T d (PaLM's formula: N counts the tied embedding
+        once, as the output matmul; the second term is attention's scores and mixing)."""
+        c = self.cfg
+        return (
+            6 * sum(p.numel() for p in self.parameters()) + 12 * c.n_layer * c.block_size * c.n_embd
+        )
+
     def new_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.blocks]
 
