@@ -353,10 +353,10 @@ def cmd_lm_grid(args) -> int:
     return 0
 
 
-def cmd_lm_eval(args) -> int:
+def _trained_model(args):
+    """A checkpoint's model (its own architecture, eval mode) and the tokenizer saved beside it."""
     from .data.tokenizer import load_tokenizer
-    from .ioi import behaviour_metrics, make_ioi_set, single_token_names
-    from .lm import _ioi_names, heldout_loss, load_model
+    from .lm import load_model
 
     device = _device(args.device)
     ckpt = Path(args.checkpoint)
@@ -364,6 +364,14 @@ def cmd_lm_eval(args) -> int:
     tok = load_tokenizer(ckpt.parent)
     if tok.vocab_size != meta["vocab_size"]:
         raise ConfigError(f"the tokenizer beside {ckpt} does not match the checkpoint")
+    return device, ckpt, model, meta, tok
+
+
+def cmd_lm_eval(args) -> int:
+    from .ioi import behaviour_metrics, make_ioi_set, single_token_names
+    from .lm import _ioi_names, heldout_loss
+
+    device, ckpt, model, meta, tok = _trained_model(args)
     names = single_token_names(tok, _ioi_names())
     res = {
         "checkpoint": str(ckpt),
@@ -386,13 +394,7 @@ def cmd_lm_eval(args) -> int:
 def cmd_lm_sample(args) -> int:
     import torch
 
-    from .data.tokenizer import load_tokenizer
-    from .lm import load_model
-
-    device = _device(args.device)
-    ckpt = Path(args.checkpoint)
-    model, _ = load_model(ckpt, device)
-    tok = load_tokenizer(ckpt.parent)
+    device, _, model, _, tok = _trained_model(args)
     check_range("max_new_tokens", args.max_new_tokens, lo=1)
     check_range("temperature", args.temperature, lo=0.0)
     ids = torch.tensor([tok.encode(args.prompt)], device=device)
