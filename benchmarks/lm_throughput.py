@@ -20,6 +20,7 @@ import time
 import torch
 
 from attnstreams.model import GPT, preset
+from attnstreams.runlog import device_name
 
 DEFAULT_SHAPES = {
     "tinystories-8m": (64, 256),
@@ -91,7 +92,7 @@ def main() -> None:
     p.add_argument("--json")
     args = p.parse_args()
     device = torch.device(args.device)
-    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+    name = device_name(device)
     print(f"device: {name}, torch {torch.__version__}")
     head = ("preset", "stream", "mode", "tokens/s", "ms/step", "MFU", "peak GB", "vs none")
     print(

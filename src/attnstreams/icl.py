@@ -31,6 +31,7 @@ from .runlog import (
     JSONLLog,
     TrainingInterrupted,
     check_finite,
+    device_name,
     open_run,
     window_steps,
 )
@@ -219,7 +220,7 @@ class ICLGrid:
         return acc
 
     def eval_rows(self, steps_since: int) -> list[dict]:
-        """One metrics row per run; reads the device once (the only host sync of a window)."""
+        """One metrics row per run; the window's only reads from the device."""
         acc = self.evaluate().cpu()
         loss = (self._loss_sum / max(steps_since, 1)).cpu()
         self._loss_sum.zero_()
@@ -272,10 +273,9 @@ class ICLGrid:
         self._loss_sum.copy_(tensors["loss_sum"])
         for s, task in zip(self.seeds, self.tasks, strict=True):
             task.g.set_state(tensors[f"data_rng/{s}"].cpu())
-        self.step, self._chunk_start, self._chunk = meta["chunk_start"], meta["chunk_start"], None
-        while self.step < meta["step"]:  # redraw the current chunk and move to the saved position
-            self._batch()
-            self.step += 1
+        self.step, self._chunk = meta["chunk_start"], None
+        self._batch()  # redraw the data chunk the checkpoint fell in, then move to its step
+        self.step = meta["step"]
 
 
 def train(
@@ -316,6 +316,7 @@ def train(
         while grid.step < end:
             grid.train_step()
             bar.update()
+            saved = False
             if grid.step % cfg.eval_every == 0 or grid.step == cfg.steps:
                 rows = grid.eval_rows(window_steps(grid.step, cfg.eval_every))
                 check_finite(rows, grid.step, cfg.eval_every)
@@ -323,13 +324,14 @@ def train(
                 for row in rows:
                     log.write(row | {"elapsed_s": elapsed})
                 grid.save(ckpt)
+                saved = True
                 icl_mean = sum(r["acc_icl"] for r in rows) / len(rows)
                 bar.set_postfix(icl=f"{icl_mean:.3f}")
             if stop.signum is not None:
-                grid.save(ckpt)
+                if not saved:
+                    grid.save(ckpt)
                 raise TrainingInterrupted(grid.step, out, stop.signum)
     wall = time.perf_counter() - t0
-    device = torch.cuda.get_device_name(grid.device) if grid.device.type == "cuda" else "cpu"
     summary = {
         "wall_s": wall,
         "steps": grid.step - start,  # this session's (a resumed run reports its own part)
@@ -337,7 +339,7 @@ def train(
         "runs": len(grid.variants) * len(grid.seeds),
         "variants": grid.variants,
         "steps_per_s": (grid.step - start) / wall if wall else None,
-        "device": device,
+        "device": device_name(grid.device),
         "torch": torch.__version__,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

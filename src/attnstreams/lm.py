@@ -35,6 +35,7 @@ from .runlog import (
     NullLog,
     TrainingInterrupted,
     check_finite,
+    device_name,
     new_run_dir,
     open_run,
     window_steps,
@@ -395,6 +396,7 @@ def train(
         while trainer.step < end:
             trainer.train_step()
             bar.update()
+            saved = False
             if trainer.step % cfg.eval_every == 0 or trainer.step == cfg.steps:
                 since = window_steps(trainer.step, cfg.eval_every)
                 row = {
@@ -409,12 +411,14 @@ def train(
                 trainer.loss_sum.zero_()
                 log.write(row)
                 trainer.save(ckpt)
+                saved = True
                 parallel.barrier(d)
                 bar.set_postfix(
                     val=f"{row['val_loss']:.3f}", ioi=f"{row.get('ioi_accuracy', float('nan')):.2f}"
                 )
             if parallel.any_rank(stop.signum is not None, d, trainer.device):
-                trainer.save(ckpt)
+                if not saved:
+                    trainer.save(ckpt)
                 parallel.barrier(d)
                 raise TrainingInterrupted(trainer.step, out, stop.signum or signal.SIGTERM)
     wall = time.perf_counter() - t0
@@ -423,9 +427,7 @@ def train(
         "steps": trainer.step - start,
         "step": trainer.step,
         "tokens_per_s": (trainer.step - start) * tokens_per_step / wall if wall else None,
-        "device": torch.cuda.get_device_name(trainer.device)
-        if trainer.device.type == "cuda"
-        else "cpu",
+        "device": device_name(trainer.device),
         "torch": torch.__version__,
         "params": trainer.model.num_params(),
     }

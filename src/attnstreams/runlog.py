@@ -11,6 +11,8 @@ import threading
 import time
 from pathlib import Path
 
+import torch
+
 from .config import ConfigError
 
 
@@ -150,6 +152,11 @@ class GracefulStop:
     def __exit__(self, *exc) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+
+
+def device_name(device: torch.device) -> str:
+    """The card's name for reports and summaries ("cpu" off the GPU)."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def window_steps(step: int, every: int) -> int:
