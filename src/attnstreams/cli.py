@@ -292,13 +292,11 @@ def _lm_configs(args, stream: str, seed: int):
     return data, cfg
 
 
-def cmd_lm_train(args) -> int:
-    """One process, or one of N under `torchrun --nproc_per_node N` (data parallel)."""
+def _lm_train_ranked(args, data, cfg, d, device):
+    """The training part of `lm train` on one rank: token files (rank 0 makes them), train."""
     from . import parallel
     from .lm import LMTrainer, prepare_data, train
 
-    data, cfg = _lm_configs(args, args.stream, args.seed)
-    d, device = parallel.init_distributed(_device(args.device))
     out = Path(args.out) if args.out else new_run_dir(None) if d.is_main else None
     if out is None:
         raise ConfigError("under torchrun, give every process the same --out")
@@ -308,6 +306,21 @@ def cmd_lm_train(args) -> int:
     parallel.barrier(d)
     trainer = LMTrainer(cfg, prepare_data(data, data_dir, progress=False), device, d)
     summary = train(trainer, out, resume=args.resume, progress=not args.json)
+    return summary, out
+
+
+def cmd_lm_train(args) -> int:
+    """One process, or one of N under `torchrun --nproc_per_node N` (data parallel)."""
+    from . import parallel
+
+    data, cfg = _lm_configs(args, args.stream, args.seed)
+    d, device = parallel.init_distributed(_device(args.device))
+    try:
+        summary, out = _lm_train_ranked(args, data, cfg, d, device)
+    except BaseException:
+        parallel.shutdown(d, ok=False)
+        raise
+    parallel.shutdown(d)
     if not d.is_main:
         return 0
     last = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])

@@ -135,3 +135,12 @@ def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
 def barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()
+
+
+def shutdown(d: Dist, ok: bool = True) -> None:
+    """Leave the process group (after the others, when all went well): a process that exits
+    with it still open can abort in the backend's threads."""
+    if d.world > 1 and dist.is_initialized():
+        if ok:
+            dist.barrier()
+        dist.destroy_process_group()
