@@ -30,21 +30,24 @@ DEFAULT_SHAPES = {
 }
 
 
-def measure(name, stream, mode, device, batch, block, steps, warmup, vocab) -> dict:
-    over = {"stream": stream, "block_size": block, "dropout": 0.0}
-    if vocab:
-        over["vocab_size"] = vocab
+def measure(name, stream, mode, device, batch, block, steps, warmup, over, profile=False) -> dict:
+    over = {"stream": stream, "block_size": block, **over}
     torch.manual_seed(0)
     with torch.device(device):  # initialise on the device: a 1B model is slow to init on CPU
         model = GPT(preset(name, **over))
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
-    fwd = torch.compile(model) if mode == "compile" else model
+    graphs = mode == "compile+cudagraphs"  # torch.compile's CUDA graphs (reduce-overhead)
+    fwd = model
+    if mode != "eager":
+        fwd = torch.compile(model, mode="reduce-overhead" if graphs else None)
     x = torch.randint(model.cfg.vocab_size, (batch, block), device=device)
     y = torch.randint(model.cfg.vocab_size, (batch, block), device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
 
     def step():
+        if graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with autocast:
             _, loss = fwd(x, y)
         loss.backward()
@@ -53,9 +56,8 @@ def measure(name, stream, mode, device, batch, block, steps, warmup, vocab) -> d
 
     for _ in range(warmup):
         step()
-    if cuda:
+    if cuda:  # peak memory counts warm-up too: a CUDA graph's pool is allocated there
         torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -63,6 +65,22 @@ def measure(name, stream, mode, device, batch, block, steps, warmup, vocab) -> d
         torch.cuda.synchronize(device)
     dt = (time.perf_counter() - t0) / steps
     tok_s = batch * block / dt
+    peak = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None
+    if profile:
+        with torch.profiler.profile() as prof:
+            for _ in range(3):
+                step()
+            if cuda:
+                torch.cuda.synchronize(device)
+        events = prof.key_averages()
+        print(
+            events.table(
+                sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=20
+            )
+        )
+        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernel_ms = sum(e.self_device_time_total for e in kernels) / 1000 / 3
+        print(f"{name} {stream} {mode}: GPU kernel time {kernel_ms:.2f} ms of {1000 * dt:.2f} ms")
     return {
         "preset": name,
         "stream": stream,
@@ -70,10 +88,12 @@ def measure(name, stream, mode, device, batch, block, steps, warmup, vocab) -> d
         "batch": batch,
         "block": block,
         "vocab": model.cfg.vocab_size,
+        "padded_vocab": model.cfg.padded_vocab,
+        "dropout": model.cfg.dropout,
         "ms_per_step": 1000 * dt,
         "tokens_per_s": tok_s,
         "flops_per_token": model.flops_per_token(),
-        "peak_gb": torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None,
+        "peak_gb": peak,
     }
 
 
@@ -82,12 +102,17 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--presets", default="tinystories-8m,gpt2-124m")
     p.add_argument("--streams", default="none,value,value-first,value-learned")
-    p.add_argument("--modes", default="eager,compile")
-    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--modes", default="eager,compile", help="eager,compile,compile+cudagraphs")
+    p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch", type=int, help="override the preset's default batch")
     p.add_argument("--block", type=int, help="override the preset's default context")
     p.add_argument("--vocab", type=int, help="override the vocabulary (default: the preset's)")
+    p.add_argument("--vocab-multiple", type=int, help="pad the embedding rows (default: 64)")
+    p.add_argument("--dropout", type=float, help="override the preset's dropout")
+    p.add_argument(
+        "--profile", action="store_true", help="kernel table of each preset and mode's first row"
+    )
     p.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 peak for MFU (H100)")
     p.add_argument("--json")
     args = p.parse_args()
@@ -99,6 +124,15 @@ def main() -> None:
         f"{head[0]:<15} {head[1]:<14} {head[2]:<8} {head[3]:>12} {head[4]:>9} {head[5]:>6} "
         f"{head[6]:>8} {head[7]:>8}"
     )
+    over = {
+        k: v
+        for k, v in (
+            ("vocab_size", args.vocab),
+            ("vocab_multiple", args.vocab_multiple),
+            ("dropout", args.dropout),
+        )
+        if v is not None
+    }
     rows = []
     for pre in args.presets.split(","):
         b0, t0 = DEFAULT_SHAPES.get(pre, (8, 256))
@@ -107,7 +141,16 @@ def main() -> None:
             base = None
             for stream in args.streams.split(","):
                 r = measure(
-                    pre, stream, mode, device, batch, block, args.steps, args.warmup, args.vocab
+                    pre,
+                    stream,
+                    mode,
+                    device,
+                    batch,
+                    block,
+                    args.steps,
+                    args.warmup,
+                    over,
+                    args.profile and base is None,
                 )
                 mfu = r["flops_per_token"] * r["tokens_per_s"] / (args.peak_tflops * 1e12)
                 r["mfu"] = mfu if device.type == "cuda" else None

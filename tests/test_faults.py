@@ -26,7 +26,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 CLI = [sys.executable, "-m", "attnstreams.cli"]
 
 # fmt: off
-ICL_ARGS = ["icl", "grid", "--variants", "none,value", "--seeds", "1", "--steps", "2400",
+ICL_ARGS = ["icl", "grid", "--variants", "none,value", "--seeds", "1", "--steps", "4000",
             "--batch", "16", "--eval-every", "50", "--eval-size", "64"]
 ICL_SHORT = [*ICL_ARGS[:7], "600", *ICL_ARGS[8:]]
 # fmt: on
@@ -255,8 +255,8 @@ def test_icl_nonfinite_loss_stops_and_keeps_last_good(tmp_path):
     grid = ICLGrid(["none", "value"], [0], cfg)
     losses = grid._losses
 
-    def poisoned(params, x, y):
-        out = losses(params, x, y)
+    def poisoned(x, y):
+        out = losses(x, y)
         return out * float("nan") if grid.step >= 5 else out
 
     grid._losses = poisoned

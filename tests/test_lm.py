@@ -263,3 +263,11 @@ def test_lm_bad_arguments(capsys, tmp_path, argv):
     assert main([*argv, *(["--out", str(tmp_path / "o")] if argv[1] == "train" else [])]) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+def test_cuda_graphs_need_compile_and_one_cuda_device(data_dir):
+    with pytest.raises(ValueError, match="cuda_graphs needs compile"):
+        LMTrainConfig(cuda_graphs=True)
+    cfg = LMTrainConfig(**{**TINY.__dict__, "compile": True, "cuda_graphs": True})
+    with pytest.raises(ValueError, match="one CUDA device"):
+        LMTrainer(cfg, data_dir, device="cpu")

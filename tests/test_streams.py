@@ -4,13 +4,22 @@ from __future__ import annotations
 
 import math
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
 import torch.nn.functional as F
 
 from attnstreams.config import ConfigError
-from attnstreams.model import GPT, PRESETS, GPTConfig, ToyICL, ToyICLConfig, preset
+from attnstreams.model import (
+    GPT,
+    PRESETS,
+    GPTConfig,
+    ToyICL,
+    ToyICLConfig,
+    _cross_entropy_lse,
+    preset,
+)
 from attnstreams.streams import StreamAttention, StreamConfig
 
 VARIANTS = [
@@ -222,6 +231,40 @@ def test_presets_match_paper_sizes():
     assert preset("tiny", stream="value").stream == StreamConfig("value")
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_cross_entropy_form_equals_torch(dtype):
+    torch.manual_seed(0)
+    logits = (3 * torch.randn(2, 7, 50)).to(dtype).requires_grad_()
+    targets = torch.randint(50, (2, 7))
+    targets[0, :3] = -100  # ignored positions
+    mine = _cross_entropy_lse(logits.flatten(0, 1), targets.flatten())
+    (g_mine,) = torch.autograd.grad(mine, logits)
+    ref = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=-100)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(mine, ref, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(g_mine, g_ref)
+    assert g_mine[0, :3].abs().max() == 0
+
+
+def test_padded_vocabulary_is_the_unpadded_model():
+    cfg = preset("tiny", vocab_size=500, stream="value")  # 500 rows padded to 512
+    padded, plain = GPT(cfg), GPT(replace(cfg, vocab_multiple=1))
+    assert padded.wte.weight.shape[0] == 512 and plain.wte.weight.shape[0] == 500
+    sd = padded.state_dict()
+    sd["wte.weight"] = sd["lm_head.weight"] = sd["wte.weight"][:500]
+    plain.load_state_dict(sd)
+    x = torch.randint(500, (2, 9))
+    logits, loss = padded(x, x)
+    ref_logits, ref_loss = plain(x, x)
+    assert logits.shape == (2, 9, 500)
+    torch.testing.assert_close(logits, ref_logits, rtol=0, atol=1e-6)
+    torch.testing.assert_close(loss, ref_loss)
+    loss.backward()
+    assert padded.wte.weight.grad[500:].abs().max() == 0  # padding rows are never used
+    assert padded.num_params() == plain.num_params()
+    assert padded.flops_per_token() == plain.flops_per_token()
+
+
 def test_stream_needs_two_layers():
     with pytest.raises(ConfigError, match="at least 2"):
         ToyICLConfig(n_attn_layers=1, stream=StreamConfig("key"))
@@ -261,7 +304,13 @@ def test_compile_matches_eager():
     torch.manual_seed(5)
     model = GPT(tiny("value-learned")).eval()
     idx = torch.randint(97, (2, 16))
-    eager, _ = model(idx)
+    targets = idx.roll(-1, 1)
+    targets[:, -1] = -100
+    eager, loss = model(idx, targets)
+    (g_eager,) = torch.autograd.grad(loss, model.wte.weight)
     compiled = torch.compile(model)
-    out, _ = compiled(idx)
+    out, c_loss = compiled(idx, targets)  # the loss takes the compiled-only form here
+    (g_comp,) = torch.autograd.grad(c_loss, model.wte.weight)
     torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(c_loss, loss, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(g_comp, g_eager, rtol=1e-4, atol=1e-5)

@@ -250,6 +250,9 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ioi-prompts", type=int, default=t.ioi_prompts)
     p.add_argument("--precision", default=t.precision, help="auto|fp32|bf16")
     p.add_argument("--compile", action="store_true")
+    p.add_argument(
+        "--cuda-graphs", action="store_true", help="with --compile: CUDA graphs (one GPU)"
+    )
     p.add_argument("--nonfinite", default=t.nonfinite, help="stop|skip a NaN/inf loss step")
     p.add_argument("--parallel", default=t.parallel, help="under torchrun: auto|ddp|fsdp")
     p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
@@ -286,6 +289,7 @@ def _lm_configs(args, stream: str, seed: int):
         seed=seed,
         precision=args.precision,
         compile=args.compile,
+        cuda_graphs=args.cuda_graphs,
         nonfinite=args.nonfinite,
         parallel=args.parallel,
     )

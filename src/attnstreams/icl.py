@@ -1,26 +1,20 @@
 """Experiment 1 (paper.md section 3): train ToyICL variants x seeds at once on one device.
 
-Every (variant, seed) run is an independent ToyICL with plain SGD. The runs of one variant are
-stacked along a leading dimension and executed with `torch.func.vmap` over the model's own
-forward (so the stream code is the same as in `ToyICL`); the summed loss gives each run exactly
-its own gradient, and SGD is elementwise, so each run trains as if alone. A seed fixes the
-model's initial weights, the class means and the data stream, shared by every variant: variants
-differ only by the architecture.
+Every (variant, seed) run is an independent ToyICL with plain SGD. All runs are stacked into one
+`StackedToyICL` (stacked.py: the same forward pass, checked against ToyICL, as one set of
+kernels); the summed loss gives each run exactly its own gradient, and SGD is elementwise, so
+each run trains as if alone. A seed fixes the model's initial weights, the class means and the
+data stream, shared by every variant: variants differ only by the architecture.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
-from torch.func import functional_call, stack_module_state, vmap
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm import tqdm
 
 from . import checkpoint
@@ -35,6 +29,7 @@ from .runlog import (
     open_run,
     window_steps,
 )
+from .stacked import StackedToyICL
 from .streams import StreamConfig
 from .tasks.icl_classification import (
     TEST_SETS,
@@ -86,22 +81,6 @@ def init_model(cfg: ICLTrainConfig, stream: str, seed: int) -> ToyICL:
         return ToyICL(cfg.model_config(stream))
 
 
-class _Group:
-    """The runs of one variant, stacked: parameters have a leading seed dimension."""
-
-    def __init__(self, cfg: ICLTrainConfig, variant: str, seeds: list[int], device) -> None:
-        self.variant = variant
-        models = [init_model(cfg, variant, s) for s in seeds]
-        params, _ = stack_module_state(models)
-        self.params = {k: v.to(device).detach().requires_grad_() for k, v in params.items()}
-        base = copy.deepcopy(models[0]).to("meta")
-
-        def one(p: dict, x: torch.Tensor) -> torch.Tensor:
-            return functional_call(base, p, (x,))
-
-        self.forward: Callable = vmap(one)  # (S, ...) params, (S, B, T, d) -> (S, B, labels)
-
-
 class ICLGrid:
     """variants x seeds ToyICL runs trained together; see the module docstring."""
 
@@ -123,20 +102,30 @@ class ICLGrid:
             check_range("seed", s, lo=0, hi=2**62)
         self.variants = [StreamConfig.parse(v).name for v in variants]
         self.seeds, self.cfg, self.device = list(seeds), cfg, torch.device(device)
-        self.groups = [_Group(cfg, v, self.seeds, self.device) for v in self.variants]
-        params = [p for g in self.groups for p in g.params.values()]
-        self.opt = torch.optim.SGD(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        runs = [[init_model(cfg, v, s) for s in self.seeds] for v in self.variants]
+        self.model = StackedToyICL(runs, self.device)
+        self.opt = torch.optim.SGD(
+            self.model.params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay
+        )
         self.tasks = [make_task(cfg.task, s, self.device) for s in self.seeds]
         sets = [make_test_sets(cfg.task, s, cfg.eval_size, self.device) for s in self.seeds]
-        self.tests = {
-            n: tuple(torch.stack([s[n][i] for s in sets]) for i in (0, 1)) for n in TEST_SETS
+        self.tests = {  # tokens padded once here, not in every forward
+            n: (
+                self.model.pad(torch.stack([s[n][0] for s in sets])),
+                torch.stack([s[n][1] for s in sets]),
+            )
+            for n in TEST_SETS
         }
         self.step = 0
         self._chunk: tuple[torch.Tensor, torch.Tensor] | None = None
         self._chunk_start = 0
         self._chunk_states = [t.g.get_state() for t in self.tasks]
         self._loss_sum = torch.zeros(len(self.variants), len(self.seeds), device=self.device)
-        self._losses = torch.compile(self._losses_eager) if compile else self._losses_eager
+        self._losses = self.model.losses
+        self._forward = self.model.forward
+        if compile:
+            self._losses = torch.compile(self._losses, fullgraph=True)
+            self._forward = torch.compile(self._forward, fullgraph=True, dynamic=False)
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         if self.cuda_graph and self.device.type != "cuda":
             raise ConfigError("CUDA graphs need a CUDA device")
@@ -154,21 +143,13 @@ class ICLGrid:
             self._chunk_start, k = self.step, 0
             self._chunk_states = [t.g.get_state() for t in self.tasks]
             draws = [t.sample(self.cfg.data_chunk, self.cfg.batch) for t in self.tasks]
-            self._chunk = tuple(torch.stack([d[i] for d in draws], 1) for i in (0, 1))
+            x, y = (torch.stack([d[i] for d in draws], 1) for i in (0, 1))
+            self._chunk = self.model.pad(x), y
         return self._chunk[0][k], self._chunk[1][k]
 
     # -- training -----------------------------------------------------------------------------
-    def _losses_eager(self, params: list[dict], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of every run, (V, S)."""
-        out = []
-        with sdpa_kernel([SDPBackend.MATH]):  # the math kernel has vmap batching rules
-            for g, p in zip(self.groups, params, strict=True):
-                logits = g.forward(p, x)
-                out.append(F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(-1))
-        return torch.stack(out)
-
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        losses = self._losses([g.params for g in self.groups], x, y)
+        losses = self._losses(x, y)
         losses.sum().backward()
         self.opt.step()
         self._loss_sum += losses.detach()
@@ -205,19 +186,22 @@ class ICLGrid:
     @torch.no_grad()
     def evaluate(self, chunk: int = 10_000) -> torch.Tensor:
         """Accuracy on each test set, (V, S, len(TEST_SETS))."""
-        acc = torch.zeros(len(self.groups), len(self.seeds), len(TEST_SETS), device=self.device)
-        with sdpa_kernel([SDPBackend.MATH]):
-            for j, name in enumerate(TEST_SETS):
-                x, y = self.tests[name]
-                for i, g in enumerate(self.groups):
-                    hits = sum(
-                        (g.forward(g.params, x[:, a : a + chunk]).argmax(-1) == y[:, a : a + chunk])
-                        .sum(-1)
-                        .float()
-                        for a in range(0, x.size(1), chunk)
-                    )
-                    acc[i, :, j] = hits / x.size(1)
-        return acc
+        acc = []
+        for name in TEST_SETS:
+            x, y = self.tests[name]
+            hits = sum(
+                (self._forward(x[:, a : a + chunk]).argmax(-1) == y[:, a : a + chunk]).sum(-1)
+                for a in range(0, x.size(1), chunk)
+            )
+            acc.append(hits.float() / x.size(1))
+        return torch.stack(acc, -1)
+
+    def run_model(self, variant: str, seed: int) -> ToyICL:
+        """One run's current weights as a plain ToyICL (on this grid's device)."""
+        v, s = self.variants.index(StreamConfig.parse(variant).name), self.seeds.index(seed)
+        model = init_model(self.cfg, variant, seed).to(self.device)
+        model.load_state_dict(self.model.run_state(v, s))
+        return model
 
     def eval_rows(self, steps_since: int) -> list[dict]:
         """One metrics row per run; the window's only reads from the device."""
@@ -245,7 +229,11 @@ class ICLGrid:
         }
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        t = {f"{g.variant}/{k}": v for g in self.groups for k, v in g.params.items()}
+        t = {
+            f"{v}/{k}": p
+            for i, v in enumerate(self.variants)
+            for k, p in self.model.run_state(i).items()
+        }
         t.update(
             {f"data_rng/{s}": st for s, st in zip(self.seeds, self._chunk_states, strict=True)}
         )
@@ -266,10 +254,9 @@ class ICLGrid:
         expected = self.state_tensors()
         if set(tensors) != set(expected):
             raise ConfigError(f"checkpoint {path} does not match this grid's parameters")
-        with torch.no_grad():
-            for g in self.groups:
-                for k, v in g.params.items():
-                    v.copy_(tensors[f"{g.variant}/{k}"])
+        for i, v in enumerate(self.variants):
+            state = {k: t for k, t in tensors.items() if k.startswith(f"{v}/")}
+            self.model.load_run(i, slice(None), {k.split("/", 1)[1]: t for k, t in state.items()})
         self._loss_sum.copy_(tensors["loss_sum"])
         for s, task in zip(self.seeds, self.tasks, strict=True):
             task.g.set_state(tensors[f"data_rng/{s}"].cpu())
@@ -298,6 +285,7 @@ def train(
     cfg = grid.cfg
     t0 = time.perf_counter()
     start = grid.step
+    eval_s = 0.0  # evaluations and checkpoints, for the benchmark's breakdown
     with (
         GracefulStop() as stop,
         JSONLLog(metrics, append=resume) as log,
@@ -318,12 +306,16 @@ def train(
             bar.update()
             saved = False
             if grid.step % cfg.eval_every == 0 or grid.step == cfg.steps:
+                if grid.device.type == "cuda":  # queued steps are not evaluation time
+                    torch.cuda.synchronize(grid.device)
+                t_eval = time.perf_counter()
                 rows = grid.eval_rows(window_steps(grid.step, cfg.eval_every))
                 check_finite(rows, grid.step, cfg.eval_every)
                 elapsed = time.perf_counter() - t0
                 for row in rows:
                     log.write(row | {"elapsed_s": elapsed})
                 grid.save(ckpt)
+                eval_s += time.perf_counter() - t_eval
                 saved = True
                 icl_mean = sum(r["acc_icl"] for r in rows) / len(rows)
                 bar.set_postfix(icl=f"{icl_mean:.3f}")
@@ -339,6 +331,7 @@ def train(
         "runs": len(grid.variants) * len(grid.seeds),
         "variants": grid.variants,
         "steps_per_s": (grid.step - start) / wall if wall else None,
+        "eval_and_checkpoint_s": eval_s,
         "device": device_name(grid.device),
         "torch": torch.__version__,
     }

@@ -107,6 +107,7 @@ class LMTrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False
+    cuda_graphs: bool = False  # with compile: replay the step's kernels (cuts launch overhead)
     nonfinite: str = "stop"  # stop: end the run, keep the last good checkpoint | skip the step
     parallel: str = "auto"  # under torchrun: ddp | fsdp | auto (fsdp for gpt-1b, else ddp)
 
@@ -125,6 +126,8 @@ class LMTrainConfig:
         if self.dropout is not None:
             check_range("dropout", self.dropout, lo=0.0, hi=1.0)
         self.model_config(1000)  # validates preset, stream and block size
+        if self.cuda_graphs and not self.compile:
+            raise ConfigError("cuda_graphs needs compile")
 
     def model_config(self, vocab_size: int):
         over = {"vocab_size": vocab_size, "stream": self.stream}
@@ -183,8 +186,11 @@ class LMTrainer:
         self.skipped = 0  # non-finite steps skipped (nonfinite="skip")
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and self.device.type == "cuda")
         self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16)
-        if cfg.compile:
-            self.forward = torch.compile(self.forward)
+        if cfg.cuda_graphs and (self.dist.world > 1 or self.device.type != "cuda"):
+            raise ConfigError("cuda_graphs needs one CUDA device (no DDP/FSDP)")
+        if cfg.compile:  # reduce-overhead: torch.compile's CUDA graphs of forward and backward
+            mode = "reduce-overhead" if cfg.cuda_graphs else None
+            self.forward = torch.compile(self.forward, mode=mode)
         names = single_token_names(self.tokenizer, _ioi_names())
         self.ioi_set = (
             make_ioi_set(names, cfg.ioi_prompts, seed=cfg.seed) if len(names) >= 2 else []
@@ -200,6 +206,8 @@ class LMTrainer:
         y = (y.pin_memory() if pin else y).to(self.device, non_blocking=True)
         for g in self.opt.param_groups:
             g["lr"] = self.cfg.lr_at(self.step)
+        if self.cfg.cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()
         with self.autocast:
             _, loss = self.forward(x, y)
         self.opt.zero_grad(set_to_none=True)
