@@ -309,7 +309,9 @@ def _lm_train_ranked(args, data, cfg, d, device):
         prepare_data(data, data_dir, progress=not args.json)
     parallel.barrier(d)
     trainer = LMTrainer(cfg, prepare_data(data, data_dir, progress=False), device, d)
-    summary = train(trainer, out, resume=args.resume, progress=not args.json)
+    summary = train(
+        trainer, out, resume=args.resume, progress=not args.json, stop_after=args.stop_after
+    )
     return summary, out
 
 
@@ -318,6 +320,8 @@ def cmd_lm_train(args) -> int:
     from . import parallel
 
     data, cfg = _lm_configs(args, args.stream, args.seed)
+    if args.stop_after is not None:
+        check_range("stop_after", args.stop_after, lo=1)
     d, device = parallel.init_distributed(_device(args.device))
     try:
         summary, out = _lm_train_ranked(args, data, cfg, d, device)
@@ -493,6 +497,9 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="token files to (re)use (default: OUT/data)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument(
+        "--stop-after", type=int, help="leave at this step with a checkpoint; --resume later"
+    )
     _lm_args(p)
     p.set_defaults(func=cmd_lm_train, config_parser=p)
     p = sub.add_parser("grid", help="streams x seeds, paired by seed; resumable; writes a report")

@@ -260,7 +260,8 @@ class LMTrainer:
             for k, v in st.items():
                 tensors[f"opt/{i}/{k}"] = v if torch.is_tensor(v) else torch.tensor(v)
             opt_meta.append(sorted(st))
-        tensors["loss_sum"] = self.loss_sum
+        # The rank mean: a resume gives it to every rank, which keeps the window's logged mean.
+        tensors["loss_sum"] = parallel.mean(self.loss_sum, self.dist)
         tensors["rng/data"] = self.data_gen.get_state()
         tensors["rng/torch"] = torch.get_rng_state()
         if self.device.type == "cuda":
@@ -365,7 +366,8 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> dict:
-    """Train to cfg.steps with evaluations, metrics rows and a checkpoint every eval_every."""
+    """Train to cfg.steps with evaluations, metrics rows and a checkpoint every eval_every.
+    stop_after: leave at that step with a checkpoint (continue later with resume=True)."""
 
     def restore(ckpt: Path) -> int:
         trainer.load(ckpt)
@@ -429,6 +431,9 @@ def train(
                     trainer.save(ckpt)
                 parallel.barrier(d)
                 raise TrainingInterrupted(trainer.step, out, stop.signum or signal.SIGTERM)
+        if trainer.step < cfg.steps and not saved:  # left at stop_after: keep the work
+            trainer.save(ckpt)
+            parallel.barrier(d)
     wall = time.perf_counter() - t0
     summary = {
         "wall_s": wall,

@@ -69,7 +69,9 @@ class StackedToyICL:
         inits = [_mix_init(s, self.n_layers) for s in self.streams]
         self.coef = torch.stack([c for c, _ in inits])[:, None].to(device, dtype)  # (V,1,L,3,2)
         self.learned = torch.stack([m for _, m in inits])[:, None].to(device)
-        self.from_first = torch.tensor([s.source == "first" for s in self.streams], device=device)
+        first_src = [s.source == "first" for s in self.streams]
+        self.any_first = any(first_src)  # a Python bool: no device sync in the forward pass
+        self.from_first = torch.tensor(first_src, device=device)
         if self.learned.any():  # learned mixes: one (V, S, L, 3, 2) tensor, used where learned
             mix = torch.where(self.learned, self.coef, 0.0)  # unused entries stay 0 under decay
             self.params["mix"] = mix.expand(-1, S, -1, -1, -1).clone()
@@ -120,7 +122,7 @@ class StackedToyICL:
             mixed = own
             if i > 0:  # the stream: see the module docstring
                 src = prev
-                if i > 1 and self.from_first.any():
+                if i > 1 and self.any_first:
                     sel = self.from_first.view(-1, 1, 1, 1, 1)
                     src = [torch.where(sel, f, pv) for f, pv in zip(first, prev, strict=True)]
                 c = coef[:, :, i]
