@@ -1,12 +1,14 @@
 """GPT training throughput: tokens/s, ms/step, MFU and peak memory per preset x stream x mode.
 
     python benchmarks/lm_throughput.py --device cuda            # the paper's presets on a GPU
-    python benchmarks/lm_throughput.py --device cpu --presets tiny --steps 2   # smoke test
+    python benchmarks/lm_throughput.py --device cpu --presets tiny --modes eager --steps 2
 
 Training steps on random tokens (AdamW, bf16 autocast on CUDA), after warm-up; data is made on
-the device so the number is the model's. MFU = (6 N + 12 L T d) x tokens/s / peak, with N the
-parameter count (the tied embedding counted once: it is the output layer's matmul), L layers,
-T context, d width (PaLM's formula; the second term is attention's score and value matmuls).
+the device so the number is the model's. Modes: eager, compile (torch.compile), and
+compile+cudagraphs (torch.compile's reduce-overhead mode, as `lm train --cuda-graphs`).
+MFU = (6 N + 12 L T d) x tokens/s / peak, with N the parameter count (the tied embedding
+counted once: it is the output layer's matmul; padding rows not counted), L layers, T context,
+d width (PaLM's formula; the second term is attention's score and value matmuls).
 Authors' 8M anchor (fp32, hand-written attention, one H100): 82 ms a step at 64 x 256 tokens,
 ~200,000 tokens/s, 19.2 GB peak.
 """
@@ -102,7 +104,7 @@ def main() -> None:
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--presets", default="tinystories-8m,gpt2-124m")
     p.add_argument("--streams", default="none,value,value-first,value-learned")
-    p.add_argument("--modes", default="eager,compile", help="eager,compile,compile+cudagraphs")
+    p.add_argument("--modes", default="eager,compile,compile+cudagraphs")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--batch", type=int, help="override the preset's default batch")
