@@ -90,7 +90,11 @@ def main() -> None:
             torch.cuda.synchronize()
         events = prof.key_averages()
         print(events.table(sort_by="self_cuda_time_total", row_limit=25))
-        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [  # as the table's "Self CUDA time total" (annotations are not kernels)
+            e
+            for e in events
+            if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation
+        ]
         kernel_ms = sum(e.self_device_time_total for e in kernels) / 1000 / 10
         print(f"GPU kernel time per eager grid step: {kernel_ms:.3f} ms")
     if args.full:

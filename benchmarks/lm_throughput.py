@@ -34,6 +34,10 @@ DEFAULT_SHAPES = {
 
 def measure(name, stream, mode, device, batch, block, steps, warmup, over, profile=False) -> dict:
     over = {"stream": stream, "block_size": block, **over}
+    torch.compiler.reset()  # the previous row's compiled graphs and their memory
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     with torch.device(device):  # initialise on the device: a 1B model is slow to init on CPU
         model = GPT(preset(name, **over))
@@ -80,7 +84,11 @@ def measure(name, stream, mode, device, batch, block, steps, warmup, over, profi
                 sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=20
             )
         )
-        kernels = [e for e in events if e.device_type == torch.autograd.DeviceType.CUDA]
+        kernels = [  # as the table's "Self CUDA time total" (annotations are not kernels)
+            e
+            for e in events
+            if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation
+        ]
         kernel_ms = sum(e.self_device_time_total for e in kernels) / 1000 / 3
         print(f"{name} {stream} {mode}: GPU kernel time {kernel_ms:.2f} ms of {1000 * dt:.2f} ms")
     return {

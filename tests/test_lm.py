@@ -9,11 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnstreams import ioi
+from attnstreams import checkpoint, ioi
 from attnstreams.cli import main
 from attnstreams.data.corpus import iter_texts
 from attnstreams.data.tokenizer import BPETokenizer
 from attnstreams.lm import DataConfig, LMTrainConfig, LMTrainer, load_model, prepare_data, train
+from attnstreams.model import GPT, preset
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 
@@ -178,6 +179,26 @@ def test_checkpoint_loads_with_its_own_architecture(data_dir, tmp_path):
     other = LMTrainer(LMTrainConfig(**{**TINY.__dict__, "stream": "value-learned"}), data_dir)
     with pytest.raises(ValueError, match="different config"):
         other.load(tmp_path / "checkpoint.safetensors")
+    # A checkpoint from before the embedding was padded (no vocab_multiple in its meta) loads.
+    unpadded = GPT(preset("tiny", vocab_size=500, vocab_multiple=1)).eval()
+    meta = {"kind": "lm", "model": unpadded.cfg.to_dict()}
+    del meta["model"]["vocab_multiple"]
+    state = {f"model/{k}": v for k, v in unpadded.state_dict().items() if k != "lm_head.weight"}
+    checkpoint.save(tmp_path / "old.safetensors", state, meta)
+    old, _ = load_model(tmp_path / "old.safetensors")
+    assert old.wte.weight.shape[0] == 500
+    torch.testing.assert_close(old(x)[0], unpadded(x)[0])
+
+
+def test_stop_after_keeps_the_work_and_speed_settings_may_change_on_resume(data_dir, tmp_path):
+    train(LMTrainer(TINY, data_dir), tmp_path, progress=False, stop_after=4)
+    tensors, meta = checkpoint.load(tmp_path / "checkpoint.safetensors")
+    assert meta["step"] == 4  # saved at the stop, though step 4 is no evaluation step
+    meta["config"]["cuda_graphs"] = True  # as if trained with CUDA graphs on a GPU
+    checkpoint.save(tmp_path / "checkpoint.safetensors", tensors, meta)
+    again = LMTrainer(TINY, data_dir)  # stopping where the checkpoint already is: no work
+    assert train(again, tmp_path, resume=True, progress=False, stop_after=2)["steps"] == 0
+    assert again.step == 4
 
 
 def test_lm_cli_train_eval_sample_grid_report(data_dir, tmp_path, capsys):

@@ -78,3 +78,12 @@ def test_run_state_round_trip_and_learned_only_where_learned():
     assert torch.count_nonzero(grad[1, :, :, :2]) == 0
     stacked.load_run(0, slice(None), {n: t + 1 for n, t in stacked.run_state(0).items()})
     assert torch.equal(stacked.run_state(0, 1)["readout.bias"], runs[0][1].readout.bias + 1)
+
+
+def test_runs_must_share_the_architecture():
+    a = make_runs(["none", "value"], [0], 2)
+    b = make_runs(["none"], [0], 3)  # another depth
+    with pytest.raises(ValueError, match="share one ToyICLConfig"):
+        StackedToyICL([a[0], b[0]])
+    with pytest.raises(ValueError, match="share one ToyICLConfig"):
+        StackedToyICL([[a[0][0], a[1][0]]])  # two streams in one row

@@ -124,7 +124,7 @@ class ICLGrid:
         self._losses = self.model.losses
         self._forward = self.model.forward
         if compile:
-            self._losses = torch.compile(self._losses, fullgraph=True)
+            self._losses = torch.compile(self._losses, fullgraph=True, dynamic=False)
             self._forward = torch.compile(self._forward, fullgraph=True, dynamic=False)
         self.cuda_graph = self.device.type == "cuda" if cuda_graph is None else cuda_graph
         if self.cuda_graph and self.device.type != "cuda":
@@ -273,7 +273,8 @@ def train(
     stop_after: int | None = None,
 ) -> dict:
     """Train to cfg.steps, evaluating every eval_every steps: metrics rows appended to
-    metrics.jsonl, then a checkpoint. stop_after: leave early at that step (resume later).
+    metrics.jsonl, then a checkpoint. stop_after: leave early at that step; a later resume
+    continues from the last evaluation's checkpoint.
     Returns a summary (wall time, steps/s, device)."""
 
     def restore(ckpt: Path) -> int:

@@ -289,7 +289,7 @@ class LMTrainer:
         tensors, meta = checkpoint.load(path)
         if meta.get("kind") != "lm":
             raise ConfigError(f"{path} is not a language-model checkpoint")
-        if meta["config"] != asdict(self.cfg):
+        if _run_defining(meta["config"]) != _run_defining(asdict(self.cfg)):
             raise ConfigError(f"checkpoint {path} was made with a different config; cannot resume")
         if meta["vocab_size"] != self.tokenizer.vocab_size:
             raise ConfigError(f"checkpoint {path} was made with a different tokenizer")
@@ -344,6 +344,11 @@ def load_model_state(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state)
 
 
+def _run_defining(config: dict) -> dict:
+    """A config without the settings that change speed only (a resume may change them)."""
+    return {k: v for k, v in config.items() if k not in ("compile", "cuda_graphs")}
+
+
 def load_model(path: Path, device="cpu") -> tuple[GPT, dict]:
     """A trained model from a checkpoint, built with its own architecture (eval mode)."""
     from .model import GPTConfig
@@ -354,6 +359,7 @@ def load_model(path: Path, device="cpu") -> tuple[GPT, dict]:
         raise ConfigError(f"{path} is not a language-model checkpoint")
     m = dict(meta["model"])
     m["stream"] = StreamConfig.parse(m["stream"])
+    m.setdefault("vocab_multiple", 1)  # checkpoints from before the embedding was padded
     model = GPT(GPTConfig(**m))
     load_model_state(model, tensors)
     return model.to(device).eval(), meta
@@ -387,7 +393,7 @@ def train(
                 indent=1,
             )
         )
-    t0, start = time.perf_counter(), trainer.step
+    t0, start, saved = time.perf_counter(), trainer.step, False
     tokens_per_step = cfg.batch * trainer.model_cfg.block_size
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     with (

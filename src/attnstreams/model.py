@@ -29,7 +29,7 @@ def cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
     Under torch.compile it is written as logsumexp - target logit, which Inductor fuses without
     keeping float32 log-probabilities for the backward pass: on one H100, gpt2-124m went from
-    95.6 to 73.0 ms a step and 38.6 to 26.1 GB (BENCHMARKS.md). Eager mode keeps
+    95.6 to 73.0 ms a step and from ~36 to ~26 GB (BENCHMARKS.md). Eager mode keeps
     F.cross_entropy, which measured faster and smaller there."""
     logits, targets = logits.flatten(0, -2), targets.flatten()
     if not torch.compiler.is_compiling():

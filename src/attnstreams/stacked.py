@@ -9,17 +9,21 @@ the same kernels, each run's stream is written as mixing coefficients: layer n u
 
 with (a, b) = (1, 1) for the streamed projection in `sum` mode, (1, 0) for the others (exact in
 floating point: 1 * x + 0 * y == x), and learned (a, b) where the variant learns its mix. Two
-shortcuts keep the result and drop work: the input is shared by a seed's variants (one matmul
-for all of them), and the last attention layer computes its query for the last token only,
+shortcuts keep the result and drop work: the input is shared by a seed's variants (broadcast
+into one batched matmul, never copied per variant by hand), and the last attention layer
+computes its query for the last token only,
 the only position the read-out sees. Widths are padded to a multiple of 8 (see `_slots`).
 tests/test_stacked.py checks every variant against ToyICL.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 import torch.nn.functional as F
 
+from .config import ConfigError
 from .model import ToyICL
 from .streams import StreamConfig
 
@@ -49,6 +53,12 @@ class StackedToyICL:
 
     def __init__(self, runs: list[list[ToyICL]], device: torch.device | str = "cpu") -> None:
         first = runs[0][0]
+        for row in runs:  # one architecture; one stream a row (variant)
+            for m in row:
+                if len(row) != len(runs[0]) or m.cfg != replace(
+                    first.cfg, stream=row[0].cfg.stream
+                ):
+                    raise ConfigError("stacked runs must share one ToyICLConfig but the stream")
         self.n_layers, self.d = len(first.attn), first.cfg.d_in
         self.dp = -(-self.d // 8) * 8  # padded width, see _slots
         self.streams = [r[0].cfg.stream for r in runs]
@@ -184,10 +194,10 @@ class StackedToyICL:
     def run_state(
         self, v: int, s: int | slice = slice(None), of: dict[str, torch.Tensor] | None = None
     ) -> dict[str, torch.Tensor]:
-        """The ToyICL state dict of run (v, s); a slice of seeds stacks them.
+        """A copy of run (v, s)'s ToyICL state dict; a slice of seeds stacks them.
         `of`: tensors shaped like the parameters to read instead (their gradients, say)."""
         slots = self._slots(self.params if of is None else of, v, s)
-        return {n: view.reshape(shape) for n, (view, shape) in slots.items()}
+        return {n: view.detach().reshape(shape).clone() for n, (view, shape) in slots.items()}
 
     @torch.no_grad()
     def load_run(self, v: int, s: int | slice, state: dict[str, torch.Tensor]) -> None:
