@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import stats as sps
 
-from attnstreams import stats
+from attnstreams import checkpoint, stats
 from attnstreams.cli import main
 from attnstreams.icl import ICLGrid, ICLTrainConfig, init_model, train
 from attnstreams.icl_report import steps_to, write_report
@@ -72,6 +72,7 @@ def test_resume_equals_uninterrupted(tmp_path):
     part = ICLGrid(["none", "value-learned"], [0, 1], CFG)
     train(part, tmp_path / "b", progress=False, stop_after=13)  # mid data chunk, mid eval window
     assert json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 8
+    assert checkpoint.load(tmp_path / "b" / "checkpoint.safetensors")[1]["step"] == 13  # kept
     resumed = ICLGrid(["none", "value-learned"], [0, 1], CFG)
     train(resumed, tmp_path / "b", resume=True, progress=False)
     assert rows_without_time(tmp_path / "a" / "metrics.jsonl") == rows_without_time(
@@ -234,3 +235,17 @@ def test_compiled_grid_equals_eager_grid():
         torch.testing.assert_close(comp.model.params[k], p, rtol=1e-4, atol=1e-5)
     # Accuracies: equal but for a near-tied argmax or so (one sequence in eval_size).
     torch.testing.assert_close(comp.evaluate(), eager.evaluate(), rtol=0, atol=1.5 / 64)
+
+
+def test_cli_stop_after_then_resume_equals_one_run(tmp_path, capsys):
+    args = ["icl", "grid", "--variants", "none,value", "--seeds", "1", "--steps", "30"]
+    args += ["--batch", "8", "--eval-every", "10", "--eval-size", "16", "--json"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    assert main([*args, "--out", str(tmp_path / "two"), "--stop-after", "15"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["step"] == 15
+    assert main([*args, "--out", str(tmp_path / "two"), "--resume"]) == 0
+    assert rows_without_time(tmp_path / "one" / "metrics.jsonl") == rows_without_time(
+        tmp_path / "two" / "metrics.jsonl"
+    )
+    assert main([*args, "--out", str(tmp_path / "bad"), "--stop-after", "0"]) == 2
+    assert "stop_after" in capsys.readouterr().err

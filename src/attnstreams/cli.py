@@ -137,6 +137,12 @@ def cmd_amicl_attention(args) -> int:
     return 0
 
 
+def _stop_after_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--stop-after", type=int, help="leave at this step with a checkpoint; --resume later"
+    )
+
+
 def _icl_args(p: argparse.ArgumentParser) -> None:
     from .icl import ICLTrainConfig
 
@@ -154,6 +160,7 @@ def _icl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-cuda-graph", action="store_true", help="do not capture the step")
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    _stop_after_arg(p)
     p.add_argument("--config", help="JSON file of option values (flags given here win)")
     p.add_argument("--json", action="store_true")
 
@@ -177,6 +184,8 @@ def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
 
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out (the run folder to continue)")
+    if args.stop_after is not None:
+        check_range("stop_after", args.stop_after, lo=1)
     cfg = ICLTrainConfig(
         steps=args.steps,
         batch=args.batch,
@@ -191,7 +200,9 @@ def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
     graph = device.type == "cuda" and not args.no_cuda_graph
     grid = ICLGrid(variants, seeds, cfg, device, compile=args.compile, cuda_graph=graph)
     out = new_run_dir(args.out)
-    summary = train(grid, out, resume=args.resume, progress=not args.json)
+    summary = train(
+        grid, out, resume=args.resume, progress=not args.json, stop_after=args.stop_after
+    )
     last = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()][
         -len(grid.variants) * len(seeds) :
     ]
@@ -497,9 +508,7 @@ def build_parser() -> Parser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="token files to (re)use (default: OUT/data)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument(
-        "--stop-after", type=int, help="leave at this step with a checkpoint; --resume later"
-    )
+    _stop_after_arg(p)
     _lm_args(p)
     p.set_defaults(func=cmd_lm_train, config_parser=p)
     p = sub.add_parser("grid", help="streams x seeds, paired by seed; resumable; writes a report")

@@ -273,8 +273,8 @@ def train(
     stop_after: int | None = None,
 ) -> dict:
     """Train to cfg.steps, evaluating every eval_every steps: metrics rows appended to
-    metrics.jsonl, then a checkpoint. stop_after: leave early at that step; a later resume
-    continues from the last evaluation's checkpoint.
+    metrics.jsonl, then a checkpoint. stop_after: leave at that step with a checkpoint
+    (continue later with resume=True).
     Returns a summary (wall time, steps/s, device)."""
 
     def restore(ckpt: Path) -> int:
@@ -302,6 +302,7 @@ def train(
             for row in grid.eval_rows(0):
                 log.write(row | {"elapsed_s": 0.0})
         end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+        saved = False
         while grid.step < end:
             grid.train_step()
             bar.update()
@@ -324,6 +325,8 @@ def train(
                 if not saved:
                     grid.save(ckpt)
                 raise TrainingInterrupted(grid.step, out, stop.signum)
+        if grid.step < cfg.steps and not saved:  # left at stop_after: keep the work
+            grid.save(ckpt)
     wall = time.perf_counter() - t0
     summary = {
         "wall_s": wall,
