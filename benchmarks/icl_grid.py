@@ -16,6 +16,7 @@ import time
 import torch
 
 from attnstreams.icl import ICLGrid, ICLTrainConfig, train
+from attnstreams.runlog import profile_steps
 
 
 def make_grid(variants, seeds, device, mode, precision, **cfg) -> ICLGrid:
@@ -84,18 +85,8 @@ def main() -> None:
         grid = make_grid(variants, seeds, args.device, "eager", args.full_precision, eval_size=100)
         for _ in range(5):
             grid.train_step()
-        with torch.profiler.profile() as prof:
-            for _ in range(10):
-                grid.train_step()
-            torch.cuda.synchronize()
-        events = prof.key_averages()
-        print(events.table(sort_by="self_cuda_time_total", row_limit=25))
-        kernels = [  # as the table's "Self CUDA time total" (annotations are not kernels)
-            e
-            for e in events
-            if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation
-        ]
-        kernel_ms = sum(e.self_device_time_total for e in kernels) / 1000 / 10
+        table, kernel_ms = profile_steps(grid.train_step, 10, grid.device)
+        print(table)
         print(f"GPU kernel time per eager grid step: {kernel_ms:.3f} ms")
     if args.full:
         with tempfile.TemporaryDirectory() as out:

@@ -22,7 +22,7 @@ import time
 import torch
 
 from attnstreams.model import GPT, preset
-from attnstreams.runlog import device_name
+from attnstreams.runlog import device_name, profile_steps
 
 DEFAULT_SHAPES = {
     "tinystories-8m": (64, 256),
@@ -73,23 +73,8 @@ def measure(name, stream, mode, device, batch, block, steps, warmup, over, profi
     tok_s = batch * block / dt
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None
     if profile:
-        with torch.profiler.profile() as prof:
-            for _ in range(3):
-                step()
-            if cuda:
-                torch.cuda.synchronize(device)
-        events = prof.key_averages()
-        print(
-            events.table(
-                sort_by="self_device_time_total" if cuda else "self_cpu_time_total", row_limit=20
-            )
-        )
-        kernels = [  # as the table's "Self CUDA time total" (annotations are not kernels)
-            e
-            for e in events
-            if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation
-        ]
-        kernel_ms = sum(e.self_device_time_total for e in kernels) / 1000 / 3
+        table, kernel_ms = profile_steps(step, 3, device, rows=20)
+        print(table)
         print(f"{name} {stream} {mode}: GPU kernel time {kernel_ms:.2f} ms of {1000 * dt:.2f} ms")
     return {
         "preset": name,

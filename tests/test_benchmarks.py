@@ -26,6 +26,7 @@ CASES = {
         "fp32",
         "--what",
         "single",
+        "--profile",
     ],
     "lm_throughput.py": [
         "--device",
@@ -40,6 +41,7 @@ CASES = {
         "1",
         "--warmup",
         "1",
+        "--profile",
     ],
     "stories.py": ["--n", "300", "--vocab-size", "400"],
 }

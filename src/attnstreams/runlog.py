@@ -159,6 +159,25 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
+def profile_steps(step, n: int, device: torch.device, rows: int = 25) -> tuple[str, float]:
+    """Profile n calls of `step()`: torch.profiler's kernel table and the GPU kernel time a call
+    in ms, counted as the table's "Self CUDA time total" (user annotations are not kernels)."""
+    cuda = device.type == "cuda"
+    with torch.profiler.profile() as prof:
+        for _ in range(n):
+            step()
+        if cuda:
+            torch.cuda.synchronize(device)
+    events = prof.key_averages()
+    sort = "self_device_time_total" if cuda else "self_cpu_time_total"
+    kernel_us = sum(
+        e.self_device_time_total
+        for e in events
+        if e.device_type == torch.autograd.DeviceType.CUDA and not e.is_user_annotation
+    )
+    return events.table(sort_by=sort, row_limit=rows), kernel_us / 1000 / n
+
+
 def window_steps(step: int, every: int) -> int:
     """Training steps in the evaluation window that ends at `step` (the last may be short)."""
     return step - ((step - 1) // every) * every
