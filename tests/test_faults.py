@@ -209,6 +209,17 @@ def test_full_disk_keeps_previous_checkpoint(tmp_path, data_dir, monkeypatch):
     assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
 
 
+def test_resume_clears_what_a_killed_checkpoint_write_left(tmp_path, data_dir):
+    lm_train(LMTrainer(TINY, data_dir), tmp_path, progress=False, stop_after=3)
+    stale = tmp_path / ".checkpoint.safetensors.tmp-12345"  # as a SIGKILL mid-save leaves it
+    stale.mkdir()
+    (stale / ".tmpAbC123").write_bytes(b"half a file")  # safetensors' own temporary
+    (tmp_path / ".checkpoint.safetensors.tmp-678").write_bytes(b"older layout")
+    lm_train(LMTrainer(TINY, data_dir), tmp_path, resume=True, progress=False)
+    assert [p.name for p in tmp_path.iterdir() if "tmp" in p.name] == []
+    assert checkpoint.load(tmp_path / "checkpoint.safetensors")[1]["step"] == TINY.steps
+
+
 def test_unwritable_output_fails_before_training(tmp_path, capsys):
     from attnstreams.cli import main
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import torch
@@ -13,11 +14,21 @@ from safetensors.torch import load_file, save_file
 from .config import ConfigError
 
 
+def _tmp_dir(path: Path) -> Path:
+    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+
+
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
-    """Write tensors and JSON metadata so that `path` is always either the old or the new file."""
+    """Write tensors and JSON metadata so that `path` is always either the old or the new file.
+
+    The file is written in a private temporary folder beside `path` (safetensors itself writes
+    through a temporary file there), fsynced and renamed into place; a process killed midway
+    leaves only that folder, which `remove_stale` clears."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp_dir = _tmp_dir(path)
+    tmp_dir.mkdir(exist_ok=True)
+    tmp = tmp_dir / path.name
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     try:
         save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
@@ -30,8 +41,18 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
         finally:
             os.close(dir_fd)
     finally:
-        tmp.unlink(missing_ok=True)
+        shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
+
+
+def remove_stale(path: str | Path) -> None:
+    """Clear what writes of `path` killed midway left behind (by any process)."""
+    path = Path(path)
+    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+        if stale.is_dir():
+            shutil.rmtree(stale, ignore_errors=True)
+        else:
+            stale.unlink(missing_ok=True)
 
 
 def load(

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from . import checkpoint
 from .config import ConfigError
 
 
@@ -38,8 +39,7 @@ def open_run(out: str | Path, resume: bool, load, main: bool = True) -> tuple[Pa
     out = new_run_dir(out)
     ckpt, metrics = out / CHECKPOINT, out / METRICS
     if main:
-        for stale in out.glob(f".{CHECKPOINT}.tmp-*"):  # left by a process killed mid-write
-            stale.unlink(missing_ok=True)
+        checkpoint.remove_stale(ckpt)  # left by a process killed mid-write
     if resume:
         if not ckpt.exists():
             raise ConfigError(f"nothing to resume: {ckpt} does not exist")
