@@ -581,7 +581,7 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
                 raise ConfigError(f"config {path}: {key} must be {kind.__name__}, got {value!r}")
             try:
                 value = kind(value)
-            except (TypeError, ValueError):
+            except (TypeError, ValueError, OverflowError):  # OverflowError: int(Infinity)
                 raise ConfigError(
                     f"config {path}: {key} must be {kind.__name__}, got {value!r}"
                 ) from None
