@@ -28,6 +28,7 @@ from .runlog import (
     device_name,
     open_run,
     window_steps,
+    write_text_atomic,
 )
 from .stacked import StackedToyICL
 from .streams import StreamConfig
@@ -282,7 +283,7 @@ def train(
         return grid.step
 
     out, ckpt, metrics = open_run(out, resume, restore)
-    (out / "config.json").write_text(json.dumps(grid.meta() | {"step": None}, indent=1))
+    write_text_atomic(out / "config.json", json.dumps(grid.meta() | {"step": None}, indent=1))
     cfg = grid.cfg
     t0 = time.perf_counter()
     start = grid.step
@@ -339,5 +340,5 @@ def train(
         "device": device_name(grid.device),
         "torch": torch.__version__,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary

@@ -11,7 +11,7 @@ import numpy as np
 from . import stats
 from .config import ConfigError
 from .plots import plot_bands, plot_paired
-from .runlog import METRICS
+from .runlog import METRICS, write_text_atomic
 from .tasks.icl_classification import TEST_SETS
 
 TITLES = {
@@ -188,11 +188,7 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
         f"![steps to threshold per seed]({paired_png.name})",
         "",
     ]
-    report = run / "report.md"
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(report)
-    return report
+    return write_text_atomic(run / "report.md", "\n".join(lines) + "\n")
 
 
 def _verdicts(per: dict, baseline: str, variants: list[str], thr: float, censor: int) -> list[str]:

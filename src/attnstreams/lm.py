@@ -39,6 +39,7 @@ from .runlog import (
     new_run_dir,
     open_run,
     window_steps,
+    write_text_atomic,
 )
 
 
@@ -383,7 +384,8 @@ def train(
     out, ckpt, metrics = open_run(out, resume, restore, main)
     if main:
         trainer.tokenizer.save(out)
-        (out / "config.json").write_text(
+        write_text_atomic(
+            out / "config.json",
             json.dumps(
                 {
                     "config": asdict(cfg),
@@ -391,7 +393,7 @@ def train(
                     "ioi_names": len(trainer.ioi_names),
                 },
                 indent=1,
-            )
+            ),
         )
     t0, start, saved = time.perf_counter(), trainer.step, False
     tokens_per_step = cfg.batch * trainer.model_cfg.block_size
@@ -451,7 +453,7 @@ def train(
         "params": trainer.model.num_params(),
     }
     if main:
-        (out / "summary.json").write_text(json.dumps(summary, indent=1))
+        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 
 
@@ -491,7 +493,7 @@ def run_grid(
                     trainer.device,
                 )
                 _append_to_last_row(run_dir / METRICS, {"real_val_loss": summary["real_val_loss"]})
-                (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+                write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
             summaries.append(summary)
     return summaries
 
@@ -499,9 +501,7 @@ def run_grid(
 def _append_to_last_row(path: Path, extra: dict) -> None:
     lines = path.read_text().splitlines()
     lines[-1] = json.dumps(json.loads(lines[-1]) | extra)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(path)
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 @torch.no_grad()

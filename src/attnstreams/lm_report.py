@@ -12,6 +12,7 @@ from scipy import stats as sps
 from . import stats
 from .config import ConfigError
 from .plots import plot_bands
+from .runlog import write_text_atomic
 
 METRICS = {  # key: (title, higher is better)
     "val_loss": ("held-out loss", False),
@@ -105,8 +106,4 @@ def write_report(grid: Path) -> Path:
             panels[title][a] = (x, [[r[key] for r in runs[a][s][:n]] for s in seeds])
     png = plot_bands(panels, grid / "curves.png", xlabel="training tokens (M)")
     lines += ["", "## Curves", "", f"![curves]({png.name})", ""]
-    report = grid / "report.md"
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    tmp.replace(report)
-    return report
+    return write_text_atomic(grid / "report.md", "\n".join(lines) + "\n")

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from . import __version__, amicl
 from .plots import plot_attention, plot_sweep
-from .runlog import CSVLog, new_run_dir
+from .runlog import CSVLog, new_run_dir, write_text_atomic
 
 
 def _fmt_range(lo: float, hi: float) -> str:
@@ -230,8 +230,4 @@ def reproduce(out: str | Path | None, quick: bool = True, seed: int = 0) -> Path
         f"Command: `attnstreams reproduce{' --quick' if quick else ''} --seed {seed}`.",
         "",
     ]
-    report = run_dir / "report.md"
-    tmp = report.with_suffix(".md.tmp")
-    tmp.write_text("\n".join(header + sections) + "\n")
-    tmp.replace(report)
-    return report
+    return write_text_atomic(run_dir / "report.md", "\n".join(header + sections) + "\n")

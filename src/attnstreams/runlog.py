@@ -51,14 +51,20 @@ def open_run(out: str | Path, resume: bool, load, main: bool = True) -> tuple[Pa
     return out, ckpt, metrics
 
 
+def write_text_atomic(path: Path, text: str) -> Path:
+    """Replace `path` with `text` by one rename: a reader sees the old file or the new one."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+    return path
+
+
 def truncate_metrics(path: Path, step: int) -> None:
     """Drop JSONL rows written after a checkpoint's step: a resumed run writes them again."""
     if not path.exists():
         return
     keep = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(ln + "\n" for ln in keep))
-    tmp.replace(path)
+    write_text_atomic(path, "".join(ln + "\n" for ln in keep))
 
 
 class CSVLog:
