@@ -5,7 +5,8 @@
 
 Training steps on random tokens (AdamW, bf16 autocast on CUDA), after warm-up; data is made on
 the device so the number is the model's. Modes: eager, compile (torch.compile), and
-compile+cudagraphs (torch.compile's reduce-overhead mode, as `lm train --cuda-graphs`).
+compile+cudagraphs (torch.compile's reduce-overhead mode, as `lm train --cuda-graphs`), and
+compile+tuned (Inductor's coordinate-descent tuning of the kernels it generates).
 MFU = (6 N + 12 L T d) x tokens/s / peak, with N the parameter count (the tied embedding
 counted once: it is the output layer's matmul; padding rows not counted), L layers, T context,
 d width (PaLM's formula; the second term is attention's score and value matmuls).
@@ -26,7 +27,7 @@ from attnstreams.runlog import device_name, profile_steps
 
 DEFAULT_SHAPES = {
     "tinystories-8m": (64, 256),
-    "gpt2-124m": (32, 1024),
+    "gpt2-124m": (64, 1024),  # fills an 80 GB card (~50 GB), as issue 5 asks
     "gpt-1b": (8, 2048),
     "tiny": (8, 64),
 }
@@ -45,7 +46,9 @@ def measure(name, stream, mode, device, batch, block, steps, warmup, over, profi
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
     graphs = mode == "compile+cudagraphs"  # torch.compile's CUDA graphs (reduce-overhead)
     fwd = model
-    if mode != "eager":
+    if mode == "compile+tuned":  # Inductor tunes its generated kernels: minutes of compiling
+        fwd = torch.compile(model, options={"coordinate_descent_tuning": True})
+    elif mode != "eager":
         fwd = torch.compile(model, mode="reduce-overhead" if graphs else None)
     x = torch.randint(model.cfg.vocab_size, (batch, block), device=device)
     y = torch.randint(model.cfg.vocab_size, (batch, block), device=device)

@@ -276,3 +276,19 @@ def test_icl_nonfinite_loss_stops_and_keeps_last_good(tmp_path):
     _, meta = checkpoint.load(tmp_path / "checkpoint.safetensors")
     assert meta["step"] == 4
     assert max(r["step"] for r in rows(tmp_path / "metrics.jsonl")) == 4  # no NaN rows written
+
+
+def test_background_saver_writes_a_snapshot_and_reports_errors(tmp_path):
+    """The tensors are copied when save() is called: changing them afterwards does not reach
+    the file. A failed write raises at the next wait."""
+    t = torch.arange(6.0)
+    with checkpoint.BackgroundSaver() as saver:
+        saver.save(tmp_path / "a.safetensors", {"t": t}, {"step": 1})
+        t.add_(100)
+    got, meta = checkpoint.load(tmp_path / "a.safetensors")
+    assert torch.equal(got["t"], torch.arange(6.0)) and meta == {"step": 1}
+    (tmp_path / "file").write_text("")
+    saver = checkpoint.BackgroundSaver()
+    saver.save(tmp_path / "file" / "b.safetensors", {"t": t}, {})  # parent is not a folder
+    with pytest.raises(OSError):
+        saver.__exit__(None, None, None)

@@ -249,3 +249,24 @@ def test_cli_stop_after_then_resume_equals_one_run(tmp_path, capsys):
     )
     assert main([*args, "--out", str(tmp_path / "bad"), "--stop-after", "0"]) == 2
     assert "stop_after" in capsys.readouterr().err
+
+
+def test_bf16_precision_autocasts_and_tracks_fp32():
+    """bf16 autocast: matmuls in bfloat16 (so not bitwise fp32), weights still float32, and
+    training follows the fp32 run closely."""
+    from dataclasses import replace
+
+    grids = {
+        p: ICLGrid(["none", "value"], [0], replace(CFG, precision=p)) for p in ("fp32", "bf16")
+    }
+    for g in grids.values():
+        for _ in range(CFG.steps):
+            g.train_step()
+    a, b = (dict(grids[p].run_model("value", 0).named_parameters()) for p in ("fp32", "bf16"))
+    assert all(p.dtype == torch.float32 for p in b.values())
+    w32, w16 = a["attn.0.qkv.weight"], b["attn.0.qkv.weight"]
+    assert not torch.equal(w32, w16)
+    torch.testing.assert_close(w16, w32, rtol=0.05, atol=0.02)
+    acc = grids["bf16"].evaluate()
+    assert acc.dtype == torch.float32 and acc.shape == (2, 1, 4)
+    assert ((acc >= 0) & (acc <= 1)).all()

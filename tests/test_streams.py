@@ -246,6 +246,23 @@ def test_compiled_cross_entropy_form_equals_torch(dtype):
     assert g_mine[0, :3].abs().max() == 0
 
 
+def test_compiled_cross_entropy_masks_padding_columns():
+    """Columns past vocab_size (padding rows of the embedding) are outside the distribution,
+    however large their logits, and get zero gradient."""
+    torch.manual_seed(0)
+    logits = torch.randn(9, 40)
+    logits[:, 32:] = 50.0  # 8 padding columns with logits that would dominate a softmax
+    logits.requires_grad_()
+    targets = torch.randint(32, (9,))
+    mine = _cross_entropy_lse(logits, targets, vocab_size=32)
+    (g,) = torch.autograd.grad(mine, logits)
+    ref = F.cross_entropy(logits[:, :32], targets)
+    (g_ref,) = torch.autograd.grad(ref, logits)
+    torch.testing.assert_close(mine, ref)
+    torch.testing.assert_close(g, g_ref)
+    assert g[:, 32:].abs().max() == 0
+
+
 def test_padded_vocabulary_is_the_unpadded_model():
     cfg = preset("tiny", vocab_size=500, stream="value")  # 500 rows padded to 512
     padded, plain = GPT(cfg), GPT(replace(cfg, vocab_multiple=1))

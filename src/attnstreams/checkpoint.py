@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -43,6 +44,36 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
     finally:
         shutil.rmtree(tmp_dir, ignore_errors=True)
     return path
+
+
+class BackgroundSaver:
+    """`save` on a worker thread: the caller snapshots the tensors to host memory and goes on
+    training while the file is written and fsynced (50-130 ms a toy-grid checkpoint on the
+    H100 machine, 150 times a grid). One write at a time: a save waits for the previous one,
+    and a failed write raises at the next `save` or `wait`, or on leaving the `with` block."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
+        self._pending: Future | None = None
+
+    def save(self, path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        self.wait()
+        host = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}  # now, not later
+        self._pending = self._pool.submit(save, path, host, meta)
+
+    def wait(self) -> None:
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
+
+    def __enter__(self) -> BackgroundSaver:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
 
 
 def remove_stale(path: str | Path) -> None:

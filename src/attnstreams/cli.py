@@ -156,7 +156,11 @@ def _icl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scaled", action="store_true", help="1/sqrt(d) attention scaling")
     p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
-    p.add_argument("--precision", default="fp32", help="fp32|tf32 (tensor-core float32 matmuls)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32|tf32 (tensor-core float32 matmuls)|bf16 (autocast)",
+    )
     p.add_argument("--no-cuda-graph", action="store_true", help="do not capture the step")
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")

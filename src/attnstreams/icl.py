@@ -52,7 +52,9 @@ class ICLTrainConfig:
     eval_size: int = 10_000
     data_chunk: int = 100  # batches drawn at once per seed: part of the data stream's definition
     scaled: bool = False  # 1/sqrt(d) attention scaling (off in the authors' code)
-    precision: str = "fp32"  # fp32 | tf32 (float32 matmuls on tensor cores; JAX's GPU default)
+    # fp32 | tf32 (float32 matmuls on tensor cores; JAX's GPU default) | bf16 (bf16 autocast:
+    # matmuls in bfloat16, weights and updates in float32)
+    precision: str = "fp32"
     task: ICLTaskConfig = field(default_factory=ICLTaskConfig)
 
     def __post_init__(self) -> None:
@@ -60,7 +62,7 @@ class ICLTrainConfig:
             check_range(name, getattr(self, name), lo=1)
         check_range("lr", self.lr, lo=0.0, lo_open=True)
         check_range("weight_decay", self.weight_decay, lo=0.0)
-        check_choice("precision", self.precision, ("fp32", "tf32"))
+        check_choice("precision", self.precision, ("fp32", "tf32", "bf16"))
 
     def model_config(self, stream: str) -> ToyICLConfig:
         t = self.task
@@ -134,7 +136,10 @@ class ICLGrid:
         self._static: tuple[torch.Tensor, torch.Tensor] | None = None
         self._warm = 0
         if self.device.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32 = cfg.precision == "tf32"
+            torch.backends.cuda.matmul.allow_tf32 = cfg.precision != "fp32"
+
+    def _autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, torch.bfloat16, self.cfg.precision == "bf16")
 
     # -- data ---------------------------------------------------------------------------------
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,7 +155,8 @@ class ICLGrid:
 
     # -- training -----------------------------------------------------------------------------
     def _step(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        losses = self._losses(x, y)
+        with self._autocast():
+            losses = self._losses(x, y)
         losses.sum().backward()
         self.opt.step()
         self._loss_sum += losses.detach()
@@ -190,10 +196,11 @@ class ICLGrid:
         acc = []
         for name in TEST_SETS:
             x, y = self.tests[name]
-            hits = sum(
-                (self._forward(x[:, a : a + chunk]).argmax(-1) == y[:, a : a + chunk]).sum(-1)
-                for a in range(0, x.size(1), chunk)
-            )
+            with self._autocast():
+                hits = sum(
+                    (self._forward(x[:, a : a + chunk]).argmax(-1) == y[:, a : a + chunk]).sum(-1)
+                    for a in range(0, x.size(1), chunk)
+                )
             acc.append(hits.float() / x.size(1))
         return torch.stack(acc, -1)
 
@@ -241,8 +248,12 @@ class ICLGrid:
         t["loss_sum"] = self._loss_sum
         return t
 
-    def save(self, path: Path) -> Path:
-        return checkpoint.save(path, self.state_tensors(), self.meta())
+    def save(self, path: Path, saver: checkpoint.BackgroundSaver | None = None) -> None:
+        """Write a checkpoint now, or hand it to `saver` to write while training goes on."""
+        if saver is None:
+            checkpoint.save(path, self.state_tensors(), self.meta())
+        else:
+            saver.save(path, self.state_tensors(), self.meta())
 
     def load(self, path: Path) -> None:
         tensors, meta = checkpoint.load(path, self.device)
@@ -290,6 +301,7 @@ def train(
     eval_s = 0.0  # evaluations and checkpoints, for the benchmark's breakdown
     with (
         GracefulStop() as stop,
+        checkpoint.BackgroundSaver() as saver,  # its exit waits for the last write
         JSONLLog(metrics, append=resume) as log,
         tqdm(
             total=cfg.steps,
@@ -317,17 +329,17 @@ def train(
                 elapsed = time.perf_counter() - t0
                 for row in rows:
                     log.write(row | {"elapsed_s": elapsed})
-                grid.save(ckpt)
+                grid.save(ckpt, saver)
                 eval_s += time.perf_counter() - t_eval
                 saved = True
                 icl_mean = sum(r["acc_icl"] for r in rows) / len(rows)
                 bar.set_postfix(icl=f"{icl_mean:.3f}")
             if stop.signum is not None:
                 if not saved:
-                    grid.save(ckpt)
+                    grid.save(ckpt, saver)
                 raise TrainingInterrupted(grid.step, out, stop.signum)
         if grid.step < cfg.steps and not saved:  # left at stop_after: keep the work
-            grid.save(ckpt)
+            grid.save(ckpt, saver)
     wall = time.perf_counter() - t0
     summary = {
         "wall_s": wall,
