@@ -3,6 +3,7 @@
     torchrun --nproc_per_node 1 benchmarks/ddp_scaling.py --preset gpt2-124m
     torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --preset gpt2-124m
     torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --preset gpt-1b --parallel fsdp
+    torchrun --nproc_per_node 2 benchmarks/ddp_scaling.py --preset gpt2-124m --compile
 
 --batch is per process (weak scaling: scaling efficiency = tokens/s on N / (N x tokens/s on 1)).
 bf16 autocast on CUDA; MFU uses 6 N + 12 L T d FLOPs a token (as lm_throughput.py).
@@ -27,6 +28,7 @@ def main() -> None:
     p.add_argument("--parallel", default="ddp", choices=["ddp", "fsdp"])
     p.add_argument("--batch", type=int, default=8, help="sequences per process")
     p.add_argument("--block", type=int, help="context (default: the preset's)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the wrapped model")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -42,6 +44,8 @@ def main() -> None:
         model = GPT(preset(args.preset, **over))
     n_params, flops_tok, c = model.num_params(False), model.flops_per_token(), model.cfg
     fwd = parallel.wrap(model, d, device, args.parallel)
+    if args.compile:  # after wrapping, as `lm train` does
+        fwd = torch.compile(fwd)
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
     g = torch.Generator(device=device).manual_seed(d.rank)
@@ -73,6 +77,7 @@ def main() -> None:
         "stream": args.stream,
         "parallel": args.parallel,
         "processes": d.world,
+        "compile": args.compile,
         "params": n_params,
         "tokens_per_s": tok_s,
         "ms_per_step": 1000 * dt,

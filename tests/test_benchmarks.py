@@ -10,7 +10,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CASES = {
     "amicl.py": ["--trials", "1000"],
-    "ddp_scaling.py": ["--preset", "tiny", "--steps", "1", "--warmup", "1", "--device", "cpu"],
+    "ddp_scaling.py": [
+        "--preset",
+        "tiny",
+        "--steps",
+        "1",
+        "--warmup",
+        "1",
+        "--device",
+        "cpu",
+        "--compile",
+    ],
     "icl_grid.py": [
         "--device",
         "cpu",
