@@ -1,5 +1,6 @@
 """Every benchmark script still runs (CPU, tiny sizes) and prints its table."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -71,3 +72,14 @@ def test_benchmark_runs(script, tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert len(lines) >= (1 if script == "ddp_scaling.py" else 3)  # one JSON row, or a table
     assert "Traceback" not in proc.stderr
+    if script == "ddp_scaling.py":  # one process: the compiled model, no DDP wrapper
+        assert json.loads(lines[-1])["compile"] is True
+
+
+def test_lm_throughput_refuses_an_unknown_mode():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "lm_throughput.py"), "--modes", "compiled"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "unknown mode(s) compiled" in proc.stderr

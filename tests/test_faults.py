@@ -278,17 +278,35 @@ def test_icl_nonfinite_loss_stops_and_keeps_last_good(tmp_path):
     assert max(r["step"] for r in rows(tmp_path / "metrics.jsonl")) == 4  # no NaN rows written
 
 
-def test_background_saver_writes_a_snapshot_and_reports_errors(tmp_path):
-    """The tensors are copied when save() is called: changing them afterwards does not reach
-    the file. A failed write raises at the next wait."""
+def test_background_saver_writes_a_snapshot_and_reports_errors(tmp_path, monkeypatch):
+    """The tensors are copied when save() is called: changing them while the file is being
+    written does not reach it. A failed write raises at the next save(); an exception already
+    leaving the `with` block is not replaced by a write error."""
+    import threading
+
+    mutated, real_save = threading.Event(), checkpoint.save
+
+    def save_after_mutation(*args):
+        assert mutated.wait(10)  # the caller changes the tensor before this write starts
+        return real_save(*args)
+
+    monkeypatch.setattr(checkpoint, "save", save_after_mutation)
     t = torch.arange(6.0)
     with checkpoint.BackgroundSaver() as saver:
         saver.save(tmp_path / "a.safetensors", {"t": t}, {"step": 1})
         t.add_(100)
+        mutated.set()
     got, meta = checkpoint.load(tmp_path / "a.safetensors")
     assert torch.equal(got["t"], torch.arange(6.0)) and meta == {"step": 1}
+
     (tmp_path / "file").write_text("")
+    bad = tmp_path / "file" / "b.safetensors"  # its parent is not a folder
     saver = checkpoint.BackgroundSaver()
-    saver.save(tmp_path / "file" / "b.safetensors", {"t": t}, {})  # parent is not a folder
+    saver.save(bad, {"t": t}, {})
     with pytest.raises(OSError):
-        saver.__exit__(None, None, None)
+        saver.save(tmp_path / "c.safetensors", {"t": t}, {})
+    saver.__exit__(None, None, None)
+    with pytest.raises(KeyboardInterrupt):
+        with checkpoint.BackgroundSaver() as saver:
+            saver.save(bad, {"t": t}, {})
+            raise KeyboardInterrupt

@@ -267,6 +267,10 @@ def test_bf16_precision_autocasts_and_tracks_fp32():
     w32, w16 = a["attn.0.qkv.weight"], b["attn.0.qkv.weight"]
     assert not torch.equal(w32, w16)
     torch.testing.assert_close(w16, w32, rtol=0.05, atol=0.02)
-    acc = grids["bf16"].evaluate()
+    g = grids["bf16"]
+    forward, dtypes = g._forward, set()
+    g._forward = lambda x: dtypes.add(forward(x).dtype) or forward(x)
+    acc = g.evaluate()
+    assert dtypes == {torch.bfloat16}  # the evaluation runs under autocast too
     assert acc.dtype == torch.float32 and acc.shape == (2, 1, 4)
     assert ((acc >= 0) & (acc <= 1)).all()

@@ -263,6 +263,15 @@ def test_compiled_cross_entropy_masks_padding_columns():
     assert g[:, 32:].abs().max() == 0
 
 
+def test_logits_are_detached_when_a_loss_is_returned():
+    model = GPT(tiny("value"))
+    x = torch.randint(97, (2, 8))
+    logits, loss = model(x, x)
+    assert loss.requires_grad and not logits.requires_grad
+    logits, _ = model(x)  # no targets: the logits are the output to differentiate
+    assert logits.requires_grad
+
+
 def test_padded_vocabulary_is_the_unpadded_model():
     cfg = preset("tiny", vocab_size=500, stream="value")  # 500 rows padded to 512
     padded, plain = GPT(cfg), GPT(replace(cfg, vocab_multiple=1))

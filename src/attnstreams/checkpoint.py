@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -50,7 +51,8 @@ class BackgroundSaver:
     """`save` on a worker thread: the caller snapshots the tensors to host memory and goes on
     training while the file is written and fsynced (50-130 ms a toy-grid checkpoint on the
     H100 machine, 150 times a grid). One write at a time: a save waits for the previous one,
-    and a failed write raises at the next `save` or `wait`, or on leaving the `with` block."""
+    and a failed write raises at the next `save` or `wait`, or on leaving the `with` block
+    (unless an exception is already leaving it: that one wins, the write error is printed)."""
 
     def __init__(self) -> None:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="checkpoint")
@@ -69,9 +71,14 @@ class BackgroundSaver:
     def __enter__(self) -> BackgroundSaver:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self.wait()
+        except Exception as e:
+            if exc is None:
+                raise
+            # Keep the exception that ended the block (a signal's exit code depends on it).
+            print(f"attnstreams: the last checkpoint write failed too: {e}", file=sys.stderr)
         finally:
             self._pool.shutdown()
 

@@ -248,12 +248,9 @@ class ICLGrid:
         t["loss_sum"] = self._loss_sum
         return t
 
-    def save(self, path: Path, saver: checkpoint.BackgroundSaver | None = None) -> None:
-        """Write a checkpoint now, or hand it to `saver` to write while training goes on."""
-        if saver is None:
-            checkpoint.save(path, self.state_tensors(), self.meta())
-        else:
-            saver.save(path, self.state_tensors(), self.meta())
+    def save(self, path: Path, saver: checkpoint.BackgroundSaver) -> None:
+        """Hand a checkpoint to `saver`, which writes it while training goes on."""
+        saver.save(path, self.state_tensors(), self.meta())
 
     def load(self, path: Path) -> None:
         tensors, meta = checkpoint.load(path, self.device)
@@ -298,7 +295,7 @@ def train(
     cfg = grid.cfg
     t0 = time.perf_counter()
     start = grid.step
-    eval_s = 0.0  # evaluations and checkpoints, for the benchmark's breakdown
+    eval_s = 0.0  # evaluations and checkpoint hand-offs (the writes overlap training)
     with (
         GracefulStop() as stop,
         checkpoint.BackgroundSaver() as saver,  # its exit waits for the last write
