@@ -30,8 +30,11 @@ def test_rows_split_the_global_batch():
         Dist(0, 3).rows(8)
 
 
-@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
-def test_two_processes_match_one(tmp_path, mode):
+@pytest.mark.parametrize(
+    "mode,compiled", [("ddp", False), ("fsdp", False), ("ddp", True), ("fsdp", True)]
+)
+def test_two_processes_match_one(tmp_path, mode, compiled):
+    """Eager one process against torchrun x 2 (DDP or FSDP, eager or torch.compile'd)."""
     data = DataConfig(data=str(FIXTURE), vocab_size=512, train_tokens=20_000, val_tokens=1000)
     data_dir = prepare_data(data, tmp_path / "data", progress=False)
     args = [
@@ -67,6 +70,8 @@ def test_two_processes_match_one(tmp_path, mode):
         "8",
         "--dropout",
         "0",
+        "--parallel",
+        mode,
         "--json",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -81,13 +86,15 @@ def test_two_processes_match_one(tmp_path, mode):
 
     def torchrun(*extra: str) -> subprocess.CompletedProcess:
         run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
-        cli = [*run, "--nproc_per_node", "2", "-m", "attnstreams.cli", *args, *extra]
+        opts = [*args, "--compile"] if compiled else args
+        cli = [*run, "--nproc_per_node", "2", "-m", "attnstreams.cli", *opts, *extra]
         proc = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
         return proc
 
     two = torchrun("--out", str(tmp_path / "two"))
-    assert json.loads(two.stdout.strip().splitlines()[-1])["processes"] == 2
+    summary = json.loads(two.stdout.strip().splitlines()[-1])
+    assert summary["processes"] == 2 and summary["parallel"] == mode
     # Stopped mid-window under torchrun and resumed: the same run, to the bit.
     torchrun("--out", str(tmp_path / "resumed"), "--stop-after", "6")
     torchrun("--out", str(tmp_path / "resumed"), "--resume")
@@ -120,5 +127,8 @@ def test_two_processes_match_one(tmp_path, mode):
 
     a, _ = load_model(tmp_path / "one" / "checkpoint.safetensors")
     b, _ = load_model(tmp_path / "two" / "checkpoint.safetensors")
+    # Inductor's fused kernels round differently, and Adam's normalised steps carry that
+    # into the weights (1.4e-5 seen after 12 steps).
+    atol = 1e-4 if compiled else 1e-5
     for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.allclose(va, vb, rtol=1e-4, atol=1e-5), k
+        assert torch.allclose(va, vb, rtol=1e-4, atol=atol), k

@@ -168,7 +168,8 @@ class LMTrainer:
         mode = (
             cfg.parallel if cfg.parallel != "auto" else "fsdp" if cfg.preset == "gpt-1b" else "ddp"
         )
-        self.sharded = self.dist.world > 1 and mode == "fsdp"
+        self.parallel = mode if self.dist.world > 1 else "none"
+        self.sharded = self.parallel == "fsdp"
         self.forward = parallel.wrap(self.model, self.dist, self.device, mode)  # before AdamW:
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]  # FSDP swaps params
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
@@ -451,6 +452,7 @@ def train(
         "device": device_name(trainer.device),
         "torch": torch.__version__,
         "params": trainer.model.num_params(),
+        "parallel": trainer.parallel,
     }
     if main:
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))

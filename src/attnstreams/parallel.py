@@ -91,6 +91,8 @@ def full_state(model, opt, sharded: bool) -> tuple[dict, list[dict]]:
         return model.state_dict(), [opt.state.get(p, {}) for p in params]
     msd = get_model_state_dict(model, options=FULL)
     osd = get_optimizer_state_dict(model, opt, options=FULL)
+    if not osd:  # with cpu_offload only rank 0 receives the gathered state (and writes it)
+        return msd, []
     names = [n for g in osd["param_groups"] for n in g["params"]]
     return msd, [osd["state"].get(n, {}) for n in names]
 
