@@ -201,7 +201,7 @@ def test_stop_after_keeps_the_work_and_speed_settings_may_change_on_resume(data_
     assert again.step == 4
 
 
-def test_lm_cli_train_eval_sample_grid_report(data_dir, tmp_path, capsys):
+def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):
     common = [
         "--preset",
         "tiny",
