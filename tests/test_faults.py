@@ -122,9 +122,22 @@ def icl_short_ref(tmp_path_factory):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_signal_saves_a_checkpoint_and_resume_matches(tmp_path, sig, icl_short_ref):
-    out = tmp_path / "run"
+    interrupt_then_resume(ICL_SHORT, tmp_path / "run", sig, steps=600)
+    assert rows(tmp_path / "run" / "metrics.jsonl") == icl_short_ref
+
+
+def test_lm_sigterm_saves_a_checkpoint_and_resume_matches(tmp_path, data_dir):
+    argv = lm_args(data_dir)
+    argv[argv.index("--steps") + 1] = "400"
+    run_to_end([*argv, "--out", str(tmp_path / "ref")])
+    interrupt_then_resume(argv, tmp_path / "run", signal.SIGTERM, steps=400)
+    assert_same_run(tmp_path / "ref", tmp_path / "run")
+
+
+def interrupt_then_resume(argv: list[str], out: Path, sig: int, steps: int) -> None:
+    """Signal a run once it has a checkpoint: it saves, exits 128 + sig; then resume it."""
     proc = subprocess.Popen(
-        [*CLI, *ICL_SHORT, "--out", str(out)],
+        [*CLI, *argv, "--out", str(out)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -139,9 +152,8 @@ def test_signal_saves_a_checkpoint_and_resume_matches(tmp_path, sig, icl_short_r
     assert "continue with --resume" in err.strip().splitlines()[-1]
     _, meta = checkpoint.load(out / "checkpoint.safetensors")
     assert f"interrupted at step {meta['step']}:" in err  # the step it stopped at is saved
-    assert 0 < meta["step"] < 600
-    run_to_end([*ICL_SHORT, "--out", str(out), "--resume"])
-    assert rows(out / "metrics.jsonl") == icl_short_ref
+    assert 0 < meta["step"] < steps
+    run_to_end([*argv, "--out", str(out), "--resume"])
 
 
 TINY = LMTrainConfig(
@@ -227,6 +239,10 @@ def test_unwritable_output_fails_before_training(tmp_path, capsys):
     blocker.write_text("")
     assert main([*ICL_ARGS, "--out", str(blocker / "run")]) == 1
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    argv = lm_args(tmp_path / "data")  # lm train: refused before the corpus is tokenised
+    assert main([*argv, "--out", str(blocker / "run")]) == 1
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    assert not (tmp_path / "data").exists()
 
 
 def test_pickle_and_truncated_checkpoints_are_refused(tmp_path, data_dir):

@@ -233,7 +233,11 @@ def test_compiled_grid_equals_eager_grid():
         comp.train_step()
     for k, p in eager.model.params.items():
         torch.testing.assert_close(comp.model.params[k], p, rtol=1e-4, atol=1e-5)
-    # Accuracies: equal but for a near-tied argmax or so (one sequence in eval_size).
+    # The compiled evaluation forward gives the eager logits (on the same weights), and so
+    # the same accuracies but for a near-tied argmax (one sequence in eval_size).
+    x = eager.tests["icl"][0][:, :32]
+    with torch.no_grad():
+        torch.testing.assert_close(comp._forward(x), comp.model.forward(x), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(comp.evaluate(), eager.evaluate(), rtol=0, atol=1.5 / 64)
 
 
@@ -263,10 +267,15 @@ def test_bf16_precision_autocasts_and_tracks_fp32():
         for _ in range(CFG.steps):
             g.train_step()
     a, b = (dict(grids[p].run_model("value", 0).named_parameters()) for p in ("fp32", "bf16"))
-    assert all(p.dtype == torch.float32 for p in b.values())
-    w32, w16 = a["attn.0.qkv.weight"], b["attn.0.qkv.weight"]
-    assert not torch.equal(w32, w16)
-    torch.testing.assert_close(w16, w32, rtol=0.05, atol=0.02)
+    w0 = dict(init_model(CFG, "value", 0).named_parameters())
+    for name, p32 in a.items():  # the updates agree, to bf16's precision
+        p16 = b[name]
+        assert p16.dtype == torch.float32
+        d32, d16 = p32 - w0[name], p16 - w0[name]
+        assert d16.abs().max() > 0.1 * d32.abs().max() > 0, name  # bf16 trained too
+        # 8-30% apart after 24 steps at lr 0.5 (bf16 rounding compounds); untrained: 100%
+        assert (d16 - d32).norm() < 0.5 * d32.norm(), name
+    assert not torch.equal(a["attn.0.qkv.weight"], b["attn.0.qkv.weight"])  # not fp32 maths
     g = grids["bf16"]
     forward, dtypes = g._forward, set()
     g._forward = lambda x: dtypes.add(forward(x).dtype) or forward(x)

@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from attnstreams import checkpoint
+from attnstreams.data.shards import TokenWindows
 from attnstreams.lm import DataConfig, prepare_data
 from attnstreams.parallel import Dist
 
@@ -28,6 +30,23 @@ def test_rows_split_the_global_batch():
     ]
     with pytest.raises(ValueError, match="divisible"):
         Dist(0, 3).rows(8)
+
+
+def test_ranks_read_their_own_rows_of_one_batch(tmp_path):
+    """Every rank draws the same window starts and reads only its rows: the ranks' halves
+    put together are the one-process batch."""
+    path = tmp_path / "t.bin"
+    np.arange(5000, dtype=np.uint16).tofile(path)
+    meta = {"tokens": 5000, "dtype": "uint16", "vocab_size": 5000, "eot_id": 0, "tokenizer": "t"}
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    data = TokenWindows(path)
+    whole = data.sample(8, 16, torch.Generator().manual_seed(3))
+    parts = [
+        data.sample(8, 16, torch.Generator().manual_seed(3), Dist(r, 2).rows(8)) for r in (0, 1)
+    ]
+    assert [p[0].shape[0] for p in parts] == [4, 4]
+    for i in (0, 1):
+        assert torch.equal(torch.cat([p[i] for p in parts]), whole[i])
 
 
 @pytest.mark.parametrize(
@@ -94,7 +113,12 @@ def test_two_processes_match_one(tmp_path, mode, compiled):
 
     two = torchrun("--out", str(tmp_path / "two"))
     summary = json.loads(two.stdout.strip().splitlines()[-1])
-    assert summary["processes"] == 2 and summary["parallel"] == mode
+    assert summary["processes"] == 2 and summary["parallel"] == mode  # read off the model
+    held = summary["param_elems_on_rank0"] / summary["param_elems"]
+    if mode == "ddp":
+        assert held == 1  # a full replica
+    else:
+        assert 0.4 < held < 0.6  # FSDP: about half on each of 2 ranks
     # Stopped mid-window under torchrun and resumed: the same run, to the bit.
     torchrun("--out", str(tmp_path / "resumed"), "--stop-after", "6")
     torchrun("--out", str(tmp_path / "resumed"), "--resume")

@@ -316,8 +316,11 @@ def _lm_train_ranked(args, data, cfg, d, device):
     from . import parallel
     from .lm import LMTrainer, prepare_data, train
 
-    out = Path(args.out) if args.out else new_run_dir(None) if d.is_main else None
-    if out is None:
+    if d.is_main:
+        out = new_run_dir(args.out)  # made and checked writable before any data work
+    elif args.out:
+        out = Path(args.out)
+    else:
         raise ConfigError("under torchrun, give every process the same --out")
     data_dir = Path(args.data_dir) if args.data_dir else out / "data"
     if d.is_main:

@@ -168,9 +168,9 @@ class LMTrainer:
         mode = (
             cfg.parallel if cfg.parallel != "auto" else "fsdp" if cfg.preset == "gpt-1b" else "ddp"
         )
-        self.parallel = mode if self.dist.world > 1 else "none"
-        self.sharded = self.parallel == "fsdp"
         self.forward = parallel.wrap(self.model, self.dist, self.device, mode)  # before AdamW:
+        self.parallel, self.local_param_elems = parallel.layout(self.forward, self.model)
+        self.sharded = self.parallel == "fsdp"
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]  # FSDP swaps params
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
         self.opt = torch.optim.AdamW(
@@ -452,7 +452,9 @@ def train(
         "device": device_name(trainer.device),
         "torch": torch.__version__,
         "params": trainer.model.num_params(),
-        "parallel": trainer.parallel,
+        "parallel": trainer.parallel,  # what was built: fsdp | ddp | none
+        "param_elems": sum(p.numel() for p in trainer.model.parameters()),
+        "param_elems_on_rank0": trainer.local_param_elems,
     }
     if main:
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))

@@ -22,6 +22,10 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.nn.parallel import DistributedDataParallel
 
+try:  # public from torch 2.5
+    from torch.distributed.tensor import DTensor
+except ImportError:  # pragma: no cover
+    from torch.distributed._tensor import DTensor
 try:  # public from torch 2.6; the composable API before
     from torch.distributed.fsdp import fully_shard
 except ImportError:  # pragma: no cover
@@ -78,6 +82,16 @@ def wrap(model: torch.nn.Module, d: Dist, device: torch.device, mode: str = "ddp
         return model
     cuda = device.type == "cuda"
     return DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+
+
+def layout(forward, model: torch.nn.Module) -> tuple[str, int]:
+    """What `wrap` built, read off the objects rather than the flags: "fsdp" (parameters are
+    sharded DTensors), "ddp" or "none", and how many parameter elements this rank holds."""
+    params = list(model.parameters())
+    local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params)
+    if any(isinstance(p, DTensor) for p in params):
+        return "fsdp", local
+    return ("ddp" if isinstance(forward, DistributedDataParallel) else "none"), local
 
 
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
