@@ -52,7 +52,8 @@ def test_run_in_grid_equals_run_alone(variant):
     assert (mine["attn.0.qkv.weight"] - init["attn.0.qkv.weight"]).abs().max() > 1e-3
 
 
-def test_variants_share_seed_weights_and_data():
+def test_variants_share_their_seeds_initial_weights():
+    """(The data is shared by construction: one (S, B, T, d) batch for every variant.)"""
     grid = ICLGrid(["none", "value"], [0, 1], CFG)
     w = grid.model.params["attn.0.qkv.weight"]  # (variant, seed, ...)
     assert torch.equal(w[0], w[1])
@@ -138,7 +139,6 @@ def test_report_counts_never_reached_and_states_result(tmp_path):
     assert "at least 25.0% sooner than none" in text
     assert "never reached in 1,000 steps: none 1, value 0" in text
     assert "4 of 4 seeds sooner, 0 later (sign test p = 0.125)" in text
-    assert "| none | 3/4 |" in text
     assert (tmp_path / "curves.png").stat().st_size > 1000
     assert (tmp_path / "steps_to_icl.png").exists()
 

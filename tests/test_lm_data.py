@@ -139,13 +139,44 @@ def test_bpe_save_load_and_eot(bpe, tmp_path):
         load_tokenizer(tmp_path / "nowhere")
 
 
-def test_gpt2_needs_tiktoken_files():
-    try:
-        tok = GPT2Tokenizer()
-    except ConfigError as e:
-        assert "tiktoken" in str(e) or "gpt2" in str(e)
-    else:  # tiktoken with its files available: the paper's vocabulary
-        assert tok.vocab_size == 50257 and tok.eot_id == 50256
+class _FakeGPT2Encoding:
+    """tiktoken's Encoding interface, offline: one id a character, end-of-text 50256."""
+
+    n_vocab, eot_token = 50257, 50256
+
+    def encode(self, text, allowed_special=frozenset()):
+        assert allowed_special == {"<|endoftext|>"}  # the corpus' separator may be encoded
+        return [ord(c) for c in text]
+
+    def encode_batch(self, texts, allowed_special=frozenset()):
+        return [self.encode(t, allowed_special) for t in texts]
+
+    def decode(self, ids):
+        return "".join(map(chr, ids))
+
+
+def test_gpt2_tokenizer_through_tiktoken(monkeypatch, tmp_path):
+    """The paper's tokenizer, with tiktoken replaced by a local stand-in of its interface;
+    missing tiktoken and missing files (offline) are one-line errors."""
+    monkeypatch.setitem(sys.modules, "tiktoken", None)  # not installed
+    with pytest.raises(ConfigError, match="needs tiktoken"):
+        GPT2Tokenizer()
+
+    def offline(name):
+        raise OSError("could not download gpt2.tiktoken")
+
+    monkeypatch.setitem(sys.modules, "tiktoken", types.SimpleNamespace(get_encoding=offline))
+    with pytest.raises(ConfigError, match="offline"):
+        GPT2Tokenizer()
+
+    stub = types.SimpleNamespace(get_encoding=lambda name: _FakeGPT2Encoding())
+    monkeypatch.setitem(sys.modules, "tiktoken", stub)
+    tok = GPT2Tokenizer()
+    assert (tok.vocab_size, tok.eot_id) == (50257, 50256)
+    assert tok.decode(tok.encode("Once")) == "Once"
+    assert tok.encode_batch(["a", "bc"]) == [[97], [98, 99]]
+    tok.save(tmp_path)
+    assert isinstance(load_tokenizer(tmp_path), GPT2Tokenizer)
 
 
 def test_token_file_windows(bpe, tmp_path):
@@ -183,10 +214,6 @@ def test_write_tokens_max_and_atomic(bpe, tmp_path):
         write_tokens(iter([]), bpe, tmp_path / "empty.bin", progress=False)
     assert not (tmp_path / "empty.bin").exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
-
-
-def test_val_every_constant():
-    assert corpus.VAL_EVERY == 100
 
 
 @pytest.mark.parametrize("suffix", [".txt", ".jsonl"])
