@@ -119,23 +119,25 @@ def test_two_processes_match_one(tmp_path, mode, compiled):
         assert held == 1  # a full replica
     else:
         assert 0.4 < held < 0.6  # FSDP: about half on each of 2 ranks
-    # Stopped mid-window under torchrun and resumed: the same run, to the bit.
-    torchrun("--out", str(tmp_path / "resumed"), "--stop-after", "6")
-    torchrun("--out", str(tmp_path / "resumed"), "--resume")
-    a, _ = checkpoint.load(tmp_path / "two" / "checkpoint.safetensors")
-    b, _ = checkpoint.load(tmp_path / "resumed" / "checkpoint.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    timeless = [
-        [
-            {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}
-            for ln in (tmp_path / k / "metrics.jsonl").read_text().splitlines()
+    # Stopped mid-window under torchrun and resumed: the same run, to the bit (eager only:
+    # the compiled cases check the loss curve and the checkpoint).
+    if not compiled:
+        torchrun("--out", str(tmp_path / "resumed"), "--stop-after", "6")
+        torchrun("--out", str(tmp_path / "resumed"), "--resume")
+        a, _ = checkpoint.load(tmp_path / "two" / "checkpoint.safetensors")
+        b, _ = checkpoint.load(tmp_path / "resumed" / "checkpoint.safetensors")
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        timeless = [
+            [
+                {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}
+                for ln in (tmp_path / k / "metrics.jsonl").read_text().splitlines()
+            ]
+            for k in ("two", "resumed")
         ]
-        for k in ("two", "resumed")
-    ]
-    for ra, rb in zip(*timeless, strict=True):  # the window's mean loss: to rounding
-        if "train_loss" in ra:
-            assert rb.pop("train_loss") == pytest.approx(ra.pop("train_loss"), rel=1e-6)
-        assert ra == rb
+        for ra, rb in zip(*timeless, strict=True):  # the window's mean loss: to rounding
+            if "train_loss" in ra:
+                assert rb.pop("train_loss") == pytest.approx(ra.pop("train_loss"), rel=1e-6)
+            assert ra == rb
     rows = {
         k: [json.loads(ln) for ln in (tmp_path / k / "metrics.jsonl").read_text().splitlines()]
         for k in ("one", "two")
