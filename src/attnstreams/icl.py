@@ -53,7 +53,8 @@ class ICLTrainConfig:
     data_chunk: int = 100  # batches drawn at once per seed: part of the data stream's definition
     scaled: bool = False  # 1/sqrt(d) attention scaling (off in the authors' code)
     # fp32 | tf32 (float32 matmuls on tensor cores; JAX's GPU default) | bf16 (bf16 autocast:
-    # matmuls in bfloat16, weights and updates in float32)
+    # matmuls in bfloat16, weights and updates in float32; float32 matmuls left use TF32).
+    # On CUDA this sets torch.backends.cuda.matmul.allow_tf32 for the process.
     precision: str = "fp32"
     task: ICLTaskConfig = field(default_factory=ICLTaskConfig)
 
