@@ -16,8 +16,9 @@ from safetensors.torch import load_file, save_file
 from .config import ConfigError
 
 
-def _tmp_dir(path: Path) -> Path:
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
+def _tmp_dir(path: Path, pid: int | str) -> Path:
+    """Where process `pid` writes `path` (pid "*": a glob pattern for every process's)."""
+    return path.with_name(f".{path.name}.tmp-{pid}")
 
 
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
@@ -28,7 +29,7 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
     leaves only that folder, which `remove_stale` clears."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = _tmp_dir(path)
+    tmp_dir = _tmp_dir(path, os.getpid())
     tmp_dir.mkdir(exist_ok=True)
     tmp = tmp_dir / path.name
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
@@ -86,7 +87,7 @@ class BackgroundSaver:
 def remove_stale(path: str | Path) -> None:
     """Clear what writes of `path` killed midway left behind (by any process)."""
     path = Path(path)
-    for stale in path.parent.glob(f".{path.name}.tmp-*"):
+    for stale in path.parent.glob(_tmp_dir(path, "*").name):
         if stale.is_dir():
             shutil.rmtree(stale, ignore_errors=True)
         else:
