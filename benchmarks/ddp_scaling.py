@@ -44,6 +44,7 @@ def main() -> None:
         model = GPT(preset(args.preset, **over))
     n_params, flops_tok, c = model.num_params(False), model.flops_per_token(), model.cfg
     fwd = parallel.wrap(model, d, device, args.parallel)
+    mode, _ = parallel.layout(fwd, model)  # what was built: one process is "none"
     if args.compile:  # after wrapping, as `lm train` does
         fwd = torch.compile(fwd)
     cuda = device.type == "cuda"
@@ -75,7 +76,7 @@ def main() -> None:
     row = {
         "preset": args.preset,
         "stream": args.stream,
-        "parallel": args.parallel,
+        "parallel": mode,
         "processes": d.world,
         "compile": args.compile,
         "params": n_params,

@@ -1,6 +1,7 @@
 """Every benchmark script still runs (CPU, tiny sizes) and prints its table."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -74,7 +75,8 @@ def test_benchmark_runs(script, tmp_path):
     assert "Traceback" not in proc.stderr
     if script == "ddp_scaling.py":  # a smoke run: one process, no DDP wrapper (test_parallel
         # runs compiled DDP and FSDP through lm train)
-        assert json.loads(lines[-1])["compile"] is True
+        row = json.loads(lines[-1])
+        assert row["compile"] is True and row["parallel"] == "none"
 
 
 def test_lm_throughput_refuses_an_unknown_mode():
@@ -84,3 +86,36 @@ def test_lm_throughput_refuses_an_unknown_mode():
         text=True,
     )
     assert proc.returncode == 2 and "unknown mode(s) compiled" in proc.stderr
+
+
+def test_multi_gpu_script_runs_its_sequence_on_one_cpu_process(tmp_path):
+    """benchmarks/multi_gpu.sh at its smallest: every ddp_scaling row it asks for, and the
+    FSDP lm train stopped, resumed to step 60 and evaluated from its checkpoint."""
+    env = {
+        **os.environ,
+        "PYTHON": sys.executable,
+        "SMALL": "tiny",
+        "BIG": "tiny",
+        "LM": "tiny",
+        "DEVICE": "cpu",
+        "BLOCK": "64",
+        "LM_TOKENS": "100000",
+        "LM_BATCH": "8",
+        "COMPILED": "0",
+        "OMP_NUM_THREADS": "1",
+    }
+    out = tmp_path / "mg"
+    script = ROOT / "benchmarks" / "multi_gpu.sh"
+    proc = subprocess.run(
+        ["bash", str(script), str(out), "1"], capture_output=True, text=True, env=env, timeout=400
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + (out / "log.txt").read_text()[-3000:]
+    rows = [json.loads(line) for line in (out / "rows.jsonl").read_text().splitlines()]
+    assert [(r["stream"], r["parallel"], r["processes"]) for r in rows] == [
+        ("none", "none", 1),  # small, eager
+        ("none", "none", 1),  # big, one device
+        ("value", "none", 1),  # big, "FSDP" on one process: no wrapper
+    ]
+    assert json.loads((out / "lm" / "summary.json").read_text())["step"] == 60
+    evaluated = json.loads(proc.stdout.split("   lm rc=0")[0].strip().splitlines()[-1])
+    assert evaluated["step"] == 60 and evaluated["ioi_n"] == 64

@@ -9,6 +9,7 @@ they load on one device) and the progress bar.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -76,6 +77,10 @@ def wrap(model: torch.nn.Module, d: Dist, device: torch.device, mode: str = "ddp
     if d.world == 1:
         return model
     if mode == "fsdp":
+        # Newer FSDP2 warns about every block output that is a view, against a later in-place
+        # op on it. The stream's carry is one (a head split of the projection), and it is only
+        # ever read out of place (streams.py, `mix`), so the warning is noise here.
+        warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view")
         for block in model.blocks:
             fully_shard(block)
         fully_shard(model)
