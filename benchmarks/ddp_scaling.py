@@ -90,8 +90,7 @@ def main() -> None:
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(row, f)
-    if d.world > 1:
-        torch.distributed.destroy_process_group()
+    parallel.shutdown(d)  # after a barrier: a rank leaving first could hang the last one
 
 
 if __name__ == "__main__":

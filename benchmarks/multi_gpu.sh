@@ -6,28 +6,34 @@
 #   benchmarks/multi_gpu.sh OUTDIR [GPUS]        # GPUS: default, all that nvidia-smi lists
 #
 # Writes OUTDIR/rows.jsonl (one ddp_scaling.py row a run), OUTDIR/log.txt and OUTDIR/lm/.
-# Environment: PYTHON; SMALL, BIG, LM (presets), DEVICE, BLOCK (the 1B context), LM_TOKENS, LM_BATCH
-# (its corpus and batch) and COMPILED=0 (skip the compiled rows) shrink it for a CPU smoke run, as in
-# tests/test_benchmarks.py: SMALL=tiny BIG=tiny LM=tiny DEVICE=cpu BLOCK=64 ... OUT 1.
+# Environment: PYTHON; SMALL, BIG, LM (presets), DEVICE, BLOCK (the 1B context), LM_TOKENS and
+# LM_BATCH (the lm train's corpus and batch), COMPILED=0 (skip the compiled rows), STEP_TIMEOUT.
+# tests/test_benchmarks.py shrinks it to a CPU smoke run: SMALL=tiny BIG=tiny ... OUTDIR 1.
 set -u -o pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 out=${1:?usage: multi_gpu.sh OUTDIR [GPUS]}
 gpus=${2:-$(nvidia-smi -L | wc -l)}
-small=${SMALL:-gpt2-124m} big=${BIG:-gpt-1b} lm_preset=${LM:-tinystories-8m} device=${DEVICE:-cuda} block=${BLOCK:-2048}
-tokens=${LM_TOKENS:-3000000} lm_batch=${LM_BATCH:-64} py=${PYTHON:-python}
+py=${PYTHON:-python} device=${DEVICE:-cuda}
+small=(--preset "${SMALL:-gpt2-124m}" --steps 20)
+big=(--preset "${BIG:-gpt-1b}" --batch 4 --block "${BLOCK:-2048}" --steps 10)
 here=$(dirname "$0")
 mkdir -p "$out"
 counts=$(for g in 1 2 4 8; do [ "$g" -le "$gpus" ] && echo "$g"; done)
 failures=0
 
+run() {  # run GPUS ARGS...: torchrun, one process a GPU, stopped after STEP_TIMEOUT seconds
+    local g=$1
+    shift
+    timeout "${STEP_TIMEOUT:-300}" \
+        "$py" -m torch.distributed.run --standalone --nproc_per_node "$g" "$@"
+}
+
 step() {  # step NAME GPUS ARGS...: one ddp_scaling.py run; its JSON row goes to rows.jsonl
     local name=$1 g=$2
     shift 2
     echo "== $name on $g ($(date -u +%T))" | tee -a "$out/log.txt"
-    timeout "${STEP_TIMEOUT:-300}" "$py" -m torch.distributed.run --standalone \
-        --nproc_per_node "$g" "$here/ddp_scaling.py" --device "$device" "$@" \
-        >"$out/step.out" 2>>"$out/log.txt"
+    run "$g" "$here/ddp_scaling.py" --device "$device" "$@" >"$out/step.out" 2>>"$out/log.txt"
     local rc=$?
     if [ $rc -eq 0 ]; then
         tail -1 "$out/step.out" | tee -a "$out/rows.jsonl"
@@ -37,28 +43,30 @@ step() {  # step NAME GPUS ARGS...: one ddp_scaling.py run; its JSON row goes to
     fi
 }
 
-for g in $counts; do step "$small eager DDP" "$g" --preset "$small" --batch 16 --steps 20; done
-step "$big one device" 1 --preset "$big" --batch 4 --block "$block" --steps 10
-for g in $counts; do
-    [ "$g" -gt 1 ] && step "$big FSDP" "$g" --preset "$big" --parallel fsdp --batch 4 --block "$block" --steps 10
-done
-step "$big FSDP value" "$gpus" --preset "$big" --parallel fsdp --stream value --batch 4 --block "$block" --steps 10
+for g in $counts; do step "small, eager DDP" "$g" "${small[@]}" --batch 16; done
+step "big, one device" 1 "${big[@]}"
+for g in $counts; do [ "$g" -gt 1 ] && step "big, FSDP" "$g" "${big[@]}" --parallel fsdp; done
+step "big, FSDP, value stream" "$gpus" "${big[@]}" --parallel fsdp --stream value
 
-# Training for real under FSDP on every GPU: stop half way, resume, evaluate on one device.
-lm=(-m attnstreams.cli lm train --preset "$lm_preset" --data generated --vocab-size 4096
-    --train-tokens "$tokens" --val-tokens 100000 --steps 60 --batch "$lm_batch" --eval-every 20
-    --eval-batches 4 --ioi-prompts 32 --parallel fsdp --device "$device" --out "$out/lm")
+# Training for real under FSDP on every GPU: stop half way, resume, evaluate on the CPU.
+lm=(-m attnstreams.cli lm train --preset "${LM:-tinystories-8m}" --data generated
+    --vocab-size 4096 --train-tokens "${LM_TOKENS:-3000000}" --val-tokens 100000 --steps 60
+    --batch "${LM_BATCH:-64}" --eval-every 20 --eval-batches 4 --ioi-prompts 32
+    --parallel fsdp --device "$device" --out "$out/lm")
 echo "== lm train FSDP on $gpus: stop at 30, resume to 60 ($(date -u +%T))" | tee -a "$out/log.txt"
-"$py" -m torch.distributed.run --standalone --nproc_per_node "$gpus" "${lm[@]}" --stop-after 30 >>"$out/log.txt" 2>&1 &&
-    "$py" -m torch.distributed.run --standalone --nproc_per_node "$gpus" "${lm[@]}" --resume --json >>"$out/log.txt" 2>&1 &&
-    "$py" -m attnstreams.cli lm eval "$out/lm/checkpoint.safetensors" --device cpu --ioi-prompts 64 --json 2>&1 | tee -a "$out/log.txt" | tail -1
+run "$gpus" "${lm[@]}" --stop-after 30 >>"$out/log.txt" 2>&1 &&
+    run "$gpus" "${lm[@]}" --resume --json >>"$out/log.txt" 2>&1 &&
+    "$py" -m attnstreams.cli lm eval "$out/lm/checkpoint.safetensors" --device cpu \
+        --ioi-prompts 64 --json 2>&1 | tee -a "$out/log.txt" | tail -1
 rc=$?
 echo "   lm rc=$rc"
 [ $rc -eq 0 ] || failures=$((failures + 1))
 
 if [ "${COMPILED:-1}" != 0 ]; then
-    for g in $counts; do step "$small compiled DDP" "$g" --preset "$small" --compile --batch 32 --steps 20; done
-    step "$small compiled DDP value" "$gpus" --preset "$small" --compile --stream value --batch 32 --steps 20
+    for g in $counts; do step "small, compiled DDP" "$g" "${small[@]}" --batch 32 --compile; done
+    step "small, compiled DDP, value" "$gpus" "${small[@]}" --batch 32 --compile --stream value
+    step "big, one device, compiled" 1 "${big[@]}" --compile
+    step "big, FSDP, compiled" "$gpus" "${big[@]}" --parallel fsdp --compile
 fi
 echo "$failures failed"
 [ "$failures" -eq 0 ]
