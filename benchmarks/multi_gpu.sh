@@ -3,9 +3,11 @@
 # (eager and compiled) on 1, 2, 4, 8 GPUs up to GPUS, FSDP on gpt-1b, and one `lm train
 # --parallel fsdp` stopped, resumed and its checkpoint evaluated in a single process.
 #
-#   benchmarks/multi_gpu.sh OUTDIR [GPUS]        # GPUS: default, all that nvidia-smi lists
+#   benchmarks/multi_gpu.sh OUTDIR [GPUS]   # GPUS (1, 2, 4 or 8): default, all nvidia-smi lists
 #
-# Writes OUTDIR/rows.jsonl (one ddp_scaling.py row a run), OUTDIR/log.txt and OUTDIR/lm/.
+# Writes OUTDIR/rows.jsonl (one ddp_scaling.py row a run), OUTDIR/log.txt (the runs' logs),
+# OUTDIR/step.out (the last row's output) and OUTDIR/lm/ (the lm train run). The value-stream
+# rows and the last FSDP rows run on all GPUS.
 # Environment: PYTHON; SMALL, BIG, LM (presets), DEVICE, BLOCK (the 1B context), LM_TOKENS and
 # LM_BATCH (the lm train's corpus and batch), COMPILED=0 (skip the compiled rows), STEP_TIMEOUT.
 # tests/test_benchmarks.py shrinks it to a CPU smoke run: SMALL=tiny BIG=tiny ... OUTDIR 1.
@@ -13,7 +15,12 @@ set -u -o pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
 export PYTHONUNBUFFERED=1 OMP_NUM_THREADS=${OMP_NUM_THREADS:-4}
 out=${1:?usage: multi_gpu.sh OUTDIR [GPUS]}
-gpus=${2:-$(nvidia-smi -L | wc -l)}
+gpus=${2:-$(nvidia-smi -L 2>/dev/null | wc -l)}
+[ "$gpus" -ge 1 ] 2>/dev/null || { echo "multi_gpu.sh: no GPUs found; pass GPUS" >&2; exit 2; }
+if [ -e "$out/rows.jsonl" ]; then
+    echo "multi_gpu.sh: $out holds a run; choose another OUTDIR" >&2
+    exit 2
+fi
 py=${PYTHON:-python} device=${DEVICE:-cuda}
 small=(--preset "${SMALL:-gpt2-124m}" --steps 20)
 big=(--preset "${BIG:-gpt-1b}" --batch 4 --block "${BLOCK:-2048}" --steps 10)
@@ -56,8 +63,9 @@ lm=(-m attnstreams.cli lm train --preset "${LM:-tinystories-8m}" --data generate
 echo "== lm train FSDP on $gpus: stop at 30, resume to 60 ($(date -u +%T))" | tee -a "$out/log.txt"
 run "$gpus" "${lm[@]}" --stop-after 30 >>"$out/log.txt" 2>&1 &&
     run "$gpus" "${lm[@]}" --resume --json >>"$out/log.txt" 2>&1 &&
-    "$py" -m attnstreams.cli lm eval "$out/lm/checkpoint.safetensors" --device cpu \
-        --ioi-prompts 64 --json 2>&1 | tee -a "$out/log.txt" | tail -1
+    timeout "${STEP_TIMEOUT:-300}" "$py" -m attnstreams.cli lm eval \
+        "$out/lm/checkpoint.safetensors" --device cpu --ioi-prompts 64 --json 2>&1 |
+    tee -a "$out/log.txt" | tail -1
 rc=$?
 echo "   lm rc=$rc"
 [ $rc -eq 0 ] || failures=$((failures + 1))
