@@ -29,6 +29,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, default=8, help="sequences per process")
     p.add_argument("--block", type=int, help="context (default: the preset's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the wrapped model")
+    p.add_argument("--bucket-mb", type=float, default=25.0, help="DDP gradient bucket size")
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--warmup", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -43,7 +44,7 @@ def main() -> None:
     with torch.device(device):
         model = GPT(preset(args.preset, **over))
     n_params, flops_tok, c = model.num_params(False), model.flops_per_token(), model.cfg
-    fwd = parallel.wrap(model, d, device, args.parallel)
+    fwd = parallel.wrap(model, d, device, args.parallel, args.bucket_mb)
     mode, _ = parallel.layout(fwd, model)  # what was built: one process is "none"
     if args.compile:  # after wrapping, as `lm train` does
         fwd = torch.compile(fwd)
@@ -79,6 +80,7 @@ def main() -> None:
         "parallel": mode,
         "processes": d.world,
         "compile": args.compile,
+        "bucket_mb": args.bucket_mb if mode == "ddp" else None,
         "params": n_params,
         "tokens_per_s": tok_s,
         "ms_per_step": 1000 * dt,

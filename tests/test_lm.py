@@ -274,6 +274,7 @@ def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):
         ["lm", "train", "--preset", "gpt-5"],
         ["lm", "train", "--tokenizer", "sentencepiece"],
         ["lm", "train", "--steps", "0"],
+        ["lm", "train", "--ddp-bucket-mb", "0.5"],
         ["lm", "train", "--data", "/nonexistent.txt", "--train-tokens", "5000"],
         ["lm", "eval", "/nonexistent/checkpoint.safetensors"],
         ["lm", "sample", "/nonexistent/checkpoint.safetensors"],

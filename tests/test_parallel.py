@@ -91,6 +91,8 @@ def test_two_processes_match_one(tmp_path, mode, compiled):
         "0",
         "--parallel",
         mode,
+        "--ddp-bucket-mb",
+        "2",
         "--json",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -118,6 +120,7 @@ def test_two_processes_match_one(tmp_path, mode, compiled):
     held = summary["param_elems_on_rank0"] / summary["param_elems"]
     if mode == "ddp":
         assert held == 1  # a full replica
+        assert summary["ddp_bucket_bytes"] == 2 * 2**20  # --ddp-bucket-mb reached DDP
     else:
         assert 0.4 < held < 0.6  # FSDP: about half on each of 2 ranks
     # Stopped mid-window under torchrun and resumed: the same run, to the bit (eager only:

@@ -270,6 +270,9 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--nonfinite", default=t.nonfinite, help="stop|skip a NaN/inf loss step")
     p.add_argument("--parallel", default=t.parallel, help="under torchrun: auto|ddp|fsdp")
+    p.add_argument(
+        "--ddp-bucket-mb", type=float, default=t.ddp_bucket_mb, help="DDP gradient bucket size"
+    )
     p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--config", help="JSON file of option values (flags given here win)")
@@ -307,6 +310,7 @@ def _lm_configs(args, stream: str, seed: int):
         cuda_graphs=args.cuda_graphs,
         nonfinite=args.nonfinite,
         parallel=args.parallel,
+        ddp_bucket_mb=args.ddp_bucket_mb,
     )
     return data, cfg
 

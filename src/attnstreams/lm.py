@@ -111,6 +111,7 @@ class LMTrainConfig:
     cuda_graphs: bool = False  # with compile: replay the step's kernels (cuts launch overhead)
     nonfinite: str = "stop"  # stop: end the run, keep the last good checkpoint | skip the step
     parallel: str = "auto"  # under torchrun: ddp | fsdp | auto (fsdp for gpt-1b, else ddp)
+    ddp_bucket_mb: float = 25.0  # DDP's gradient buckets; larger: fewer compiled-graph splits
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "eval_every", "eval_batches", "ioi_prompts"):
@@ -123,6 +124,8 @@ class LMTrainConfig:
         check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
         check_choice("nonfinite", self.nonfinite, ("stop", "skip"))
         check_choice("parallel", self.parallel, ("auto", "ddp", "fsdp"))
+        # >= DDP's first bucket (1 MB): compiled DDP refuses a first bucket larger than the rest
+        check_range("ddp_bucket_mb", self.ddp_bucket_mb, lo=1.0)
         check_range("seed", self.seed, lo=0, hi=2**62)
         if self.dropout is not None:
             check_range("dropout", self.dropout, lo=0.0, hi=1.0)
@@ -168,7 +171,8 @@ class LMTrainer:
         mode = (
             cfg.parallel if cfg.parallel != "auto" else "fsdp" if cfg.preset == "gpt-1b" else "ddp"
         )
-        self.forward = parallel.wrap(self.model, self.dist, self.device, mode)  # before AdamW:
+        # Wrapped before AdamW is built: FSDP swaps the parameters.
+        self.forward = parallel.wrap(self.model, self.dist, self.device, mode, cfg.ddp_bucket_mb)
         self.parallel, self.local_param_elems = parallel.layout(self.forward, self.model)
         self.sharded = self.parallel == "fsdp"
         decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]  # FSDP swaps params
@@ -348,7 +352,8 @@ def load_model_state(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
 
 def _run_defining(config: dict) -> dict:
     """A config without the settings that change speed only (a resume may change them)."""
-    return {k: v for k, v in config.items() if k not in ("compile", "cuda_graphs")}
+    speed_only = ("compile", "cuda_graphs", "ddp_bucket_mb")
+    return {k: v for k, v in config.items() if k not in speed_only}
 
 
 def load_model(path: Path, device="cpu") -> tuple[GPT, dict]:
@@ -453,6 +458,7 @@ def train(
         "torch": torch.__version__,
         "params": trainer.model.num_params(),
         "parallel": trainer.parallel,  # what was built: fsdp | ddp | none
+        "ddp_bucket_bytes": getattr(trainer.forward, "bucket_bytes_cap", None),
         "param_elems": sum(p.numel() for p in trainer.model.parameters()),
         "param_elems_on_rank0": trainer.local_param_elems,
     }

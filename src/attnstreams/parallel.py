@@ -70,10 +70,15 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
     return Dist(rank, world, local), device
 
 
-def wrap(model: torch.nn.Module, d: Dist, device: torch.device, mode: str = "ddp"):
+def wrap(
+    model: torch.nn.Module, d: Dist, device: torch.device, mode: str = "ddp", bucket_mb: float = 25
+):
     """DDP (a replica a rank) or FSDP (`fully_shard` each block, then the root: parameters,
     gradients and optimizer state sharded across ranks, for models that do not fit one GPU).
-    Returns what the training step calls; FSDP shards `model` in place."""
+    Returns what the training step calls; FSDP shards `model` in place.
+
+    bucket_mb: DDP's gradient bucket size (PyTorch's default, 25). Compiled, Dynamo splits the
+    graph at every bucket; fewer, larger buckets fuse more (BENCHMARKS.md, issue 7)."""
     if d.world == 1:
         return model
     if mode == "fsdp":
@@ -86,7 +91,8 @@ def wrap(model: torch.nn.Module, d: Dist, device: torch.device, mode: str = "ddp
         fully_shard(model)
         return model
     cuda = device.type == "cuda"
-    return DistributedDataParallel(model, device_ids=[device.index] if cuda else None)
+    ids = [device.index] if cuda else None
+    return DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=bucket_mb)
 
 
 def layout(forward, model: torch.nn.Module) -> tuple[str, int]:
