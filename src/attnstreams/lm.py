@@ -175,7 +175,7 @@ class LMTrainer:
         self.forward = parallel.wrap(self.model, self.dist, self.device, mode, cfg.ddp_bucket_mb)
         self.parallel, self.local_param_elems = parallel.layout(self.forward, self.model)
         self.sharded = self.parallel == "fsdp"
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]  # FSDP swaps params
+        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
         no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
         self.opt = torch.optim.AdamW(
             [
