@@ -36,6 +36,8 @@ def main() -> None:
     p.add_argument("--peak-tflops", type=float, default=790.0)
     p.add_argument("--json")
     args = p.parse_args()
+    if args.bucket_mb < 1:  # as lm train: compiled DDP needs buckets >= the first one (1 MB)
+        p.error("--bucket-mb must be >= 1")
     d, device = parallel.init_distributed(torch.device(args.device))
     over = {"stream": args.stream, "dropout": 0.0}
     if args.block:

@@ -88,6 +88,15 @@ def test_lm_throughput_refuses_an_unknown_mode():
     assert proc.returncode == 2 and "unknown mode(s) compiled" in proc.stderr
 
 
+def test_ddp_scaling_refuses_buckets_under_1_mb():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "ddp_scaling.py"), "--bucket-mb", "0.5"],
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2 and "--bucket-mb must be >= 1" in proc.stderr
+
+
 def test_multi_gpu_script_runs_its_sequence_on_one_cpu_process(tmp_path):
     """benchmarks/multi_gpu.sh at its smallest: every ddp_scaling row it asks for, and the
     FSDP lm train stopped, resumed to step 60 and evaluated from its checkpoint."""
