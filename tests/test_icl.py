@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import shutil
 
-import numpy as np
 import pytest
 import torch
-from scipy import stats as sps
 
-from attnstreams import checkpoint, stats
+from attnstreams import checkpoint
 from attnstreams.cli import main
 from attnstreams.icl import ICLGrid, ICLTrainConfig, init_model, train
 from attnstreams.icl_report import steps_to, write_report
@@ -90,18 +88,6 @@ def test_resume_refuses_other_config(tmp_path):
         train(other, tmp_path, resume=True, progress=False)
     with pytest.raises(ValueError, match="already holds a run"):
         train(ICLGrid(["none"], [0], CFG), tmp_path, progress=False)
-
-
-def test_paired_statistics():
-    base, var = [100, 200, 300, 400, 500], [80, 150, 260, 330, 420]
-    p = stats.paired(base, var)
-    d = np.array(var) - np.array(base)
-    assert p["n"] == 5 and p["mean"] == d.mean() and p["median"] == np.median(d)
-    assert p["p_wilcoxon"] == pytest.approx(sps.wilcoxon(d).pvalue)
-    assert p["ci_low"] <= d.mean() <= p["ci_high"] and p["ci_high"] < 0
-    assert p["relative"] == pytest.approx(sum(var) / sum(base) - 1)
-    same = stats.paired([1, 2, 3], [1, 2, 3])
-    assert same["p_wilcoxon"] == 1.0 and same["ci_low"] == same["ci_high"] == 0
 
 
 def test_steps_to_threshold():
@@ -273,8 +259,10 @@ def test_bf16_precision_autocasts_and_tracks_fp32():
         assert p16.dtype == torch.float32
         d32, d16 = p32 - w0[name], p16 - w0[name]
         assert d16.abs().max() > 0.1 * d32.abs().max() > 0, name  # bf16 trained too
-        # 8-30% apart after 24 steps at lr 0.5 (bf16 rounding compounds); untrained: 100%
-        assert (d16 - d32).norm() < 0.5 * d32.norm(), name
+        # 8-30% apart after 24 steps at lr 0.5 (bf16 rounding compounds); untrained: 100%.
+        # Not the scalar biases: each sums its layer's gradients, which mostly cancel.
+        if p32.numel() > 1:
+            assert (d16 - d32).norm() < 0.5 * d32.norm(), name
     assert not torch.equal(a["attn.0.qkv.weight"], b["attn.0.qkv.weight"])  # not fp32 maths
     g = grids["bf16"]
     forward, dtypes = g._forward, set()

@@ -15,19 +15,20 @@ VARIANTS = [
     "key",
     "query",
     "value-first",
+    "value-first-sum",
     "value-learned",
     "query-first-learned",
     "key-learned-per-head",
 ]
 
 
-def make_runs(variants, seeds, layers, scaled=False):
+def make_runs(variants, seeds, layers, scaled=False, **kw):
     runs = []
     for v in variants:
         row = []
         for s in seeds:
             torch.manual_seed(s)
-            cfg = ToyICLConfig(12, 5, layers, mlp_width=9, scaled=scaled, stream=v)
+            cfg = ToyICLConfig(12, 5, layers, mlp_width=9, scaled=scaled, stream=v, **kw)
             m = ToyICL(cfg).double()  # float64: differences are the method's, not rounding
             with torch.no_grad():  # learned mixes away from their initial values
                 for n, p in m.named_parameters():
@@ -38,10 +39,17 @@ def make_runs(variants, seeds, layers, scaled=False):
     return runs
 
 
-@pytest.mark.parametrize("layers,scaled", [(2, False), (3, True), (4, False)])
-def test_forward_and_gradients_equal_each_toyicl(layers, scaled):
+@pytest.mark.parametrize(
+    "layers,scaled,kw",
+    [
+        (2, False, {}),  # the authors' layout: scalar MLP biases, no read-out bias
+        (3, True, {"mlp_bias": "vector", "readout_bias": True}),
+        (4, False, {"mlp_bias": "none", "init": "independent"}),
+    ],
+)
+def test_forward_and_gradients_equal_each_toyicl(layers, scaled, kw):
     seeds = [0, 1]
-    runs = make_runs(VARIANTS, seeds, layers, scaled)
+    runs = make_runs(VARIANTS, seeds, layers, scaled, **kw)
     stacked = StackedToyICL(runs)
     x = torch.randn(len(seeds), 6, 7, 12, dtype=torch.float64)
     y = torch.randint(5, (len(seeds), 6))
@@ -77,7 +85,7 @@ def test_run_state_round_trip_and_learned_only_where_learned():
     assert torch.count_nonzero(grad[1, :, 1:, 2]) > 0  # value-learned: layers 2-3, value slot
     assert torch.count_nonzero(grad[1, :, :, :2]) == 0
     stacked.load_run(0, slice(None), {n: t + 1 for n, t in stacked.run_state(0).items()})
-    assert torch.equal(stacked.run_state(0, 1)["readout.bias"], runs[0][1].readout.bias + 1)
+    assert torch.equal(stacked.run_state(0, 1)["mlp.0.bias"], runs[0][1].mlp[0].bias + 1)
 
 
 def test_runs_must_share_the_architecture():

@@ -28,6 +28,8 @@ VARIANTS = [
     "key",
     "query",
     "value-first",
+    "value-first-sum",
+    "value-half",
     "value-learned",
     "key-first-learned",
     "value-first-learned-per-head",
@@ -70,7 +72,7 @@ def test_parse_rejects_unknown(bad):
         StreamConfig.parse(bad)
 
 
-@pytest.mark.parametrize("spec", ["value", "key", "query", "value-first"])
+@pytest.mark.parametrize("spec", ["value", "key", "query", "value-first", "value-first-sum"])
 def test_sum_mode_adds_no_parameters(spec):
     base = sum(p.numel() for p in GPT(tiny()).parameters())
     assert sum(p.numel() for p in GPT(tiny(spec)).parameters()) == base
@@ -78,7 +80,7 @@ def test_sum_mode_adds_no_parameters(spec):
 
 @pytest.mark.parametrize(
     "spec,n_layer",
-    [("value", 2), ("key", 2), ("query", 2), ("value-first", 4), ("key-first", 3)],
+    [("value", 2), ("key", 2), ("query", 2), ("value-first-sum", 4), ("key-first-sum", 3)],
 )
 def test_zeroed_source_equals_baseline(spec, n_layer):
     """With the source layer's projection zeroed, the stream adds nothing."""
@@ -188,6 +190,20 @@ def test_first_learned_with_gqa_gets_gradients(mix):
     for block in model.blocks[1:]:
         g = block.attn.stream_mix.grad
         assert g is not None and g.abs().sum() > 0
+
+
+def test_value_first_is_resformers_fixed_half_mix():
+    """`value-first` = 0.5 V_1 + 0.5 V_n (ResFormer's fixed variant): the learned form at its
+    0.5/0.5 start; `value-first-sum` = V_1 + V_n, the learned form at 1/1."""
+    idx = torch.randint(97, (2, 10))
+    fixed, learned = twin(tiny("value-first"), tiny("value-first-learned"))
+    torch.testing.assert_close(fixed(idx)[0], learned(idx)[0], rtol=0, atol=1e-6)
+    unit, learned = twin(tiny("value-first-sum"), tiny("value-first-learned"))
+    assert not torch.allclose(unit(idx)[0], learned(idx)[0], atol=1e-3)
+    with torch.no_grad():
+        for block in learned.blocks[1:]:
+            block.attn.stream_mix.fill_(1.0)
+    torch.testing.assert_close(unit(idx)[0], learned(idx)[0], rtol=0, atol=1e-6)
 
 
 def test_learned_previous_starts_as_unit_sum():

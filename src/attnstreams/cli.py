@@ -153,7 +153,15 @@ def _icl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weight-decay", type=float, default=d.weight_decay)
     p.add_argument("--eval-every", type=int, default=d.eval_every)
     p.add_argument("--eval-size", type=int, default=d.eval_size, help="sequences per test set")
-    p.add_argument("--scaled", action="store_true", help="1/sqrt(d) attention scaling")
+    p.add_argument(
+        "--scaled", action="store_true", help="1/sqrt(d) attention scaling (not the authors')"
+    )
+    p.add_argument(
+        "--init",
+        default=d.init,
+        help="jax (default: the authors' code under JAX >= 0.5) | jax-legacy (older JAX) | "
+        "independent (every tensor on its own key; not the authors')",
+    )
     p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
     p.add_argument("--compile", action="store_true", help="torch.compile the training step")
     p.add_argument(
@@ -198,6 +206,7 @@ def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
         eval_every=args.eval_every,
         eval_size=args.eval_size,
         scaled=args.scaled,
+        init=args.init,
         precision=args.precision,
     )
     device = _device(args.device)

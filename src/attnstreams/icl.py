@@ -1,6 +1,7 @@
 """Experiment 1 (paper.md section 3): train ToyICL variants x seeds at once on one device.
 
-Every (variant, seed) run is an independent ToyICL with plain SGD. All runs are stacked into one
+Every (variant, seed) run is an independent ToyICL with the authors' update, plain SGD with a
+decoupled per-step weight decay: p <- (1 - wd) p - lr g. All runs are stacked into one
 `StackedToyICL` (stacked.py: the same forward pass, checked against ToyICL, as one set of
 kernels); the summed loss gives each run exactly its own gradient, and SGD is elementwise, so
 each run trains as if alone. A seed fixes the model's initial weights, the class means and the
@@ -19,7 +20,7 @@ from tqdm import tqdm
 
 from . import checkpoint
 from .config import ConfigError, check_choice, check_range
-from .model import ToyICL, ToyICLConfig
+from .model import TOY_INITS, ToyICL, ToyICLConfig
 from .runlog import (
     GracefulStop,
     JSONLLog,
@@ -42,16 +43,20 @@ from .tasks.icl_classification import (
 
 @dataclass(frozen=True)
 class ICLTrainConfig:
-    """Paper defaults: SGD lr 0.01, weight decay 1e-6, batch 128, 75,000 steps, test every 500."""
+    """The authors' experiment: SGD lr 0.01, batch 128, 75,000 steps, test sets every 500 steps;
+    weight decay decoupled and per step, p <- (1 - 1e-6) p - lr g (`torch.optim.SGD`'s
+    weight_decay would shrink by lr * 1e-6 a step, 100x less). Every field left at its default
+    is the authors' setting; `deviations()` names the others (reports print them)."""
 
     steps: int = 75_000
     batch: int = 128
     lr: float = 0.01
-    weight_decay: float = 1e-6
+    weight_decay: float = 1e-6  # decoupled: the factor (1 - weight_decay) every step
     eval_every: int = 500
     eval_size: int = 10_000
     data_chunk: int = 100  # batches drawn at once per seed: part of the data stream's definition
     scaled: bool = False  # 1/sqrt(d) attention scaling (off in the authors' code)
+    init: str = "jax"  # ToyICLConfig.init: how the authors' code draws MLP and read-out weights
     # fp32 | tf32 (float32 matmuls on tensor cores; JAX's GPU default) | bf16 (bf16 autocast:
     # matmuls in bfloat16, weights and updates in float32; float32 matmuls left use TF32).
     # On CUDA this sets torch.backends.cuda.matmul.allow_tf32 for the process.
@@ -62,8 +67,9 @@ class ICLTrainConfig:
         for name in ("steps", "batch", "eval_every", "eval_size", "data_chunk"):
             check_range(name, getattr(self, name), lo=1)
         check_range("lr", self.lr, lo=0.0, lo_open=True)
-        check_range("weight_decay", self.weight_decay, lo=0.0)
+        check_range("weight_decay", self.weight_decay, lo=0.0, hi=0.5)
         check_choice("precision", self.precision, ("fp32", "tf32", "bf16"))
+        check_choice("init", self.init, TOY_INITS)
 
     def model_config(self, stream: str) -> ToyICLConfig:
         t = self.task
@@ -71,8 +77,28 @@ class ICLTrainConfig:
             d_in=t.token_dim,
             n_labels=t.labels,
             scaled=self.scaled,
+            attn_std=t.dim**-0.5,
+            init=self.init,
             stream=StreamConfig.parse(stream),
         )
+
+    def deviations(self) -> dict[str, tuple]:
+        """Settings that differ from the authors' experiment: name -> (ours, theirs). Precision
+        is listed only for bf16 (fp32 and TF32 matmuls are both float32 training; JAX's GPU
+        default is TF32)."""
+        ref, out = ICLTrainConfig(), {}
+        for name in ("steps", "batch", "lr", "weight_decay", "eval_every", "eval_size"):
+            if getattr(self, name) != getattr(ref, name):
+                out[name] = (getattr(self, name), getattr(ref, name))
+        for name in ("scaled", "init"):
+            if getattr(self, name) != getattr(ref, name):
+                out[name] = (getattr(self, name), getattr(ref, name))
+        if self.precision == "bf16":
+            out["precision"] = ("bf16", "float32")
+        for name, ours in asdict(self.task).items():
+            if ours != getattr(ref.task, name):
+                out[f"task.{name}"] = (ours, getattr(ref.task, name))
+        return out
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -96,8 +122,10 @@ class ICLGrid:
         device: str | torch.device = "cpu",
         compile: bool = False,
         cuda_graph: bool | None = None,
+        dtype: torch.dtype = torch.float32,
     ) -> None:
-        """cuda_graph: capture the training step as a CUDA graph (default: on CUDA devices)."""
+        """cuda_graph: capture the training step as a CUDA graph (default: on CUDA devices).
+        dtype: of weights and tokens (float64 for the equivalence tests)."""
         if not variants or not seeds:
             raise ConfigError("need at least one variant and one seed")
         if len(set(variants)) != len(variants) or len(set(seeds)) != len(seeds):
@@ -106,16 +134,16 @@ class ICLGrid:
             check_range("seed", s, lo=0, hi=2**62)
         self.variants = [StreamConfig.parse(v).name for v in variants]
         self.seeds, self.cfg, self.device = list(seeds), cfg, torch.device(device)
-        runs = [[init_model(cfg, v, s) for s in self.seeds] for v in self.variants]
+        self.dtype = dtype
+        runs = [[init_model(cfg, v, s).to(dtype) for s in self.seeds] for v in self.variants]
         self.model = StackedToyICL(runs, self.device)
-        self.opt = torch.optim.SGD(
-            self.model.params.values(), lr=cfg.lr, weight_decay=cfg.weight_decay
-        )
+        self._params = list(self.model.params.values())
+        self.opt = torch.optim.SGD(self._params, lr=cfg.lr)
         self.tasks = [make_task(cfg.task, s, self.device) for s in self.seeds]
         sets = [make_test_sets(cfg.task, s, cfg.eval_size, self.device) for s in self.seeds]
         self.tests = {  # tokens padded once here, not in every forward
             n: (
-                self.model.pad(torch.stack([s[n][0] for s in sets])),
+                self.model.pad(torch.stack([s[n][0] for s in sets])).to(dtype),
                 torch.stack([s[n][1] for s in sets]),
             )
             for n in TEST_SETS
@@ -151,7 +179,7 @@ class ICLGrid:
             self._chunk_states = [t.g.get_state() for t in self.tasks]
             draws = [t.sample(self.cfg.data_chunk, self.cfg.batch) for t in self.tasks]
             x, y = (torch.stack([d[i] for d in draws], 1) for i in (0, 1))
-            self._chunk = self.model.pad(x), y
+            self._chunk = self.model.pad(x).to(self.dtype), y
         return self._chunk[0][k], self._chunk[1][k]
 
     # -- training -----------------------------------------------------------------------------
@@ -159,16 +187,19 @@ class ICLGrid:
         with self._autocast():
             losses = self._losses(x, y)
         losses.sum().backward()
+        with torch.no_grad():  # decoupled decay, then the gradient step: (1 - wd) p - lr g
+            torch._foreach_mul_(self._params, 1.0 - self.cfg.weight_decay)
         self.opt.step()
         self._loss_sum += losses.detach()
 
-    def train_step(self) -> None:
-        """One SGD step of every run. On CUDA, after 3 warm-up steps the whole step (forward,
-        backward, update) is captured once as a CUDA graph and replayed: same kernels, no
-        per-step launch overhead and no host synchronisation."""
-        x, y = self._batch()
+    def train_step(self, batch: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
+        """One SGD step of every run, on this step's data or on `batch` ((S, B, T, d) tokens,
+        (S, B) targets). On CUDA, after 3 warm-up steps the whole step (forward, backward,
+        update) is captured once as a CUDA graph and replayed: same kernels, no per-step launch
+        overhead and no host synchronisation."""
+        x, y = self._batch() if batch is None else (self.model.pad(batch[0]), batch[1])
         if self._static is None:  # fixed input buffers: what a graph (and compile) sees
-            self._static = (torch.empty_like(x), torch.empty_like(y))
+            self._static = (torch.empty_like(x, dtype=self.dtype), torch.empty_like(y))
         self._static[0].copy_(x)
         self._static[1].copy_(y)
         if self._graph is None and self.cuda_graph and self._warm >= 3:
@@ -208,7 +239,7 @@ class ICLGrid:
     def run_model(self, variant: str, seed: int) -> ToyICL:
         """One run's current weights as a plain ToyICL (on this grid's device)."""
         v, s = self.variants.index(StreamConfig.parse(variant).name), self.seeds.index(seed)
-        model = init_model(self.cfg, variant, seed).to(self.device)
+        model = init_model(self.cfg, variant, seed).to(self.device, self.dtype)
         model.load_state_dict(self.model.run_state(v, s))
         return model
 

@@ -250,9 +250,23 @@ class GPT(nn.Module):
         return out
 
 
+TOY_INITS = ("jax", "jax-legacy", "independent")
+TOY_BIASES = ("scalar", "vector", "none")
+
+
 @dataclass(frozen=True)
 class ToyICLConfig:
-    """paper.md section 3: two single-head attention layers, no LayerNorm, no output projection."""
+    """paper.md section 3: two single-head attention layers, no LayerNorm, no output projection.
+
+    Defaults are the authors' model (`transformer_v2_v_residuals_V1.py`): attention weights
+    N(0, attn_std^2) with attn_std = 1/sqrt(D), D = 85 the content dimension; ReLU layers
+    He-normal with ONE scalar bias each, N(0, 1/width); a read-out without bias, N(0, 1/width).
+    `init` reproduces how their code draws the MLP keys: `random.split(key, mlp_layers + 1)` is
+    indexed up to 2 * mlp_layers - 1, and JAX clamps indices past the end, so several tensors
+    share the last key. Under JAX >= 0.5 (threefry "partitionable", the default) tensors drawn
+    from one key share a prefix: with 3 layers, bias 2 = bias 3 = W3[0, 0] / sqrt(2) and the
+    read-out is W3[:32] / sqrt(2) ("jax"). Older JAX, as in 2024, gives only bias 2 = bias 3
+    ("jax-legacy"). "independent" draws every tensor on its own key (not the authors')."""
 
     d_in: int = 150
     n_labels: int = 32
@@ -260,14 +274,35 @@ class ToyICLConfig:
     mlp_layers: int = 3
     mlp_width: int = 150
     scaled: bool = False  # 1/sqrt(d) in the attention; off in the authors' code
+    attn_std: float = 85**-0.5  # attention init std: 1/sqrt(content dim) in the authors' code
+    mlp_bias: str = "scalar"  # scalar: one per layer (the authors'); vector: nn.Linear's
+    readout_bias: bool = False  # the authors' read-out has none
+    init: str = "jax"  # see the class docstring
     stream: StreamConfig = field(default_factory=StreamConfig)
 
     def __post_init__(self) -> None:
         for name in ("d_in", "n_labels", "n_attn_layers", "mlp_width"):
             check_range(name, getattr(self, name), lo=1)
         check_range("mlp_layers", self.mlp_layers, lo=0)
+        check_range("attn_std", self.attn_std, lo=0.0, lo_open=True)
+        check_choice("mlp_bias", self.mlp_bias, TOY_BIASES)
+        check_choice("init", self.init, TOY_INITS)
         object.__setattr__(self, "stream", StreamConfig.parse(self.stream))
         _check_stream_layers(self.stream, self.n_attn_layers)
+
+
+class Dense(nn.Module):
+    """y = x W^T + b with b one scalar per layer (the authors' ReLU layers), a vector, or none."""
+
+    def __init__(self, d_in: int, d_out: int, bias: str = "vector") -> None:
+        super().__init__()
+        check_choice("bias", bias, TOY_BIASES)
+        self.weight = nn.Parameter(torch.empty(d_out, d_in))
+        shape = {"scalar": (1,), "vector": (d_out,)}.get(bias)
+        self.bias = nn.Parameter(torch.zeros(shape)) if shape else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.weight, self.bias)
 
 
 class ToyICL(nn.Module):
@@ -285,14 +320,46 @@ class ToyICL(nn.Module):
         )
         widths = [d] + [cfg.mlp_width] * cfg.mlp_layers
         self.mlp = nn.ModuleList(
-            nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:], strict=True)
+            Dense(a, b, cfg.mlp_bias) for a, b in zip(widths[:-1], widths[1:], strict=True)
         )
-        self.readout = nn.Linear(widths[-1], cfg.n_labels)
-        for layer in self.attn:  # attention weights N(0, 1/d_in)
-            nn.init.normal_(layer.qkv.weight, 0.0, d**-0.5)
-        for layer in self.mlp:  # He-normal
-            nn.init.kaiming_normal_(layer.weight, nonlinearity="relu")
-            nn.init.zeros_(layer.bias)
+        self.readout = Dense(widths[-1], cfg.n_labels, "vector" if cfg.readout_bias else "none")
+        self._init_weights()
+
+    @torch.no_grad()
+    def _init_weights(self) -> None:
+        cfg = self.cfg
+        for layer in self.attn:
+            nn.init.normal_(layer.qkv.weight, 0.0, cfg.attn_std)
+        # The MLP and read-out as the authors draw them: tensor j of the list
+        # [W1, b1, W2, b2, ..., read-out] takes key min(j, m) (m = mlp_layers) except the
+        # read-out, which takes key m; see the class docstring for what shared keys give.
+        m = cfg.mlp_layers
+        tensors = [
+            (t, math.sqrt(2 / t.size(1)), 2 * k)
+            for k, t in enumerate(layer.weight for layer in self.mlp)
+        ]
+        tensors += [
+            (layer.bias, layer.weight.size(1) ** -0.5, 2 * k + 1)
+            for k, layer in enumerate(self.mlp)
+            if layer.bias is not None
+        ]
+        tensors.append((self.readout.weight, self.readout.weight.size(1) ** -0.5, m))
+        if self.readout.bias is not None:
+            nn.init.zeros_(self.readout.bias)
+        if cfg.init == "independent":
+            for t, std, _ in tensors:
+                nn.init.normal_(t, 0.0, std)
+            return
+        by_key: dict[tuple, torch.Tensor] = {}
+        for t, std, j in tensors:
+            key = min(j, m)
+            if cfg.init == "jax":  # one stream per key; every tensor reads its prefix
+                need = max(u.numel() for u, _, i in tensors if min(i, m) == key)
+                z = by_key.setdefault((key,), torch.randn(need))
+                t.copy_(z[: t.numel()].view_as(t) * std)
+            else:  # jax-legacy: the same key and shape give the same tensor
+                z = by_key.setdefault((key, t.shape), torch.randn(t.shape))
+                t.copy_(z * std)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, T, d_in) -> logits (B, n_labels) for the last token."""

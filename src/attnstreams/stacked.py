@@ -7,8 +7,9 @@ the same kernels, each run's stream is written as mixing coefficients: layer n u
 
     P_n = a * own_n + b * handed_on            for each projection P in (query, key, value)
 
-with (a, b) = (1, 1) for the streamed projection in `sum` mode, (1, 0) for the others (exact in
-floating point: 1 * x + 0 * y == x), and learned (a, b) where the variant learns its mix. Two
+with (a, b) = (1, 1) for the streamed projection in `sum` mode, (0.5, 0.5) in `half` mode,
+(1, 0) for the others (exact in floating point: 1 * x + 0 * y == x), and learned (a, b) where
+the variant learns its mix. Two
 shortcuts keep the result and drop work: the input is shared by a seed's variants (broadcast
 into one batched matmul, never copied per variant by hand), and the last attention layer
 computes its query for the last token only,
@@ -43,8 +44,11 @@ def _mix_init(stream: StreamConfig, n_layers: int) -> tuple[torch.Tensor, torch.
     learned = torch.zeros(n_layers, 3, 2, dtype=torch.bool)
     if stream.active:
         j = PROJECTIONS.index(stream.kind)
-        coef[1:, j, 1] = 1.0
-        learned[1:, j, :] = stream.mix != "sum"
+        if stream.mix == "half":
+            coef[1:, j] = 0.5
+        else:
+            coef[1:, j, 1] = 1.0
+        learned[1:, j, :] = stream.learned
     return coef, learned
 
 
@@ -149,12 +153,15 @@ class StackedToyICL:
         return self._linear(h, "readout")
 
     def _linear(self, h: torch.Tensor, name: str) -> torch.Tensor:
-        """(V, S, B, in) -> (V, S, B, out) through each run's own layer."""
-        return torch.baddbmm(
-            self.params[f"{name}.bias"].flatten(0, 1).unsqueeze(1),
-            h.flatten(0, 1),
-            self.params[f"{name}.weight"].flatten(0, 1).mT,
-        ).unflatten(0, h.shape[:2])
+        """(V, S, B, in) -> (V, S, B, out) through each run's own layer (bias: one scalar, a
+        vector, or none)."""
+        w = self.params[f"{name}.weight"].flatten(0, 1).mT
+        b = self.params.get(f"{name}.bias")
+        if b is None:
+            return torch.bmm(h.flatten(0, 1), w).unflatten(0, h.shape[:2])
+        return torch.baddbmm(b.flatten(0, 1).unsqueeze(1), h.flatten(0, 1), w).unflatten(
+            0, h.shape[:2]
+        )
 
     def losses(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy of every run, (V, S); y is (S, B)."""
@@ -183,7 +190,7 @@ class StackedToyICL:
                 view = view[..., :d] if n == self.dense_in else view
                 out[n] = (view, view.shape)
         stream = self.streams[v]
-        if stream.active and stream.mix != "sum":
+        if stream.learned:
             j = PROJECTIONS.index(stream.kind)
             for i in range(1, self.n_layers):
                 m = of["mix"][v, s, i, j]  # (..., 2)

@@ -5,7 +5,9 @@ Layer n adds a per-head projection handed on by an earlier layer to its own befo
     out_n = softmax(Q_n K_n^T / sqrt(d)) (V_n + V_{n-1})            kind=value, source=previous
 
 `source="first"` hands layer 1's projection to every later layer (ResFormer's value residual);
-`mix` chooses unit weights (the paper: no new parameters) or learned weights. The tensor handed
+`mix` chooses unit weights (`sum`, the paper: no new parameters), fixed halves (`half`:
+0.5 own + 0.5 handed on, ResFormer's fixed variant and the default for `first`, so `value-first`
+computes ResFormer; `value-first-sum` keeps the unit sum) or learned weights. The tensor handed
 on is always a layer's own, un-mixed projection, so the stream is not cumulative.
 """
 
@@ -21,23 +23,29 @@ from .config import ConfigError, check_choice
 
 KINDS = ("none", "value", "key", "query")
 SOURCES = ("previous", "first")
-MIXES = ("sum", "learned", "learned-per-head")
+MIXES = ("sum", "half", "learned", "learned-per-head")
+DEFAULT_MIX = {"previous": "sum", "first": "half"}
 
 
 @dataclass(frozen=True)
 class StreamConfig:
     kind: str = "none"  # which projection is streamed
     source: str = "previous"  # previous: layer n-1 (the paper); first: layer 1 (ResFormer)
-    mix: str = "sum"  # sum: unit weights; learned: a scalar pair per layer; learned-per-head
+    # sum: unit weights; half: 0.5/0.5; learned: a scalar pair per layer; learned-per-head.
+    # None: the source's default (sum for previous, half for first).
+    mix: str | None = None
 
     def __post_init__(self) -> None:
         check_choice("stream", self.kind, KINDS)
         check_choice("stream source", self.source, SOURCES)
+        if self.mix is None:
+            object.__setattr__(self, "mix", DEFAULT_MIX[self.source])
         check_choice("stream mix", self.mix, MIXES)
 
     @classmethod
     def parse(cls, spec: str | StreamConfig) -> StreamConfig:
-        """'value', 'value-first', 'value-learned', 'key-first-learned-per-head', 'none'."""
+        """'value', 'value-first' (0.5/0.5), 'value-first-sum', 'value-learned',
+        'key-first-learned-per-head', 'none'."""
         if isinstance(spec, StreamConfig):
             return spec
         if not isinstance(spec, str):
@@ -51,7 +59,7 @@ class StreamConfig:
                 source, rest = s, rest[len(s) :].lstrip("-")
         if kind not in KINDS:
             raise ConfigError(f"unknown stream {spec!r}: kind must be one of {', '.join(KINDS)}")
-        return cls(kind, source, rest or "sum")
+        return cls(kind, source, rest or None)
 
     @property
     def name(self) -> str:
@@ -61,13 +69,17 @@ class StreamConfig:
         parts = [self.kind]
         if self.source != "previous":
             parts.append(self.source)
-        if self.mix != "sum":
+        if self.mix != DEFAULT_MIX[self.source]:
             parts.append(self.mix)
         return "-".join(parts)
 
     @property
     def active(self) -> bool:
         return self.kind != "none"
+
+    @property
+    def learned(self) -> bool:
+        return self.active and self.mix.startswith("learned")
 
 
 class KVCache:
@@ -122,7 +134,7 @@ class StreamAttention(nn.Module):
         # Learned mix: (weight on own projection, weight on the stream); none in `sum` mode and
         # none in layer 1, which receives nothing.
         self.stream_mix: nn.Parameter | None = None
-        if stream.active and stream.mix != "sum" and layer_idx > 0:
+        if stream.learned and layer_idx > 0:
             heads = n_head if stream.kind == "query" else n_kv_head
             init = (1.0, 1.0) if stream.source == "previous" else (0.5, 0.5)
             shape = (2,) if stream.mix == "learned" else (2, heads, 1, 1)
@@ -133,7 +145,7 @@ class StreamAttention(nn.Module):
     def mix(self, own: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
         """Where the stream happens: own projection plus the one handed on."""
         if self.stream_mix is None:
-            return own + carry
+            return 0.5 * (own + carry) if self.stream.mix == "half" else own + carry
         w = self.stream_mix.to(own.dtype)
         return w[0] * own + w[1] * carry
 

@@ -4,6 +4,13 @@ A sequence is N (item, label) pairs and a query item; each token is
 [one-hot position (2*Nmax+1, placed at a random offset) | content (D)]. K classes map onto L
 labels (class c has label c mod L). Everything is drawn on the generator's device in a few
 batched ops: no numpy, no host round trip.
+
+The mix is the authors' (`datasets_v2.py`): a sequence is novel with probability p_C, and
+novel-class sequences are always bursty; a known-class sequence is bursty with probability p_B,
+else i.i.d. (its query class drawn independently of the context, so only memorised weights can
+answer it). The training mix is thus ~50% novel and bursty, ~25% known and bursty, ~25% known
+and i.i.d. One difference, at a non-default setting only: with alpha > 0 and no_repeats, the
+authors' bursty contexts ignore the Zipf weights (their i.i.d. draws use them); ours weight both.
 """
 
 from __future__ import annotations
@@ -30,7 +37,7 @@ class ICLTaskConfig:
     p_novel: float = 0.5  # p_C: share of sequences over novel classes
     novel_classes: int = 128  # drawn fresh for each batch
     alpha: float = 0.0  # Zipf exponent of class frequencies (0: uniform)
-    no_repeats: bool = True  # a context's classes have distinct labels
+    no_repeats: bool = True  # a bursty context's N/B classes have distinct labels
 
     def __post_init__(self) -> None:
         for name in (
@@ -147,19 +154,21 @@ class ICLTask:
             return self._randint(pool, M, m)
         return torch.multinomial(self.log_w[:pool].exp(), M * m, True, generator=self.g).view(M, m)
 
-    def _classes(
-        self, M: int, pool: int, zipf: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Context classes (M, N) for bursty and i.i.d. sequences, and their query classes."""
+    def _bursty(self, M: int, pool: int, zipf: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Bursty contexts (M, N): N/B classes B times each, shuffled, with distinct labels when
+        no_repeats; the query's class is one of them."""
         N, B = self.cfg.pairs, self.cfg.burstiness
         draw = self._distinct_label_classes if self.cfg.no_repeats else self._iid_classes
-        iid = draw(M, N, pool, zipf)
-        iid_query = self._iid_classes(M, 1, pool, zipf)[:, 0]
         few = draw(M, N // B, pool, zipf)
         order = self._rand(M, N).argsort(-1)
-        bursty = few.repeat_interleave(B, dim=1).gather(1, order)
-        bursty_query = few.gather(1, self._randint(N // B, M, 1))[:, 0]
-        return torch.cat([iid, bursty], 1), iid_query, bursty_query
+        ctx = few.repeat_interleave(B, dim=1).gather(1, order)
+        return ctx, few.gather(1, self._randint(N // B, M, 1))[:, 0]
+
+    def _iid(self, M: int, pool: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """i.i.d. contexts (M, N), repeats allowed (no_repeats is for bursty contexts only, as in
+        the authors' generator), and a query class drawn independently of the context."""
+        N = self.cfg.pairs
+        return self._iid_classes(M, N, pool, True), self._iid_classes(M, 1, pool, True)[:, 0]
 
     def sample(
         self, n_batches: int, batch: int, split: Split | None = None, with_meta: bool = False
@@ -173,17 +182,13 @@ class ICLTask:
         dev = self.device
         bursty = self._rand(M) < split.p_bursty
         novel = self._rand(M) < split.p_novel
+        bursty |= novel  # the authors' novel-class sequences are always bursty
 
-        known_ctx, known_iq, known_bq = self._classes(M, cfg.classes, zipf=True)
-        novel_ctx, novel_iq, novel_bq = self._classes(M, cfg.novel_classes, zipf=False)
-        pick = lambda k, n: torch.where(novel.view(-1, *[1] * (k.dim() - 1)), n, k)  # noqa: E731
-        ctx_both, iq, bq = (
-            pick(known_ctx, novel_ctx),
-            pick(known_iq, novel_iq),
-            pick(known_bq, novel_bq),
-        )
-        ctx = torch.where(bursty[:, None], ctx_both[:, N:], ctx_both[:, :N])  # (M, N)
-        query = torch.where(bursty, bq, iq)
+        known_b, known_bq = self._bursty(M, cfg.classes, zipf=True)
+        known_i, known_iq = self._iid(M, cfg.classes)
+        novel_b, novel_bq = self._bursty(M, cfg.novel_classes, zipf=False)
+        ctx = torch.where(novel[:, None], novel_b, torch.where(bursty[:, None], known_b, known_i))
+        query = torch.where(novel, novel_bq, torch.where(bursty, known_bq, known_iq))
         classes = torch.cat([ctx, query[:, None]], 1)  # (M, N+1)
 
         # Novel classes: fresh means for every batch, indexed as (batch, class).
@@ -228,4 +233,64 @@ def make_test_sets(
     for name in TEST_SETS:
         x, y = task.sample(1, size, splits(cfg)[name])
         out[name] = (x[0], y[0])
+    return out
+
+
+def token_statistics(
+    x: torch.Tensor,
+    means: torch.Tensor,
+    label_vecs: torch.Tensor,
+    pairs: int = 8,
+    eps: float = 0.1,
+    same: float = 0.5,
+) -> dict[str, float]:
+    """Statistics of a batch of sequences read off the tokens alone, so that any generator of
+    this task (ours, the authors' `datasets_v2.py`) can be measured the same way.
+
+    x: (M, 2N+1, P+D) tokens; means: the (K, D) known class means; label_vecs: (L, D). Two items
+    are of one class when closer than `same` (same-class items differ by ~eps * sqrt(2), other
+    classes by ~sqrt(2)); a sequence is novel when its query is farther than `same` from every
+    known mean; bursty when its context holds N/B classes B times each (B = 2)."""
+    x = torch.as_tensor(x, dtype=torch.float64)
+    means = torch.as_tensor(means, dtype=torch.float64)
+    label_vecs = torch.as_tensor(label_vecs, dtype=torch.float64)
+    N, D = pairs, means.size(1)
+    P = x.size(-1) - D
+    pos, content = x[..., :P], x[..., P:]
+    items, labels, query = content[:, 0 : 2 * N : 2], content[:, 1 : 2 * N : 2], content[:, 2 * N]
+    M = len(x)
+    label_id = torch.cdist(labels.flatten(0, 1), label_vecs).argmin(-1).view(M, N)
+    tokens = torch.cat([items, query[:, None]], 1)  # (M, N+1, D)
+    near = torch.cdist(tokens.flatten(0, 1), means).view(M, N + 1, -1)
+    novel = near[:, N].min(-1).values > same
+    partners = (torch.cdist(items, items) < same).sum(-1) - 1  # same-class items in context
+    bursty = (partners == 1).all(-1)  # B = 2: every class twice
+    in_ctx = ((items - query[:, None]).norm(dim=-1) < same).any(-1)
+    distinct = (label_id.sort(-1).values.diff(dim=-1) != 0).sum(-1).double() + 1
+    known_item = near[:, :N].min(-1)  # nearest known mean of each context item
+    k = ~novel[:, None] & (known_item.values < same)
+    noise = (items * math.sqrt(1 + eps**2) - means[known_item.indices]) / eps
+    offsets = pos[:, 0].argmax(-1).double()
+    kinds = {"novel": novel, "known_bursty": ~novel & bursty, "known_iid": ~novel & ~bursty}
+    out = {f"share_{n}": float(m.double().mean()) for n, m in kinds.items()}
+    for n, m in kinds.items():
+        out[f"query_in_context_{n}"] = float(in_ctx[m].double().mean()) if m.any() else math.nan
+        out[f"distinct_labels_{n}"] = float(distinct[m].mean()) if m.any() else math.nan
+    out.update(
+        novel_bursty=float(bursty[novel].double().mean()) if novel.any() else math.nan,
+        label_noise_max=float((labels - label_vecs[label_id]).abs().max()),
+        item_norm_mean=float(tokens.norm(dim=-1).mean()),
+        noise_std=float(noise[k].std()) if k.any() else math.nan,
+        known_label_matches_class=float(
+            (label_id[k] == known_item.indices[k] % len(label_vecs)).double().mean()
+        )
+        if k.any()
+        else math.nan,
+        offset_min=float(offsets.min()),
+        offset_max=float(offsets.max()),
+        offset_mean=float(offsets.mean()),
+        position_one_hot=float(
+            (pos.sum(-1) == 1).all() and (pos.argmax(-1).diff(dim=-1) == 1).all()
+        ),
+    )
     return out
