@@ -129,12 +129,30 @@ def test_report_counts_never_reached_and_states_result(tmp_path):
     assert (tmp_path / "steps_to_icl.png").exists()
 
 
-def test_report_paired_sentence_when_all_reach(tmp_path):
+def test_report_few_seeds_shows_every_seed_and_no_interval(tmp_path):
     fake_grid(tmp_path, {"none": [500, 600, 700, 800], "value": [400, 400, 500, 900]})
     text = write_report(tmp_path).read_text()
-    # (400+400+500+900)/(500+600+700+800) - 1 = -15.4%; mean difference -100 steps.
-    assert "- **value**: 15.4% sooner than none (mean Δ -100 steps" in text
+    # (400+400+500+900)/(500+600+700+800) - 1 = -15.4%; 4 seeds: every seed, exact p, no CI.
+    assert "- **value**: 15.4% sooner than none (4 seeds, no interval below 5: 500->400, " in text
+    assert "exact p = 0.375" in text and "95% CI" not in text.split("## Steps")[0]
     assert "3 of 4 seeds sooner, 1 later" in text
+    assert "| value | 400 | 400 | 500 | 900 |" in text  # the per-seed table
+
+
+def test_report_interval_and_paper_claim_at_ten_seeds(tmp_path):
+    base = [600, 700, 800, 900, 800, 700, 600, 700, 800, 900]
+    fake_grid(tmp_path, {"none": base, "value": [b - 200 for b in base]})
+    text = write_report(tmp_path).read_text()
+    # -200/750 = 26.7% sooner, Fieller's 95% interval 24.2% to 29.7% (the differences are
+    # constant: only the baseline's spread widens it); the paper's 24% lies just outside.
+    at95 = text.split("**ICL accuracy 95%**")[1].splitlines()
+    line = next(ln for ln in at95 if ln.startswith("- **value**: 26.7% sooner"))
+    assert "(95% CI 24.2% to 29.7% sooner" in line
+    assert "95% CI" in line and "mean Δ -200 steps" in line and "exact p = 0.00195" in line
+    assert "the paper's 24% is outside" in line
+    assert "(the paper: the value stream reaches 95% about 24% sooner)" in text
+    assert text.count("about 24% sooner") == 1  # under the 95% heading only
+    assert "Settings that differ from the authors' experiment: steps = 1000 (theirs: 75000)" in text
 
 
 def test_cli_grid_and_report(tmp_path, capsys):

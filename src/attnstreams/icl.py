@@ -83,25 +83,34 @@ class ICLTrainConfig:
         )
 
     def deviations(self) -> dict[str, tuple]:
-        """Settings that differ from the authors' experiment: name -> (ours, theirs). Precision
-        is listed only for bf16 (fp32 and TF32 matmuls are both float32 training; JAX's GPU
-        default is TF32)."""
-        ref, out = ICLTrainConfig(), {}
-        for name in ("steps", "batch", "lr", "weight_decay", "eval_every", "eval_size"):
-            if getattr(self, name) != getattr(ref, name):
-                out[name] = (getattr(self, name), getattr(ref, name))
-        for name in ("scaled", "init"):
-            if getattr(self, name) != getattr(ref, name):
-                out[name] = (getattr(self, name), getattr(ref, name))
-        if self.precision == "bf16":
-            out["precision"] = ("bf16", "float32")
-        for name, ours in asdict(self.task).items():
-            if ours != getattr(ref.task, name):
-                out[f"task.{name}"] = (ours, getattr(ref.task, name))
-        return out
+        """Settings that differ from the authors' experiment: see `deviations`."""
+        return deviations(self.to_dict())
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+PERFORMANCE_ONLY = ("data_chunk",)  # settings that change how fast, not what is computed
+
+
+def deviations(config: dict) -> dict[str, tuple]:
+    """name -> (ours, the authors') for each setting of an ICLTrainConfig dict that differs
+    from the authors' experiment; a setting missing from an older run's config reads as
+    "not recorded". Precision counts only as bf16 (fp32 and TF32 matmuls both train in float32;
+    TF32 is JAX's GPU default)."""
+    ref, out = ICLTrainConfig().to_dict(), {}
+    for name, theirs in ref.items():
+        ours = config.get(name, "not recorded")
+        if name == "task":
+            for k, t in theirs.items():
+                if (o := (ours if isinstance(ours, dict) else {}).get(k, "not recorded")) != t:
+                    out[f"task.{k}"] = (o, t)
+        elif name == "precision":
+            if ours == "bf16":
+                out[name] = (ours, "float32")
+        elif name not in PERFORMANCE_ONLY and ours != theirs:
+            out[name] = (ours, theirs)
+    return out
 
 
 def init_model(cfg: ICLTrainConfig, stream: str, seed: int) -> ToyICL:

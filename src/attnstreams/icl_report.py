@@ -10,6 +10,7 @@ import numpy as np
 
 from . import stats
 from .config import ConfigError
+from .icl import deviations
 from .plots import plot_bands, plot_paired
 from .runlog import METRICS, write_text_atomic
 from .tasks.icl_classification import TEST_SETS
@@ -56,6 +57,10 @@ def _fmt(x, spec=".0f") -> str:
     return "–" if x is None else format(x, spec)
 
 
+def _interval(lo, hi, spec=".0f", scale=1.0) -> str:
+    return "" if lo is None else f" [{format(scale * lo, spec)}, {format(scale * hi, spec)}]"
+
+
 def threshold_table(
     rows, variants, seeds, baseline, test: str, thr: float, censor: float
 ) -> tuple[list[str], dict]:
@@ -66,7 +71,8 @@ def threshold_table(
         f"**{TITLES[test]}: steps to {thr:.0%}**",
         "",
         "| variant | reached | mean | sd | median | paired Δ vs "
-        f"{baseline} (mean, 95% CI) | n pairs | Wilcoxon p | change | sooner/later (sign p) |",
+        f"{baseline} (mean, 95% t-CI) | change of the means (95% Fieller CI) | n pairs | "
+        "exact p | sooner/later (sign p) |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for v in variants:
@@ -86,16 +92,20 @@ def threshold_table(
                 (a, b) for a, b in zip(per[baseline], per[v], strict=True) if None not in (a, b)
             ]
             p = stats.paired([a for a, _ in pairs], [b for _, b in pairs])
-            ci = f" [{_fmt(p['ci_low'])}, {_fmt(p['ci_high'])}]" if p["ci_low"] is not None else ""
+            rel = "–" if p["relative"] is None else f"{100 * p['relative']:+.1f} %"
             cells += [
-                f"{_fmt(p['mean'], '+.0f')}{ci}",
+                f"{_fmt(p['mean'], '+.0f')}{_interval(p['ci_low'], p['ci_high'], '+.0f')}",
+                rel + _interval(p["rel_low"], p["rel_high"], "+.1f", 100),
                 str(p["n"]),
-                _fmt(p["p_wilcoxon"], ".3g"),
-                "–" if p["relative"] is None else f"{100 * p['relative']:+.1f} %",
+                _fmt(p["p_exact"], ".3g"),
             ]
             c = stats.censored_comparison(per[baseline], per[v], censor)
             cells.append(f"{c['sooner']}/{c['later']} ({_fmt(c['p_sign'], '.3g')})")
         lines.append("| " + " | ".join(cells) + " |")
+    if len(seeds) < stats.MIN_INTERVAL_N:  # few seeds: every seed, no interval
+        lines += ["", "| variant | " + " | ".join(f"seed {s}" for s in seeds) + " |"]
+        lines.append("|---|" + "---|" * len(seeds))
+        lines += [f"| {v} | " + " | ".join(_fmt(x) for x in per[v]) + " |" for v in variants]
     return lines, per
 
 
@@ -120,7 +130,11 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
         f"{cfg['steps']:,} SGD steps (lr {cfg['lr']}, weight decay {cfg['weight_decay']}, batch "
         f"{cfg['batch']}); test sets of {cfg['eval_size']:,} sequences every {cfg['eval_every']} "
         "steps. Steps-to-threshold is the first evaluation at or above it; runs that never reach "
-        "it are counted in *reached* and left out of the paired statistics (pairs need both).",
+        "it are counted in *reached* and left out of the paired statistics (pairs need both). "
+        "Intervals: Student t for the mean paired difference, Fieller for the change of the "
+        "means; exact p: sign-flip permutation test of the mean difference; sign p: exact "
+        "binomial test on the seeds whose order is known. Below "
+        f"{stats.MIN_INTERVAL_N} seeds no interval is given, only every seed.",
         "",
     ]
     for part in summary if isinstance(summary, list) else [summary] if summary else []:
@@ -136,8 +150,19 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
             "",
         ]
     lines += [
-        f"Authors' code on an H100: {AUTHORS_MS_PER_STEP} ms a step, ~{AUTHORS_S_PER_RUN:.0f} s a "
-        "run.",
+        f"For scale, another machine: the authors' code took {AUTHORS_MS_PER_STEP} ms a step on "
+        f"an H100 (paper.md), ~{AUTHORS_S_PER_RUN:.0f} s a run.",
+        "",
+    ]
+    dev = deviations(cfg)
+    lines += [
+        "Settings that differ from the authors' experiment: "
+        + (
+            ", ".join(f"{k} = {o} (theirs: {t})" for k, (o, t) in dev.items())
+            if dev
+            else "none (task, model, initialisation, optimizer and schedule are theirs)"
+        )
+        + ".",
         "",
     ]
 
@@ -152,6 +177,8 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
 
     lines += [
         "## Final accuracy",
+        "",
+        f"Mean ± sd over the {len(seeds)} seeds at step {steps_done:,}.",
         "",
         "| variant | " + " | ".join(TEST_SETS) + " |",
         "|---|" + "---|" * len(TEST_SETS),
@@ -191,9 +218,24 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
     return write_text_atomic(run / "report.md", "\n".join(lines) + "\n")
 
 
+def _pct(sooner: float) -> str:
+    return f"{abs(sooner):.1f}% {'sooner' if sooner >= 0 else 'later'}"
+
+
+def _pct_range(lo: float, hi: float) -> str:
+    """An interval of 'percent sooner' in words: '17.0% to 22.9% sooner', '7.9% to 14.2%
+    later', '0.2% later to 1.9% sooner'."""
+    if lo >= 0:
+        return f"{lo:.1f}% to {hi:.1f}% sooner"
+    if hi <= 0:
+        return f"{-hi:.1f}% to {-lo:.1f}% later"
+    return f"{-lo:.1f}% later to {hi:.1f}% sooner"
+
+
 def _verdicts(per: dict, baseline: str, variants: list[str], thr: float, censor: int) -> list[str]:
     """Plain sentences: did each variant reach the ICL threshold sooner than the baseline?"""
-    out = [f"**ICL accuracy {thr:.0%}** (paper: the value stream reaches 95% about 24% sooner):"]
+    claim = " (the paper: the value stream reaches 95% about 24% sooner)" if thr == 0.95 else ""
+    out = [f"**ICL accuracy {thr:.0%}**{claim}:"]
     for v in variants:
         if v == baseline:
             continue
@@ -209,21 +251,29 @@ def _verdicts(per: dict, baseline: str, variants: list[str], thr: float, censor:
         if len(pairs) >= 2 and never_b == never_v == 0:
             p = stats.paired([a for a, _ in pairs], [b for _, b in pairs])
             sooner = -100 * p["relative"]
-            sig = p["ci_high"] < 0 or p["ci_low"] > 0
-            out.append(
-                f"- **{v}**: {abs(sooner):.1f}% {'sooner' if sooner > 0 else 'later'} than "
-                f"{baseline} (mean Δ {p['mean']:+.0f} steps, 95% CI [{p['ci_low']:.0f}, "
-                f"{p['ci_high']:.0f}], Wilcoxon p = {_fmt(p['p_wilcoxon'], '.3g')}; the interval "
-                f"{'excludes' if sig else 'includes'} zero); {order}."
-            )
+            head = f"- **{v}**: {_pct(sooner)}"
+            if p["rel_low"] is not None:
+                lo, hi = -100 * p["rel_high"], -100 * p["rel_low"]
+                head += f" (95% CI {_pct_range(lo, hi)}"
+                if thr == 0.95 and v == "value":
+                    head += "; the paper's 24% is " + ("inside" if lo <= 24 <= hi else "outside")
+                head += ")"
+                diff = (
+                    f"mean Δ {p['mean']:+.0f} steps, 95% CI [{p['ci_low']:.0f}, "
+                    f"{p['ci_high']:.0f}], exact p = {_fmt(p['p_exact'], '.3g')}"
+                )
+            else:
+                seeds = ", ".join(f"{a}->{b}" for a, b in pairs)
+                diff = (
+                    f"{len(pairs)} seeds, no interval below {stats.MIN_INTERVAL_N}: {seeds}; "
+                    f"exact p = {_fmt(p['p_exact'], '.3g')}"
+                )
+            out.append(f"{head} than {baseline} ({diff}); {order}.")
         elif c["sooner"] + c["later"] == 0:
             out.append(f"- **{v}**: no comparison possible ({never}).")
         else:
-            bound = -100 * c["bound"]
-            kind = "at least" if never_b and not never_v else "about"
-            word = "sooner" if bound > 0 else "later"
             out.append(
-                f"- **{v}**: {kind} {abs(bound):.1f}% {word} than {baseline}, counting runs that "
-                f"never got there at the last step ({never}); {order}."
+                f"- **{v}**: {stats.bound_phrase(c)} than {baseline}, counting runs that never "
+                f"got there at the last step ({never}); {order}."
             )
     return out

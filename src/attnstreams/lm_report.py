@@ -62,7 +62,7 @@ def write_report(grid: Path) -> Path:
         "## Final numbers",
         "",
         f"| metric | {' | '.join(arms)} | paired Δ vs {baseline} (mean, 95% CI) | paired t p | "
-        "Wilcoxon p |",
+        "exact p |",
         "|---|" + "---|" * (len(arms) + 3),
     ]
     for key, (title, _) in METRICS.items():
@@ -79,7 +79,7 @@ def write_report(grid: Path) -> Path:
             few = len(seeds) < 2  # no test on one pair
             t = "–" if few else f"{sps.ttest_rel(vals[a], vals[baseline]).pvalue:.3g}"
             ci = f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]" if p["ci_low"] is not None else ""
-            wil = "–" if few or p["p_wilcoxon"] is None else f"{p['p_wilcoxon']:.3g}"
+            wil = "–" if few or p["p_exact"] is None else f"{p['p_exact']:.3g}"
             lines.append(
                 f"| {title} ({a}) | " + " | ".join(cells) + f" | {p['mean']:+.3f} {ci} | "
                 f"{t} | {wil} |"
