@@ -71,6 +71,11 @@ def test_paired_summary_and_exact_test():
     assert same["p_exact"] == 1.0 and same["ci_low"] == same["ci_high"] == 0
 
 
+def test_one_pair_has_an_exact_p_of_one():
+    p = stats.paired([100], [80])
+    assert p["p_exact"] == 1.0 and p["mean"] == -20 and p["ci_low"] is None
+
+
 def test_no_interval_below_five_pairs():
     p = stats.paired([100, 200, 300, 400], [90, 150, 260, 330])
     assert p["ci_low"] is p["ci_high"] is p["rel_low"] is p["rel_high"] is None

@@ -121,7 +121,15 @@ def icl_section(out: Path, quick: bool, seed: int) -> str:
         variants, seeds = ["none", "value"], [seed, seed + 1, seed + 2]
         cfg = ICLTrainConfig(**QUICK_ICL)
     else:
-        variants = ["none", "value", "key", "query", "value-learned", "value-first-learned"]
+        variants = [
+            "none",
+            "value",
+            "key",
+            "query",
+            "value-learned",
+            "value-first",
+            "value-first-learned",
+        ]
         seeds = list(range(seed, seed + 10))
         cfg = ICLTrainConfig(precision="tf32")
     run_dir = out / "icl"

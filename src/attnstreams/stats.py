@@ -63,7 +63,7 @@ def fieller_ratio(a, b, level: float = LEVEL) -> tuple[float, float] | None:
 def sign_flip_p(d) -> float:
     """Two-sided exact permutation p of mean(d) = 0 under sign flips (Monte Carlo past n = 16)."""
     d = np.asarray(d, dtype=float)
-    if not np.any(d != 0):
+    if not np.any(d != 0) or d.size == 1:  # one pair: +d and -d are equally extreme
         return 1.0
     res = stats.permutation_test(
         (d,),

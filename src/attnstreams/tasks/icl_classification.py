@@ -33,7 +33,7 @@ class ICLTaskConfig:
     eps: float = 0.1  # item noise amplitude
     noise_std: float | None = None  # std of the noise entries; None: 1/sqrt(D)
     burstiness: int = 2  # B: a bursty context holds N/B classes B times each
-    p_bursty: float = 0.5  # p_B
+    p_bursty: float = 0.5  # p_B: bursty share of known-class sequences
     p_novel: float = 0.5  # p_C: share of sequences over novel classes
     novel_classes: int = 128  # drawn fresh for each batch
     alpha: float = 0.0  # Zipf exponent of class frequencies (0: uniform)
@@ -90,7 +90,9 @@ class ICLTaskConfig:
 
 @dataclass(frozen=True)
 class Split:
-    """How one stream of sequences is drawn: the training mix or one of the test sets."""
+    """How one stream of sequences is drawn: the training mix or one of the test sets.
+    p_novel: share of novel-class sequences (always bursty); p_bursty: share of bursty ones
+    among the known-class rest."""
 
     p_bursty: float
     p_novel: float
