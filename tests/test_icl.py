@@ -129,6 +129,13 @@ def test_report_counts_never_reached_and_states_result(tmp_path):
     assert (tmp_path / "steps_to_icl.png").exists()
 
 
+def test_report_says_so_when_no_run_reaches_the_threshold(tmp_path):
+    fake_grid(tmp_path, {"none": [None, None], "value": [None, None]})
+    text = write_report(tmp_path).read_text()
+    assert "No run reached 95% ICL accuracy, so there is no per-seed plot." in text
+    assert not (tmp_path / "steps_to_icl.png").exists()  # was an empty plot
+
+
 def test_report_few_seeds_shows_every_seed_and_no_interval(tmp_path):
     fake_grid(tmp_path, {"none": [500, 600, 700, 800], "value": [400, 400, 500, 900]})
     text = write_report(tmp_path).read_text()
@@ -217,6 +224,8 @@ def test_cli_grid_and_report(tmp_path, capsys):
         ["icl", "train", "--resume"],
         ["icl", "train", "--precision", "fp8"],
         ["icl", "report", "/nonexistent/folder"],
+        ["icl", "report", "/nonexistent/folder", "--thresholds", "abc"],
+        ["icl", "report", "/nonexistent/folder", "--thresholds", "0.5,1.5"],
     ],
 )
 def test_icl_bad_arguments(capsys, argv):

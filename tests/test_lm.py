@@ -246,6 +246,13 @@ def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):
     } <= set(ev) and ev["stream"] == "value"
     assert main(["lm", "sample", ckpt, "--prompt", "Once upon", "--max-new-tokens", "5"]) == 0
     assert capsys.readouterr().out.startswith("Once upon")
+    for bad in (["--prompt", ""], ["--top-k", "0"]):  # were RuntimeError tracebacks
+        assert main(["lm", "sample", ckpt, *bad]) == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    # an lm run folder is not an icl grid: one line, not KeyError
+    assert main(["icl", "report", str(tmp_path / "r")]) == 2
+    assert "not an icl grid folder" in capsys.readouterr().err
     grid = [
         "lm",
         "grid",

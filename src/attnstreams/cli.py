@@ -243,7 +243,16 @@ def cmd_icl_grid(args) -> int:
 def cmd_icl_report(args) -> int:
     from .icl_report import write_report
 
-    report = write_report(args.run, thresholds=[float(t) for t in _values(args.thresholds)])
+    thresholds = []
+    for t in _values(args.thresholds):
+        try:
+            thresholds.append(float(t))
+        except ValueError:
+            raise ConfigError(f"--thresholds takes numbers in (0, 1], got {t!r}") from None
+        check_range("threshold", thresholds[-1], lo=0.0, hi=1.0, lo_open=True)
+    if not thresholds:
+        raise ConfigError("--thresholds needs at least one number in (0, 1]")
+    report = write_report(args.run, thresholds=thresholds)
     print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
     return 0
 
@@ -449,7 +458,11 @@ def cmd_lm_sample(args) -> int:
     device, _, model, _, tok = _trained_model(args)
     check_range("max_new_tokens", args.max_new_tokens, lo=1)
     check_range("temperature", args.temperature, lo=0.0)
-    ids = torch.tensor([tok.encode(args.prompt)], device=device)
+    check_range("top_k", args.top_k, lo=1)
+    prompt = tok.encode(args.prompt)
+    if not prompt:
+        raise ConfigError("--prompt is empty: give at least one character to continue from")
+    ids = torch.tensor([prompt], dtype=torch.long, device=device)
     room = model.cfg.block_size - ids.size(1)
     if room < 1:
         raise ConfigError(f"prompt longer than the context ({model.cfg.block_size} tokens)")
@@ -550,7 +563,7 @@ def build_parser() -> Parser:
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=50)
+    p.add_argument("--top-k", type=int, default=50, help="sample among the k likeliest (>= 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")

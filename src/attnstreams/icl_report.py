@@ -36,6 +36,11 @@ def load_runs(run: Path) -> tuple[dict, dict[str, dict[int, list[dict]]]]:
     for line in (run / METRICS).read_text().splitlines():
         if line.strip():
             r = json.loads(line)
+            if not {"variant", "seed", "step"} <= r.keys():
+                raise ConfigError(
+                    f"{run} is not an icl grid folder (its metrics have no variant/seed rows; "
+                    "an lm run? try `attnstreams lm report`)"
+                )
             rows[r["variant"]][r["seed"]].append(r)
     for by_seed in rows.values():
         for rs in by_seed.values():
@@ -178,7 +183,11 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
     lines += [
         "## Final accuracy",
         "",
-        f"Mean ± sd over the {len(seeds)} seeds at step {steps_done:,}.",
+        (
+            f"Mean ± sd over the {len(seeds)} seeds at step {steps_done:,}."
+            if len(seeds) > 1
+            else f"One seed, at step {steps_done:,}."
+        ),
         "",
         "| variant | " + " | ".join(TEST_SETS) + " |",
         "|---|" + "---|" * len(TEST_SETS),
@@ -187,7 +196,9 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
         cells = []
         for t in TEST_SETS:
             acc = np.array([r[f"acc_{t}"] for r in last[v]])
-            cells.append(f"{acc.mean():.3f} ± {acc.std(ddof=1) if len(acc) > 1 else 0:.3f}")
+            cells.append(
+                f"{acc.mean():.3f}" + (f" ± {acc.std(ddof=1):.3f}" if len(acc) > 1 else "")
+            )
         lines.append(f"| {v} | " + " | ".join(cells) + " |")
 
     panels = {}
@@ -199,22 +210,21 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
             panels[TITLES[t]][v] = (x, [[r[f"acc_{t}"] for r in rows[v][s][:n]] for s in seeds])
     curves = plot_bands(panels, run / "curves.png", ylabel="accuracy", hlines=tuple(thresholds))
     thr = max(thresholds)
-    paired_png = plot_paired(
-        {v: [steps_to(rows[v][s], "acc_icl", thr) for s in seeds] for v in variants},
-        seeds,
-        run / "steps_to_icl.png",
-        ylabel=f"steps to {thr:.0%} ICL accuracy",
-        title="per seed (lines join a seed across variants)",
-    )
-    lines += [
-        "",
-        "## Curves",
-        "",
-        f"![accuracy curves]({curves.name})",
-        "",
-        f"![steps to threshold per seed]({paired_png.name})",
-        "",
-    ]
+    per_seed = {v: [steps_to(rows[v][s], "acc_icl", thr) for s in seeds] for v in variants}
+    lines += ["", "## Curves", "", f"![accuracy curves]({curves.name})", ""]
+    if any(x is not None for xs in per_seed.values() for x in xs):
+        paired_png = plot_paired(
+            per_seed,
+            seeds,
+            run / "steps_to_icl.png",
+            ylabel=f"steps to {thr:.0%} ICL accuracy",
+            title="per seed (lines join a seed across variants; runs that never got there: "
+            "not drawn)",
+        )
+        lines += [f"![steps to threshold per seed]({paired_png.name})", ""]
+    else:
+        (run / "steps_to_icl.png").unlink(missing_ok=True)
+        lines += [f"No run reached {thr:.0%} ICL accuracy, so there is no per-seed plot.", ""]
     return write_text_atomic(run / "report.md", "\n".join(lines) + "\n")
 
 
