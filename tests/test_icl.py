@@ -298,3 +298,16 @@ def test_bf16_precision_autocasts_and_tracks_fp32():
     assert dtypes == {torch.bfloat16}  # the evaluation runs under autocast too
     assert acc.dtype == torch.float32 and acc.shape == (2, 1, 4)
     assert ((acc >= 0) & (acc <= 1)).all()
+
+
+def test_refused_out_leaves_no_trace(tmp_path, capsys):
+    """--resume of a folder that does not exist creates nothing; --out naming a file says so."""
+    missing = tmp_path / "doesnotexist"
+    argv = ["icl", "train", "--steps", "2", "--eval-size", "8", "--resume", "--out", str(missing)]
+    assert main(argv) == 2
+    assert "nothing to resume" in capsys.readouterr().err and not missing.exists()
+    afile = tmp_path / "a-file"
+    afile.write_text("keep me")
+    assert main(["icl", "train", "--steps", "2", "--eval-size", "8", "--out", str(afile)]) == 2
+    assert "is a file, not a folder" in capsys.readouterr().err
+    assert afile.read_text() == "keep me"

@@ -212,7 +212,7 @@ def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
     device = _device(args.device)
     graph = device.type == "cuda" and not args.no_cuda_graph
     grid = ICLGrid(variants, seeds, cfg, device, compile=args.compile, cuda_graph=graph)
-    out = new_run_dir(args.out)
+    out = new_run_dir(args.out, resume=args.resume)
     summary = train(
         grid, out, resume=args.resume, progress=not args.json, stop_after=args.stop_after
     )
@@ -339,7 +339,8 @@ def _lm_train_ranked(args, data, cfg, d, device):
     from .lm import LMTrainer, prepare_data, train
 
     if d.is_main:
-        out = new_run_dir(args.out)  # made and checked writable before any data work
+        # made and checked writable before any data work
+        out = new_run_dir(args.out, resume=args.resume)
     elif args.out:
         out = Path(args.out)
     else:

@@ -17,9 +17,14 @@ from . import checkpoint
 from .config import ConfigError
 
 
-def new_run_dir(out: str | Path | None, root: str | Path = "runs") -> Path:
-    """`out` if given, else runs/<timestamp>/; created, and checked writable up front."""
+def new_run_dir(out: str | Path | None, root: str | Path = "runs", resume: bool = False) -> Path:
+    """`out` if given, else runs/<timestamp>/; created, and checked writable up front. With
+    resume the folder must already hold a checkpoint: nothing is created."""
     path = Path(out) if out else Path(root) / time.strftime("%Y%m%d-%H%M%S")
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"--out {path} is a file, not a folder")
+    if resume and not (path / CHECKPOINT).is_file():
+        raise ConfigError(f"nothing to resume: {path / CHECKPOINT} does not exist")
     path.mkdir(parents=True, exist_ok=True)
     probe = path / f".write-test-{os.getpid()}"
     probe.write_text("")
@@ -36,7 +41,7 @@ def open_run(out: str | Path, resume: bool, load, main: bool = True) -> tuple[Pa
     restores the state and returns its step, and metric rows after that step are dropped;
     without, a folder that already holds a run is refused rather than overwritten. Only the
     main process (rank 0) touches files."""
-    out = new_run_dir(out)
+    out = new_run_dir(out, resume=resume)
     ckpt, metrics = out / CHECKPOINT, out / METRICS
     if main:
         checkpoint.remove_stale(ckpt)  # left by a process killed mid-write
