@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 import torch
@@ -84,8 +85,11 @@ def test_resume_equals_uninterrupted(tmp_path):
 def test_resume_refuses_other_config(tmp_path):
     train(ICLGrid(["none"], [0], CFG), tmp_path, progress=False)
     other = ICLGrid(["none"], [1], CFG)
-    with pytest.raises(ValueError, match="different seeds"):
+    with pytest.raises(ValueError, match=r"different seeds \(seeds: \[0\] -> \[1\]\)"):
         train(other, tmp_path, resume=True, progress=False)
+    changed = ICLGrid(["none"], [0], replace(CFG, lr=0.25))
+    with pytest.raises(ValueError, match=r"different config \(config.lr: 0.5 -> 0.25\)"):
+        train(changed, tmp_path, resume=True, progress=False)
     with pytest.raises(ValueError, match="already holds a run"):
         train(ICLGrid(["none"], [0], CFG), tmp_path, progress=False)
 
@@ -271,7 +275,6 @@ def test_cli_stop_after_then_resume_equals_one_run(tmp_path, capsys):
 def test_bf16_precision_autocasts_and_tracks_fp32():
     """bf16 autocast: matmuls in bfloat16 (so not bitwise fp32), weights still float32, and
     training follows the fp32 run closely."""
-    from dataclasses import replace
 
     grids = {
         p: ICLGrid(["none", "value"], [0], replace(CFG, precision=p)) for p in ("fp32", "bf16")

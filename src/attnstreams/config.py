@@ -32,3 +32,20 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
     choices = tuple(choices)
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def differences(saved, current, prefix: str = "") -> list[str]:
+    """'name: saved -> current' for every setting that differs between two config dicts
+    (nested dicts by dotted name), for refusals that say what changed."""
+    if not (isinstance(saved, dict) and isinstance(current, dict)):
+        return [] if saved == current else [f"{prefix or 'value'}: {saved!r} -> {current!r}"]
+    out = []
+    for k in sorted(set(saved) | set(current), key=str):
+        name = f"{prefix}.{k}" if prefix else str(k)
+        a, b = saved.get(k, "(absent)"), current.get(k, "(absent)")
+        out += (
+            differences(a, b, name)
+            if isinstance(a, dict) and isinstance(b, dict)
+            else ([] if a == b else [f"{name}: {a!r} -> {b!r}"])
+        )
+    return out

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint
-from .config import ConfigError, check_choice, check_range
+from .config import ConfigError, check_choice, check_range, differences
 from .model import TOY_INITS, ToyICL, ToyICLConfig
 from .runlog import (
     GracefulStop,
@@ -298,8 +298,9 @@ class ICLGrid:
         mine = self.meta()
         for key in ("kind", "variants", "seeds", "config"):
             if meta.get(key) != mine[key]:
+                changed = "; ".join(differences({key: meta.get(key)}, {key: mine[key]}))
                 raise ConfigError(
-                    f"checkpoint {path} was made with a different {key}; cannot resume"
+                    f"checkpoint {path} was made with a different {key} ({changed}); cannot resume"
                 )
         expected = self.state_tensors()
         if set(tensors) != set(expected):

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from . import checkpoint, parallel
-from .config import ConfigError, check_choice, check_range
+from .config import ConfigError, check_choice, check_range, differences
 from .data.corpus import iter_texts
 from .data.shards import TokenWindows, write_tokens
 from .data.tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
@@ -295,8 +295,12 @@ class LMTrainer:
         tensors, meta = checkpoint.load(path)
         if meta.get("kind") != "lm":
             raise ConfigError(f"{path} is not a language-model checkpoint")
-        if _run_defining(meta["config"]) != _run_defining(asdict(self.cfg)):
-            raise ConfigError(f"checkpoint {path} was made with a different config; cannot resume")
+        saved, mine = _run_defining(meta["config"]), _run_defining(asdict(self.cfg))
+        if saved != mine:
+            changed = "; ".join(differences(saved, mine))
+            raise ConfigError(
+                f"checkpoint {path} was made with a different config ({changed}); cannot resume"
+            )
         if meta["vocab_size"] != self.tokenizer.vocab_size:
             raise ConfigError(f"checkpoint {path} was made with a different tokenizer")
         opt_states = [
