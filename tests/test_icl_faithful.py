@@ -317,3 +317,18 @@ def test_generator_statistics_equal_the_authors(mix):
     for name, theirs in AUTHORS[mix].items():
         tol = TOLERANCE.get(name, TOLERANCE["share"] if name.startswith("share") else 1e-9)
         assert abs(ours[name] - theirs) <= tol, (mix, name, ours[name], theirs)
+
+
+def test_defaults_are_the_authors_and_deviations_are_named():
+    from dataclasses import replace
+
+    assert ICLTrainConfig().deviations() == {}
+    assert ICLTrainConfig(precision="tf32").deviations() == {}  # JAX's GPU default
+    cfg = ICLTrainConfig(init="independent", scaled=True, precision="bf16")
+    cfg = replace(cfg, task=replace(cfg.task, no_repeats=False))
+    assert cfg.deviations() == {
+        "init": ("independent", "jax"),
+        "scaled": (True, False),
+        "precision": ("bf16", "float32"),
+        "task.no_repeats": (False, True),
+    }
