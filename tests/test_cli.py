@@ -63,12 +63,20 @@ def test_amicl_sweep_writes_csv_and_png(capsys, tmp_path):
     ]
     assert float(rows[0]["accuracy"]) < 0.05 and float(rows[2]["accuracy"]) > 0.95
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    before = (tmp_path / "sweep.csv").read_bytes()  # a second sweep into it is refused
+    code, _, err = cli(
+        capsys, "amicl", "sweep", "--over", "a", "--values", "1", "--out", str(tmp_path)
+    )
+    assert code == 2 and "already holds sweep.csv" in err
+    assert (tmp_path / "sweep.csv").read_bytes() == before
 
 
 def test_amicl_attention_png(capsys, tmp_path):
     code, out, _ = cli(capsys, "amicl", "attention", "--out", str(tmp_path), "--json")
     assert code == 0 and json.loads(out)["png"].endswith("attention.png")
     assert (tmp_path / "attention.png").stat().st_size > 1000
+    code, _, err = cli(capsys, "amicl", "attention", "--out", str(tmp_path))
+    assert code == 2 and "already holds attention.png" in err
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, check_range
-from .runlog import NonFiniteLoss, TrainingInterrupted, new_run_dir
+from .runlog import NonFiniteLoss, TrainingInterrupted, new_run_dir, refuse_overwrite
 
 
 class Parser(argparse.ArgumentParser):
@@ -99,6 +99,7 @@ def cmd_amicl_sweep(args) -> int:
         for sim in _values(args.similarity)
     ]
     check_range("trials", args.trials, lo=1)
+    refuse_overwrite(args.out, "sweep.csv", "sweep.png")
     out = new_run_dir(args.out)
     fields = ["series", "accuracy", "stderr", "trials", "correct", "seed", "method", *FIELD_NAMES]
     rows = []
@@ -127,6 +128,7 @@ def cmd_amicl_attention(args) -> int:
     from .plots import plot_attention
 
     cfg = _amicl_config(args)
+    refuse_overwrite(args.out, "attention.png")
     out = new_run_dir(args.out)
     png = plot_attention(
         attention_maps(cfg, args.seed),

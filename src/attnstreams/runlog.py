@@ -32,6 +32,18 @@ def new_run_dir(out: str | Path | None, root: str | Path = "runs", resume: bool 
     return path
 
 
+def refuse_overwrite(out: str | Path | None, *names: str) -> None:
+    """Refuse, before any work, an --out that already holds one of a command's outputs (as a
+    training run refuses a folder holding a run): nothing is overwritten silently."""
+    if out is None:
+        return
+    held = [n for n in names if (Path(out) / n).exists()]
+    if held:
+        raise ConfigError(
+            f"{out} already holds {', '.join(held)}: choose another --out or remove them"
+        )
+
+
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 
