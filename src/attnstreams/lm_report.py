@@ -61,6 +61,9 @@ def write_report(grid: Path) -> Path:
         "",
         "## Final numbers",
         "",
+        "Each arm: mean ± sd over the seeds (one seed: its value). Paired Δ: mean difference "
+        "with its t-interval (none below 5 seeds); exact p: sign-flip permutation test.",
+        "",
         f"| metric | {' | '.join(arms)} | paired Δ vs {baseline} (mean, 95% CI) | paired t p | "
         "exact p |",
         "|---|" + "---|" * (len(arms) + 3),
@@ -69,8 +72,9 @@ def write_report(grid: Path) -> Path:
         if key not in final[baseline][seeds[0]]:
             continue
         vals = {a: np.array([final[a][s][key] for s in seeds], dtype=float) for a in arms}
-        cells = [
-            f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0:.3f}" for v in vals.values()
+        cells = [  # mean ± sd over seeds; one seed: its value alone
+            f"{v.mean():.3f}" + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "")
+            for v in vals.values()
         ]
         for a in arms:
             if a == baseline:
