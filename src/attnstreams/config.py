@@ -42,10 +42,5 @@ def differences(saved, current, prefix: str = "") -> list[str]:
     out = []
     for k in sorted(set(saved) | set(current), key=str):
         name = f"{prefix}.{k}" if prefix else str(k)
-        a, b = saved.get(k, "(absent)"), current.get(k, "(absent)")
-        out += (
-            differences(a, b, name)
-            if isinstance(a, dict) and isinstance(b, dict)
-            else ([] if a == b else [f"{name}: {a!r} -> {b!r}"])
-        )
+        out += differences(saved.get(k, "(absent)"), current.get(k, "(absent)"), name)
     return out

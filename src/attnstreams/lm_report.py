@@ -83,10 +83,10 @@ def write_report(grid: Path) -> Path:
             few = len(seeds) < 2  # no test on one pair
             t = "–" if few else f"{sps.ttest_rel(vals[a], vals[baseline]).pvalue:.3g}"
             ci = f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]" if p["ci_low"] is not None else ""
-            wil = "–" if few or p["p_exact"] is None else f"{p['p_exact']:.3g}"
+            exact = "–" if few or p["p_exact"] is None else f"{p['p_exact']:.3g}"
             lines.append(
                 f"| {title} ({a}) | " + " | ".join(cells) + f" | {p['mean']:+.3f} {ci} | "
-                f"{t} | {wil} |"
+                f"{t} | {exact} |"
             )
     extra = [r for a in arms for s in seeds if (r := final[a][s]).get("real_val_loss") is not None]
     if extra:

@@ -350,6 +350,8 @@ class ToyICL(nn.Module):
             for t, std, _ in tensors:
                 nn.init.normal_(t, 0.0, std)
             return
+        # Every tensor draws its buffer in turn (setdefault evaluates it), and the first draw for
+        # a key (or key and shape) is the one kept: the draws are part of a seed's stream.
         by_key: dict[tuple, torch.Tensor] = {}
         for t, std, j in tensors:
             key = min(j, m)
