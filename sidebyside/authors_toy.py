@@ -94,6 +94,28 @@ def _ring_bytes() -> int:
     return RING * (int(np.prod(X_SHAPE)) * 4 + int(np.prod(Y_SHAPE)) + 627 * 8)
 
 
+def start_producer(path: str, seed: int, start: int, state, tests_file: str) -> dict:
+    """A run's producer process and its ring: {proc, shm, views, free, full}."""
+    ctx = mp.get_context("spawn")
+    shm = shared_memory.SharedMemory(create=True, size=_ring_bytes())
+    free, full = ctx.Semaphore(RING), ctx.Semaphore(0)
+    proc = ctx.Process(
+        target=produce,
+        args=(path, seed, start, state, shm.name, free, full, tests_file),
+        daemon=True,
+    )
+    proc.start()
+    return {"proc": proc, "shm": shm, "views": _views(shm), "free": free, "full": full}
+
+
+def load_tests(tests_file: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The four test sets a producer wrote, (tokens, one-hot labels) each, once it has."""
+    while not os.path.exists(tests_file):
+        time.sleep(0.1)
+    z = np.load(tests_file)
+    return [(z[f"arr_{2 * i}"], z[f"arr_{2 * i + 1}"]) for i in range(len(NAMES))]
+
+
 def _model(path: str, variant: str):
     """Their model module for a variant, loaded on its own (its jitted update traces apart);
     none = their V1 model with layer 2 given no hand-on, as run_authors_toy patches it."""
@@ -123,8 +145,7 @@ def main() -> None:
     import jax.numpy as jnp  # noqa: PLC0415
     from jax import random  # noqa: PLC0415
 
-    sys.path.insert(0, a.authors_dir)
-    ctx, t0, runs, models = mp.get_context("spawn"), time.time(), [], {}
+    t0, runs, models = time.time(), [], {}
     for spec in a.runs.split(","):
         variant, seed = spec.split(":")
         seed = int(seed)
@@ -145,19 +166,12 @@ def main() -> None:
             )
         if start >= a.steps:
             continue
-        shm = shared_memory.SharedMemory(create=True, size=_ring_bytes())
-        free, full = ctx.Semaphore(RING), ctx.Semaphore(0)
         tests_file = base + ".tests.npz"
-        proc = ctx.Process(
-            target=produce,
-            args=(a.authors_dir, seed, start, state, shm.name, free, full, tests_file),
-            daemon=True,
-        )
-        proc.start()
+        ring = start_producer(a.authors_dir, seed, start, state, tests_file)
         runs.append(
             dict(variant=variant, seed=seed, T=T, params=params, step=start, start=start,
-                 shm=shm, views=_views(shm), free=free, full=full, proc=proc, base=base,
-                 tests_file=tests_file, tests=None, log=open(base + ".jsonl", "a"))
+                 base=base, tests_file=tests_file, tests=None, log=open(base + ".jsonl", "a"),
+                 **ring)
         )  # fmt: skip
 
     def save(r, slot):
@@ -172,11 +186,7 @@ def main() -> None:
 
     def tests(r):
         if r["tests"] is None:
-            while not os.path.exists(r["tests_file"]):
-                time.sleep(0.1)
-            z = np.load(r["tests_file"])
-            arrs = [jnp.asarray(z[f"arr_{i}"]) for i in range(8)]
-            r["tests"] = list(zip(arrs[::2], arrs[1::2], strict=True))
+            r["tests"] = [(jnp.asarray(x), jnp.asarray(y)) for x, y in load_tests(r["tests_file"])]
         return r["tests"]
 
     stop = False

@@ -12,11 +12,9 @@ weights, ours shows it too; if it comes from an implementation difference, ours 
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import os
 import sys
 import time
-from multiprocessing import shared_memory
 
 import numpy as np
 import torch
@@ -48,20 +46,12 @@ def main() -> None:
     grid = ICLGrid([variant], [seed], ICLTrainConfig(eval_size=8), cuda_graph=False)
     grid.model.load_run(0, 0, state)
 
-    ctx = mp.get_context("spawn")
-    shm = shared_memory.SharedMemory(create=True, size=A._ring_bytes())
-    free, full = ctx.Semaphore(A.RING), ctx.Semaphore(0)
     tests_file = out + ".tests.npz"
-    proc = ctx.Process(
-        target=A.produce, args=(path, seed, 0, None, shm.name, free, full, tests_file), daemon=True
-    )
-    proc.start()
-    xs, ys, _ = A._views(shm)
-    while not os.path.exists(tests_file):
-        time.sleep(0.2)
-    z = np.load(tests_file)
-    for i, name in enumerate(A.NAMES):
-        x, y = torch.from_numpy(z[f"arr_{2 * i}"]), torch.from_numpy(z[f"arr_{2 * i + 1}"])
+    ring = A.start_producer(path, seed, 0, None, tests_file)
+    xs, ys, _ = ring["views"]
+    full, free = ring["full"], ring["free"]
+    for name, (x, y) in zip(A.NAMES, A.load_tests(tests_file), strict=True):
+        x, y = torch.from_numpy(x), torch.from_numpy(y)
         target = y.float().argmax(-1) + (1 if name == "icl_flipped" else 0)
         grid.tests[name] = (grid.model.pad(x)[None], (target % A.L)[None])
     t0 = time.time()
@@ -80,9 +70,9 @@ def main() -> None:
             x, y = torch.from_numpy(xs[slot].copy()), torch.from_numpy(ys[slot].copy())
             free.release()
             grid.train_step((x[None], y.float().argmax(-1)[None]))
-    proc.kill()
-    shm.close()
-    shm.unlink()
+    ring["proc"].kill()
+    ring["shm"].close()
+    ring["shm"].unlink()
 
 
 if __name__ == "__main__":
