@@ -1,9 +1,17 @@
-"""Test-wide settings. Under CI (CI set in the environment) hypothesis draws a fixed sequence of
-examples, so a run is reproducible; locally it explores new ones each time."""
+"""Test-wide settings.
+
+- One CPU thread per process, for this process and every subprocess a test starts (set before
+  torch is imported): the suite's tiny models gain nothing from more, and several processes
+  each taking one thread per core oversubscribe a small or busy machine many times over.
+- Under CI (CI set in the environment) hypothesis draws a fixed sequence of examples, so a run
+  is reproducible; locally it explores new ones each time."""
 
 import os
 
-from hypothesis import settings
+os.environ["OMP_NUM_THREADS"] = "1"
+os.environ["MKL_NUM_THREADS"] = "1"
+
+from hypothesis import settings  # noqa: E402
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):

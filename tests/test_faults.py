@@ -96,7 +96,7 @@ def assert_same_run(ref: Path, killed: Path) -> None:
 
 def test_sigkill_icl_grid(tmp_path):
     run_to_end([*ICL_ARGS, "--out", str(tmp_path / "ref")])
-    assert kill_until_done(ICL_ARGS, tmp_path / "killed", kills=10, seed=0) == 10
+    assert kill_until_done(ICL_ARGS, tmp_path / "killed", kills=4, seed=0) == 4
     assert_same_run(tmp_path / "ref", tmp_path / "killed")
 
 
@@ -109,7 +109,7 @@ def data_dir(tmp_path_factory):
 def test_sigkill_lm_train(tmp_path, data_dir):
     argv = lm_args(data_dir)
     run_to_end([*argv, "--out", str(tmp_path / "ref")])
-    assert kill_until_done(argv, tmp_path / "killed", kills=10, seed=1) == 10
+    assert kill_until_done(argv, tmp_path / "killed", kills=4, seed=1) == 4
     assert_same_run(tmp_path / "ref", tmp_path / "killed")
 
 

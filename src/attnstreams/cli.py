@@ -270,9 +270,23 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-field", default=d.text_field)
     p.add_argument("--tokenizer", default=d.tokenizer, help="bpe (trained locally) | gpt2")
     p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="of the local BPE")
-    p.add_argument("--train-tokens", type=int, default=d.train_tokens, help="tokens to pretokenise")
+    p.add_argument(
+        "--train-tokens", type=int, default=d.train_tokens, help="tokens to pretokenise (0: all)"
+    )
+    p.add_argument(
+        "--names",
+        default=d.names,
+        help="original | resampled: every character name replaced in each copy of the train "
+        "split; IOI then uses held-out names",
+    )
+    p.add_argument(
+        "--copies", type=int, default=None, help="renamed train copies (default: ceil(--epochs))"
+    )
     p.add_argument("--val-tokens", type=int, default=d.val_tokens)
     p.add_argument("--steps", type=int, default=t.steps)
+    p.add_argument(
+        "--epochs", type=float, default=None, help="passes over the train split (sets --steps)"
+    )
     p.add_argument("--batch", type=int, default=t.batch)
     p.add_argument("--block-size", type=int, default=None, help="context (default: the preset's)")
     p.add_argument("--lr", type=float, default=t.lr)
@@ -283,6 +297,11 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=t.eval_every)
     p.add_argument("--eval-batches", type=int, default=t.eval_batches)
     p.add_argument("--ioi-prompts", type=int, default=t.ioi_prompts)
+    p.add_argument(
+        "--icl-positions",
+        default=f"{t.icl_early},{t.icl_late}",
+        help="EARLY,LATE: ICL score = loss on a held-out story's token LATE minus token EARLY",
+    )
     p.add_argument("--precision", default=t.precision, help="auto|fp32|bf16")
     p.add_argument("--compile", action="store_true")
     p.add_argument(
@@ -300,20 +319,34 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
 
 
 def _lm_configs(args, stream: str, seed: int):
+    import math
+
     from .lm import DataConfig, LMTrainConfig
 
+    copies = args.copies
+    if copies is None:
+        copies = max(1, math.ceil(args.epochs)) if args.names == "resampled" and args.epochs else 1
     data = DataConfig(
         data=args.data,
         tokenizer=args.tokenizer,
         vocab_size=args.vocab_size,
-        train_tokens=args.train_tokens,
+        train_tokens=args.train_tokens or None,
         val_tokens=args.val_tokens,
         text_field=args.text_field,
+        names=args.names,
+        copies=copies,
     )
+    try:
+        early, late = (int(v) for v in args.icl_positions.split(","))
+    except ValueError:
+        raise ConfigError(
+            f"--icl-positions must be EARLY,LATE, got {args.icl_positions!r}"
+        ) from None
     cfg = LMTrainConfig(
         preset=args.preset,
         stream=stream,
         steps=args.steps,
+        epochs=args.epochs,
         batch=args.batch,
         block_size=args.block_size,
         lr=args.lr,
@@ -324,6 +357,8 @@ def _lm_configs(args, stream: str, seed: int):
         eval_every=args.eval_every,
         eval_batches=args.eval_batches,
         ioi_prompts=args.ioi_prompts,
+        icl_early=early,
+        icl_late=late,
         seed=seed,
         precision=args.precision,
         compile=args.compile,
@@ -338,7 +373,7 @@ def _lm_configs(args, stream: str, seed: int):
 def _lm_train_ranked(args, data, cfg, d, device):
     """The training part of `lm train` on one rank: token files (rank 0 makes them), train."""
     from . import parallel
-    from .lm import LMTrainer, prepare_data, train
+    from .lm import LMTrainer, prepare_data, train, with_epochs
 
     if d.is_main:
         # made and checked writable before any data work
@@ -351,11 +386,30 @@ def _lm_train_ranked(args, data, cfg, d, device):
     if d.is_main:
         prepare_data(data, data_dir, progress=not args.json)
     parallel.barrier(d)
-    trainer = LMTrainer(cfg, prepare_data(data, data_dir, progress=False), device, d)
+    data_dir = prepare_data(data, data_dir, progress=False)
+    trainer = LMTrainer(with_epochs(cfg, data_dir), data_dir, device, d)
     summary = train(
         trainer, out, resume=args.resume, progress=not args.json, stop_after=args.stop_after
     )
     return summary, out
+
+
+def cmd_lm_prepare(args) -> int:
+    """Tokenise a corpus once into a folder that `lm train/grid --data-dir` reuse."""
+    from .lm import prepare_data
+
+    data, _ = _lm_configs(args, "none", 0)
+    out = prepare_data(data, Path(args.data_dir), progress=not args.json)
+    meta = {s: json.loads((out / f"{s}.json").read_text()) for s in ("train", "validation")}
+    if args.json:
+        print(json.dumps({"data_dir": str(out), **meta}))
+    else:
+        t, v = meta["train"], meta["validation"]
+        print(
+            f"train {t['tokens']:,} tokens ({t['bytes']:,} bytes), validation {v['tokens']:,} "
+            f"tokens; vocabulary {t['vocab_size']:,}; wrote {out}"
+        )
+    return 0
 
 
 def cmd_lm_train(args) -> int:
@@ -391,6 +445,7 @@ def cmd_lm_grid(args) -> int:
 
     streams = _values(args.stream)
     check_range("seeds", args.seeds, lo=1)
+    check_range("workers", args.workers, lo=1, hi=256)
     data, cfg = _lm_configs(args, streams[0], args.seed)
     for s in streams:
         _lm_configs(args, s, args.seed)  # validate every arm before any work
@@ -405,6 +460,8 @@ def cmd_lm_grid(args) -> int:
         _device(args.device),
         progress=not args.json,
         real_eval=args.real_eval,
+        data_dir=Path(args.data_dir) if args.data_dir else None,
+        workers=args.workers,
     )
     from .lm_report import write_report
 
@@ -432,21 +489,24 @@ def _trained_model(args):
 
 
 def cmd_lm_eval(args) -> int:
-    from .ioi import behaviour_metrics, make_ioi_set, single_token_names
-    from .lm import _ioi_names, heldout_loss
+    from .ioi import behaviour_metrics
+    from .lm import heldout_loss, ioi_set_for
 
+    check_range("ioi_prompts", args.ioi_prompts, lo=1)
     device, ckpt, model, meta, tok = _trained_model(args)
-    names = single_token_names(tok, _ioi_names())
+    ioi_set, names = ioi_set_for(ckpt.parent, tok, args.ioi_prompts)
     res = {
         "checkpoint": str(ckpt),
         "step": meta["step"],
         "stream": meta["model"]["stream"],
         "ioi_names": len(names),
     }
-    ioi_set = make_ioi_set(names, args.ioi_prompts) if len(names) >= 2 else []
     res |= behaviour_metrics(model, tok, device, ioi_set)
+    res.pop("ioi_by_template", None)
     if args.data:
-        res["heldout_loss"] = heldout_loss(model, tok, args.data, model.cfg.block_size, device)
+        res["heldout_loss"] = heldout_loss(
+            model, tok, args.data, model.cfg.block_size, device, split=args.split
+        )
     if args.json:
         print(json.dumps(res))
     else:
@@ -498,6 +558,13 @@ def build_parser() -> Parser:
         description="AMICL and residual attention streams (Burns, Fukai, Earls; arXiv 2412.15113).",
     )
     parser.add_argument("--version", action="version", version=f"attnstreams {__version__}")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: OMP_NUM_THREADS if set, else min(4, cores); "
+        "on a shared machine, 1 per process avoids oversubscription)",
+    )
     verbs = parser.add_subparsers(dest="verb", required=True, metavar="{amicl,icl,lm,reproduce}")
 
     amicl = verbs.add_parser("amicl", help="the associative-memory ICL model (paper section 1)")
@@ -539,6 +606,10 @@ def build_parser() -> Parser:
 
     lm = verbs.add_parser("lm", help="language models with streams, IOI (paper section 4)")
     sub = lm.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("prepare", help="tokenise a corpus once (train the BPE) into --data-dir")
+    p.add_argument("--data-dir", required=True, help="folder for the token files")
+    _lm_args(p)
+    p.set_defaults(func=cmd_lm_prepare, config_parser=p)
     p = sub.add_parser("train", help="train one GPT language model")
     p.add_argument("--stream", default="none", help="none|value|key|query[-first][-learned]")
     p.add_argument("--seed", type=int, default=0)
@@ -551,12 +622,23 @@ def build_parser() -> Parser:
     p.add_argument("--stream", default="none,value", help="comma-separated streams")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="first seed")
-    p.add_argument("--real-eval", help="a text corpus to measure held-out loss on at the end")
+    p.add_argument(
+        "--real-eval", help="a corpus whose validation split gives a held-out loss at the end"
+    )
+    p.add_argument("--data-dir", help="token files to (re)use (default: OUT/data)")
+    p.add_argument(
+        "--workers", type=int, default=1, help="runs at once, one process each (fills a GPU)"
+    )
     _lm_args(p)
     p.set_defaults(func=cmd_lm_grid, config_parser=p)
     p = sub.add_parser("eval", help="IOI, induction and held-out loss of a checkpoint")
     p.add_argument("checkpoint")
     p.add_argument("--data", help="corpus for a held-out loss (tokenised with the run's tokenizer)")
+    p.add_argument(
+        "--split",
+        default="validation",
+        help="validation (the corpus's held-out split) | all (a local file held out as a whole)",
+    )
     p.add_argument("--ioi-prompts", type=int, default=600)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", action="store_true")
@@ -625,6 +707,22 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     return out
 
 
+def _set_threads(threads: int | None) -> None:
+    """Small models gain little from many threads, and on a busy machine torch's default (one
+    per core) oversubscribes it: a few threads unless told otherwise."""
+    import os
+
+    import torch
+
+    if threads is not None:
+        check_range("threads", threads, lo=1, hi=1024)
+    elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        threads = int(os.environ["OMP_NUM_THREADS"])
+    else:
+        threads = min(4, os.cpu_count() or 1)
+    torch.set_num_threads(max(1, threads))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
@@ -632,6 +730,7 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, "config", None):
             args.config_parser.set_defaults(**_config_defaults(args.config_parser, args.config))
             args = parser.parse_args(argv)
+        _set_threads(args.threads)
         return args.func(args)
     except ConfigError as e:
         print(f"attnstreams: error: {e}", file=sys.stderr)

@@ -8,7 +8,6 @@ names the log-probability difference IO - S equals the logit difference of the I
 
 from __future__ import annotations
 
-import math
 import random
 import re
 from dataclasses import dataclass
@@ -173,7 +172,8 @@ class IOIPrompt:
     text: str
     io: str  # the right answer
     s: str  # the repeated subject
-    order: str  # ABBA or BABA
+    order: str  # ABBA (the IO is named first) or BABA
+    template: int = -1  # index into TEMPLATES (PAPER_PROMPTS for the paper's prompts)
 
 
 def single_token_names(tokenizer, names=CANDIDATE_NAMES) -> list[str]:
@@ -186,32 +186,47 @@ def single_token_names(tokenizer, names=CANDIDATE_NAMES) -> list[str]:
     return out
 
 
-def make_ioi_set(names: list[str], n: int = 600, seed: int = 0) -> list[IOIPrompt]:
-    """n prompts over all templates, half ABBA and half BABA, names drawn without repeats."""
+def make_ioi_set(
+    names: list[str],
+    n: int = 600,
+    seed: int = 0,
+    places: tuple[str, ...] | list[str] = PLACES,
+    objects: tuple[str, ...] | list[str] = OBJECTS,
+) -> list[IOIPrompt]:
+    """About n prompts (rounded up to whole rounds of 4 x templates). Every round fills every
+    template once with two fresh names X, Y, a place and an object, and writes it four ways:
+    X or Y as the IO, each in both orders (ABBA: the IO is named first; BABA: the S is). So
+    templates and orders are balanced, and a model that ignores the context (any fixed
+    preference between two names) scores exactly 0.5 accuracy and 0 mean difference.
+    `IOIPrompt.template` is the template's index."""
     if len(names) < 2:
         raise ValueError("IOI needs at least 2 names")
     rng = random.Random(seed)
     out = []
-    for i in range(n):
-        template = TEMPLATES[i % len(TEMPLATES)]
-        io, s = rng.sample(names, 2)
-        order = "ABBA" if i % 2 == 0 else "BABA"
-        first, second = (io, s) if order == "ABBA" else (s, io)
-        text = (
-            template.replace("[A] and [B]", f"{first} and {second}")
-            .replace("[B]", s)
-            .replace("[PLACE]", rng.choice(PLACES))
-            .replace("[OBJECT]", rng.choice(OBJECTS))
-        )
-        out.append(IOIPrompt(text, io, s, order))
+    rounds = -(-n // (4 * len(TEMPLATES)))
+    for _ in range(rounds):
+        for t, template in enumerate(TEMPLATES):
+            x, y = rng.sample(list(names), 2)
+            place, obj = rng.choice(list(places)), rng.choice(list(objects))
+            for io, s in ((x, y), (y, x)):
+                for order, (first, second) in (("ABBA", (io, s)), ("BABA", (s, io))):
+                    text = (
+                        template.replace("[A] and [B]", f"{first} and {second}")
+                        .replace("[B]", s)
+                        .replace("[PLACE]", place)
+                        .replace("[OBJECT]", obj)
+                    )
+                    out.append(IOIPrompt(text, io, s, order, t))
     return out
 
 
 def paper_prompts() -> list[IOIPrompt]:
+    """The paper's 8 prompts. "After John and Mary ..., John gave ... to" repeats the name
+    said first, so the IO (Mary) is named second: BABA; repeating Mary is ABBA."""
     out = []
-    for text, a, b in PAPER_PROMPTS:
-        out.append(IOIPrompt(text.replace("[S]", a), b, a, "ABBA"))
-        out.append(IOIPrompt(text.replace("[S]", b), a, b, "BABA"))
+    for t, (text, a, b) in enumerate(PAPER_PROMPTS):
+        out.append(IOIPrompt(text.replace("[S]", a), b, a, "BABA", t))
+        out.append(IOIPrompt(text.replace("[S]", b), a, b, "ABBA", t))
     return out
 
 
@@ -240,8 +255,9 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], device
     return out
 
 
-def ioi_metrics(model, tokenizer, prompts: list[IOIPrompt], device) -> dict:
-    """accuracy (IO more likely than S), mean log-prob difference IO - S, mean P(IO), P(S)."""
+def ioi_metrics(model, tokenizer, prompts: list[IOIPrompt], device, by_template: bool = False):
+    """accuracy (IO more likely than S), mean log-prob difference IO - S, mean P(IO), P(S);
+    by_template: also [accuracy, difference] of every template, keyed by its index."""
     was_training = model.training
     model.eval()
     try:
@@ -251,27 +267,43 @@ def ioi_metrics(model, tokenizer, prompts: list[IOIPrompt], device) -> dict:
         model.train(was_training)
     n = len(prompts)
     io, s = torch.tensor(lp[:n]), torch.tensor(lp[n:])
-    return {
+    out = {
         "accuracy": float((io > s).float().mean()),
         "logit_diff": float((io - s).mean()),
         "p_io": float(io.exp().mean()),
         "p_s": float(s.exp().mean()),
         "n": n,
     }
+    if by_template:
+        t = torch.tensor([p.template for p in prompts])
+        out["by_template"] = {
+            str(k): [float((io[t == k] > s[t == k]).float().mean()), float((io - s)[t == k].mean())]
+            for k in sorted(set(t.tolist()))
+        }
+    return out
 
 
 @torch.no_grad()
 def induction_metrics(
     model, vocab_size: int, device, length: int = 50, batch: int = 32, seed: int = 0, low: int = 0
 ) -> dict:
-    """Random token sequences repeated twice: loss and accuracy on the second copy (an
-    induction head copies from the first) against the first copy's loss."""
+    """Random token sequences repeated twice (Olsson et al. 2022).
+
+    induction_score: loss on the first copy minus loss on the second, the second's first token
+    excluded (nothing in the context predicts it). prefix_matching: per head, the attention a
+    token of the second copy pays to the token after its earlier occurrence; the best head's
+    score and its name (L<layer>H<head>, from 0)."""
+    from .streams import StreamAttention
+
     limit = getattr(getattr(model, "cfg", None), "block_size", None)
     if limit is not None:
         length = min(length, (limit + 1) // 2)
+    layers = [m for m in model.modules() if isinstance(m, StreamAttention)]
     was_training = model.training
     model.eval()
     try:
+        for m in layers:
+            m.keep_attention = True
         g = torch.Generator().manual_seed(seed)
         seq = torch.randint(low, vocab_size, (batch, length), generator=g)
         ids = torch.cat([seq, seq], 1).to(device)
@@ -279,35 +311,58 @@ def induction_metrics(
         logp = F.log_softmax(logits.float(), -1)
         target = ids[:, 1:]
         nll = -logp.gather(-1, target[..., None])[..., 0]
-        first, second = nll[:, : length - 1], nll[:, length - 1 :]
-        acc = (logits[:, length - 1 :].argmax(-1) == target[:, length - 1 :]).float().mean()
+        first, second = nll[:, : length - 1], nll[:, length:]
+        acc = (logits[:, length:].argmax(-1) == target[:, length:]).float().mean()
+        q = torch.arange(length, 2 * length - 1, device=device)  # second-copy positions
+        scores = torch.stack(
+            [m.attn_probs[:, :, q, q - length + 1].mean(dim=(0, 2)) for m in layers]
+        )  # (layers, heads)
     finally:
+        for m in layers:
+            m.keep_attention, m.attn_probs = False, None
         model.train(was_training)
+    best = int(scores.argmax())
+    layer, head = divmod(best, scores.size(1))
     return {
         "induction_loss": float(second.mean()),
         "first_copy_loss": float(first.mean()),
         "induction_accuracy": float(acc),
         "induction_score": float(first.mean() - second.mean()),
+        "prefix_matching": float(scores.max()),
+        "prefix_matching_head": f"L{layer}H{head}",
     }
 
 
-def icl_score(per_position_loss: torch.Tensor) -> float:
-    """In-context learning score (Olsson et al. 2022): loss late in the context minus loss
-    early in it (negative: the model uses context). Early: positions around T/10; late: the
-    last tenth."""
-    T = per_position_loss.numel()
-    e = max(1, T // 10)
-    early = per_position_loss[max(0, e - e // 2) : e + e // 2 + 1].mean()
-    late = per_position_loss[T - e :].mean()
-    return float(late - early) if math.isfinite(float(late - early)) else float("nan")
+@torch.no_grad()
+def story_icl_metrics(model, stories: torch.Tensor, early: int, late: int, eot_id: int) -> dict:
+    """ICL score within stories: the loss on each story's token `late` minus that on its token
+    `early` (tokens counted from 0 at the story's start, the story preceded by end-of-text as
+    in training). `stories`: (N, >= late + 1) token ids of held-out stories long enough."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.cat([torch.full_like(stories[:, :1], eot_id), stories[:, :late]], 1)
+        losses = []
+        for i in range(0, len(x), 64):
+            logits, _ = model(x[i : i + 64])
+            logp = F.log_softmax(logits.float(), -1)
+            y = stories[i : i + 64, : late + 1]
+            losses.append(-logp.gather(-1, y[..., None])[..., 0])
+        nll = torch.cat(losses)
+    finally:
+        model.train(was_training)
+    e, lt = float(nll[:, early].mean()), float(nll[:, late].mean())
+    return {"icl_score": lt - e, "loss_early": e, "loss_late": lt, "icl_stories": len(x)}
 
 
 def behaviour_metrics(model, tokenizer, device, ioi_set: list[IOIPrompt]) -> dict:
-    """The metrics that need no corpus: IOI on the templated set (if any) and on the paper's
-    prompts, and induction on repeated random tokens (ids from 256 up: past byte tokens)."""
+    """The metrics that need no corpus: IOI on the templated set (if any; with every
+    template's accuracy and difference) and on the paper's prompts, and induction on repeated
+    random tokens (ids from 256 up: past byte tokens)."""
     out = {}
     if ioi_set:
-        out |= {f"ioi_{k}": v for k, v in ioi_metrics(model, tokenizer, ioi_set, device).items()}
+        got = ioi_metrics(model, tokenizer, ioi_set, device, by_template=True)
+        out |= {f"ioi_{k}": v for k, v in got.items()}
     paper = ioi_metrics(model, tokenizer, paper_prompts(), device)
     out |= {f"paper_ioi_{k}": v for k, v in paper.items()}
     vocab = model.cfg.vocab_size

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import json
 import math
+import random
+import re
 import signal
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -24,7 +28,7 @@ from .config import ConfigError, check_choice, check_range, differences
 from .data.corpus import iter_texts
 from .data.shards import TokenWindows, write_tokens
 from .data.tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
-from .ioi import behaviour_metrics, make_ioi_set, single_token_names
+from .ioi import behaviour_metrics, make_ioi_set, single_token_names, story_icl_metrics
 from .model import GPT, preset
 from .parallel import Dist
 from .runlog import (
@@ -45,7 +49,7 @@ from .runlog import (
 
 @dataclass(frozen=True)
 class DataConfig:
-    data: str = "generated"  # tinystories | generated | PATH
+    data: str = "generated"  # tinystories | generated | PATH (a file or a folder of files)
     tokenizer: str = "bpe"  # bpe (trained locally) | gpt2 (tiktoken)
     vocab_size: int = 8192  # of the local BPE
     tokenizer_docs: int = 20_000  # documents the BPE is trained on
@@ -53,20 +57,52 @@ class DataConfig:
     val_tokens: int = 500_000
     text_field: str = "text"
     seed: int = 0
+    # original | resampled: the train split written `copies` times, each copy with every
+    # character name replaced (data/names.py); the IOI set then uses held-out names
+    names: str = "original"
+    copies: int = 1
 
     def __post_init__(self) -> None:
         check_choice("tokenizer", self.tokenizer, ("bpe", "gpt2"))
+        check_choice("names", self.names, ("original", "resampled"))
         check_range("vocab_size", self.vocab_size, lo=300, hi=1 << 20)
         check_range("val_tokens", self.val_tokens, lo=1000)
         check_range("seed", self.seed, lo=0, hi=2**62)
+        check_range("copies", self.copies, lo=1, hi=1000)
+        if self.copies > 1 and self.names == "original":
+            raise ConfigError("copies > 1 needs names=resampled (identical copies add nothing)")
+        if self.copies > 1 and self.train_tokens is not None:
+            raise ConfigError("copies > 1 renames the whole train split: set train_tokens None")
         if self.train_tokens is not None:
             check_range("train_tokens", self.train_tokens, lo=1000)
         elif self.data == "generated":
             raise ConfigError("the generated corpus is unbounded: set train_tokens")
 
 
+IOI_VOCAB = "ioi_vocab.json"
+MIN_SINGLE = 20  # single-token IOI names, if the vocabulary has this many of them
+MIN_COUNT = 20  # a name, place or object the IOI set uses occurs this often in the train text
+
+
+def _renamed(texts, seed: int, copy: int | str):
+    """Each story renamed with its own generator, so a copy does not depend on the stories
+    before it (a story's renaming is fixed by seed, copy and its index)."""
+    from .data.names import resample_names
+
+    for i, t in enumerate(texts):
+        yield resample_names(t, random.Random(f"{seed}:{copy}:{i}"))
+
+
+def _split_texts(cfg: DataConfig, split: str, copy: int | str = 0):
+    texts = iter_texts(cfg.data, split, cfg.text_field, cfg.seed)
+    return _renamed(texts, cfg.seed, copy) if cfg.names == "resampled" else texts
+
+
 def prepare_data(cfg: DataConfig, folder: Path, progress: bool = True) -> Path:
-    """Token files train.bin / validation.bin and the tokenizer in `folder` (reused if there)."""
+    """Token files train.bin / validation.bin, the tokenizer and the IOI vocabulary in
+    `folder` (reused if there). The tokenizer sees train text only: the first copy of the
+    train split (renamed in the resampled setting). In the resampled setting the validation
+    split is renamed once too, so held-out loss measures the distribution trained on."""
     folder = Path(folder)
     stamp = folder / "data_config.json"
     if stamp.exists():
@@ -77,14 +113,61 @@ def prepare_data(cfg: DataConfig, folder: Path, progress: bool = True) -> Path:
     if cfg.tokenizer == "gpt2":
         tok: Tokenizer = GPT2Tokenizer()
     else:
-        docs = iter_texts(cfg.data, "train", cfg.text_field, cfg.seed)
-        tok = BPETokenizer.train(islice(docs, cfg.tokenizer_docs), cfg.vocab_size)
+        tok = BPETokenizer.train(
+            islice(_split_texts(cfg, "train"), cfg.tokenizer_docs), cfg.vocab_size
+        )
     tok.save(folder)
-    for split, n in (("train", cfg.train_tokens), ("validation", cfg.val_tokens)):
-        texts = iter_texts(cfg.data, split, cfg.text_field, cfg.seed)
-        write_tokens(texts, tok, folder / f"{split}.bin", max_tokens=n, progress=progress)
+    counts: Counter[str] = Counter()  # words of the first copy, for the IOI vocabulary
+    copies = (
+        _counting(_split_texts(cfg, "train", c), counts)
+        if c == 0
+        else _split_texts(cfg, "train", c)
+        for c in range(cfg.copies)
+    )
+    write_tokens(
+        (t for texts in copies for t in texts),
+        tok,
+        folder / "train.bin",
+        max_tokens=cfg.train_tokens,
+        progress=progress,
+        meta={"copies": cfg.copies, "names": cfg.names},
+    )
+    write_tokens(
+        _split_texts(cfg, "validation", "validation"),
+        tok,
+        folder / "validation.bin",
+        max_tokens=cfg.val_tokens,
+        progress=progress,
+        meta={"names": cfg.names},
+    )
+    write_text_atomic(folder / IOI_VOCAB, json.dumps(ioi_vocabulary(cfg.names, counts), indent=1))
     stamp.write_text(json.dumps(asdict(cfg)))
     return folder
+
+
+def _counting(texts, counts: Counter):
+    for t in texts:
+        counts.update(re.findall(r"[A-Za-z]+", t))
+        yield t
+
+
+def ioi_vocabulary(names: str, counts: Counter) -> dict:
+    """The names, places and objects of the IOI set for this data: names that occur at least
+    MIN_COUNT times in the train text (original setting) or the held-out names no training
+    text contains (resampled setting); places and objects that occur in the train text."""
+    from .data import names as N
+    from .ioi import OBJECTS, PLACES
+
+    if names == "resampled":
+        chosen = list(N.HELD_OUT)
+    else:
+        chosen = sorted((n for n in N.GENDER if counts[n] >= MIN_COUNT), key=lambda n: -counts[n])
+    return {
+        "setting": names,
+        "names": chosen,
+        "places": [p for p in PLACES if counts[p] >= MIN_COUNT] or list(PLACES),
+        "objects": [o for o in OBJECTS if counts[o] >= MIN_COUNT] or list(OBJECTS),
+    }
 
 
 @dataclass(frozen=True)
@@ -92,6 +175,7 @@ class LMTrainConfig:
     preset: str = "tinystories-8m"
     stream: str = "none"
     steps: int = 2000
+    epochs: float | None = None  # set: steps = epochs passes over one copy of the train split
     batch: int = 64
     block_size: int | None = None  # None: the preset's context
     lr: float = 1e-3
@@ -103,8 +187,10 @@ class LMTrainConfig:
     grad_clip: float = 1.0
     dropout: float | None = None  # None: the preset's
     eval_every: int = 250
-    eval_batches: int = 20
+    eval_batches: int = 20  # 0: the whole validation split
     ioi_prompts: int = 600
+    icl_early: int = 20  # ICL score: loss on a held-out story's token icl_late minus icl_early
+    icl_late: int = 200  # (both clipped to the context; only stories long enough count)
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False
@@ -114,9 +200,13 @@ class LMTrainConfig:
     ddp_bucket_mb: float = 25.0  # DDP's gradient buckets; larger: fewer compiled-graph splits
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch", "eval_every", "eval_batches", "ioi_prompts"):
+        for name in ("steps", "batch", "eval_every", "ioi_prompts", "icl_late"):
             check_range(name, getattr(self, name), lo=1)
+        check_range("eval_batches", self.eval_batches, lo=0)
+        check_range("icl_early", self.icl_early, lo=0, hi=self.icl_late - 1)
         check_range("lr", self.lr, lo=0.0, lo_open=True)
+        if self.epochs is not None:
+            check_range("epochs", self.epochs, lo=0.0, lo_open=True, hi=1e4)
         check_range("min_lr_ratio", self.min_lr_ratio, lo=0.0, hi=1.0)
         check_range("warmup", self.warmup, lo=0)
         check_range("grad_clip", self.grad_clip, lo=0.0)
@@ -162,12 +252,15 @@ class LMTrainer:
     ) -> None:
         self.cfg, self.device, self.dist = cfg, torch.device(device), dist or Dist()
         self.rows = self.dist.rows(cfg.batch)  # this process's share of each global batch
+        self.data_dir = Path(data_dir)
         self.tokenizer = load_tokenizer(data_dir)
         self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
         self.train_data = TokenWindows(Path(data_dir) / "train.bin", self.model_cfg.vocab_size)
         self.val_data = TokenWindows(Path(data_dir) / "validation.bin", self.model_cfg.vocab_size)
         torch.manual_seed(cfg.seed)
         self.model = GPT(self.model_cfg).to(self.device)
+        if self.dist.rank:  # same initial weights on every rank, its own dropout masks
+            torch.manual_seed(_rank_seed(cfg.seed, self.dist.rank))
         mode = (
             cfg.parallel if cfg.parallel != "auto" else "fsdp" if cfg.preset == "gpt-1b" else "ddp"
         )
@@ -175,8 +268,9 @@ class LMTrainer:
         self.forward = parallel.wrap(self.model, self.dist, self.device, mode, cfg.ddp_bucket_mb)
         self.parallel, self.local_param_elems = parallel.layout(self.forward, self.model)
         self.sharded = self.parallel == "fsdp"
-        decay = [p for n, p in self.model.named_parameters() if p.dim() >= 2]
-        no_decay = [p for n, p in self.model.named_parameters() if p.dim() < 2]
+        # Matrices decay; biases, norms and the stream mixes (any shape) do not.
+        decay = [p for n, p in self.model.named_parameters() if _decays(n, p)]
+        no_decay = [p for n, p in self.model.named_parameters() if not _decays(n, p)]
         self.opt = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": cfg.weight_decay},
@@ -197,11 +291,16 @@ class LMTrainer:
         if cfg.compile:  # reduce-overhead: torch.compile's CUDA graphs of forward and backward
             mode = "reduce-overhead" if cfg.cuda_graphs else None
             self.forward = torch.compile(self.forward, mode=mode)
-        names = single_token_names(self.tokenizer, _ioi_names())
-        self.ioi_set = (
-            make_ioi_set(names, cfg.ioi_prompts, seed=cfg.seed) if len(names) >= 2 else []
+        self.ioi_set, self.ioi_names = ioi_set_for(Path(data_dir), self.tokenizer, cfg.ioi_prompts)
+        T = self.model_cfg.block_size
+        self.icl_late = min(cfg.icl_late, T - 1)
+        self.icl_early = min(cfg.icl_early, self.icl_late - 1)
+        long = [d for d in self.val_data.documents(self.tokenizer.eot_id) if len(d) > self.icl_late]
+        self.icl_stories = (
+            torch.from_numpy(np.stack([d[: self.icl_late + 1] for d in long]).astype(np.int64))
+            if long
+            else None
         )
-        self.ioi_names = names
 
     # -- training --------------------------------------------------------------------------
     def train_step(self) -> torch.Tensor:
@@ -234,24 +333,32 @@ class LMTrainer:
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
     def evaluate(self) -> dict:
-        """Held-out loss (and per-position loss for the ICL score), IOI, induction."""
-        from .ioi import icl_score
-
+        """Held-out loss and bits per byte, the ICL score within held-out stories, IOI and
+        induction; in eval mode (no dropout)."""
         self.model.eval()
         T = self.model_cfg.block_size
-        total, per_pos, n = 0.0, torch.zeros(T), 0
-        for x, y in self.val_data.sequential(self.cfg.batch, T, self.cfg.eval_batches):
+        total, n = 0.0, 0
+        batches = self.cfg.eval_batches or None
+        for x, y in self.val_data.sequential(self.cfg.batch, T, batches):
             with self.autocast:
                 logits, _ = self.model(x.to(self.device))
             nll = torch.nn.functional.cross_entropy(
-                logits.float().transpose(1, 2), y.to(self.device), reduction="none"
-            ).cpu()
-            per_pos += nll.sum(0)
-            total += float(nll.sum())
-            n += nll.numel()
-        per_pos /= max(1, n // T)
-        out = {"val_loss": total / max(n, 1), "icl_score": icl_score(per_pos)}
+                logits.float().transpose(1, 2), y.to(self.device), reduction="sum"
+            )
+            total += float(nll)
+            n += y.numel()
+        out = {"val_loss": total / max(n, 1)}
+        if (per_byte := self.val_data.tokens_per_byte) is not None:
+            out["val_bpb"] = out["val_loss"] * per_byte / math.log(2)
         with self.autocast:
+            if self.icl_stories is not None:
+                out |= story_icl_metrics(
+                    self.model,
+                    self.icl_stories.to(self.device),
+                    self.icl_early,
+                    self.icl_late,
+                    self.tokenizer.eot_id,
+                )
             out |= behaviour_metrics(self.model, self.tokenizer, self.device, self.ioi_set)
         self.model.train()
         return out
@@ -269,9 +376,14 @@ class LMTrainer:
         # The rank mean: a resume gives it to every rank, which keeps the window's logged mean.
         tensors["loss_sum"] = parallel.mean(self.loss_sum, self.dist)
         tensors["rng/data"] = self.data_gen.get_state()
-        tensors["rng/torch"] = torch.get_rng_state()
+        # Every rank's dropout generator (collective): each rank resumes its own masks.
+        for r, st in enumerate(parallel.gather(torch.get_rng_state(), self.dist)):
+            tensors["rng/torch" if r == 0 else f"rng/torch/{r}"] = st
         if self.device.type == "cuda":
-            tensors["rng/cuda"] = torch.cuda.get_rng_state(self.device)
+            for r, st in enumerate(
+                parallel.gather(torch.cuda.get_rng_state(self.device), self.dist)
+            ):
+                tensors["rng/cuda" if r == 0 else f"rng/cuda/{r}"] = st
         meta = {
             "kind": "lm",
             "step": self.step,
@@ -317,17 +429,44 @@ class LMTrainer:
         self.loss_sum.copy_(tensors["loss_sum"])
         self.skipped = meta["skipped"]
         self.data_gen.set_state(tensors["rng/data"])
-        torch.set_rng_state(tensors["rng/torch"])
+        r = self.dist.rank
+        torch.set_rng_state(tensors["rng/torch" if r == 0 else f"rng/torch/{r}"])
         if "rng/cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(tensors["rng/cuda"], self.device)
+            torch.cuda.set_rng_state(
+                tensors["rng/cuda" if r == 0 else f"rng/cuda/{r}"], self.device
+            )
         self.step = meta["step"]
 
 
-def _ioi_names() -> tuple[str, ...]:
-    from .data.stories import FIRST_NAMES
-    from .ioi import CANDIDATE_NAMES
+def _rank_seed(seed: int, rank: int) -> int:
+    return (seed + 1_000_003 * rank) % 2**63
 
-    return CANDIDATE_NAMES + tuple(FIRST_NAMES)
+
+def _decays(name: str, p: torch.nn.Parameter) -> bool:
+    return p.dim() >= 2 and "stream_mix" not in name
+
+
+def ioi_set_for(data_dir: Path, tokenizer: Tokenizer, n: int) -> tuple[list, list[str]]:
+    """The IOI set of a data folder: its IOI vocabulary (names read from the train text, or
+    held out from it) when it has one, else the built-in lists; only the single-token names
+    when there are MIN_SINGLE of them (whole-name log-probabilities otherwise). The same
+    fixed set (seed 0) for every run, so every arm and seed answers the same prompts."""
+    path = Path(data_dir) / IOI_VOCAB
+    if path.is_file():
+        vocab = json.loads(path.read_text())
+        names, places, objects = vocab["names"], vocab["places"], vocab["objects"]
+    else:
+        from .data.stories import FIRST_NAMES
+        from .ioi import CANDIDATE_NAMES, OBJECTS, PLACES
+
+        names = single_token_names(tokenizer, CANDIDATE_NAMES + tuple(FIRST_NAMES))
+        places, objects = PLACES, OBJECTS
+    single = single_token_names(tokenizer, names)
+    if len(single) >= MIN_SINGLE:  # one token each where the vocabulary allows
+        names = single
+    if len(names) < 2:
+        return [], names
+    return make_ioi_set(names, n, seed=0, places=places, objects=objects), names
 
 
 def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -394,13 +533,21 @@ def train(
     out, ckpt, metrics = open_run(out, resume, restore, main)
     if main:
         trainer.tokenizer.save(out)
+        vocab = trainer.data_dir / IOI_VOCAB
+        if vocab.is_file():  # `lm eval` of this run's checkpoint asks the same IOI set
+            write_text_atomic(out / IOI_VOCAB, vocab.read_text())
+        data_cfg = trainer.data_dir / "data_config.json"
         write_text_atomic(
             out / "config.json",
             json.dumps(
                 {
                     "config": asdict(cfg),
                     "model": trainer.model_cfg.to_dict(),
+                    "data": json.loads(data_cfg.read_text()) if data_cfg.is_file() else None,
                     "ioi_names": len(trainer.ioi_names),
+                    "ioi_prompts": len(trainer.ioi_set),
+                    "icl_positions": [trainer.icl_early, trainer.icl_late],
+                    "icl_stories": 0 if trainer.icl_stories is None else len(trainer.icl_stories),
                 },
                 indent=1,
             ),
@@ -480,36 +627,79 @@ def run_grid(
     device="cpu",
     progress: bool = True,
     real_eval: str | None = None,
+    data_dir: Path | None = None,
+    workers: int = 1,
 ) -> list[dict]:
-    """Every (stream, seed) run in out/<stream>-s<seed>/, one after another, sharing the token
-    files in out/data. Finished runs are skipped and interrupted ones resumed, so the same
-    command continues a grid."""
+    """Every (stream, seed) run in out/<stream>-s<seed>/, sharing the token files in
+    out/data (or data_dir). Finished runs are skipped and interrupted ones resumed, so the
+    same command continues a grid. workers > 1: that many runs at once, one process each
+    (small models leave most of a GPU idle; several processes fill it)."""
     out = new_run_dir(out)
-    data_dir = prepare_data(data_cfg, out / "data", progress=progress)
-    summaries = []
-    for stream in streams:
-        for seed in seeds:
-            run_dir = out / f"{stream}-s{seed}"
-            done = run_dir / "summary.json"
-            run_cfg = LMTrainConfig(**{**asdict(cfg), "stream": stream, "seed": seed})
-            if done.exists() and json.loads(done.read_text())["step"] >= run_cfg.steps:
-                summaries.append(json.loads(done.read_text()))
-                continue
-            trainer = LMTrainer(run_cfg, data_dir, device)
-            resume = (run_dir / CHECKPOINT).exists()
-            summary = train(trainer, run_dir, resume=resume, progress=progress)
-            if real_eval:
-                summary["real_val_loss"] = heldout_loss(
-                    trainer.model,
-                    trainer.tokenizer,
-                    real_eval,
-                    trainer.model_cfg.block_size,
-                    trainer.device,
-                )
-                _append_to_last_row(run_dir / METRICS, {"real_val_loss": summary["real_val_loss"]})
-                write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
-            summaries.append(summary)
+    data_dir = prepare_data(data_cfg, data_dir or out / "data", progress=progress)
+    cfg = with_epochs(cfg, data_dir)
+    jobs = [(stream, seed) for stream in streams for seed in seeds]
+    if workers <= 1:
+        return [
+            _grid_run(asdict(cfg), st, sd, out, data_dir, str(device), real_eval, progress)
+            for st, sd in jobs
+        ]
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        futures = [
+            pool.submit(_grid_run, asdict(cfg), st, sd, out, data_dir, str(device), real_eval)
+            for st, sd in jobs
+        ]
+        summaries = []
+        with tqdm(total=len(jobs), desc="lm grid", unit="run", disable=not progress or None) as bar:
+            for f in futures:
+                summaries.append(f.result())
+                bar.update()
     return summaries
+
+
+def _grid_run(
+    cfg: dict,
+    stream: str,
+    seed: int,
+    out: Path,
+    data_dir: Path,
+    device: str,
+    real_eval: str | None,
+    progress: bool = False,
+) -> dict:
+    """One run of a grid (in a worker process when the grid has several)."""
+    run_dir = out / f"{stream}-s{seed}"
+    done = run_dir / "summary.json"
+    run_cfg = LMTrainConfig(**{**cfg, "stream": stream, "seed": seed})
+    if done.exists() and json.loads(done.read_text())["step"] >= run_cfg.steps:
+        return json.loads(done.read_text())
+    trainer = LMTrainer(run_cfg, data_dir, device)
+    resume = (run_dir / CHECKPOINT).exists()
+    summary = train(trainer, run_dir, resume=resume, progress=progress)
+    if real_eval:
+        summary["real_val_loss"] = heldout_loss(
+            trainer.model,
+            trainer.tokenizer,
+            real_eval,
+            trainer.model_cfg.block_size,
+            trainer.device,
+        )
+        _append_to_last_row(run_dir / METRICS, {"real_val_loss": summary["real_val_loss"]})
+        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
+    return summary
+
+
+def with_epochs(cfg: LMTrainConfig, data_dir: Path) -> LMTrainConfig:
+    """cfg with `steps` set from `epochs` (passes over one copy of the train split) when given."""
+    if cfg.epochs is None:
+        return cfg
+    meta = json.loads((Path(data_dir) / "train.json").read_text())
+    per_copy = meta["tokens"] / meta.get("copies", 1)
+    T = cfg.model_config(meta["vocab_size"]).block_size
+    steps = max(1, math.ceil(cfg.epochs * per_copy / (cfg.batch * T)))
+    return LMTrainConfig(**{**asdict(cfg), "steps": steps})
 
 
 def _append_to_last_row(path: Path, extra: dict) -> None:
@@ -527,11 +717,12 @@ def heldout_loss(
     device,
     max_tokens: int = 1_000_000,
     text_field: str = "text",
+    split: str = "validation",
 ) -> float:
-    """Mean next-token loss on a corpus's validation documents (all of a local file's
-    documents when it is small), tokenised with the model's own tokenizer."""
+    """Mean next-token loss on a corpus's validation split (`split="all"`: every document of
+    a local file the user names as held out), tokenised with the model's own tokenizer."""
     ids: list[int] = []
-    for doc in iter_texts(data, "train", text_field):
+    for doc in iter_texts(data, split, text_field):
         ids += tokenizer.encode(doc) + [tokenizer.eot_id]
         if len(ids) >= max_tokens:
             break

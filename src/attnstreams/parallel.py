@@ -159,6 +159,15 @@ def any_rank(flag: bool, d: Dist, device: torch.device) -> bool:
     return bool(t.item())
 
 
+def gather(t: torch.Tensor, d: Dist) -> list[torch.Tensor]:
+    """Every rank's value of a small tensor, in rank order, on every rank ([t] alone)."""
+    if d.world == 1:
+        return [t]
+    out: list = [None] * d.world
+    dist.all_gather_object(out, t)  # any device and backend; for small tensors (RNG states)
+    return out
+
+
 def barrier(d: Dist) -> None:
     if d.world > 1:
         dist.barrier()

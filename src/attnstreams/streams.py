@@ -98,6 +98,16 @@ class KVCache:
         return self.k, self.v
 
 
+def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float | None) -> torch.Tensor:
+    """Causal softmax attention weights (B, H, Tq, Tk) in float32, as SDPA computes them
+    (queries at the last Tq positions of the Tk keys)."""
+    Tq, Tk = q.size(-2), k.size(-2)
+    scale = q.size(-1) ** -0.5 if scale is None else scale
+    scores = (q.float() @ k.float().transpose(-1, -2)) * scale
+    causal = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
+    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
+
+
 class StreamAttention(nn.Module):
     """Causal multi-head (GQA-capable) attention through SDPA, holding the residual stream.
 
@@ -142,6 +152,9 @@ class StreamAttention(nn.Module):
             w[0], w[1] = init
             self.stream_mix = nn.Parameter(w)
 
+    keep_attention = False  # set True: the next forward keeps its probabilities in attn_probs
+    attn_probs: torch.Tensor | None = None
+
     def mix(self, own: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
         """Where the stream happens: own projection plus the one handed on."""
         if self.stream_mix is None:
@@ -180,6 +193,8 @@ class StreamAttention(nn.Module):
         mask = None
         if Tq != Tk and Tq > 1:  # decoding a chunk after a cached prefix
             mask = torch.ones(Tq, Tk, dtype=torch.bool, device=x.device).tril(Tk - Tq)
+        if self.keep_attention:  # analysis only (prefix matching): what SDPA attends with
+            self.attn_probs = attention_probs(q, k, self.scale)
         y = F.scaled_dot_product_attention(
             q,
             k,

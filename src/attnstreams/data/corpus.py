@@ -4,14 +4,18 @@
   `pip install 'attnstreams[data]'`);
 - `generated`: the offline story generator (unbounded, deterministic by seed);
 - a path: `.txt` with stories separated by `<|endoftext|>` (the dataset's own text files),
-  `.jsonl` / `.json` with one object per line holding a text field, or `.parquet`.
+  `.jsonl` / `.json` with one object per line holding a text field, or `.parquet`; or a folder
+  of such files (read in name order).
 
-Local files are split into train and validation by story index (every 100th story is
-validation); generated stories use a separate seed for validation.
+Local files are split into train and validation by story, by a hash of the story's text
+(`VAL_PER_MILLE` of the stories are validation): the split does not depend on the order or on
+which files hold a story, and a story repeated in two files stays on one side. Generated
+stories use a separate seed for validation.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,19 +24,29 @@ from ..config import ConfigError
 from .tokenizer import EOT
 
 SPLITS = ("train", "validation")
-VAL_EVERY = 100
+VAL_PER_MILLE = 60  # 6% of a local corpus's stories: ~850 of the 14,200 sample stories
+FORMATS = (".txt", ".jsonl", ".json", ".parquet")
 MAX_DOC_CHARS = 50_000_000  # one document; a longer one is an error, not a memory blow-up
 HF_NAME = "roneneldan/TinyStories"
 
 
 def _check_split(split: str) -> None:
-    if split not in SPLITS:
-        raise ConfigError(f"split must be one of {', '.join(SPLITS)}, got {split!r}")
+    if split not in (*SPLITS, "all"):
+        raise ConfigError(f"split must be one of {', '.join(SPLITS)} or all, got {split!r}")
+
+
+def in_validation(text: str) -> bool:
+    """Whether a story belongs to the validation split (a hash of its stripped text)."""
+    h = hashlib.blake2b(text.strip().encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(h, "little") % 1000 < VAL_PER_MILLE
 
 
 def _take_split(texts: Iterator[str], split: str) -> Iterator[str]:
-    for i, t in enumerate(texts):
-        if (i % VAL_EVERY == 0) == (split == "validation"):
+    if split == "all":
+        yield from texts
+        return
+    for t in texts:
+        if in_validation(t) == (split == "validation"):
             yield t
 
 
@@ -116,8 +130,11 @@ def _read_hf(split: str, field: str) -> Iterator[str]:
 def iter_texts(
     data: str, split: str = "train", text_field: str = "text", seed: int = 0
 ) -> Iterator[str]:
-    """Documents of a corpus, one string each, in a fixed order."""
+    """Documents of a corpus, one string each, in a fixed order; split "all": every document
+    of a local file or folder (one the user holds out as a whole)."""
     _check_split(split)
+    if split == "all" and data in ("generated", "tinystories"):
+        raise ConfigError(f"split 'all' is for a local file, not {data}")
     if data == "generated":
         from .stories import generate_stories
 
@@ -127,23 +144,34 @@ def iter_texts(
         yield from _read_hf(split, text_field)
         return
     path = Path(data)
-    if not path.is_file():
-        raise ConfigError(f"corpus not found: {data} (expected tinystories, generated or a file)")
-    suffix = path.suffix.lower()
-    if suffix == ".txt":
-        docs = _read_txt(path)
-    elif suffix in (".jsonl", ".json"):
-        docs = _read_jsonl(path, text_field)
-    elif suffix == ".parquet":
-        docs = _read_parquet(path, text_field)
+    if path.is_dir():
+        files = sorted(f for f in path.iterdir() if f.is_file() and f.suffix.lower() in FORMATS)
+        if not files:
+            raise ConfigError(f"{path} holds no corpus files ({', '.join(FORMATS)})")
+    elif path.is_file():
+        files = [path]
     else:
-        raise ConfigError(f"unknown corpus format {suffix!r}: use .txt, .jsonl or .parquet")
+        raise ConfigError(
+            f"corpus not found: {data} (expected tinystories, generated, a file or a folder)"
+        )
     any_doc = False
-    try:
-        for doc in _take_split(docs, split):
-            any_doc = True
-            yield doc
-    except UnicodeDecodeError as e:
-        raise ConfigError(f"{path} is not UTF-8 text ({e.reason})") from None
+    for f in files:
+        try:
+            for doc in _take_split(_read_file(f, text_field), split):
+                any_doc = True
+                yield doc
+        except UnicodeDecodeError as e:
+            raise ConfigError(f"{f} is not UTF-8 text ({e.reason})") from None
     if not any_doc:
         raise ConfigError(f"{path} holds no {split} documents")
+
+
+def _read_file(path: Path, text_field: str) -> Iterator[str]:
+    suffix = path.suffix.lower()
+    if suffix == ".txt":
+        return _read_txt(path)
+    if suffix in (".jsonl", ".json"):
+        return _read_jsonl(path, text_field)
+    if suffix == ".parquet":
+        return _read_parquet(path, text_field)
+    raise ConfigError(f"unknown corpus format {suffix!r}: use .txt, .jsonl or .parquet")

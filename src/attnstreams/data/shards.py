@@ -24,14 +24,17 @@ def write_tokens(
     max_tokens: int | None = None,
     batch: int = 1024,
     progress: bool = True,
+    meta: dict | None = None,
 ) -> int:
     """Encode documents (each followed by end-of-text) into `path`; returns the token count.
-    Written to a temporary file and renamed, so `path` is never half-written."""
+    Streams: memory holds one batch of documents, whatever the corpus size. Written to a
+    temporary file and renamed, so `path` is never half-written. The sidecar `.json` records
+    the count, the UTF-8 bytes of the documents encoded (for bits per byte) and `meta`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    n = 0
+    n = n_bytes = 0
     it = iter(texts)
     try:
         with (
@@ -44,8 +47,18 @@ def write_tokens(
                     break
                 ids = [t + [tokenizer.eot_id] for t in tokenizer.encode_batch(docs)]
                 arr = np.fromiter((i for doc in ids for i in doc), dtype=np.int64)
-                if max_tokens is not None:
-                    arr = arr[: max_tokens - n]
+                sizes = [len(d.encode("utf-8")) for d in docs]
+                if max_tokens is not None and n + arr.size > max_tokens:
+                    # cut inside document j: its bytes in proportion to the tokens kept
+                    room = max_tokens - n
+                    ends = np.cumsum([len(t) for t in ids])
+                    j = int(np.searchsorted(ends, room, side="right"))
+                    kept = room - (ends[j - 1] if j else 0)
+                    sizes = (
+                        [*sizes[:j], round(sizes[j] * kept / len(ids[j]))] if kept else sizes[:j]
+                    )
+                    arr = arr[:room]
+                n_bytes += sum(sizes)
                 if arr.size and (arr.max() >= tokenizer.vocab_size or arr.min() < 0):
                     raise ConfigError(f"token id out of the vocabulary ({tokenizer.vocab_size})")
                 f.write(arr.astype(dtype).tobytes())
@@ -55,14 +68,16 @@ def write_tokens(
             os.fsync(f.fileno())
         if n == 0:
             raise ConfigError("the corpus produced no tokens")
-        meta = {
+        info = {
             "tokens": n,
+            "bytes": n_bytes,
             "dtype": np.dtype(dtype).name,
             "vocab_size": tokenizer.vocab_size,
             "eot_id": tokenizer.eot_id,
             "tokenizer": tokenizer.name,
+            **(meta or {}),
         }
-        path.with_suffix(".json").write_text(json.dumps(meta))
+        path.with_suffix(".json").write_text(json.dumps(info))
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -107,6 +122,18 @@ class TokenWindows:
         idx = starts[rows, None] + np.arange(T + 1)  # only this process's rows are read
         w = torch.from_numpy(self.tokens[idx].astype(np.int64))
         return w[:, :-1], w[:, 1:]
+
+    @property
+    def tokens_per_byte(self) -> float | None:
+        """Tokens per UTF-8 byte of the text encoded (None for files made before it was kept)."""
+        return self.meta["tokens"] / self.meta["bytes"] if self.meta.get("bytes") else None
+
+    def documents(self, eot_id: int) -> list[np.ndarray]:
+        """The file cut at end-of-text tokens: one array per document, separators dropped."""
+        cuts = np.flatnonzero(np.asarray(self.tokens) == eot_id)
+        starts = np.concatenate([[0], cuts + 1])
+        ends = np.concatenate([cuts, [len(self.tokens)]])
+        return [np.asarray(self.tokens[a:b]) for a, b in zip(starts, ends, strict=True) if b > a]
 
     def sequential(self, batch: int, T: int, max_batches: int | None = None):
         """Non-overlapping windows in order, for a deterministic evaluation loss."""
