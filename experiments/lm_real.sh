@@ -4,7 +4,8 @@
 #   experiments/lm_real.sh grid CORPUS WORK OUT VOCAB EPOCHS NAMES [WORKERS]
 #                                                     4 arms x 10 seeds, names original|resampled
 # CORPUS: a folder of TinyStories text files; WORK: scratch (token files, checkpoints);
-# OUT: where the metrics (no checkpoints) are packed. One GPU; several runs at once.
+# OUT: where the metrics and logs (no checkpoints) are packed, one file a phase. One GPU;
+# several runs at once.
 set -u
 PHASE=$1 CORPUS=$2 WORK=$3 OUT=$4
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
@@ -17,12 +18,12 @@ start=$(date +%s)
 pack() {  # metrics, configs, summaries and the tokenizers; never checkpoints
   (cd "$WORK" && find . -name metrics.jsonl -o -name config.json -o -name summary.json \
     -o -name 'tokenizer*.json' -o -name ioi_vocab.json -o -name data_config.json \
-    -o -name train.json -o -name validation.json) | tar czf "$OUT/$1.tar.gz" -C "$WORK" -T -
+    -o -name train.json -o -name validation.json -o -name '*.err' -o -name 'prep-*.json') | tar czf "$OUT/$1.tar.gz" -C "$WORK" -T -
 }
 case $PHASE in
 sweep)
   for V in 2048 4096 8192; do
-    $CLI lm prepare $DATA --vocab-size $V --data-dir "$WORK/data-$V" --json > "$OUT/prep-$V.json" &
+    $CLI lm prepare $DATA --vocab-size $V --data-dir "$WORK/data-$V" --json > "$WORK/prep-$V.json" &
   done
   wait
   echo "prepared at $(( $(date +%s) - start )) s"
@@ -30,7 +31,7 @@ sweep)
     for E in 3 6 12; do
       timeout 500 $CLI lm grid $DATA $TRAIN --vocab-size $V --data-dir "$WORK/data-$V" \
         --epochs $E --eval-every 50 --stream none --seeds 1 --out "$WORK/sweep-$V-e$E" \
-        > "$OUT/sweep-$V-e$E.json" 2> "$OUT/sweep-$V-e$E.err" &
+        > "$WORK/sweep-$V-e$E.json" 2> "$WORK/sweep-$V-e$E.err" &
     done
   done
   wait
@@ -41,11 +42,12 @@ grid)
   V=$5 E=$6 NAMES=$7 WORKERS=${8:-4}
   D="$WORK/data-$V-$NAMES"
   $CLI lm prepare $DATA --vocab-size $V --names $NAMES --epochs $E --data-dir "$D" --json \
-    > "$OUT/prep-$NAMES.json"
+    > "$WORK/prep-$NAMES.json"
   echo "prepared at $(( $(date +%s) - start )) s"
-  timeout 560 $CLI lm grid $DATA $TRAIN --vocab-size $V --names $NAMES --epochs $E \
-    --data-dir "$D" --eval-every 25 --stream none,value,value-first,value-learned --seeds 10 \
-    --workers $WORKERS --out "$WORK/grid-$NAMES" > "$OUT/grid-$NAMES.json" 2> "$OUT/grid-$NAMES.err"
+  timeout 520 $CLI lm grid $DATA $TRAIN --vocab-size $V --names $NAMES --epochs $E \
+    --data-dir "$D" --eval-every 50 --stream none,value,value-first,value-learned --seeds 10 \
+    --workers $WORKERS --out "$WORK/grid-$NAMES" > "$WORK/grid-$NAMES.json" 2> "$WORK/grid-$NAMES.err"
+  tail -3 "$WORK/grid-$NAMES.err"
   echo "grid exit $? at $(( $(date +%s) - start )) s"
   pack "grid-$NAMES"
   ;;

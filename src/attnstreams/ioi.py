@@ -335,24 +335,35 @@ def induction_metrics(
 
 @torch.no_grad()
 def story_icl_metrics(model, stories: torch.Tensor, early: int, late: int, eot_id: int) -> dict:
-    """ICL score within stories: the loss on each story's token `late` minus that on its token
-    `early` (tokens counted from 0 at the story's start, the story preceded by end-of-text as
-    in training). `stories`: (N, >= late + 1) token ids of held-out stories long enough."""
+    """In-context metrics within held-out stories (tokens counted from 0 at the story's start,
+    the story preceded by end-of-text as in training); `stories`: (N, >= late + 1) ids.
+
+    icl_score: the loss on token `late` minus that on token `early` (Olsson et al.'s score
+    inside one story). Stories open with formulaic text, so their early tokens are easy; the
+    score mixes that with the use of context. context_gain controls for it: the loss on the
+    same token `late` given only its `early` preceding tokens, minus the loss given the whole
+    story before it (positive: the model uses the longer context)."""
     was_training = model.training
     model.eval()
     try:
         x = torch.cat([torch.full_like(stories[:, :1], eot_id), stories[:, :late]], 1)
-        losses = []
+        full, short = [], []
         for i in range(0, len(x), 64):
-            logits, _ = model(x[i : i + 64])
-            logp = F.log_softmax(logits.float(), -1)
+            logp = F.log_softmax(model(x[i : i + 64])[0].float(), -1)
             y = stories[i : i + 64, : late + 1]
-            losses.append(-logp.gather(-1, y[..., None])[..., 0])
-        nll = torch.cat(losses)
+            full.append(-logp.gather(-1, y[..., None])[..., 0])
+            window = stories[i : i + 64, late - early : late] if early else None
+            if window is not None:
+                lp = F.log_softmax(model(window)[0][:, -1].float(), -1)
+                short.append(-lp.gather(-1, stories[i : i + 64, late, None])[:, 0])
+        nll = torch.cat(full)
     finally:
         model.train(was_training)
     e, lt = float(nll[:, early].mean()), float(nll[:, late].mean())
-    return {"icl_score": lt - e, "loss_early": e, "loss_late": lt, "icl_stories": len(x)}
+    out = {"icl_score": lt - e, "loss_early": e, "loss_late": lt, "icl_stories": len(x)}
+    if short:
+        out["context_gain"] = float(torch.cat(short).mean()) - lt
+    return out
 
 
 def behaviour_metrics(model, tokenizer, device, ioi_set: list[IOIPrompt]) -> dict:
