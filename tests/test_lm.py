@@ -57,19 +57,32 @@ def test_ioi_metrics_on_a_model_that_prefers_one_name(tok):
     names = ioi.single_token_names(tok)
     assert len(names) >= 50
     prompts = ioi.make_ioi_set(names, n=300, seed=1)
-    favourite = names[0]
+    n = len(prompts)
+    favourite = max(names, key=lambda x: sum(p.io == x for p in prompts))
     fav_id = tok.encode(" " + favourite)[0]
     model = FixedLogits(tok.vocab_size, {fav_id: 3.0})
     m = ioi.ioi_metrics(model, tok, prompts, "cpu")
     n_io = sum(p.io == favourite for p in prompts)
     n_s = sum(p.s == favourite for p in prompts)
-    assert n_io > 0 and n_s > 0
-    assert m["accuracy"] == pytest.approx(n_io / 300)  # ties (neither name favoured) do not count
-    assert m["logit_diff"] == pytest.approx(3.0 * (n_io - n_s) / 300, abs=1e-5)
+    assert n_io > 0 and n_io == n_s  # every filling is asked with each name as the IO
+    assert m["accuracy"] == pytest.approx(n_io / n)  # ties (neither name favoured) do not count
+    assert m["logit_diff"] == pytest.approx(0.0, abs=1e-5)
     z = math.exp(3.0) + tok.vocab_size - 1
     p_fav, p_other = math.exp(3.0) / z, 1 / z
-    expected_p_io = (n_io * p_fav + (300 - n_io) * p_other) / 300
+    expected_p_io = (n_io * p_fav + (n - n_io) * p_other) / n
     assert m["p_io"] == pytest.approx(expected_p_io, rel=1e-4)
+
+
+def test_a_model_that_ignores_the_context_scores_chance_exactly(tok):
+    """Any fixed preference among names (here random logits) gives accuracy 0.5 and mean
+    difference 0: the set asks each filling with both names as the IO, in both orders."""
+    names = ioi.single_token_names(tok)
+    prompts = ioi.make_ioi_set(names, n=256, seed=3)
+    bias = dict(enumerate(torch.randn(tok.vocab_size, generator=torch.Generator().manual_seed(0))))
+    m = ioi.ioi_metrics(FixedLogits(tok.vocab_size, bias), tok, prompts, "cpu", by_template=True)
+    assert m["accuracy"] == 0.5 and m["logit_diff"] == pytest.approx(0.0, abs=1e-5)
+    assert all(acc == 0.5 for acc, _ in m["by_template"].values())
+    assert len(m["by_template"]) == len(ioi.TEMPLATES)
 
 
 def test_multi_token_names_scored_as_a_whole(tok):
@@ -83,16 +96,35 @@ def test_multi_token_names_scored_as_a_whole(tok):
 
 def test_ioi_set_design(tok):
     names = ioi.single_token_names(tok)
-    prompts = ioi.make_ioi_set(names, n=600)
-    assert len(ioi.TEMPLATES) >= 15 and len(prompts) == 600
-    assert {p.order for p in prompts} == {"ABBA", "BABA"}
+    prompts = ioi.make_ioi_set(names, n=1000)
+    per_round = 4 * len(ioi.TEMPLATES)
+    assert len(ioi.TEMPLATES) >= 15 and len(prompts) == -(-1000 // per_round) * per_round
+    # every template equally often, each in both orders equally often (the old set tied
+    # template and order: i % 16 and i % 2)
+    from collections import Counter
+
+    counts = Counter((p.template, p.order) for p in prompts)
+    assert set(counts.values()) == {len(prompts) // (2 * len(ioi.TEMPLATES))}
+    assert len(counts) == 2 * len(ioi.TEMPLATES)
     for p in prompts[:50]:
         first, second = p.text.split(" and ")[0].split()[-1], p.text.split(" and ")[1].split()[0]
         assert {first, second.rstrip(",")} == {p.io, p.s} and p.io != p.s
         assert (first == p.io) == (p.order == "ABBA")
         assert p.text.count(p.s) == 2 and p.text.count(p.io) == 1
     assert any(ioi.template_regex(t).fullmatch(prompts[0].text) for t in ioi.TEMPLATES)
-    assert len(ioi.paper_prompts()) == 8
+
+
+def test_paper_prompts_are_labelled_with_their_order():
+    """ "After John and Mary went to the store, John gave ... to": the IO (Mary) is named second,
+    so the order is BABA; the old labels had it ABBA."""
+    prompts = ioi.paper_prompts()
+    assert len(prompts) == 8
+    first = prompts[0]
+    assert first.text.startswith("After John and Mary") and ", John gave" in first.text
+    assert (first.io, first.s, first.order) == ("Mary", "John", "BABA")
+    for p in prompts:
+        named_first = p.text.split(" and ")[0].split()[-1]
+        assert (named_first == p.io) == (p.order == "ABBA")
 
 
 def test_generated_stories_never_match_an_ioi_template():
@@ -112,9 +144,92 @@ def test_induction_metrics_on_a_copier():
     assert blind["induction_score"] == pytest.approx(0.0, abs=1e-5)
 
 
-def test_icl_score():
-    assert ioi.icl_score(torch.linspace(5, 3, 100)) < 0  # loss falls along the context
-    assert ioi.icl_score(torch.full((100,), 2.0)) == 0.0
+class Spike(torch.nn.Module):
+    """Uniform logits, except a confident wrong guess (token 0) at one position."""
+
+    def __init__(self, vocab: int, at: int):
+        super().__init__()
+        self.vocab, self.at = vocab, at
+
+    def forward(self, ids):
+        logits = torch.zeros(*ids.shape, self.vocab)
+        logits[:, self.at, 0] = 30.0
+        return logits, None
+
+
+def test_induction_loss_leaves_out_the_repeats_first_token():
+    """Nothing in the context predicts the first token of the second copy (position L - 1
+    predicts it): a miss there must not count against induction."""
+    L, V = 20, 100
+    m = ioi.induction_metrics(Spike(V, L - 1), V, "cpu", length=L, batch=4, low=1)
+    assert m["induction_loss"] == pytest.approx(math.log(V), rel=1e-6)
+    hit = ioi.induction_metrics(Spike(V, L), V, "cpu", length=L, batch=4, low=1)
+    assert hit["induction_loss"] > math.log(V) + 1  # position L is counted
+
+
+class PrefixMatcher(torch.nn.Module):
+    """Uniform logits; one attention layer whose head 3 attends, from every token, to the
+    token after the previous occurrence of the same token (a perfect prefix-matching head)."""
+
+    def __init__(self, vocab: int):
+        super().__init__()
+        from attnstreams.streams import StreamAttention
+
+        self.vocab, self.attn = vocab, StreamAttention(8, 4, 0)
+
+    def forward(self, ids):
+        B, T = ids.shape
+        if self.attn.keep_attention:
+            p = torch.full((B, 4, T, T), 0.0)
+            for b in range(B):
+                for t in range(T):
+                    prev = [j for j in range(t) if ids[b, j] == ids[b, t]]
+                    p[b, :, t, 0] = 1.0  # the other heads look at the first token
+                    if prev:
+                        p[b, 3, t, 0], p[b, 3, t, prev[-1] + 1] = 0.0, 1.0
+            self.attn.attn_probs = p
+        return torch.zeros(B, T, self.vocab), None
+
+
+def test_prefix_matching_finds_the_head():
+    m = ioi.induction_metrics(PrefixMatcher(1000), 1000, "cpu", length=12, batch=4, seed=1)
+    assert m["prefix_matching_head"] == "L0H3" and m["prefix_matching"] == pytest.approx(1.0)
+    assert m["induction_score"] == pytest.approx(0.0, abs=1e-5)  # uniform logits copy nothing
+    assert not m.keys() - {
+        "induction_loss", "first_copy_loss", "induction_accuracy", "induction_score",
+        "prefix_matching", "prefix_matching_head",
+    }  # fmt: skip
+
+
+def test_attention_probs_are_what_sdpa_attends_with():
+    from attnstreams.streams import attention_probs
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 3, 7, 5, generator=g) for _ in range(3))
+    y = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+    assert torch.allclose(attention_probs(q, k, None) @ v, y, atol=1e-6)
+    # a chunk of 2 queries after 5 cached keys
+    y2 = torch.nn.functional.scaled_dot_product_attention(
+        q[:, :, 5:], k, v, attn_mask=torch.ones(2, 7, dtype=torch.bool).tril(5)
+    )
+    assert torch.allclose(attention_probs(q[:, :, 5:], k, None) @ v, y2, atol=1e-6)
+
+
+def test_story_icl_metrics_on_a_copier():
+    """Stories that repeat with period 30: a copier predicts token 200 from its whole story, not
+    from its 20 preceding tokens alone, nor token 20: negative ICL score, positive gain."""
+    V, P = 50, 30
+    g = torch.Generator().manual_seed(0)
+    stories = torch.randint(1, V, (6, P), generator=g).repeat(1, 8)[:, :201]
+    m = ioi.story_icl_metrics(Copier(V, P), stories, early=20, late=200, eot_id=0)
+    copied, uniform = math.log(1 + (V - 1) * math.exp(-10)), math.log(V)
+    assert m["loss_late"] == pytest.approx(copied, rel=1e-4)
+    assert m["loss_early"] == pytest.approx(uniform, rel=1e-5)
+    assert m["icl_score"] == pytest.approx(copied - uniform, rel=1e-4)
+    assert m["context_gain"] == pytest.approx(uniform - copied, rel=1e-4)
+    flat = ioi.story_icl_metrics(FixedLogits(V, {}), stories, early=20, late=200, eot_id=0)
+    assert flat["icl_score"] == pytest.approx(0.0, abs=1e-6) and flat["icl_stories"] == 6
+    assert flat["context_gain"] == pytest.approx(0.0, abs=1e-6)
 
 
 def test_lr_schedule():
@@ -266,7 +381,8 @@ def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):
     ]
     assert main([*grid, "--real-eval", str(FIXTURE)]) == 0
     text = (tmp_path / "g" / "report.md").read_text()
-    assert "IOI accuracy (templated set) (value)" in text and "real TinyStories" in text
+    assert "| IOI accuracy (templated set) | value |" in text
+    assert "| held-out loss on the --real-eval corpus | value |" in text
     assert (tmp_path / "g" / "curves.png").exists()
     # Running the same grid again continues it: nothing is retrained.
     before = (tmp_path / "g" / "none-s0" / "metrics.jsonl").read_text()

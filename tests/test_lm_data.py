@@ -27,30 +27,48 @@ def test_real_tinystories_format_inline_separators():
     docs = val + list(iter_texts(str(FIXTURE), "train"))
     assert len(docs) == raw.count("<|endoftext|>") == 60
     assert all("<|endoftext|>" not in d and d == d.strip() and d for d in docs)
-    assert val[0] == raw.split("<|endoftext|>")[0].strip()  # story 0 is validation
+    assert val == [d.strip() for d in raw.split("<|endoftext|>") if corpus.in_validation(d)]
 
 
-def test_separator_on_its_own_line_and_split(tmp_path):
+def test_split_is_by_a_hash_of_the_story(tmp_path):
+    """The split does not depend on order or on which file holds a story; about
+    VAL_PER_MILLE of stories are validation; the two sides never share a story."""
+    stories = [f"story {i}\nline two" for i in range(3000)]
     p = tmp_path / "c.txt"
-    p.write_text("".join(f"story {i}\nline two\n<|endoftext|>\n" for i in range(250)))
-    train = list(iter_texts(str(p), "train"))
-    val = list(iter_texts(str(p), "validation"))
-    assert val == ["story 0\nline two", "story 100\nline two", "story 200\nline two"]
-    assert len(train) == 247 and not set(train) & set(val)
+    p.write_text("".join(f"{s}\n<|endoftext|>\n" for s in stories))
+    train, val = list(iter_texts(str(p), "train")), list(iter_texts(str(p), "validation"))
+    assert len(train) + len(val) == 3000 and not set(train) & set(val)
+    assert abs(len(val) / 3000 - corpus.VAL_PER_MILLE / 1000) < 0.015  # 6% +- 3 sd
+    # the same stories reversed and spread over a folder of two files: the same split
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    rev = stories[::-1]
+    (folder / "a.txt").write_text("<|endoftext|>".join(rev[:1000]))
+    (folder / "b.jsonl").write_text("\n".join(json.dumps({"text": s}) for s in rev[1000:]))
+    assert sorted(iter_texts(str(folder), "validation")) == sorted(val)
+    assert len(list(iter_texts(str(folder), "all"))) == 3000
+    with pytest.raises(ConfigError, match="for a local file"):
+        list(iter_texts("generated", "all"))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "notes.md").write_text("not a corpus")
+    with pytest.raises(ConfigError, match="no corpus files"):
+        list(iter_texts(str(empty), "train"))
 
 
 def test_jsonl_and_errors(tmp_path):
     p = tmp_path / "c.jsonl"
     p.write_text("\n".join(json.dumps({"story": f"s{i}"}) for i in range(5)) + "\n")
-    assert list(iter_texts(str(p), "train", text_field="story")) == ["s1", "s2", "s3", "s4"]
+    got = list(iter_texts(str(p), "all", text_field="story"))
+    assert got == ["s0", "s1", "s2", "s3", "s4"]
     with pytest.raises(ConfigError, match="no 'text' field"):
         list(iter_texts(str(p), "train"))
     p.write_text('{"text": "ok"}\n{"text": 3}\n')
     with pytest.raises(ConfigError, match="not a string"):
-        list(iter_texts(str(p), "validation")) + list(iter_texts(str(p), "train"))
+        list(iter_texts(str(p), "all"))
     p.write_text('{"text": "ok"\n')
     with pytest.raises(ConfigError, match="not valid JSON"):
-        list(iter_texts(str(p), "validation"))
+        list(iter_texts(str(p), "all"))
 
 
 @pytest.mark.parametrize(
@@ -83,7 +101,7 @@ def test_parquet(tmp_path):
     import pyarrow.parquet as pq
 
     pq.write_table(pa.table({"text": [f"doc {i}" for i in range(3)]}), tmp_path / "c.parquet")
-    assert list(iter_texts(str(tmp_path / "c.parquet"), "train")) == ["doc 1", "doc 2"]
+    assert list(iter_texts(str(tmp_path / "c.parquet"), "all")) == ["doc 0", "doc 1", "doc 2"]
 
 
 def test_huggingface_path_uses_datasets(monkeypatch):
@@ -223,12 +241,11 @@ def test_a_huge_single_line_is_a_clear_error(tmp_path, monkeypatch, suffix):
     body = "a" * 3_000_000
     p.write_text(body if suffix == ".txt" else json.dumps({"text": body}))
     with pytest.raises(ConfigError, match="longer than 5,000 characters"):
-        list(iter_texts(str(p), "validation"))
+        list(iter_texts(str(p), "all"))
 
 
 def test_separator_split_across_read_blocks(tmp_path):
     p = tmp_path / "c.txt"
     first = "x" * ((1 << 20) - 5)  # the separator straddles the 1 MiB read boundary
     p.write_text(first + "<|endoftext|>second story<|endoftext|>")
-    docs = list(iter_texts(str(p), "validation")) + list(iter_texts(str(p), "train"))
-    assert docs == [first, "second story"]
+    assert list(iter_texts(str(p), "all")) == [first, "second story"]

@@ -125,18 +125,23 @@ def test_two_processes_match_one(tmp_path, mode, compiled):
         assert 0.4 < held < 0.6  # FSDP: about half on each of 2 ranks
     # Stopped mid-window under torchrun and resumed: the same run, to the bit (eager only:
     # the compiled cases check the loss curve and the checkpoint).
+    # With dropout on: each rank draws its own masks, and the checkpoint keeps every rank's
+    # generator, so the resumed run draws the masks the uninterrupted one drew.
     if not compiled:
-        torchrun("--out", str(tmp_path / "resumed"), "--stop-after", "6")
-        torchrun("--out", str(tmp_path / "resumed"), "--resume")
-        a, _ = checkpoint.load(tmp_path / "two" / "checkpoint.safetensors")
+        drop = ("--dropout", "0.1")
+        torchrun("--out", str(tmp_path / "two-d"), *drop)
+        torchrun("--out", str(tmp_path / "resumed"), "--stop-after", "6", *drop)
+        torchrun("--out", str(tmp_path / "resumed"), "--resume", *drop)
+        a, _ = checkpoint.load(tmp_path / "two-d" / "checkpoint.safetensors")
         b, _ = checkpoint.load(tmp_path / "resumed" / "checkpoint.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert not torch.equal(a["rng/torch"], a["rng/torch/1"])  # ranks' own generators
         timeless = [
             [
                 {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}
                 for ln in (tmp_path / k / "metrics.jsonl").read_text().splitlines()
             ]
-            for k in ("two", "resumed")
+            for k in ("two-d", "resumed")
         ]
         for ra, rb in zip(*timeless, strict=True):  # the window's mean loss: to rounding
             if "train_loss" in ra:

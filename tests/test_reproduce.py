@@ -25,4 +25,4 @@ def test_reproduce_quick_writes_report_with_figures(tmp_path, monkeypatch, capsy
     assert (tmp_path / "icl" / "metrics.jsonl").exists()
     assert (tmp_path / "lm" / "value-s0" / "checkpoint.safetensors").exists()
     lm = (tmp_path / "lm" / "report.md").read_text()  # one seed: values, not "± 0.000"
-    assert "| held-out loss (value) |" in lm and not re.search(r"\d ± 0\.000 ", lm)
+    assert "| held-out loss (nats/token) | value |" in lm and not re.search(r"\d ± 0\.000 ", lm)

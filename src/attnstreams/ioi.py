@@ -314,23 +314,22 @@ def induction_metrics(
         first, second = nll[:, : length - 1], nll[:, length:]
         acc = (logits[:, length:].argmax(-1) == target[:, length:]).float().mean()
         q = torch.arange(length, 2 * length - 1, device=device)  # second-copy positions
-        scores = torch.stack(
-            [m.attn_probs[:, :, q, q - length + 1].mean(dim=(0, 2)) for m in layers]
-        )  # (layers, heads)
+        scores = [m.attn_probs[:, :, q, q - length + 1].mean(dim=(0, 2)) for m in layers]
     finally:
         for m in layers:
             m.keep_attention, m.attn_probs = False, None
         model.train(was_training)
-    best = int(scores.argmax())
-    layer, head = divmod(best, scores.size(1))
-    return {
+    out = {
         "induction_loss": float(second.mean()),
         "first_copy_loss": float(first.mean()),
         "induction_accuracy": float(acc),
         "induction_score": float(first.mean() - second.mean()),
-        "prefix_matching": float(scores.max()),
-        "prefix_matching_head": f"L{layer}H{head}",
     }
+    if scores:  # (layers, heads)
+        s = torch.stack(scores)
+        layer, head = divmod(int(s.argmax()), s.size(1))
+        out |= {"prefix_matching": float(s.max()), "prefix_matching_head": f"L{layer}H{head}"}
+    return out
 
 
 @torch.no_grad()

@@ -1,4 +1,11 @@
-"""`attnstreams lm report DIR`: curves and paired final numbers of an LM grid."""
+"""`attnstreams lm report DIR`: what emerged in an LM grid, when, and what each stream did.
+
+Arms are compared with the baseline seed by seed, at the last evaluation step that every run of
+both reached (a grid stopped early compares where it stands, and says so). Final numbers: paired
+differences with t-intervals and exact sign-flip p (no interval below 5 seeds). Emergence: the
+step each run first shows an ability; runs that never do are counted, and their comparison is
+censored (stats.censored_comparison).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,6 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-from scipy import stats as sps
 
 from . import stats
 from .config import ConfigError
@@ -15,99 +21,257 @@ from .plots import plot_bands
 from .runlog import write_text_atomic
 
 METRICS = {  # key: (title, higher is better)
-    "val_loss": ("held-out loss", False),
+    "val_loss": ("held-out loss (nats/token)", False),
+    "val_bpb": ("held-out bits per byte", False),
     "ioi_accuracy": ("IOI accuracy (templated set)", True),
     "ioi_logit_diff": ("IOI log-prob difference IO - S", True),
     "paper_ioi_accuracy": ("IOI accuracy (paper's 8 prompts)", True),
     "induction_score": ("induction score (first - second copy loss)", True),
-    "icl_score": ("ICL score (late - early loss)", False),
+    "prefix_matching": ("prefix matching (best head)", True),
+    "icl_score": ("ICL score (late - early token loss)", False),
+    "context_gain": ("context gain (short - whole context loss)", True),
+    "real_val_loss": ("held-out loss on the --real-eval corpus", False),
 }
+#: key: (what, threshold, consecutive evaluations above it)
+ABILITIES = {
+    "ioi_accuracy": ("IOI accuracy > 0.6", 0.6, 2),
+    "induction_score": ("induction score > 1.0 nats", 1.0, 2),
+    "prefix_matching": ("a prefix-matching head > 0.3", 0.3, 2),
+}
+CURVES = (
+    "val_bpb",
+    "ioi_accuracy",
+    "ioi_logit_diff",
+    "induction_score",
+    "prefix_matching",
+    "context_gain",
+)
 
 
-def load_grid(grid: Path) -> dict[str, dict[int, list[dict]]]:
-    """Metric rows of every run folder `<stream>-s<seed>` in a grid, by stream and seed."""
+def load_grid(grid: Path) -> tuple[dict[str, dict[int, list[dict]]], dict]:
+    """Metric rows of every run folder in a grid, by stream and seed; and one run's config."""
     runs: dict[str, dict[int, list[dict]]] = defaultdict(dict)
+    config = None
     for cfg_path in sorted(Path(grid).glob("*/config.json")):
         metrics = cfg_path.parent / "metrics.jsonl"
         if not metrics.exists():
             continue
-        cfg = json.loads(cfg_path.read_text())["config"]
+        saved = json.loads(cfg_path.read_text())
+        if "config" not in saved or "stream" not in saved["config"]:
+            raise ConfigError(f"{cfg_path.parent} is not a run of `lm train` or `lm grid`")
         rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
         if rows:
-            runs[cfg["stream"]][cfg["seed"]] = rows
+            runs[saved["config"]["stream"]][saved["config"]["seed"]] = rows
+            config = config or saved
     if not runs:
         raise ConfigError(f"{grid} holds no LM runs (folders with config.json and metrics.jsonl)")
-    return runs
+    return runs, config
 
 
-def write_report(grid: Path) -> Path:
+def first_step(rows: list[dict], key: str, threshold: float, times: int) -> int | None:
+    """The first evaluation step from which `key` stays above threshold `times` evaluations in
+    a row; None if it never does within the run."""
+    streak = 0
+    for i, r in enumerate(rows):
+        v = r.get(key)
+        streak = streak + 1 if v is not None and v > threshold else 0
+        if streak == times:
+            return rows[i - times + 1]["step"]
+    return None
+
+
+def _at(rows: list[dict], step: int) -> dict:
+    return next(r for r in rows if r["step"] == step)
+
+
+def _common_step(runs: dict[int, list[dict]], other: dict[int, list[dict]], seeds) -> int:
+    """The last evaluation step that every run of both arms reached."""
+    steps = [{r["step"] for r in arm[s]} for arm in (runs, other) for s in seeds]
+    common = set.intersection(*steps)
+    return max(common) if common else 0
+
+
+def _mean_sd(v: np.ndarray) -> str:
+    return f"{v.mean():.3f}" + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "")
+
+
+def _p(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3g}"
+
+
+def write_report(grid: Path, title: str | None = None) -> Path:
     grid = Path(grid)
-    runs = load_grid(grid)
+    runs, config = load_grid(grid)
     arms = list(runs)
     baseline = "none" if "none" in runs else arms[0]
-    seeds = sorted(set.intersection(*(set(runs[a]) for a in arms)))
-    if not seeds:
-        raise ConfigError("no seed was run for every arm")
-    final = {a: {s: runs[a][s][-1] for s in seeds} for a in arms}
-    tokens = min(final[a][s]["tokens"] for a in arms for s in seeds)
+    cfg, data = config["config"], config.get("data") or {}
+    planned = cfg["steps"]
+    finished = {
+        a: sorted(s for s, rows in runs[a].items() if rows[-1]["step"] >= planned) for a in arms
+    }
     lines = [
-        "# Language models with residual streams: IOI and in-context metrics",
+        f"# {title or 'Language models with residual streams: what emerges, and when'}",
         "",
-        f"Arms {', '.join(arms)}; seeds {seeds} (paired: same data order and initial weights "
-        f"where shapes agree); final step {final[arms[0]][seeds[0]]['step']:,} "
-        f"({tokens:,} training tokens a run). Every checkpoint is evaluated with its own "
-        "architecture in eval mode (no dropout); names are scored by the log-probability of "
-        "the whole name.",
+        _setting_line(cfg, data, config, planned),
         "",
-        "## Final numbers",
+        "Runs finished (of those started): "
+        + "; ".join(f"{a} {len(finished[a])}/{len(runs[a])}" for a in arms)
+        + ". Each arm is compared with "
+        + f"{baseline} on the seeds both ran, at the last evaluation step every one of those "
+        "runs reached (named in each row); the same seed means the same data order and, where "
+        "shapes agree, the same initial weights.",
         "",
-        "Each arm: mean ± sd over the seeds (one seed: its value). Paired Δ: mean difference "
-        "with its t-interval (none below 5 seeds); exact p: sign-flip permutation test.",
+    ]
+    lines += _emergence_section(runs, arms, baseline)
+    lines += _final_section(runs, arms, baseline)
+    lines += _template_section(runs, arms, baseline)
+    png = _curves(runs, arms, grid / "curves.png")
+    lines += ["## Curves", "", "Mean over seeds, band ± 1 sd; x: training tokens.", ""]
+    lines += [f"![curves]({png.name})", ""]
+    return write_text_atomic(grid / "report.md", "\n".join(lines) + "\n")
+
+
+def _setting_line(cfg: dict, data: dict, config: dict, planned: int) -> str:
+    parts = [
+        f"Preset {cfg['preset']}",
+        f"batch {cfg['batch']}",
+        f"lr {cfg['lr']:g}",
+        f"weight decay {cfg['weight_decay']:g}",
+        f"dropout {'preset' if cfg['dropout'] is None else cfg['dropout']}",
+        f"{planned:,} steps" + (f" ({cfg['epochs']:g} epochs)" if cfg.get("epochs") else ""),
+    ]
+    if data:
+        parts.append(
+            f"data {Path(str(data['data'])).name} ({data['tokenizer']} tokenizer"
+            + (f", vocabulary {data['vocab_size']:,}" if data["tokenizer"] == "bpe" else "")
+            + f", names {data.get('names', 'original')})"
+        )
+    if config.get("ioi_prompts"):
+        parts.append(f"IOI set {config['ioi_prompts']:,} prompts over {config['ioi_names']} names")
+    if config.get("icl_positions"):
+        e, late = config["icl_positions"]
+        parts.append(
+            f"ICL score: token {late} minus token {e} of {config.get('icl_stories', '?')} "
+            f"held-out stories; context gain: token {late} given its {e} preceding tokens "
+            "against given the whole story"
+        )
+    return "; ".join(parts) + "."
+
+
+def _emergence_section(runs, arms, baseline) -> list[str]:
+    lines = [
+        "## What emerged",
         "",
-        f"| metric | {' | '.join(arms)} | paired Δ vs {baseline} (mean, 95% CI) | paired t p | "
-        "exact p |",
-        "|---|" + "---|" * (len(arms) + 3),
+        "An ability appears at the first evaluation from which it holds twice in a row. "
+        "Runs that never show it are counted (censored at their last step).",
+        "",
+        "| ability | arm | runs showing it | median step | vs "
+        f"{baseline}: sooner / later / unknown | exact sign p | change of the mean step |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for key, (what, thr, times) in ABILITIES.items():
+        if not any(key in r for a in arms for rows in runs[a].values() for r in rows):
+            continue
+        at = {a: {s: first_step(r, key, thr, times) for s, r in runs[a].items()} for a in arms}
+        total = sum(v is not None for a in arms for v in at[a].values())
+        if total == 0:
+            verdicts.append(f"- **{what}: never**, in no run of any arm; no arm can be sooner.")
+            continue
+        verdicts.append(f"- {what}: in {total} of {sum(len(at[a]) for a in arms)} runs.")
+        for a in arms:
+            got = [v for v in at[a].values() if v is not None]
+            med = f"{int(np.median(got)):,}" if got else "–"
+            cells = "– | – | –"
+            if a != baseline:
+                seeds = sorted(set(at[a]) & set(at[baseline]))
+                end = max(r["step"] for s in seeds for r in runs[a][s] + runs[baseline][s])
+                c = stats.censored_comparison(
+                    [at[baseline][s] for s in seeds], [at[a][s] for s in seeds], end
+                )
+                cells = (
+                    f"{c['sooner']} / {c['later']} / {c['unknown']} | {_p(c['p_sign'])} | "
+                    f"{stats.bound_phrase(c)}"
+                )
+            lines.append(f"| {what} | {a} | {len(got)}/{len(at[a])} | {med} | {cells} |")
+    if len(lines) == 6:  # nothing emerged anywhere: no table
+        lines = lines[:4]
+    return [*lines, *verdicts, ""]
+
+
+def _final_section(runs, arms, baseline) -> list[str]:
+    lines = [
+        "## Numbers at the end",
+        "",
+        "Each arm: mean ± sd over the compared seeds. Paired Δ = arm - baseline, seed by seed, "
+        "with its 95% t-interval (none below 5 seeds) and the exact sign-flip p.",
+        "",
+        f"| metric | arm | step | seeds | {baseline} | arm | paired Δ [95% CI] | exact p |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for key, (title, _) in METRICS.items():
-        if key not in final[baseline][seeds[0]]:
-            continue
-        vals = {a: np.array([final[a][s][key] for s in seeds], dtype=float) for a in arms}
-        cells = [  # mean ± sd over seeds; one seed: its value alone
-            f"{v.mean():.3f}" + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "")
-            for v in vals.values()
-        ]
         for a in arms:
             if a == baseline:
                 continue
-            p = stats.paired(vals[baseline], vals[a])
-            few = len(seeds) < 2  # no test on one pair
-            t = "–" if few else f"{sps.ttest_rel(vals[a], vals[baseline]).pvalue:.3g}"
-            ci = f"[{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]" if p["ci_low"] is not None else ""
-            exact = "–" if few or p["p_exact"] is None else f"{p['p_exact']:.3g}"
+            seeds = sorted(set(runs[a]) & set(runs[baseline]))
+            step = _common_step(runs[a], runs[baseline], seeds) if seeds else 0
+            if step == 0:
+                if key == next(iter(METRICS)):
+                    lines.append(f"| – | {a} | – | – | – | – | no evaluation after step 0 | – |")
+                continue
+            rows_a = [_at(runs[a][s], step) for s in seeds]
+            rows_b = [_at(runs[baseline][s], step) for s in seeds]
+            if key not in rows_b[0] or key not in rows_a[0]:
+                continue
+            va = np.array([r[key] for r in rows_a], dtype=float)
+            vb = np.array([r[key] for r in rows_b], dtype=float)
+            p = stats.paired(vb, va)
+            ci = "" if p["ci_low"] is None else f" [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]"
             lines.append(
-                f"| {title} ({a}) | " + " | ".join(cells) + f" | {p['mean']:+.3f} {ci} | "
-                f"{t} | {exact} |"
+                f"| {title} | {a} | {step:,} | {len(seeds)} | {_mean_sd(vb)} | {_mean_sd(va)} | "
+                f"{p['mean']:+.3f}{ci} | {_p(p['p_exact'])} |"
             )
-    extra = [r for a in arms for s in seeds if (r := final[a][s]).get("real_val_loss") is not None]
-    if extra:
-        lines += [
-            "",
-            "Held-out loss on real TinyStories text: "
-            + ", ".join(
-                f"{a} {np.mean([final[a][s]['real_val_loss'] for s in seeds]):.3f}" for a in arms
-            )
-            + ".",
-        ]
+    return [*lines, ""]
 
+
+def _template_section(runs, arms, baseline) -> list[str]:
+    """IOI accuracy of every template at each arm's last common step with the baseline."""
+    last = {
+        a: [rows[-1].get("ioi_by_template") for rows in runs[a].values() if rows[-1]["step"]]
+        for a in arms
+    }
+    if not last[baseline] or not last[baseline][0]:
+        return []
+    keys = sorted(last[baseline][0], key=int)
+    shown = [a for a in arms if last[a] and last[a][0]]
+    lines = [
+        "## IOI by template (last evaluation; accuracy / mean IO - S, mean over seeds)",
+        "",
+        "| template | " + " | ".join(shown) + " |",
+        "|---|" + "---|" * len(shown),
+    ]
+    for k in keys:
+        cells = []
+        for a in shown:
+            acc = np.mean([t[k][0] for t in last[a] if t and k in t])
+            diff = np.mean([t[k][1] for t in last[a] if t and k in t])
+            cells.append(f"{acc:.2f} / {diff:+.2f}")
+        lines.append(f"| {k} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _curves(runs, arms, path: Path) -> Path:
     panels = {}
-    for key, (title, _) in METRICS.items():
-        if key not in final[baseline][seeds[0]]:
+    for key in CURVES:
+        if not any(key in runs[a][s][0] for a in arms for s in runs[a]):
             continue
+        title = METRICS[key][0]
         panels[title] = {}
         for a in arms:
+            seeds = [s for s in runs[a] if len(runs[a][s]) > 1]
+            if not seeds:
+                continue
             n = min(len(runs[a][s]) for s in seeds)
             x = [r["tokens"] / 1e6 for r in runs[a][seeds[0]][:n]]
             panels[title][a] = (x, [[r[key] for r in runs[a][s][:n]] for s in seeds])
-    png = plot_bands(panels, grid / "curves.png", xlabel="training tokens (M)")
-    lines += ["", "## Curves", "", f"![curves]({png.name})", ""]
-    return write_text_atomic(grid / "report.md", "\n".join(lines) + "\n")
+    return plot_bands(panels, path, xlabel="training tokens (M)")

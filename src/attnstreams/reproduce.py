@@ -194,7 +194,8 @@ def lm_section(out: Path, quick: bool, seed: int) -> str:
     grid_dir = out / "lm"
     run_grid(["none", "value"], seeds, data, cfg, grid_dir, device)
     text = write_report(grid_dir).read_text()
-    table = text[text.index("| metric") : text.index("## Curves")].strip()
+    start = text.index("## Numbers at the end")
+    table = text[text.index("| metric", start) : text.index("\n## ", start + 1)].strip()
     return "\n".join(
         [
             "## 3. Language models: IOI and in-context metrics",
@@ -202,7 +203,8 @@ def lm_section(out: Path, quick: bool, seed: int) -> str:
             f"`{cfg.preset}` preset, baseline vs value stream, {len(seeds)} seed(s), {cfg.steps} "
             f"steps of {cfg.batch} x {cfg.block_size or 'preset'} tokens on generated stories"
             + (
-                " (CPU-sized: far from where IOI emerges; the GPU result is in results/lm-ioi/)."
+                " (CPU-sized: far from where IOI could emerge; the real-text GPU result is in "
+                "results/lm-real/)."
                 if quick
                 else "."
             ),

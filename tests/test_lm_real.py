@@ -1,0 +1,289 @@
+"""The real-text LM path: name resampling, the held-out split, bits per byte, streaming
+tokenisation, the optimizer's decay groups, per-rank dropout, and the report's alignment."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+import tracemalloc
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnstreams import lm, parallel
+from attnstreams.cli import main
+from attnstreams.data import names as N
+from attnstreams.data.corpus import in_validation, iter_texts
+from attnstreams.data.shards import TokenWindows, write_tokens
+from attnstreams.data.tokenizer import BPETokenizer
+from attnstreams.lm import DataConfig, LMTrainConfig, LMTrainer, heldout_loss, prepare_data
+from attnstreams.lm_report import first_step, write_report
+from attnstreams.model import GPT, preset
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
+
+
+# -- name resampling ---------------------------------------------------------------------------
+def test_resampling_is_consistent_within_a_story_and_keeps_gender():
+    story = (
+        'Lily and Tom went out. Lily saw a dog. Tom said, "Lily, look!" '
+        "Later Sue met Lily and Tom. Lilyanne is not a name on the list; Tommy is."
+    )
+    out = N.resample_names(story, random.Random(0))
+    names_in = N.find_names(story)
+    assert names_in == ["Lily", "Tom", "Lily", "Tom", "Lily", "Sue", "Lily", "Tom", "Tommy"]
+    got = N.find_names(out)
+    assert len(got) == len(names_in)
+    mapping = dict(zip(names_in, got, strict=True))
+    # same name -> same replacement, everywhere in the story
+    assert all(mapping[a] == b for a, b in zip(names_in, got, strict=True))
+    assert len(set(mapping.values())) == len(mapping)  # two names never collapse into one
+    assert all(N.GENDER[a] == N.GENDER[b] for a, b in mapping.items())
+    assert not set(got) & set(N.HELD_OUT)  # held-out names are never used
+    assert "Lilyanne" in out  # whole words only
+    assert re.sub(r"[A-Z][a-z]+", "X", out) == re.sub(r"[A-Z][a-z]+", "X", story)
+
+
+def test_name_lists():
+    assert len(N.FEMALE) > 150 and len(N.MALE) > 150 and not set(N.FEMALE) & set(N.MALE)
+    assert not set(N.HELD_OUT) & set(N.POOL["f"] + N.POOL["m"])
+    assert 0.1 < len(N.HELD_OUT) / len(N.GENDER) < 0.3
+    assert not N.AMBIGUOUS & set(N.GENDER)  # "Rose", "Will", "May" are never touched
+
+
+def test_prepare_resampled_copies(tmp_path):
+    """Each copy renames the train split afresh; the validation split is renamed once; the
+    IOI names are the held-out names, which no training text contains."""
+    cfg = DataConfig(
+        data=str(FIXTURE),
+        vocab_size=400,
+        train_tokens=None,
+        val_tokens=5000,
+        names="resampled",
+        copies=3,
+    )
+    d = prepare_data(cfg, tmp_path / "d", progress=False)
+    meta = json.loads((d / "train.json").read_text())
+    assert meta["copies"] == 3 and meta["names"] == "resampled"
+    tok = lm.load_tokenizer(d)
+    text = tok.decode(TokenWindows(d / "train.bin").tokens.tolist())
+    copies = text.split("<|endoftext|>")
+    n = len(copies) // 3
+    a, b = copies[:n], copies[n : 2 * n]
+    assert a != b and [re.sub(r"[A-Z][a-z]+", "X", s) for s in a] == [
+        re.sub(r"[A-Z][a-z]+", "X", s) for s in b
+    ]  # the same stories, other names
+    assert not set(N.find_names(text)) & set(N.HELD_OUT)
+    vocab = json.loads((d / lm.IOI_VOCAB).read_text())
+    assert vocab["setting"] == "resampled" and vocab["names"] == list(N.HELD_OUT)
+    with pytest.raises(lm.ConfigError, match="copies > 1 needs"):
+        DataConfig(copies=2)
+    with pytest.raises(lm.ConfigError, match="train_tokens None"):
+        DataConfig(data="x.txt", names="resampled", copies=2)
+
+
+def test_original_setting_reads_ioi_names_from_the_train_text(tmp_path):
+    cfg = DataConfig(data=str(FIXTURE), vocab_size=400, train_tokens=None, val_tokens=5000)
+    d = prepare_data(cfg, tmp_path / "d", progress=False)
+    vocab = json.loads((d / lm.IOI_VOCAB).read_text())
+    train = " ".join(iter_texts(str(FIXTURE), "train"))
+    for name in vocab["names"]:
+        assert len(re.findall(rf"\b{name}\b", train)) >= lm.MIN_COUNT
+    assert "Lily" in vocab["names"]
+    val = " ".join(iter_texts(str(FIXTURE), "validation"))
+    counted = [n for n in N.GENDER if len(re.findall(rf"\b{n}\b", train + " " + val)) >= 20]
+    assert sorted(vocab["names"]) == sorted(
+        n for n in counted if len(re.findall(rf"\b{n}\b", train)) >= 20
+    )
+
+
+# -- held-out loss reads the validation split ----------------------------------------------------
+def test_heldout_loss_reads_the_validation_split(tmp_path):
+    """`lm eval --data` / `--real-eval` used the train split: a model could be scored on its
+    training text. Here validation stories say one thing and train stories another."""
+    val = [t for i in range(400) if in_validation(t := f"zebra quilt {i} zebra quilt.")][:8]
+    train = [t for i in range(40) if not in_validation(t := f"the cat sat {i} on the mat.")]
+    assert len(val) == 8
+    mixed = tmp_path / "mixed.txt"
+    mixed.write_text("<|endoftext|>".join(train + val))
+    only_val = tmp_path / "val.txt"
+    only_val.write_text("<|endoftext|>".join(val))
+    tok = BPETokenizer.train(train + val, 300)
+    torch.manual_seed(0)
+    model = GPT(preset("tiny", vocab_size=tok.vocab_size, block_size=16))
+    got = heldout_loss(model, tok, str(mixed), 16, "cpu")
+    assert got == heldout_loss(model, tok, str(only_val), 16, "cpu", split="all")
+    assert got != heldout_loss(model, tok, str(mixed), 16, "cpu", split="train")
+    empty = tmp_path / "train-only.txt"
+    empty.write_text("<|endoftext|>".join(train))
+    with pytest.raises(lm.ConfigError, match="no validation documents"):
+        heldout_loss(model, tok, str(empty), 16, "cpu")
+
+
+# -- bits per byte, streaming --------------------------------------------------------------------
+def test_token_files_count_bytes_for_bits_per_byte(tmp_path):
+    tok = BPETokenizer.train(iter_texts(str(FIXTURE), "train"), 400)
+    docs = list(iter_texts(str(FIXTURE), "all"))
+    n = write_tokens(docs, tok, tmp_path / "t.bin", progress=False)
+    w = TokenWindows(tmp_path / "t.bin")
+    assert w.meta["bytes"] == sum(len(d.encode("utf-8")) for d in docs)
+    assert w.tokens_per_byte == pytest.approx(n / w.meta["bytes"])
+    # cut inside a document: that document's bytes in proportion to its tokens kept
+    first = len(tok.encode(docs[0])) + 1
+    write_tokens(docs, tok, tmp_path / "c.bin", max_tokens=first + 10, progress=False)
+    cut = TokenWindows(tmp_path / "c.bin").meta
+    part = round(len(docs[1].encode()) * 10 / (len(tok.encode(docs[1])) + 1))
+    assert cut["tokens"] == first + 10 and cut["bytes"] == len(docs[0].encode()) + part
+
+
+def test_tokenisation_streams_in_bounded_memory(tmp_path):
+    """Memory does not grow with the corpus (files in the dataset's own format): the full-data
+    recipe tokenises ~470M tokens this way. Peak traced memory for a corpus three times larger
+    stays that of one read block and one batch of documents."""
+    stories = list(iter_texts(str(FIXTURE), "all"))
+    tok = BPETokenizer.train(stories, 400)
+    peaks, sizes = [], []
+    for copies in (30, 90):
+        big = tmp_path / f"TinyStories-{copies}.txt"
+        with big.open("w") as f:
+            for i in range(copies):
+                for s in stories:
+                    f.write(f"{s} ({i})\n<|endoftext|>\n")
+        tracemalloc.start()
+        n = write_tokens(iter_texts(str(big), "all"), tok, tmp_path / "t.bin", batch=128,
+                         progress=False)  # fmt: skip
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        sizes.append(big.stat().st_size)
+        assert n > 100_000 * copies // 30
+    assert sizes[1] > 4_000_000
+    assert peaks[1] < 1.25 * peaks[0], peaks  # bounded: 3x the corpus, not 3x the memory
+    assert peaks[1] < 16_000_000, peaks  # one 1 MiB read block and one batch, whatever the size
+
+
+# -- the trainer -----------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    cfg = DataConfig(data=str(FIXTURE), vocab_size=400, train_tokens=None, val_tokens=5000)
+    return prepare_data(cfg, tmp_path_factory.mktemp("d"), progress=False)
+
+
+@pytest.mark.parametrize("stream", ["value-learned", "value-learned-per-head"])
+def test_no_stream_mix_is_decayed(data_dir, stream):
+    """AdamW decayed the per-head mix (shape (2, H, 1, 1), dim >= 2) but not the per-layer
+    one: a mix is a gate, not a weight matrix; neither decays now."""
+    cfg = LMTrainConfig(preset="tiny", stream=stream, steps=2, batch=2, ioi_prompts=4)
+    t = LMTrainer(cfg, data_dir)
+    decayed = {id(p) for p in t.opt.param_groups[0]["params"]}
+    assert t.opt.param_groups[0]["weight_decay"] == cfg.weight_decay
+    assert t.opt.param_groups[1]["weight_decay"] == 0.0
+    mixes = [(n, p) for n, p in t.model.named_parameters() if "stream_mix" in n]
+    assert mixes and not any(id(p) in decayed for _, p in mixes)
+    matrices = [p for n, p in t.model.named_parameters() if p.dim() >= 2 and "stream_mix" not in n]
+    assert all(id(p) in decayed for p in matrices)
+
+
+def test_ranks_share_initial_weights_but_not_dropout(data_dir, monkeypatch):
+    """Every rank seeded torch alike, so all ranks dropped the same units."""
+    monkeypatch.setattr(parallel, "wrap", lambda model, *a, **k: model)
+    cfg = LMTrainConfig(preset="tiny", steps=2, batch=4, dropout=0.1, ioi_prompts=4)
+    masks, weights = [], []
+    for rank in (0, 1):
+        t = LMTrainer(cfg, data_dir, dist=parallel.Dist(rank=rank, world=2))
+        weights.append(t.model.state_dict())
+        masks.append(torch.nn.functional.dropout(torch.ones(1000), 0.5))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    assert not torch.equal(masks[0], masks[1])
+    # rank 0 keeps the single-process stream: a one-process run is unchanged
+    torch.manual_seed(cfg.seed)
+    GPT(cfg.model_config(400))
+    assert torch.equal(torch.nn.functional.dropout(torch.ones(1000), 0.5), masks[0])
+
+
+def test_ioi_set_comes_from_the_data_folder(data_dir):
+    cfg = LMTrainConfig(preset="tiny", steps=2, batch=2, ioi_prompts=64)
+    t = LMTrainer(cfg, data_dir)
+    vocab = json.loads((data_dir / lm.IOI_VOCAB).read_text())
+    assert set(t.ioi_names) <= set(vocab["names"]) and len(t.ioi_set) == 64
+    assert {p.io for p in t.ioi_set} <= set(vocab["names"])
+    again = LMTrainer(LMTrainConfig(**{**cfg.__dict__, "seed": 5}), data_dir)
+    assert [p.text for p in again.ioi_set] == [p.text for p in t.ioi_set]  # one set for all
+
+
+def test_evaluation_reports_bits_per_byte_and_story_metrics(data_dir):
+    cfg = LMTrainConfig(preset="tiny", steps=2, batch=4, eval_batches=0, ioi_prompts=16)
+    t = LMTrainer(cfg, data_dir)
+    out = t.evaluate()
+    per_byte = TokenWindows(data_dir / "validation.bin").tokens_per_byte
+    assert out["val_bpb"] == pytest.approx(out["val_loss"] * per_byte / math.log(2))
+    assert (t.icl_early, t.icl_late) == (20, 127)  # clipped to the 128-token context
+    assert out["icl_stories"] == len(t.icl_stories) > 0
+    assert {"context_gain", "prefix_matching", "ioi_by_template"} <= set(out)
+
+
+def test_epochs_set_the_steps(data_dir):
+    cfg = LMTrainConfig(preset="tiny", epochs=2.5, batch=4, block_size=32)
+    tokens = json.loads((data_dir / "train.json").read_text())["tokens"]
+    assert lm.with_epochs(cfg, data_dir).steps == math.ceil(2.5 * tokens / (4 * 32))
+    with pytest.raises(lm.ConfigError, match="epochs"):
+        LMTrainConfig(epochs=0)
+
+
+# -- the report --------------------------------------------------------------------------------
+def _fake_run(folder: Path, stream: str, seed: int, steps: list[int], ioi: list[float], total=40):
+    run = folder / f"{stream}-s{seed}"
+    run.mkdir(parents=True)
+    cfg = LMTrainConfig(preset="tiny", stream=stream, seed=seed, steps=total)
+    (run / "config.json").write_text(json.dumps({"config": cfg.__dict__, "model": {}}))
+    rows = [
+        {"step": s, "tokens": s * 100, "val_loss": 3.0 - s / 100 - (0.1 if stream != "none" else 0)}
+        | {"ioi_accuracy": a, "induction_score": 0.1}
+        for s, a in zip(steps, ioi, strict=True)
+    ]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_report_compares_arms_at_a_step_all_reached(tmp_path):
+    """`lm report` compared last rows without checking the steps: a run stopped early was
+    compared with finished ones. Now each arm is compared at the last common step."""
+    steps = [0, 10, 20, 30, 40]
+    for seed in range(5):
+        _fake_run(tmp_path, "none", seed, steps, [0.5, 0.5, 0.55, 0.62, 0.65])
+        short = steps[:4] if seed == 2 else steps  # value, seed 2: stopped at step 30
+        ioi = [0.5, 0.7, 0.7, 0.7, 0.7][: len(short)]
+        _fake_run(tmp_path, "value", seed, short, ioi)
+    text = write_report(tmp_path).read_text()
+    assert "value 4/5" in text and "none 5/5" in text
+    row = next(ln for ln in text.splitlines() if ln.startswith("| held-out loss (nats/token)"))
+    cells = [c.strip() for c in row.split("|")]
+    assert cells[3] == "30" and cells[4] == "5"  # the step every run reached, all 5 seeds
+    assert cells[7].startswith("-0.100")
+    # IOI > 0.6 twice in a row: value from step 10 in every seed, none from step 30
+    assert "| IOI accuracy > 0.6 | value | 5/5 | 10 | 5 / 0 / 0 |" in text
+    assert first_step([{"step": 0, "x": 0.7}, {"step": 5, "x": 0.5}], "x", 0.6, 2) is None
+
+
+def test_report_refuses_a_folder_of_other_runs(tmp_path, capsys):
+    run = tmp_path / "r"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps({"config": {"variant": "none"}}))
+    (run / "metrics.jsonl").write_text('{"step": 0}\n')
+    assert main(["lm", "report", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "not a run of `lm train`" in err and len(err.strip().splitlines()) == 1
+
+
+# -- the command line ----------------------------------------------------------------------------
+def test_lm_prepare_and_threads(tmp_path, capsys):
+    args = ["lm", "prepare", "--data", str(FIXTURE), "--vocab-size", "400", "--train-tokens", "0"]
+    assert main([*args, "--val-tokens", "5000", "--data-dir", str(tmp_path / "d"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["train"]["bytes"] > 0 and (tmp_path / "d" / "tokenizer.json").exists()
+    assert main(["--threads", "0", *args, "--data-dir", str(tmp_path / "e")]) == 2
+    assert "threads" in capsys.readouterr().err and not (tmp_path / "e").exists()
+    assert main(["--threads", "1", "lm", "prepare", "--data-dir", str(tmp_path / "d"),
+                 *args[2:], "--val-tokens", "5000"]) == 0  # fmt: skip
+    assert torch.get_num_threads() == 1
