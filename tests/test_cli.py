@@ -178,3 +178,122 @@ def test_bad_config_files(tmp_path, capsys, content, match):
     assert len(err.strip().splitlines()) == 1 and match in err
     assert not (tmp_path / "o" / "checkpoint.safetensors").exists()
     assert main(["lm", "train", "--config", str(tmp_path / "missing.json")]) == 2
+
+
+def _options(parser):
+    """(command, option) for every option of every verb, through the subcommand tree."""
+    import argparse
+
+    out = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                out += [(f"{name} {c}".strip(), o) for c, o in _options(sub)]
+        elif action.option_strings and action.default is not argparse.SUPPRESS:
+            out.append(("", action))
+    return out
+
+
+def test_every_option_states_its_default():
+    from attnstreams.cli import DefaultsFormatter, build_parser
+
+    options = _options(build_parser())
+    assert len(options) > 100
+    for cmd, action in options:
+        text = DefaultsFormatter("x")._get_help_string(action) % {"default": action.default}
+        assert "default" in text, (cmd, action.option_strings)
+
+
+def test_attention_lists_only_options_it_uses(capsys):
+    code, out, _ = cli(capsys, "amicl", "attention", "--help")
+    assert code == 0 and "--similarity" in out and "--beta" in out
+    assert "--trials" not in out and "--method" not in out and "--readout" not in out
+
+
+def test_a_refused_corpus_leaves_no_folder(capsys, tmp_path, monkeypatch):
+    """`lm train --data missing.txt` and `--data tinystories` without `datasets` left
+    runs/X/data behind."""
+    for data in (str(tmp_path / "missing.txt"), "tinystories"):
+        monkeypatch.setitem(sys.modules, "datasets", None)
+        out = tmp_path / "run"
+        code, _, err = cli(capsys, "lm", "train", "--preset", "tiny", "--data", data,
+                           "--out", str(out))  # fmt: skip
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert not out.exists(), data
+        code, _, err = cli(capsys, "lm", "grid", "--preset", "tiny", "--data", data,
+                           "--out", str(out))  # fmt: skip
+        assert code == 2 and not out.exists()
+        code, _, err = cli(capsys, "lm", "prepare", "--data", data, "--data-dir", str(out))
+        assert code == 2 and not out.exists()
+
+
+def test_blank_line_separated_stories(tmp_path):
+    from attnstreams.data.corpus import iter_texts
+
+    p = tmp_path / "plain.txt"
+    p.write_text("One story.\nSecond line.\n\nAnother story.\n  \n\n\nA third.\n")
+    assert list(iter_texts(str(p), "all", separator="blank-line")) == [
+        "One story.\nSecond line.", "Another story.", "A third."
+    ]  # fmt: skip
+    assert len(list(iter_texts(str(p), "all"))) == 1  # <|endoftext|>: one document
+
+
+def test_eval_of_a_file_without_validation_stories_says_how(tmp_path, capsys):
+    from attnstreams.config import ConfigError
+    from attnstreams.data.corpus import in_validation, iter_texts
+
+    p = tmp_path / "mine.txt"
+    p.write_text("<|endoftext|>".join(t for i in range(9) if not in_validation(t := f"s {i}.")))
+    with pytest.raises(ConfigError, match="--split all evaluates every document"):
+        list(iter_texts(str(p), "validation"))
+
+
+def test_generated_corpus_is_sized_by_the_run(capsys, tmp_path):
+    """`lm train --steps 30` tokenised 20M generated tokens before its first step."""
+    from attnstreams.cli import GENERATED_FLOOR, _lm_configs, build_parser
+
+    def data_for(*argv):
+        return _lm_configs(build_parser().parse_args(["lm", "train", *argv]), "none", 0)[0]
+
+    assert data_for("--preset", "tiny", "--steps", "30").train_tokens == GENERATED_FLOOR
+    big = data_for("--preset", "tiny", "--steps", "100000", "--batch", "8")
+    assert big.train_tokens == 2 * 100_000 * 8 * 128
+    assert data_for("--train-tokens", "5000").train_tokens == 5000
+    assert data_for("--data", "x.txt").train_tokens is None  # a file: all of it
+    code, _, err = cli(capsys, "lm", "train", "--epochs", "2", "--out", str(tmp_path / "r"))
+    assert code == 2 and "finite corpus" in err
+
+
+def test_short_icl_runs_are_told_what_evaluation_costs():
+    from attnstreams.cli import eval_cost_note
+    from attnstreams.icl import ICLTrainConfig
+
+    assert eval_cost_note(ICLTrainConfig()) is None  # the default: 40,000 against 64,000
+    note = eval_cost_note(ICLTrainConfig(eval_every=50))
+    assert "40,000 sequences" in note and "6x the 6,400" in note
+
+
+def test_progress_is_a_line_every_interval_when_not_a_terminal():
+    import io
+
+    from attnstreams.runlog import LineProgress
+
+    buf = io.StringIO()
+    with LineProgress(100, "train", "step", interval=0.0, file=buf) as bar:
+        bar.update(10)
+        bar.set_postfix(loss="1.23")
+        bar.update(90)
+    lines = buf.getvalue().splitlines()
+    assert lines[0].startswith("train: 10/100 step (10%)")
+    assert lines[-1].startswith("train: 100/100 step (100%)") and "loss=1.23" in lines[-1]
+    quiet = io.StringIO()
+    with LineProgress(100, "x", interval=3600, file=quiet) as bar:
+        bar.update(5)
+    assert len(quiet.getvalue().splitlines()) == 1  # only the closing line
+
+
+def test_amicl_run_reports_progress_on_stderr(capsys):
+    code, out, err = cli(capsys, "amicl", "run", "--trials", "3000")
+    assert code == 0 and "amicl: 3,000/3,000 trial (100%)" in err
+    code, out, err = cli(capsys, "amicl", "run", "--trials", "3000", "--json")
+    assert code == 0 and err == ""

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from .config import ConfigError, check_choice, check_range
+from .runlog import progress_bar
 
 SIMILARITIES = ("dot", "pearson", "euclidean", "manhattan")
 MAX_SIZE = 10_000_000  # dim, length and dim x length: one trial must fit in memory
@@ -233,20 +234,28 @@ METHODS = ("auto", "vectors", "projections")
 PROJECTED_CHUNK = 1 << 16
 
 
-def _run_projected(cfg: AMICLConfig, trials: int, seed: int, threads: int) -> int:
-    """Chunk i draws from its own stream (seed, i): the count does not depend on threads."""
+def _run_projected(cfg: AMICLConfig, trials: int, seed: int, threads: int, bar) -> int:
+    """Chunk i draws from its own stream (seed, i): the count does not depend on threads.
+    Chunks are handed to the threads a window at a time, so memory stays bounded however
+    many trials are asked for."""
     C = cfg.length // 2 - 1
     size = max(1, min(PROJECTED_CHUNK, (1 << 26) // (C * C + cfg.length)))  # ~64M cells a chunk
     starts = range(0, trials, size)
 
     def chunk(i: int) -> int:
         n = min(size, trials - starts[i])
-        return int(correct_projected(cfg, n, np.random.default_rng([seed, i])).sum())
+        hits = int(correct_projected(cfg, n, np.random.default_rng([seed, i])).sum())
+        bar.update(n)
+        return hits
 
     if threads <= 1 or len(starts) == 1:
         return sum(map(chunk, range(len(starts))))
+    window = 4 * threads
     with ThreadPoolExecutor(threads) as pool:  # numpy releases the GIL on these arrays
-        return sum(pool.map(chunk, range(len(starts))))
+        return sum(
+            sum(pool.map(chunk, range(lo, min(lo + window, len(starts)))))
+            for lo in range(0, len(starts), window)
+        )
 
 
 def run(
@@ -256,8 +265,10 @@ def run(
     chunk: int | None = None,
     method: str = "auto",
     threads: int | None = None,
+    progress: bool = False,
 ) -> AMICLResult:
-    """Accuracy of the AMICL model over `trials` independent trials.
+    """Accuracy of the AMICL model over `trials` independent trials, drawn in chunks (memory
+    does not grow with `trials`); progress: a bar (or a line every 30 s) of trials done.
 
     method: `vectors` draws every D-dimensional token; `projections` (dot + argmax only) draws
     just the inner products the read-out uses, ~30x faster with the same distribution; `auto`
@@ -268,21 +279,29 @@ def run(
     fast = cfg.similarity == "dot" and cfg.readout == "argmax"
     if method == "projections" and not fast:
         raise ConfigError("method 'projections' needs similarity dot and readout argmax")
-    if method != "vectors" and fast:
-        hits = _run_projected(cfg, trials, seed, threads or torch.get_num_threads())
-        return AMICLResult(hits / trials, trials, hits, seed, cfg, "projections")
-    g = torch.Generator().manual_seed(seed)
-    chunk = chunk or chunk_size(cfg)
-    hits = 0
-    with torch.no_grad():
-        for start in range(0, trials, chunk):
-            n = min(chunk, trials - start)
-            hits += int(correct(cfg, sample_trials(cfg, n, g)).sum())
+    with progress_bar(trials, "amicl", "trial", progress) as bar:
+        if method != "vectors" and fast:
+            hits = _run_projected(cfg, trials, seed, threads or torch.get_num_threads(), bar)
+            return AMICLResult(hits / trials, trials, hits, seed, cfg, "projections")
+        g = torch.Generator().manual_seed(seed)
+        chunk = chunk or chunk_size(cfg)
+        hits = 0
+        with torch.no_grad():
+            for start in range(0, trials, chunk):
+                n = min(chunk, trials - start)
+                hits += int(correct(cfg, sample_trials(cfg, n, g)).sum())
+                bar.update(n)
     return AMICLResult(hits / trials, trials, hits, seed, cfg, "vectors")
 
 
 def attention_maps(cfg: AMICLConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """Score, softmax and argmax maps (T x T, causal) of one trial, for figures."""
+    return attention_trial(cfg, seed)[0]
+
+
+def attention_trial(cfg: AMICLConfig, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict]:
+    """The maps of one trial, and what the query's row does: the key position its argmax
+    picks, the positions holding the right label, and whether the read-out is right."""
     check_range("seed", seed, lo=0, hi=2**63 - 1)
     g = torch.Generator().manual_seed(seed)
     t = sample_trials(cfg, 1, g)
@@ -294,7 +313,10 @@ def attention_maps(cfg: AMICLConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     scores = scores.masked_fill(~causal, -math.inf)
     soft = torch.softmax(cfg.beta * scores, dim=-1).nan_to_num(0.0)
     hard = torch.zeros_like(soft).scatter_(1, scores.argmax(-1, keepdim=True), 1.0)
-    return {"scores": scores.masked_fill(~causal, math.nan), "softmax": soft, "argmax": hard}
+    picked = int(scores[-1].argmax())
+    labels = [i for i in range(1, T - 1, 2) if torch.equal(t.tokens[0, i], t.target[0])]
+    maps = {"scores": scores.masked_fill(~causal, math.nan), "softmax": soft, "argmax": hard}
+    return maps, {"picked": picked, "labels": labels, "right": picked in labels}
 
 
 SWEEPABLE = {"a": float, "length": int, "dim": int, "classes": int, "eps": float, "beta": float}

@@ -10,14 +10,45 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, check_range
+from .data.corpus import check_corpus
 from .runlog import NonFiniteLoss, TrainingInterrupted, new_run_dir, refuse_overwrite
 
 
+class DefaultsFormatter(argparse.HelpFormatter):
+    """Every option's help ends with its default (unless the help already says it)."""
+
+    @staticmethod
+    def default_text(action: argparse.Action) -> str:
+        if isinstance(action, argparse._StoreTrueAction):
+            return "(default: off)"
+        return "(default: not set)" if action.default is None else "(default: %(default)s)"
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if not action.option_strings or "default" in text or action.default is argparse.SUPPRESS:
+            return text
+        return f"{text} {self.default_text(action)}"
+
+
 class Parser(argparse.ArgumentParser):
-    """argparse, but an error is one line on stderr (no usage dump) and exit code 2."""
+    """argparse, but an error is one line on stderr (no usage dump) and exit code 2, and
+    every option's help states its default."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        super().__init__(*args, **kwargs)
+
+    def add_argument(self, *args, **kwargs):
+        if kwargs.get("help") is None:  # argparse shows no help line (so no default) otherwise
+            kwargs["help"] = "-"
+        action = super().add_argument(*args, **kwargs)
+        if action.help == "-":
+            suppressed = action.default is argparse.SUPPRESS or not action.option_strings
+            action.help = None if suppressed else DefaultsFormatter.default_text(action)
+        return action
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message}\n")
+        sys.stderr.write(f"{self.prog}: error: {_one_line(message)}\n")
         raise SystemExit(2)
 
 
@@ -27,25 +58,27 @@ def _values(text: str | list[str]) -> list[str]:
     return [v for v in text.replace(",", " ").split() if v]
 
 
-def _amicl_args(p: argparse.ArgumentParser, trials: int) -> None:
+def _amicl_args(p: argparse.ArgumentParser, trials: int | None) -> None:
+    """The model's options; trials None (attention maps of one trial): no read-out, trials or
+    sampling method, which would do nothing there."""
     from .amicl import READOUTS, SIMILARITIES, AMICLConfig
 
     d = AMICLConfig()
-    p.add_argument(
-        "--a", type=float, default=d.a, help="previous-token amplitude (default %(default)s)"
-    )
+    p.add_argument("--a", type=float, default=d.a, help="previous-token amplitude")
     p.add_argument("--dim", type=int, default=d.dim, help="token dimension D")
     p.add_argument("--classes", type=int, default=d.classes, help="number of classes K")
     p.add_argument("--length", type=int, default=d.length, help="sequence length T (even)")
     p.add_argument("--eps", type=float, default=d.eps, help="item noise amplitude")
     p.add_argument("--noise-std", type=float, default=None, help="item noise std (default 1/dim)")
     p.add_argument("--similarity", default=d.similarity, help=f"{'|'.join(SIMILARITIES)}")
-    p.add_argument("--readout", default=d.readout, help=f"{'|'.join(READOUTS)}")
     p.add_argument("--beta", type=float, default=d.beta, help="softmax inverse temperature")
-    p.add_argument("--trials", type=int, default=trials)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", default="auto", help="auto|vectors|projections (dot+argmax only)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    if trials is None:
+        return
+    p.add_argument("--readout", default=d.readout, help=f"{'|'.join(READOUTS)}")
+    p.add_argument("--trials", type=int, default=trials)
+    p.add_argument("--method", default="auto", help="auto|vectors|projections (dot+argmax only)")
 
 
 def _amicl_config(args, **override):
@@ -59,7 +92,7 @@ def _amicl_config(args, **override):
         eps=args.eps,
         noise_std=args.noise_std,
         similarity=args.similarity,
-        readout=args.readout,
+        readout=getattr(args, "readout", "argmax"),
         beta=args.beta,
     )
     kw.update(override)
@@ -71,7 +104,7 @@ def cmd_amicl_run(args) -> int:
 
     cfg = _amicl_config(args)
     t0 = time.perf_counter()
-    res = run(cfg, args.trials, args.seed, method=args.method)
+    res = run(cfg, args.trials, args.seed, method=args.method, progress=not args.json)
     dt = time.perf_counter() - t0
     if args.json:
         print(json.dumps({**res.to_dict(), "seconds": dt, "trials_per_s": args.trials / dt}))
@@ -85,11 +118,10 @@ def cmd_amicl_run(args) -> int:
 
 
 def cmd_amicl_sweep(args) -> int:
-    from tqdm import tqdm
 
     from .amicl import FIELD_NAMES, sweep, sweep_configs
     from .plots import plot_sweep
-    from .runlog import CSVLog
+    from .runlog import CSVLog, progress_bar
 
     values = _values(args.values)
     if not values:
@@ -105,7 +137,7 @@ def cmd_amicl_sweep(args) -> int:
     rows = []
     with (
         CSVLog(out / "sweep.csv", fields) as log,
-        tqdm(total=sum(map(len, series)), desc=f"sweep {args.over}", disable=None) as bar,
+        progress_bar(sum(map(len, series)), f"sweep {args.over}", "point", not args.json) as bar,
     ):
         for configs in series:
             for res in sweep(configs, args.trials, args.seed, args.method):
@@ -193,6 +225,20 @@ def _device(name: str):
     return dev
 
 
+def eval_cost_note(cfg) -> str | None:
+    """A note when evaluating costs more than training: the four test sets are read at every
+    evaluation, so a short --eval-every with the default --eval-size spends a short run
+    evaluating."""
+    evaluated, trained = 4 * cfg.eval_size, cfg.eval_every * cfg.batch
+    if evaluated <= 2 * trained:
+        return None
+    return (
+        f"note: each evaluation reads {evaluated:,} sequences (4 test sets x --eval-size "
+        f"{cfg.eval_size:,}), {evaluated / trained:.0f}x the {trained:,} trained between "
+        "evaluations; a smaller --eval-size (or a larger --eval-every) makes this run faster"
+    )
+
+
 def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
     from .icl import ICLGrid, ICLTrainConfig, train
 
@@ -212,6 +258,8 @@ def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
         precision=args.precision,
     )
     device = _device(args.device)
+    if not args.json and (note := eval_cost_note(cfg)):
+        print(note, file=sys.stderr)
     graph = device.type == "cuda" and not args.no_cuda_graph
     grid = ICLGrid(variants, seeds, cfg, device, compile=args.compile, cuda_graph=graph)
     out = new_run_dir(args.out, resume=args.resume)
@@ -265,13 +313,27 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     d, t = DataConfig(), LMTrainConfig()
     p.add_argument("--preset", default=t.preset, help="tinystories-8m|gpt2-124m|gpt-1b|tiny")
     p.add_argument(
-        "--data", default=d.data, help="tinystories|generated|PATH (.txt/.jsonl/.parquet)"
+        "--data",
+        default=d.data,
+        help="generated (offline stories) | tinystories (Hugging Face; needs internet and "
+        "[data]) | PATH: .txt (stories separated by <|endoftext|>, or by blank lines with "
+        "--separator blank-line), .jsonl/.json (one object a line; --text-field), .parquet, or "
+        "a folder of such files",
     )
-    p.add_argument("--text-field", default=d.text_field)
+    p.add_argument("--text-field", default=d.text_field, help="of .jsonl/.parquet records")
+    p.add_argument(
+        "--separator",
+        default=d.separator,
+        help="between stories of a .txt file: eot (<|endoftext|>) | blank-line",
+    )
     p.add_argument("--tokenizer", default=d.tokenizer, help="bpe (trained locally) | gpt2")
     p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="of the local BPE")
     p.add_argument(
-        "--train-tokens", type=int, default=d.train_tokens, help="tokens to pretokenise (0: all)"
+        "--train-tokens",
+        type=int,
+        default=None,
+        help="tokens to pretokenise; 0: the whole corpus (default: a corpus file's whole; "
+        f"generated: twice what the run reads, at least {GENERATED_FLOOR:,})",
     )
     p.add_argument(
         "--names",
@@ -318,11 +380,21 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
+GENERATED_FLOOR = 1_000_000  # generated train tokens at least (a BPE and windows to draw)
+
+
 def _lm_configs(args, stream: str, seed: int):
     import math
 
     from .lm import DataConfig, LMTrainConfig
+    from .model import preset
 
+    train_tokens = args.train_tokens
+    if train_tokens is None and args.data == "generated":  # as much as the run will read
+        if args.epochs is not None:
+            raise ConfigError("--epochs needs a finite corpus: give --train-tokens for generated")
+        T = args.block_size or preset(args.preset).block_size
+        train_tokens = max(GENERATED_FLOOR, 2 * args.steps * args.batch * T)
     copies = args.copies
     if copies is None:
         copies = max(1, math.ceil(args.epochs)) if args.names == "resampled" and args.epochs else 1
@@ -330,9 +402,10 @@ def _lm_configs(args, stream: str, seed: int):
         data=args.data,
         tokenizer=args.tokenizer,
         vocab_size=args.vocab_size,
-        train_tokens=args.train_tokens or None,
+        train_tokens=train_tokens or None,
         val_tokens=args.val_tokens,
         text_field=args.text_field,
+        separator=args.separator,
         names=args.names,
         copies=copies,
     )
@@ -376,6 +449,8 @@ def _lm_train_ranked(args, data, cfg, d, device):
     from .lm import LMTrainer, prepare_data, train, with_epochs
 
     if d.is_main:
+        if not _prepared(args.data_dir or (Path(args.out) / "data" if args.out else None)):
+            check_corpus(data.data, data.text_field, data.separator)  # before any folder
         # made and checked writable before any data work
         out = new_run_dir(args.out, resume=args.resume)
     elif args.out:
@@ -394,11 +469,17 @@ def _lm_train_ranked(args, data, cfg, d, device):
     return summary, out
 
 
+def _prepared(data_dir) -> bool:
+    return data_dir is not None and (Path(data_dir) / "data_config.json").is_file()
+
+
 def cmd_lm_prepare(args) -> int:
     """Tokenise a corpus once into a folder that `lm train/grid --data-dir` reuse."""
     from .lm import prepare_data
 
     data, _ = _lm_configs(args, "none", 0)
+    if not _prepared(args.data_dir):
+        check_corpus(data.data, data.text_field, data.separator)  # before any folder
     out = prepare_data(data, Path(args.data_dir), progress=not args.json)
     meta = {s: json.loads((out / f"{s}.json").read_text()) for s in ("train", "validation")}
     if args.json:
@@ -450,6 +531,8 @@ def cmd_lm_grid(args) -> int:
     for s in streams:
         _lm_configs(args, s, args.seed)  # validate every arm before any work
     seeds = list(range(args.seed, args.seed + args.seeds))
+    if not _prepared(args.data_dir or (Path(args.out) / "data" if args.out else None)):
+        check_corpus(data.data, data.text_field, data.separator)  # before any folder
     out = new_run_dir(args.out)
     summaries = run_grid(
         streams,
@@ -505,7 +588,14 @@ def cmd_lm_eval(args) -> int:
     res.pop("ioi_by_template", None)
     if args.data:
         res["heldout_loss"] = heldout_loss(
-            model, tok, args.data, model.cfg.block_size, device, split=args.split
+            model,
+            tok,
+            args.data,
+            model.cfg.block_size,
+            device,
+            text_field=args.text_field,
+            split=args.split,
+            separator=args.separator,
         )
     if args.json:
         print(json.dumps(res))
@@ -581,7 +671,7 @@ def build_parser() -> Parser:
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.set_defaults(func=cmd_amicl_sweep)
     p = sub.add_parser("attention", help="score/softmax/argmax maps of one trial (PNG)")
-    _amicl_args(p, trials=1)
+    _amicl_args(p, trials=None)
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.set_defaults(func=cmd_amicl_attention)
 
@@ -638,6 +728,10 @@ def build_parser() -> Parser:
         "--split",
         default="validation",
         help="validation (the corpus's held-out split) | all (a local file held out as a whole)",
+    )
+    p.add_argument("--text-field", default="text", help="of .jsonl/.parquet records")
+    p.add_argument(
+        "--separator", default="eot", help="between stories of a .txt file: eot | blank-line"
     )
     p.add_argument("--ioi-prompts", type=int, default=600)
     p.add_argument("--device", default="cpu")
@@ -707,6 +801,12 @@ def _config_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     return out
 
 
+def _one_line(text: str) -> str:
+    """An error message on one line whatever a user-given name holds (newlines and other
+    control characters escaped)."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _set_threads(threads: int | None) -> None:
     """Small models gain little from many threads, and on a busy machine torch's default (one
     per core) oversubscribes it: a few threads unless told otherwise."""
@@ -733,7 +833,7 @@ def main(argv: list[str] | None = None) -> int:
         _set_threads(args.threads)
         return args.func(args)
     except ConfigError as e:
-        print(f"attnstreams: error: {e}", file=sys.stderr)
+        print(f"attnstreams: error: {_one_line(str(e))}", file=sys.stderr)
         return 2
     except TrainingInterrupted as e:
         print(f"attnstreams: {e}", file=sys.stderr)

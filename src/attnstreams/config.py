@@ -11,6 +11,21 @@ class ConfigError(ValueError):
     """A bad setting. The CLI turns it into one line on stderr and exit code 2."""
 
 
+def existing_folder(path, what: str = "folder"):
+    """`path` as a Path if it is a folder; else a ConfigError (a missing path, a file, or a
+    name the system refuses, such as one too long)."""
+    from pathlib import Path
+
+    p = Path(path)
+    try:
+        ok = p.is_dir()
+    except OSError as e:
+        raise ConfigError(f"{what} {str(p)[:80]}: {e.strerror}") from None
+    if not ok:
+        raise ConfigError(f"{what} {p} does not exist or is not a folder")
+    return p
+
+
 def check_range(
     name: str,
     value: Any,

@@ -16,7 +16,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from . import checkpoint
 from .config import ConfigError, check_choice, check_range, differences
@@ -28,6 +27,7 @@ from .runlog import (
     check_finite,
     device_name,
     open_run,
+    progress_bar,
     window_steps,
     write_text_atomic,
 )
@@ -342,13 +342,7 @@ def train(
         GracefulStop() as stop,
         checkpoint.BackgroundSaver() as saver,  # its exit waits for the last write
         JSONLLog(metrics, append=resume) as log,
-        tqdm(
-            total=cfg.steps,
-            initial=grid.step,
-            desc="icl",
-            disable=not progress or None,
-            unit="step",
-        ) as bar,
+        progress_bar(cfg.steps, "icl", "step", progress, initial=grid.step) as bar,
     ):
         if grid.step == 0:
             for row in grid.eval_rows(0):

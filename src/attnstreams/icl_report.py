@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
-from .config import ConfigError
+from .config import ConfigError, existing_folder
 from .icl import deviations
 from .plots import plot_bands, plot_paired
 from .runlog import METRICS, write_text_atomic
@@ -26,9 +26,13 @@ AUTHORS_MS_PER_STEP = 14.0
 AUTHORS_S_PER_RUN = 1066.0
 
 
+def _n(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def load_runs(run: Path) -> tuple[dict, dict[str, dict[int, list[dict]]]]:
     """The grid's config and its metric rows grouped by variant and seed (sorted by step)."""
-    run = Path(run)
+    run = existing_folder(run, "grid folder")
     if not (run / METRICS).is_file() or not (run / "config.json").is_file():
         raise ConfigError(f"{run} is not an icl grid folder (needs {METRICS} and config.json)")
     config = json.loads((run / "config.json").read_text())
@@ -130,7 +134,7 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
     lines = [
         "# In-context classification: residual streams in a two-layer transformer",
         "",
-        f"Variants {', '.join(variants)}; {len(seeds)} seeds each ({seeds[0]}..{seeds[-1]}), "
+        f"Variants {', '.join(variants)}; {_n(len(seeds), 'seed')} each ({seeds[0]}..{seeds[-1]}), "
         f"paired by seed (same initial weights, class means and data stream). {steps_done:,} of "
         f"{cfg['steps']:,} SGD steps (lr {cfg['lr']}, weight decay {cfg['weight_decay']}, batch "
         f"{cfg['batch']}); test sets of {cfg['eval_size']:,} sequences every {cfg['eval_every']} "
@@ -146,10 +150,12 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
         runs = part["runs"]
         per_step = 1000 * part["wall_s"] / max(part["steps"], 1)
         which = (
-            f" ({', '.join(part['variants'])} x {len(seeds)} seeds)" if "variants" in part else ""
+            f" ({', '.join(part['variants'])} x {_n(len(seeds), 'seed')})"
+            if "variants" in part
+            else ""
         )
         lines += [
-            f"Hardware: {part['device']}, torch {part['torch']}. Grid of {runs} runs{which}: "
+            f"Hardware: {part['device']}, torch {part['torch']}. Grid of {_n(runs, 'run')}{which}: "
             f"{part['wall_s']:.0f} s wall with evaluations ({per_step:.2f} ms per grid step, "
             f"{part['wall_s'] / runs:.1f} s per run).",
             "",
@@ -184,7 +190,7 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
         "## Final accuracy",
         "",
         (
-            f"Mean ± sd over the {len(seeds)} seeds at step {steps_done:,}."
+            f"Mean ± sd over the {_n(len(seeds), 'seed')} at step {steps_done:,}."
             if len(seeds) > 1
             else f"One seed, at step {steps_done:,}."
         ),

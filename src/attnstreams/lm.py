@@ -13,6 +13,7 @@ import math
 import random
 import re
 import signal
+import sys
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -21,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from . import checkpoint, parallel
 from .config import ConfigError, check_choice, check_range, differences
@@ -42,6 +42,7 @@ from .runlog import (
     device_name,
     new_run_dir,
     open_run,
+    progress_bar,
     window_steps,
     write_text_atomic,
 )
@@ -56,6 +57,7 @@ class DataConfig:
     train_tokens: int | None = 20_000_000  # None: the whole corpus (not for `generated`)
     val_tokens: int = 500_000
     text_field: str = "text"
+    separator: str = "eot"  # of stories in .txt files: eot (<|endoftext|>) | blank-line
     seed: int = 0
     # original | resampled: the train split written `copies` times, each copy with every
     # character name replaced (data/names.py); the IOI set then uses held-out names
@@ -65,6 +67,7 @@ class DataConfig:
     def __post_init__(self) -> None:
         check_choice("tokenizer", self.tokenizer, ("bpe", "gpt2"))
         check_choice("names", self.names, ("original", "resampled"))
+        check_choice("separator", self.separator, ("eot", "blank-line"))
         check_range("vocab_size", self.vocab_size, lo=300, hi=1 << 20)
         check_range("val_tokens", self.val_tokens, lo=1000)
         check_range("seed", self.seed, lo=0, hi=2**62)
@@ -94,7 +97,7 @@ def _renamed(texts, seed: int, copy: int | str):
 
 
 def _split_texts(cfg: DataConfig, split: str, copy: int | str = 0):
-    texts = iter_texts(cfg.data, split, cfg.text_field, cfg.seed)
+    texts = iter_texts(cfg.data, split, cfg.text_field, cfg.seed, cfg.separator)
     return _renamed(texts, cfg.seed, copy) if cfg.names == "resampled" else texts
 
 
@@ -110,6 +113,18 @@ def prepare_data(cfg: DataConfig, folder: Path, progress: bool = True) -> Path:
             raise ConfigError(f"{folder} holds tokens of another data config; use another folder")
         return folder
     folder.mkdir(parents=True, exist_ok=True)
+    if progress:
+        size = "all" if cfg.train_tokens is None else f"{cfg.train_tokens:,}"
+        print(
+            f"preparing {folder}: "
+            + ("GPT-2's tokenizer" if cfg.tokenizer == "gpt2" else
+               f"a {cfg.vocab_size:,}-token BPE trained on up to {cfg.tokenizer_docs:,} stories")
+            + f"; {size} train tokens"
+            + (f" x {cfg.copies} renamed copies" if cfg.copies > 1 else "")
+            + f", up to {cfg.val_tokens:,} validation tokens of {cfg.data}",
+            file=sys.stderr,
+            flush=True,
+        )  # fmt: skip
     if cfg.tokenizer == "gpt2":
         tok: Tokenizer = GPT2Tokenizer()
     else:
@@ -558,12 +573,8 @@ def train(
     with (
         GracefulStop() as stop,
         JSONLLog(metrics, append=resume) if main else NullLog() as log,
-        tqdm(
-            total=cfg.steps,
-            initial=trainer.step,
-            desc=f"lm {cfg.stream}",
-            unit="step",
-            disable=not (progress and main) or None,
+        progress_bar(
+            cfg.steps, f"lm {cfg.stream}", "step", progress and main, initial=trainer.step
         ) as bar,
     ):
         if trainer.step == 0:
@@ -652,7 +663,7 @@ def run_grid(
             for st, sd in jobs
         ]
         summaries = []
-        with tqdm(total=len(jobs), desc="lm grid", unit="run", disable=not progress or None) as bar:
+        with progress_bar(len(jobs), "lm grid", "run", progress) as bar:
             for f in futures:
                 summaries.append(f.result())
                 bar.update()
@@ -718,11 +729,12 @@ def heldout_loss(
     max_tokens: int = 1_000_000,
     text_field: str = "text",
     split: str = "validation",
+    separator: str = "eot",
 ) -> float:
     """Mean next-token loss on a corpus's validation split (`split="all"`: every document of
     a local file the user names as held out), tokenised with the model's own tokenizer."""
     ids: list[int] = []
-    for doc in iter_texts(data, split, text_field):
+    for doc in iter_texts(data, split, text_field, separator=separator):
         ids += tokenizer.encode(doc) + [tokenizer.eot_id]
         if len(ids) >= max_tokens:
             break

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import stats
-from .config import ConfigError
+from .config import ConfigError, existing_folder
 from .plots import plot_bands
 from .runlog import write_text_atomic
 
@@ -52,7 +52,7 @@ def load_grid(grid: Path) -> tuple[dict[str, dict[int, list[dict]]], dict]:
     """Metric rows of every run folder in a grid, by stream and seed; and one run's config."""
     runs: dict[str, dict[int, list[dict]]] = defaultdict(dict)
     config = None
-    for cfg_path in sorted(Path(grid).glob("*/config.json")):
+    for cfg_path in sorted(existing_folder(grid, "grid folder").glob("*/config.json")):
         metrics = cfg_path.parent / "metrics.jsonl"
         if not metrics.exists():
             continue

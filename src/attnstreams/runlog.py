@@ -7,14 +7,74 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
 
 import torch
+from tqdm import tqdm
 
 from . import checkpoint
 from .config import ConfigError
+
+
+class LineProgress:
+    """Progress for output that is not a terminal (a log file, a batch job): a whole line
+    every `interval` seconds and at the end, where tqdm's redrawn bar writes nothing useful."""
+
+    def __init__(self, total=None, desc: str = "", unit: str = "it", initial: int = 0,
+                 interval: float = 30.0, file=None) -> None:  # fmt: skip
+        self.total, self.desc, self.unit, self.n = total, desc, unit, initial
+        self.interval, self.file = interval, file or sys.stderr
+        self.start = self.last = time.monotonic()
+        self.start_n, self.postfix = initial, ""
+        self._lock = threading.Lock()  # updated from worker threads (amicl's chunks)
+
+    def update(self, n: int = 1) -> None:
+        with self._lock:
+            self.n += n
+            now = time.monotonic()
+            due = now - self.last >= self.interval
+            if due:
+                self.last = now
+        if due:
+            self._line(now)
+
+    def set_postfix(self, **kw) -> None:
+        self.postfix = ", ".join(f"{k}={v}" for k, v in kw.items())
+
+    def _line(self, now: float) -> None:
+        rate = (self.n - self.start_n) / max(now - self.start, 1e-9)
+        of = f"/{self.total:,}" if self.total else ""
+        pct = f" ({100 * self.n / self.total:.0f}%)" if self.total else ""
+        tail = f", {self.postfix}" if self.postfix else ""
+        print(
+            f"{self.desc}: {self.n:,}{of} {self.unit}{pct}, {now - self.start:.0f} s, "
+            f"{rate:,.1f} {self.unit}/s{tail}",
+            file=self.file,
+            flush=True,
+        )
+
+    def close(self) -> None:
+        if self.n != self.start_n:
+            self._line(time.monotonic())
+
+    def __enter__(self) -> LineProgress:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def progress_bar(total=None, desc: str = "", unit: str = "it", enabled: bool = True,
+                 initial: int = 0):  # fmt: skip
+    """tqdm on a terminal; on anything else a line every 30 s (LineProgress); or nothing."""
+    if not enabled:
+        return tqdm(total=total, disable=True)
+    if sys.stderr.isatty():
+        return tqdm(total=total, desc=desc, unit=unit, initial=initial)
+    return LineProgress(total, desc, unit, initial)
 
 
 def new_run_dir(out: str | Path | None, root: str | Path = "runs", resume: bool = False) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,14 +57,19 @@ def _too_long(path: Path) -> ConfigError:
     )
 
 
-def _read_txt(path: Path) -> Iterator[str]:
-    """Stories separated by <|endoftext|>, on a line of its own or inline (the dataset's files
-    put it at the end of a story's last line). Read in blocks, so one huge line cannot fill
-    memory: a document over MAX_DOC_CHARS is an error."""
+SEPARATORS = {"eot": re.compile(re.escape(EOT)), "blank-line": re.compile(r"\n[ \t]*\n")}
+
+
+def _read_txt(path: Path, separator: str = "eot") -> Iterator[str]:
+    """Stories separated by <|endoftext|> (separator "eot": on a line of its own or inline, as
+    the dataset's files put it at the end of a story's last line) or by blank lines
+    ("blank-line"). Read in blocks, so one huge line cannot fill memory: a document over
+    MAX_DOC_CHARS is an error."""
+    split = SEPARATORS[separator].split
     buf = ""
     with path.open("r", encoding="utf-8") as f:
         while block := f.read(1 << 20):
-            *done, buf = (buf + block).split(EOT)
+            *done, buf = split(buf + block)
             for piece in done:
                 if piece.strip():
                     yield piece.strip()
@@ -128,11 +134,13 @@ def _read_hf(split: str, field: str) -> Iterator[str]:
 
 
 def iter_texts(
-    data: str, split: str = "train", text_field: str = "text", seed: int = 0
+    data: str, split: str = "train", text_field: str = "text", seed: int = 0, separator: str = "eot"
 ) -> Iterator[str]:
     """Documents of a corpus, one string each, in a fixed order; split "all": every document
     of a local file or folder (one the user holds out as a whole)."""
     _check_split(split)
+    if separator not in SEPARATORS:
+        raise ConfigError(f"separator must be one of {', '.join(SEPARATORS)}, got {separator!r}")
     if split == "all" and data in ("generated", "tinystories"):
         raise ConfigError(f"split 'all' is for a local file, not {data}")
     if data == "generated":
@@ -157,19 +165,32 @@ def iter_texts(
     any_doc = False
     for f in files:
         try:
-            for doc in _take_split(_read_file(f, text_field), split):
+            for doc in _take_split(_read_file(f, text_field, separator), split):
                 any_doc = True
                 yield doc
         except UnicodeDecodeError as e:
             raise ConfigError(f"{f} is not UTF-8 text ({e.reason})") from None
     if not any_doc:
-        raise ConfigError(f"{path} holds no {split} documents")
+        what = "documents" if split == "all" else f"{split} documents"
+        hint = (
+            f" (stories in a .txt file are separated by {EOT}, or by blank lines with "
+            "--separator blank-line"
+            + ("; --split all evaluates every document" if split == "validation" else "")
+            + ")"
+        )
+        raise ConfigError(f"{path} holds no {what}{hint}")
 
 
-def _read_file(path: Path, text_field: str) -> Iterator[str]:
+def check_corpus(data: str, text_field: str = "text", separator: str = "eot") -> None:
+    """Read a corpus's first train document: a missing file, a bad format or a missing extra
+    fails here, before a command writes anything."""
+    next(iter_texts(data, "train", text_field, separator=separator), None)
+
+
+def _read_file(path: Path, text_field: str, separator: str = "eot") -> Iterator[str]:
     suffix = path.suffix.lower()
     if suffix == ".txt":
-        return _read_txt(path)
+        return _read_txt(path, separator)
     if suffix in (".jsonl", ".json"):
         return _read_jsonl(path, text_field)
     if suffix == ".parquet":

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from ..config import ConfigError
+from ..runlog import progress_bar
 from .tokenizer import Tokenizer
 
 
@@ -39,7 +39,7 @@ def write_tokens(
     try:
         with (
             tmp.open("wb") as f,
-            tqdm(total=max_tokens, unit="tok", desc=path.name, disable=not progress or None) as bar,
+            progress_bar(max_tokens, path.name, "tok", progress) as bar,
         ):
             while max_tokens is None or n < max_tokens:
                 docs = list(islice(it, batch))
