@@ -207,3 +207,25 @@ def test_any_valid_config_runs(dim, classes, pairs, a, sim, read):
     cfg = AMICLConfig(a=a, dim=dim, classes=classes, length=2 * pairs, similarity=sim, readout=read)
     res = run(cfg, 50, seed=0)
     assert 0.0 <= res.accuracy <= 1.0 and res.trials == 50
+
+
+def test_many_trials_stream_in_bounded_memory(monkeypatch):
+    """`amicl run --trials 100000000000` grew memory for minutes: every chunk's task was
+    queued at once. Chunks now go to the threads a window at a time (here: tiny chunks, so
+    that many are queued)."""
+    import tracemalloc
+
+    from attnstreams import amicl
+
+    monkeypatch.setattr(amicl, "PROJECTED_CHUNK", 64)
+    cfg = amicl.AMICLConfig(length=4)
+    peaks = []
+    for trials in (40_000, 160_000):
+        tracemalloc.start()
+        res = amicl.run(cfg, trials, seed=0, threads=2)
+        peaks.append(tracemalloc.get_traced_memory()[1])
+        tracemalloc.stop()
+        assert res.trials == trials
+    assert peaks[1] < 1.5 * peaks[0], peaks
+    one = amicl.run(cfg, 160_000, seed=0, threads=1)
+    assert one.correct == res.correct  # the count does not depend on the threads

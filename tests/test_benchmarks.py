@@ -21,8 +21,7 @@ CASES = {
         "1",
         "--device",
         "cpu",
-        "--compile",
-    ],
+    ],  # eager: the compiled DDP step is tested through `lm train` in test_parallel.py
     "icl_grid.py": [
         "--device",
         "cpu",

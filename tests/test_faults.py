@@ -26,7 +26,7 @@ FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 CLI = [sys.executable, "-m", "attnstreams.cli"]
 
 # fmt: off
-ICL_ARGS = ["icl", "grid", "--variants", "none,value", "--seeds", "1", "--steps", "4000",
+ICL_ARGS = ["icl", "grid", "--variants", "none,value", "--seeds", "1", "--steps", "2500",
             "--batch", "16", "--eval-every", "50", "--eval-size", "64"]
 ICL_SHORT = [*ICL_ARGS[:7], "600", *ICL_ARGS[8:]]
 # fmt: on
@@ -36,7 +36,7 @@ def lm_args(data_dir: Path) -> list[str]:
     # fmt: off
     return ["lm", "train", "--preset", "tiny", "--stream", "value", "--data", str(FIXTURE),
             "--data-dir", str(data_dir), "--train-tokens", "20000", "--val-tokens", "1000",
-            "--vocab-size", "512", "--steps", "1500", "--batch", "4", "--block-size", "32",
+            "--vocab-size", "512", "--steps", "800", "--batch", "4", "--block-size", "32",
             "--warmup", "5", "--eval-every", "50", "--eval-batches", "1", "--ioi-prompts", "8",
             "--dropout", "0.1"]
     # fmt: on
@@ -120,7 +120,7 @@ def icl_short_ref(tmp_path_factory):
     return rows(out / "metrics.jsonl")
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+@pytest.mark.parametrize("sig", [signal.SIGINT])  # SIGTERM: the lm test below
 def test_signal_saves_a_checkpoint_and_resume_matches(tmp_path, sig, icl_short_ref):
     interrupt_then_resume(ICL_SHORT, tmp_path / "run", sig, steps=600)
     assert rows(tmp_path / "run" / "metrics.jsonl") == icl_short_ref

@@ -24,7 +24,7 @@ from attnstreams.streams import StreamConfig
 from attnstreams.tasks.icl_classification import ICLTaskConfig
 
 FUZZ = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 
@@ -64,6 +64,14 @@ AMICL_FLAGS = [
     "--seed",
     "--method",
 ]
+
+
+class Stop(Exception):
+    """Raised by the stubs: everything was validated, the work would start here."""
+
+
+def stop(*a, **k):
+    raise Stop
 
 
 def call(argv) -> int:
@@ -109,12 +117,6 @@ def test_fuzz_train_cli_validation(monkeypatch, capsys, verb, pairs):
     import attnstreams.icl
     import attnstreams.lm
 
-    class Stop(Exception):
-        pass
-
-    def stop(*a, **k):
-        raise Stop
-
     monkeypatch.setattr(attnstreams.icl, "ICLGrid", stop)
     monkeypatch.setattr(attnstreams.lm, "prepare_data", stop)
     pairs = [(f, v) for f, v in pairs if not (verb == "icl" and f in ("--stream",))]
@@ -154,12 +156,6 @@ def test_fuzz_every_verb(monkeypatch, capsys, verb, data):
     work itself stubbed out once everything is validated)."""
     import attnstreams.icl
     import attnstreams.lm
-
-    class Stop(Exception):
-        pass
-
-    def stop(*a, **k):
-        raise Stop
 
     monkeypatch.setattr(attnstreams.icl, "ICLGrid", stop)
     monkeypatch.setattr(attnstreams.lm, "prepare_data", stop)
@@ -217,12 +213,6 @@ json_values = st.recursive(
 )
 def test_fuzz_config_files(monkeypatch, capsys, data):
     import attnstreams.lm
-
-    class Stop(Exception):
-        pass
-
-    def stop(*a, **k):
-        raise Stop
 
     monkeypatch.setattr(attnstreams.lm, "prepare_data", stop)
     with tempfile.TemporaryDirectory() as d:

@@ -391,6 +391,8 @@ def _lm_configs(args, stream: str, seed: int):
 
     train_tokens = args.train_tokens
     if train_tokens is None and args.data == "generated":  # as much as the run will read
+        check_range("steps", args.steps, lo=1)
+        check_range("batch", args.batch, lo=1)
         if args.epochs is not None:
             raise ConfigError("--epochs needs a finite corpus: give --train-tokens for generated")
         T = args.block_size or preset(args.preset).block_size

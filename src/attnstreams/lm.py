@@ -445,11 +445,14 @@ class LMTrainer:
         self.skipped = meta["skipped"]
         self.data_gen.set_state(tensors["rng/data"])
         r = self.dist.rank
-        torch.set_rng_state(tensors["rng/torch" if r == 0 else f"rng/torch/{r}"])
-        if "rng/cuda" in tensors and self.device.type == "cuda":
-            torch.cuda.set_rng_state(
-                tensors["rng/cuda" if r == 0 else f"rng/cuda/{r}"], self.device
-            )
+        own = tensors.get("rng/torch" if r == 0 else f"rng/torch/{r}")
+        if own is not None:
+            torch.set_rng_state(own)
+        else:  # a checkpoint from before every rank kept its own generator
+            torch.manual_seed(_rank_seed(self.cfg.seed + meta["step"], r))
+        cuda = tensors.get("rng/cuda" if r == 0 else f"rng/cuda/{r}")
+        if cuda is not None and self.device.type == "cuda":
+            torch.cuda.set_rng_state(cuda, self.device)
         self.step = meta["step"]
 
 
