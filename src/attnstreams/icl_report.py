@@ -217,7 +217,15 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
     curves = plot_bands(panels, run / "curves.png", ylabel="accuracy", hlines=tuple(thresholds))
     thr = max(thresholds)
     per_seed = {v: [steps_to(rows[v][s], "acc_icl", thr) for s in seeds] for v in variants}
-    lines += ["", "## Curves", "", f"![accuracy curves]({curves.name})", ""]
+    lines += [
+        "",
+        "## Curves",
+        "",
+        "Each line: the mean over seeds; band: ± 1 sd; dashed: the thresholds.",
+        "",
+        f"![accuracy curves]({curves.name})",
+        "",
+    ]
     if any(x is not None for xs in per_seed.values() for x in xs):
         paired_png = plot_paired(
             per_seed,
