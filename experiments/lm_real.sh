@@ -47,8 +47,9 @@ grid)
   timeout 520 $CLI lm grid $DATA $TRAIN --vocab-size $V --names $NAMES --epochs $E \
     --data-dir "$D" --eval-every 50 --stream none,value,value-first,value-learned --seeds 10 \
     --workers $WORKERS --out "$WORK/grid-$NAMES" > "$WORK/grid-$NAMES.json" 2> "$WORK/grid-$NAMES.err"
+  rc=$?  # 124: stopped by the time limit; rerun the same command to continue the grid
   tail -3 "$WORK/grid-$NAMES.err"
-  echo "grid exit $? at $(( $(date +%s) - start )) s"
+  echo "grid exit $rc at $(( $(date +%s) - start )) s"
   pack "grid-$NAMES"
   ;;
 esac
