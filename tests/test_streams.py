@@ -356,3 +356,57 @@ def test_compile_matches_eager():
     torch.testing.assert_close(out, eager, rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(c_loss, loss, rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(g_comp, g_eager, rtol=1e-4, atol=1e-5)
+
+
+# -- StreamAttention as a user meets it ----------------------------------------------------------
+def test_stream_attention_takes_a_stream_name():
+    from attnstreams.streams import StreamAttention
+
+    layer = StreamAttention(64, 4, 1, stream="value-learned")
+    assert layer.stream.name == "value-learned" and layer.stream_mix is not None
+    with pytest.raises(ConfigError):
+        StreamAttention(64, 4, 1, stream="values")
+
+
+def test_a_stream_layer_without_its_carry_is_an_error():
+    """It ran silently without the stream before."""
+    from attnstreams.streams import StreamAttention
+
+    x = torch.randn(2, 5, 32)
+    first, second = StreamAttention(32, 4, 0, "value"), StreamAttention(32, 4, 1, "value")
+    _, carry = first(x)
+    second(x, carry)  # fine
+    with pytest.raises(ValueError, match="got no carry"):
+        second(x)
+    StreamAttention(32, 4, 1, "none")(x)  # no stream: no carry needed
+
+
+def test_a_carry_of_another_shape_is_a_clear_error():
+    from attnstreams.streams import StreamAttention
+
+    x = torch.randn(2, 5, 32)
+    _, carry = StreamAttention(32, 4, 0, "value", n_kv_head=2)(x)
+    with pytest.raises(ValueError, match="same heads and head size"):
+        StreamAttention(32, 4, 1, "value", n_kv_head=4)(x, carry)
+
+
+def test_key_padding_and_non_causal_attention():
+    """Padded keys are never attended to: a padded batch row gives, at its real tokens, what
+    the row alone gives; causal=False attends to every key, as SDPA does."""
+    from attnstreams.streams import StreamAttention, attention_probs
+
+    torch.manual_seed(0)
+    for causal in (True, False):
+        layer = StreamAttention(32, 4, 0, "value", causal=causal).eval()
+        x = torch.randn(1, 6, 32)
+        alone, _ = layer(x[:, :4])
+        padded = torch.cat([x[:, :4], torch.randn(1, 2, 32) * 100], 1)  # 2 pad tokens at the end
+        keep = torch.tensor([[True] * 4 + [False] * 2])
+        got, _ = layer(padded, key_padding_mask=keep)
+        assert torch.allclose(got[:, :4], alone, atol=1e-5), causal
+    full = StreamAttention(32, 4, 0, causal=False)
+    full.keep_attention = True
+    full(torch.randn(2, 5, 32))
+    assert (full.attn_probs[0, 0, 0] > 0).all()  # the first query sees every key
+    q = torch.randn(1, 2, 3, 8)
+    assert torch.allclose(attention_probs(q, q, None, causal=False).sum(-1), torch.ones(1, 2, 3))

@@ -98,14 +98,32 @@ class KVCache:
         return self.k, self.v
 
 
-def attention_probs(q: torch.Tensor, k: torch.Tensor, scale: float | None) -> torch.Tensor:
-    """Causal softmax attention weights (B, H, Tq, Tk) in float32, as SDPA computes them
-    (queries at the last Tq positions of the Tk keys)."""
+def attention_mask(
+    Tq: int, Tk: int, device, causal: bool = True, key_padding_mask: torch.Tensor | None = None
+) -> torch.Tensor | None:
+    """The boolean mask SDPA attends with (True: attend), queries at the last Tq of Tk
+    positions; None where SDPA's own is_causal (Tq == Tk) or full attention does it."""
+    tri = torch.ones(Tq, Tk, dtype=torch.bool, device=device).tril(Tk - Tq) if causal else None
+    if key_padding_mask is None:
+        return tri if causal and Tq != Tk else None
+    pad = key_padding_mask[:, None, None, :].to(torch.bool)  # (B, 1, 1, Tk), True: a token
+    return pad & tri if causal else pad
+
+
+def attention_probs(
+    q: torch.Tensor, k: torch.Tensor, scale: float | None, mask: torch.Tensor | None = None,
+    causal: bool = True,
+) -> torch.Tensor:  # fmt: skip
+    """Softmax attention weights (B, H, Tq, Tk) in float32, as SDPA computes them with `mask`
+    (from attention_mask; None: causal, or full when causal is False)."""
     Tq, Tk = q.size(-2), k.size(-2)
     scale = q.size(-1) ** -0.5 if scale is None else scale
     scores = (q.float() @ k.float().transpose(-1, -2)) * scale
-    causal = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
-    return scores.masked_fill(~causal, float("-inf")).softmax(-1)
+    if mask is None and causal:
+        mask = torch.ones(Tq, Tk, dtype=torch.bool, device=q.device).tril(Tk - Tq)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    return scores.softmax(-1)
 
 
 class StreamAttention(nn.Module):
@@ -114,6 +132,9 @@ class StreamAttention(nn.Module):
     forward(x, carry) returns (y, carry_out): `carry` is the streamed projection handed on by an
     earlier layer, shaped (B, heads of that projection, T, head_dim); it is position-wise, so a
     KV cache that stores post-mix keys and values decodes exactly like the full forward.
+    Layer 0 (`layer_idx=0`) receives nothing, so it has no mix parameters even with a learned
+    stream; it only hands its projection on. causal=False and key_padding_mask make it an
+    encoder layer or one for padded batches (still through SDPA).
     """
 
     def __init__(
@@ -121,15 +142,17 @@ class StreamAttention(nn.Module):
         dim: int,
         n_head: int,
         layer_idx: int,
-        stream: StreamConfig = StreamConfig(),
+        stream: StreamConfig | str = StreamConfig(),
         n_kv_head: int | None = None,
         head_dim: int | None = None,
         bias: bool = False,
         out_proj: bool = True,
         scale: float | None = None,
         dropout: float = 0.0,
+        causal: bool = True,
     ) -> None:
         super().__init__()
+        stream = StreamConfig.parse(stream)  # a name ("value-learned") or a StreamConfig
         n_kv_head = n_kv_head or n_head
         if n_head % n_kv_head:
             raise ConfigError(f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})")
@@ -138,6 +161,7 @@ class StreamAttention(nn.Module):
             raise ConfigError("without an output projection, n_head * head_dim must equal dim")
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
         self.layer_idx, self.stream, self.scale, self.dropout = layer_idx, stream, scale, dropout
+        self.causal = causal
         self.qkv = nn.Linear(dim, (n_head + 2 * n_kv_head) * head_dim, bias=bias)
         self.proj = nn.Linear(n_head * head_dim, dim, bias=bias) if out_proj else nn.Identity()
         self.resid_drop = nn.Dropout(dropout)
@@ -157,6 +181,12 @@ class StreamAttention(nn.Module):
 
     def mix(self, own: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
         """Where the stream happens: own projection plus the one handed on."""
+        if carry.shape != own.shape:
+            raise ValueError(
+                f"layer {self.layer_idx}: the {self.stream.kind} handed on has shape "
+                f"{tuple(carry.shape)} but this layer's is {tuple(own.shape)} (streamed layers "
+                "need the same heads and head size)"
+            )
         if self.stream_mix is None:
             return 0.5 * (own + carry) if self.stream.mix == "half" else own + carry
         w = self.stream_mix.to(own.dtype)
@@ -167,8 +197,17 @@ class StreamAttention(nn.Module):
         x: torch.Tensor,
         carry: torch.Tensor | None = None,
         cache: KVCache | None = None,
+        key_padding_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """key_padding_mask: (B, keys) booleans, True for real tokens (padding is never attended
+        to); keys are the cache's and this call's. A stream layer after the first needs the
+        carry the layer before handed on."""
         B, T, _ = x.shape
+        if self.stream.active and self.layer_idx > 0 and carry is None:
+            raise ValueError(
+                f"layer {self.layer_idx} has a {self.stream.name} stream but got no carry: pass "
+                "the carry returned by the layer before (or use stream 'none')"
+            )
         H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
         q, k, v = self.qkv(x).split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
         parts = {
@@ -190,17 +229,16 @@ class StreamAttention(nn.Module):
             k = k.repeat_interleave(H // Hkv, dim=1)
             v = v.repeat_interleave(H // Hkv, dim=1)
         Tq, Tk = q.size(2), k.size(2)
-        mask = None
-        if Tq != Tk and Tq > 1:  # decoding a chunk after a cached prefix
-            mask = torch.ones(Tq, Tk, dtype=torch.bool, device=x.device).tril(Tk - Tq)
+        causal = self.causal and Tq > 1
+        mask = attention_mask(Tq, Tk, x.device, causal, key_padding_mask)
         if self.keep_attention:  # analysis only (prefix matching): what SDPA attends with
-            self.attn_probs = attention_probs(q, k, self.scale)
+            self.attn_probs = attention_probs(q, k, self.scale, mask, causal)
         y = F.scaled_dot_product_attention(
             q,
             k,
             v,
             attn_mask=mask,
-            is_causal=mask is None and Tq == Tk and Tq > 1,
+            is_causal=mask is None and causal,
             dropout_p=self.dropout if self.training else 0.0,
             scale=self.scale,
         )
