@@ -24,7 +24,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check src tests benchmarks sidebyside
+	$(VENV)/bin/ruff check src tests benchmarks sidebyside examples
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_ruff_clean():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
     proc = subprocess.run(
-        [ruff, "check", "src", "tests", "benchmarks", "sidebyside"],
+        [ruff, "check", "src", "tests", "benchmarks", "sidebyside", "examples"],
         cwd=ROOT,
         capture_output=True,
         text=True,
