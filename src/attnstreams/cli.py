@@ -118,7 +118,6 @@ def cmd_amicl_run(args) -> int:
 
 
 def cmd_amicl_sweep(args) -> int:
-
     from .amicl import FIELD_NAMES, sweep, sweep_configs
     from .plots import plot_sweep
     from .runlog import CSVLog, progress_bar
@@ -451,8 +450,7 @@ def _lm_train_ranked(args, data, cfg, d, device):
     from .lm import LMTrainer, prepare_data, train, with_epochs
 
     if d.is_main:
-        if not _prepared(args.data_dir or (Path(args.out) / "data" if args.out else None)):
-            check_corpus(data.data, data.text_field, data.separator)  # before any folder
+        _check_corpus_unless_prepared(data, args.data_dir, args.out)
         # made and checked writable before any data work
         out = new_run_dir(args.out, resume=args.resume)
     elif args.out:
@@ -471,8 +469,12 @@ def _lm_train_ranked(args, data, cfg, d, device):
     return summary, out
 
 
-def _prepared(data_dir) -> bool:
-    return data_dir is not None and (Path(data_dir) / "data_config.json").is_file()
+def _check_corpus_unless_prepared(data, data_dir: str | None, out: str | None) -> None:
+    """Read the corpus's first document before any folder is made, unless its token files
+    (--data-dir, else OUT/data) already exist: a refused corpus leaves nothing behind."""
+    folder = data_dir or (Path(out) / "data" if out else None)
+    if folder is None or not (Path(folder) / "data_config.json").is_file():
+        check_corpus(data.data, data.text_field, data.separator)
 
 
 def cmd_lm_prepare(args) -> int:
@@ -480,8 +482,7 @@ def cmd_lm_prepare(args) -> int:
     from .lm import prepare_data
 
     data, _ = _lm_configs(args, "none", 0)
-    if not _prepared(args.data_dir):
-        check_corpus(data.data, data.text_field, data.separator)  # before any folder
+    _check_corpus_unless_prepared(data, args.data_dir, None)
     out = prepare_data(data, Path(args.data_dir), progress=not args.json)
     meta = {s: json.loads((out / f"{s}.json").read_text()) for s in ("train", "validation")}
     if args.json:
@@ -533,8 +534,7 @@ def cmd_lm_grid(args) -> int:
     for s in streams:
         _lm_configs(args, s, args.seed)  # validate every arm before any work
     seeds = list(range(args.seed, args.seed + args.seeds))
-    if not _prepared(args.data_dir or (Path(args.out) / "data" if args.out else None)):
-        check_corpus(data.data, data.text_field, data.separator)  # before any folder
+    _check_corpus_unless_prepared(data, args.data_dir, args.out)
     out = new_run_dir(args.out)
     summaries = run_grid(
         streams,

@@ -26,7 +26,7 @@ AUTHORS_MS_PER_STEP = 14.0
 AUTHORS_S_PER_RUN = 1066.0
 
 
-def _n(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -134,7 +134,8 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
     lines = [
         "# In-context classification: residual streams in a two-layer transformer",
         "",
-        f"Variants {', '.join(variants)}; {_n(len(seeds), 'seed')} each ({seeds[0]}..{seeds[-1]}), "
+        f"Variants {', '.join(variants)}; {plural(len(seeds), 'seed')} each "
+        f"({seeds[0]}..{seeds[-1]}), "
         f"paired by seed (same initial weights, class means and data stream). {steps_done:,} of "
         f"{cfg['steps']:,} SGD steps (lr {cfg['lr']}, weight decay {cfg['weight_decay']}, batch "
         f"{cfg['batch']}); test sets of {cfg['eval_size']:,} sequences every {cfg['eval_every']} "
@@ -150,12 +151,13 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
         runs = part["runs"]
         per_step = 1000 * part["wall_s"] / max(part["steps"], 1)
         which = (
-            f" ({', '.join(part['variants'])} x {_n(len(seeds), 'seed')})"
+            f" ({', '.join(part['variants'])} x {plural(len(seeds), 'seed')})"
             if "variants" in part
             else ""
         )
         lines += [
-            f"Hardware: {part['device']}, torch {part['torch']}. Grid of {_n(runs, 'run')}{which}: "
+            f"Hardware: {part['device']}, torch {part['torch']}. "
+            f"Grid of {plural(runs, 'run')}{which}: "
             f"{part['wall_s']:.0f} s wall with evaluations ({per_step:.2f} ms per grid step, "
             f"{part['wall_s'] / runs:.1f} s per run).",
             "",
@@ -190,7 +192,7 @@ def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
         "## Final accuracy",
         "",
         (
-            f"Mean ± sd over the {_n(len(seeds), 'seed')} at step {steps_done:,}."
+            f"Mean ± sd over the {plural(len(seeds), 'seed')} at step {steps_done:,}."
             if len(seeds) > 1
             else f"One seed, at step {steps_done:,}."
         ),

@@ -351,8 +351,8 @@ def story_icl_metrics(model, stories: torch.Tensor, early: int, late: int, eot_i
             logp = F.log_softmax(model(x[i : i + 64])[0].float(), -1)
             y = stories[i : i + 64, : late + 1]
             full.append(-logp.gather(-1, y[..., None])[..., 0])
-            window = stories[i : i + 64, late - early : late] if early else None
-            if window is not None:
+            if early:  # the same token, seen with only its `early` preceding tokens
+                window = stories[i : i + 64, late - early : late]
                 lp = F.log_softmax(model(window)[0][:, -1].float(), -1)
                 short.append(-lp.gather(-1, stories[i : i + 64, late, None])[:, 0])
         nll = torch.cat(full)

@@ -270,8 +270,8 @@ class LMTrainer:
         self.data_dir = Path(data_dir)
         self.tokenizer = load_tokenizer(data_dir)
         self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
-        self.train_data = TokenWindows(Path(data_dir) / "train.bin", self.model_cfg.vocab_size)
-        self.val_data = TokenWindows(Path(data_dir) / "validation.bin", self.model_cfg.vocab_size)
+        self.train_data = TokenWindows(self.data_dir / "train.bin", self.model_cfg.vocab_size)
+        self.val_data = TokenWindows(self.data_dir / "validation.bin", self.model_cfg.vocab_size)
         torch.manual_seed(cfg.seed)
         self.model = GPT(self.model_cfg).to(self.device)
         if self.dist.rank:  # same initial weights on every rank, its own dropout masks
@@ -306,7 +306,7 @@ class LMTrainer:
         if cfg.compile:  # reduce-overhead: torch.compile's CUDA graphs of forward and backward
             mode = "reduce-overhead" if cfg.cuda_graphs else None
             self.forward = torch.compile(self.forward, mode=mode)
-        self.ioi_set, self.ioi_names = ioi_set_for(Path(data_dir), self.tokenizer, cfg.ioi_prompts)
+        self.ioi_set, self.ioi_names = ioi_set_for(self.data_dir, self.tokenizer, cfg.ioi_prompts)
         T = self.model_cfg.block_size
         self.icl_late = min(cfg.icl_late, T - 1)
         self.icl_early = min(cfg.icl_early, self.icl_late - 1)
@@ -393,12 +393,12 @@ class LMTrainer:
         tensors["rng/data"] = self.data_gen.get_state()
         # Every rank's dropout generator (collective): each rank resumes its own masks.
         for r, st in enumerate(parallel.gather(torch.get_rng_state(), self.dist)):
-            tensors["rng/torch" if r == 0 else f"rng/torch/{r}"] = st
+            tensors[_rng_key("torch", r)] = st
         if self.device.type == "cuda":
             for r, st in enumerate(
                 parallel.gather(torch.cuda.get_rng_state(self.device), self.dist)
             ):
-                tensors["rng/cuda" if r == 0 else f"rng/cuda/{r}"] = st
+                tensors[_rng_key("cuda", r)] = st
         meta = {
             "kind": "lm",
             "step": self.step,
@@ -445,15 +445,20 @@ class LMTrainer:
         self.skipped = meta["skipped"]
         self.data_gen.set_state(tensors["rng/data"])
         r = self.dist.rank
-        own = tensors.get("rng/torch" if r == 0 else f"rng/torch/{r}")
+        own = tensors.get(_rng_key("torch", r))
         if own is not None:
             torch.set_rng_state(own)
         else:  # a checkpoint from before every rank kept its own generator
             torch.manual_seed(_rank_seed(self.cfg.seed + meta["step"], r))
-        cuda = tensors.get("rng/cuda" if r == 0 else f"rng/cuda/{r}")
+        cuda = tensors.get(_rng_key("cuda", r))
         if cuda is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(cuda, self.device)
         self.step = meta["step"]
+
+
+def _rng_key(kind: str, rank: int) -> str:
+    """Rank 0's generator keeps the name checkpoints always gave it; others get a suffix."""
+    return f"rng/{kind}" if rank == 0 else f"rng/{kind}/{rank}"
 
 
 def _rank_seed(seed: int, rank: int) -> int:

@@ -165,11 +165,8 @@ def _emergence_section(runs, arms, baseline) -> list[str]:
         "An ability appears at the first evaluation from which it holds twice in a row. "
         "Runs that never show it are counted (censored at their last step).",
         "",
-        "| ability | arm | runs showing it | median step | vs "
-        f"{baseline}: sooner / later / unknown | exact sign p | change of the mean step |",
-        "|---|---|---|---|---|---|---|",
     ]
-    verdicts = []
+    table, verdicts = [], []
     for key, (what, thr, times) in ABILITIES.items():
         if not any(key in r for a in arms for rows in runs[a].values() for r in rows):
             continue
@@ -193,9 +190,15 @@ def _emergence_section(runs, arms, baseline) -> list[str]:
                     f"{c['sooner']} / {c['later']} / {c['unknown']} | {_p(c['p_sign'])} | "
                     f"{stats.bound_phrase(c)}"
                 )
-            lines.append(f"| {what} | {a} | {len(got)}/{len(at[a])} | {med} | {cells} |")
-    if len(lines) == 6:  # nothing emerged anywhere: no table
-        lines = lines[:4]
+            table.append(f"| {what} | {a} | {len(got)}/{len(at[a])} | {med} | {cells} |")
+    if table:  # a table only where something emerged somewhere
+        lines += [
+            "| ability | arm | runs showing it | median step | vs "
+            f"{baseline}: sooner / later / unknown | exact sign p | change of the mean step |",
+            "|---|---|---|---|---|---|---|",
+            *table,
+            "",
+        ]
     return [*lines, *verdicts, ""]
 
 
@@ -209,16 +212,18 @@ def _final_section(runs, arms, baseline) -> list[str]:
         f"| metric | arm | step | seeds | {baseline} | arm | paired Δ [95% CI] | exact p |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    compared = {}  # arm: (seeds both arms ran, the last step all those runs reached)
+    for a in arms:
+        if a == baseline:
+            continue
+        seeds = sorted(set(runs[a]) & set(runs[baseline]))
+        step = _common_step(runs[a], runs[baseline], seeds) if seeds else 0
+        if step == 0:
+            lines.append(f"| – | {a} | – | – | – | – | no evaluation after step 0 | – |")
+        else:
+            compared[a] = seeds, step
     for key, (title, _) in METRICS.items():
-        for a in arms:
-            if a == baseline:
-                continue
-            seeds = sorted(set(runs[a]) & set(runs[baseline]))
-            step = _common_step(runs[a], runs[baseline], seeds) if seeds else 0
-            if step == 0:
-                if key == next(iter(METRICS)):
-                    lines.append(f"| – | {a} | – | – | – | – | no evaluation after step 0 | – |")
-                continue
+        for a, (seeds, step) in compared.items():
             rows_a = [_at(runs[a][s], step) for s in seeds]
             rows_b = [_at(runs[baseline][s], step) for s in seeds]
             if key not in rows_b[0] or key not in rows_a[0]:
@@ -235,7 +240,7 @@ def _final_section(runs, arms, baseline) -> list[str]:
 
 
 def _template_section(runs, arms, baseline) -> list[str]:
-    """IOI accuracy of every template at each arm's last common step with the baseline."""
+    """IOI accuracy and difference of every template at each run's last evaluation."""
     last = {
         a: [rows[-1].get("ioi_by_template") for rows in runs[a].values() if rows[-1]["step"]]
         for a in arms

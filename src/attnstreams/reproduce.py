@@ -198,6 +198,7 @@ QUICK_LM_TOKENS = 300_000
 
 def lm_section(out: Path, quick: bool, seed: int) -> str:
     """Experiment 2 (paper.md section 4): baseline vs value-stream LMs with IOI metrics."""
+    from .icl_report import plural
     from .lm import DataConfig, LMTrainConfig, run_grid
     from .lm_report import write_report
 
@@ -225,8 +226,8 @@ def lm_section(out: Path, quick: bool, seed: int) -> str:
         [
             "## 3. Language models: IOI and in-context metrics",
             "",
-            f"`{cfg.preset}` preset, baseline vs value stream, {len(seeds)} "
-            f"seed{'s' if len(seeds) != 1 else ''}, {cfg.steps} "
+            f"`{cfg.preset}` preset, baseline vs value stream, {plural(len(seeds), 'seed')}, "
+            f"{cfg.steps} "
             f"steps of {cfg.batch} x {cfg.block_size or 'preset'} tokens on generated stories"
             + (
                 " (CPU-sized: far from where IOI could emerge; the real-text GPU result is in "
