@@ -376,7 +376,7 @@ def train(
     wall = time.perf_counter() - t0
     summary = {
         "wall_s": wall,
-        "steps": grid.step - start,  # this session's (a resumed run reports its own part)
+        "steps": grid.step - start,  # this process's (a resumed run reports its own part)
         "step": grid.step,
         "runs": len(grid.variants) * len(grid.seeds),
         "variants": grid.variants,
