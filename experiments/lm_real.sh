@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Experiment 2 on real TinyStories text (results/lm-real): the commands behind its numbers.
 #   experiments/lm_real.sh sweep CORPUS WORK OUT      vocabulary x epochs sweep (arm none, seed 0)
-#   experiments/lm_real.sh grid CORPUS WORK OUT VOCAB EPOCHS NAMES [WORKERS]
+#   experiments/lm_real.sh grid CORPUS WORK OUT VOCAB EPOCHS NAMES [WORKERS [ARMS]]
 #                                                     4 arms x 10 seeds, names original|resampled
+#                                                     (ARMS: a comma list, to run some arms alone)
 # CORPUS: a folder of TinyStories text files; WORK: scratch (token files, checkpoints);
 # OUT: where the metrics and logs (no checkpoints) are packed, one file a phase. One GPU;
 # several runs at once.
@@ -39,13 +40,13 @@ sweep)
   pack sweep
   ;;
 grid)
-  V=$5 E=$6 NAMES=$7 WORKERS=${8:-4}
+  V=$5 E=$6 NAMES=$7 WORKERS=${8:-4} ARMS=${9:-none,value,value-first,value-learned}
   D="$WORK/data-$V-$NAMES"
   $CLI lm prepare $DATA --vocab-size $V --names $NAMES --epochs $E --data-dir "$D" --json \
     > "$WORK/prep-$NAMES.json"
   echo "prepared at $(( $(date +%s) - start )) s"
   timeout 520 $CLI lm grid $DATA $TRAIN --vocab-size $V --names $NAMES --epochs $E \
-    --data-dir "$D" --eval-every 50 --stream none,value,value-first,value-learned --seeds 10 \
+    --data-dir "$D" --eval-every 50 --stream $ARMS --seeds 10 \
     --workers $WORKERS --out "$WORK/grid-$NAMES" > "$WORK/grid-$NAMES.json" 2> "$WORK/grid-$NAMES.err"
   rc=$?  # 124: stopped by the time limit; rerun the same command to continue the grid
   tail -3 "$WORK/grid-$NAMES.err"
