@@ -30,6 +30,9 @@ DEFAULT_SHAPES = {
     "tinystories-8m": (64, 256),
     "gpt2-124m": (64, 1024),  # fills an 80 GB card: ~50 GB compiled, ~70 GB eager
     "gpt-1b": (8, 2048),
+    "modern-8m": (64, 256),
+    "modern-124m": (64, 1024),
+    "modern-1b": (8, 2048),
     "tiny": (8, 64),
 }
 

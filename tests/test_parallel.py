@@ -50,19 +50,26 @@ def test_ranks_read_their_own_rows_of_one_batch(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "mode,compiled", [("ddp", False), ("fsdp", False), ("ddp", True), ("fsdp", True)]
+    "mode,compiled,block,stream",
+    [
+        ("ddp", False, "tiny", "value-learned"),
+        ("fsdp", False, "modern-tiny", "value-embed"),
+        ("ddp", True, "modern-tiny", "value-first-gated"),
+        ("fsdp", True, "tiny", "value-shared"),
+    ],
 )
-def test_two_processes_match_one(tmp_path, mode, compiled):
-    """Eager one process against torchrun x 2 (DDP or FSDP, eager or torch.compile'd)."""
+def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
+    """Eager one process against torchrun x 2 (DDP or FSDP, eager or torch.compile'd), each
+    with another stream and both blocks among them."""
     data = DataConfig(data=str(FIXTURE), vocab_size=512, train_tokens=20_000, val_tokens=1000)
     data_dir = prepare_data(data, tmp_path / "data", progress=False)
     args = [
         "lm",
         "train",
         "--preset",
-        "tiny",
+        block,
         "--stream",
-        "value-learned",
+        stream,
         "--data",
         str(FIXTURE),
         "--data-dir",

@@ -19,6 +19,11 @@ VARIANTS = [
     "value-learned",
     "query-first-learned",
     "key-learned-per-head",
+    "value-gated",
+    "value-first-gated",
+    "query-gated",
+    "value-shared",
+    "key-shared",
 ]
 
 
@@ -30,10 +35,12 @@ def make_runs(variants, seeds, layers, scaled=False, **kw):
             torch.manual_seed(s)
             cfg = ToyICLConfig(12, 5, layers, mlp_width=9, scaled=scaled, stream=v, **kw)
             m = ToyICL(cfg).double()  # float64: differences are the method's, not rounding
-            with torch.no_grad():  # learned mixes away from their initial values
+            with torch.no_grad():  # learned mixes and gates away from their initial values
                 for n, p in m.named_parameters():
                     if n.endswith("stream_mix"):
                         p.copy_(torch.rand_like(p) + 0.5)
+                    if "stream_gate" in n:
+                        p.copy_(torch.randn_like(p))
             row.append(m)
         runs.append(row)
     return runs

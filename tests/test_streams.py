@@ -34,7 +34,15 @@ VARIANTS = [
     "key-first-learned",
     "value-first-learned-per-head",
     "query-learned-per-head",
+    "value-gated",
+    "value-first-gated",
+    "key-gated",
+    "value-shared",
+    "key-shared",
+    "value-embed",
+    "value-embed-learned",
 ]
+MODERN = dict(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False)
 
 
 def tiny(stream="none", **kw) -> GPTConfig:
@@ -155,10 +163,14 @@ GQA = dict(n_head=4, n_kv_head=2)
 
 
 @pytest.mark.parametrize("spec", VARIANTS)
-@pytest.mark.parametrize("gqa", [False, True])
-def test_kv_cache_decoding_equals_full_forward(spec, gqa):
+@pytest.mark.parametrize("heads", ["mha", "gqa", "mqa"])
+@pytest.mark.parametrize("block", ["gpt2", "modern"])
+def test_kv_cache_decoding_equals_full_forward(spec, heads, block):
+    """Every stream, in both blocks (RoPE positions continue from the cache), with 4, 2 and 1
+    key/value heads."""
     torch.manual_seed(1)
-    model = GPT(tiny(spec, **(GQA if gqa else {}))).eval()
+    kw = {"mha": {}, "gqa": GQA, "mqa": {"n_kv_head": 1}}[heads]
+    model = GPT(tiny(spec, **kw, **(MODERN if block == "modern" else {}))).eval()
     idx = torch.randint(97, (2, 12))
     full, _ = model(idx)
     cache = model.new_cache()

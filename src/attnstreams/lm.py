@@ -382,7 +382,10 @@ class LMTrainer:
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Everything a resume needs; collective under FSDP (gathers full tensors)."""
         model_sd, opt_states = parallel.full_state(self.model, self.opt, self.sharded)
-        tensors = {f"model/{k}": v for k, v in model_sd.items() if k != "lm_head.weight"}
+        tied = self.model_cfg.tie_embeddings
+        tensors = {
+            f"model/{k}": v for k, v in model_sd.items() if not (tied and k == "lm_head.weight")
+        }
         opt_meta = []
         for i, st in enumerate(opt_states):
             for k, v in st.items():
@@ -466,7 +469,7 @@ def _rank_seed(seed: int, rank: int) -> int:
 
 
 def _decays(name: str, p: torch.nn.Parameter) -> bool:
-    return p.dim() >= 2 and "stream_mix" not in name
+    return p.dim() >= 2 and "stream_" not in name  # no stream mix or gate is decayed
 
 
 def ioi_set_for(data_dir: Path, tokenizer: Tokenizer, n: int) -> tuple[list, list[str]]:
@@ -495,7 +498,8 @@ def ioi_set_for(data_dir: Path, tokenizer: Tokenizer, n: int) -> tuple[list, lis
 def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The model's state dict inside checkpoint tensors (the tied output weight restored)."""
     state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
-    state["lm_head.weight"] = state.get("wte.weight")
+    if "lm_head.weight" not in state:  # tied: stored once, as the token embedding
+        state["lm_head.weight"] = state.get("wte.weight")
     return state
 
 

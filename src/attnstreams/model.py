@@ -14,7 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .config import ConfigError, check_choice, check_range
-from .streams import KVCache, StreamAttention, StreamConfig
+from .streams import Gate, KVCache, StreamAttention, StreamConfig, embed_layers
 
 
 def _check_stream_layers(stream: StreamConfig, n_layer: int) -> None:
@@ -53,8 +53,17 @@ def _cross_entropy_lse(
     return torch.where(keep, lse - picked, 0.0).sum() / keep.sum()
 
 
+POSITIONS = ("learned", "rope")
+NORMS = ("layernorm", "rmsnorm")
+MLPS = ("gelu", "swiglu")
+
+
 @dataclass(frozen=True)
 class GPTConfig:
+    """Defaults: GPT-2's block (learned positions, LayerNorm, GELU MLP, biases, tied
+    embeddings). The modern block most current work uses is `pos="rope", norm="rmsnorm",
+    mlp="swiglu", bias=False` with GQA (`n_kv_head`): the `modern-*` presets."""
+
     vocab_size: int = 50257
     block_size: int = 256
     n_layer: int = 8
@@ -68,11 +77,25 @@ class GPTConfig:
     # odd-width output matmul; 50,304 runs on faster kernels. Extra rows are never read and
     # their logits are sliced off, so the model is exactly the unpadded one.
     vocab_multiple: int = 64
+    pos: str = "learned"  # learned absolute positions (GPT-2) or rotary (RoPE, Su et al. 2021)
+    rope_theta: float = 10000.0
+    norm: str = "layernorm"  # or rmsnorm (Zhang and Sennrich 2019)
+    mlp: str = "gelu"  # GELU 4x (GPT-2) or SwiGLU (Shazeer 2020)
+    mlp_hidden: int | None = None  # None: 4 n_embd (gelu); 8/3 n_embd to a multiple of 64 (swiglu)
+    tie_embeddings: bool = True
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
             check_range(name, getattr(self, name), lo=1)
         check_range("dropout", self.dropout, lo=0.0, hi=1.0)
+        check_choice("pos", self.pos, POSITIONS)
+        check_choice("norm", self.norm, NORMS)
+        check_choice("mlp", self.mlp, MLPS)
+        check_range("rope_theta", self.rope_theta, lo=0.0, lo_open=True)
+        if self.mlp_hidden is not None:
+            check_range("mlp_hidden", self.mlp_hidden, lo=1)
+        if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
+            raise ConfigError("RoPE needs an even head size (n_embd / n_head)")
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_kv_head is not None:
@@ -93,14 +116,42 @@ class GPTConfig:
     def padded_vocab(self) -> int:
         return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
+    @property
+    def hidden(self) -> int:
+        """MLP width: SwiGLU's 8/3 keeps the parameters of GELU's 4x (three matrices, not two)."""
+        if self.mlp_hidden is not None:
+            return self.mlp_hidden
+        return 4 * self.n_embd if self.mlp == "gelu" else -(-8 * self.n_embd // 3 // 64) * 64
+
+
+MODERN = dict(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False)
+
 
 PRESETS: dict[str, GPTConfig] = {
     # paper.md section 4: ~6.3M non-embedding parameters, 19.2M with the tied embedding.
     "tinystories-8m": GPTConfig(),
     "gpt2-124m": GPTConfig(block_size=1024, n_layer=12, n_head=12, n_embd=768, dropout=0.0),
     "gpt-1b": GPTConfig(block_size=2048, n_layer=24, n_head=16, n_embd=2048, dropout=0.0),
+    # The modern block at the same sizes: RoPE, RMSNorm, SwiGLU, no biases, GQA (4 kv heads).
+    "modern-8m": GPTConfig(n_kv_head=4, **MODERN),
+    "modern-124m": GPTConfig(
+        block_size=1024, n_layer=12, n_head=12, n_kv_head=4, n_embd=768, dropout=0.0, **MODERN
+    ),
+    "modern-1b": GPTConfig(
+        block_size=2048, n_layer=24, n_head=16, n_kv_head=4, n_embd=2048, dropout=0.0, **MODERN
+    ),
     # Small enough for CPU tests and the quick demo.
     "tiny": GPTConfig(vocab_size=512, block_size=128, n_layer=4, n_head=4, n_embd=64, dropout=0.0),
+    "modern-tiny": GPTConfig(
+        vocab_size=512,
+        block_size=128,
+        n_layer=4,
+        n_head=4,
+        n_kv_head=2,
+        n_embd=64,
+        dropout=0.0,
+        **MODERN,
+    ),
 }
 
 
@@ -112,32 +163,54 @@ def preset(name: str, **overrides) -> GPTConfig:
 
 
 class MLP(nn.Module):
+    """GELU (GPT-2) or SwiGLU: proj(silu(gate) * up), gate and up as one matmul `fc`."""
+
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
-        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=cfg.bias)
-        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=cfg.bias)
+        self.swiglu = cfg.mlp == "swiglu"
+        self.fc = nn.Linear(cfg.n_embd, (2 if self.swiglu else 1) * cfg.hidden, bias=cfg.bias)
+        self.proj = nn.Linear(cfg.hidden, cfg.n_embd, bias=cfg.bias)
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.proj(F.gelu(self.fc(x))))
+        h = self.fc(x)
+        if self.swiglu:
+            gate, up = h.chunk(2, dim=-1)
+            return self.drop(self.proj(F.silu(gate) * up))
+        return self.drop(self.proj(F.gelu(h)))
+
+
+def norm(cfg: GPTConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return nn.RMSNorm(cfg.n_embd, eps=1e-5)
+    return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+
+
+def layer_stream(cfg: GPTConfig, layer_idx: int) -> StreamConfig:
+    """A layer's stream: the model's, except that a value embedding reaches only the layers
+    that have a table (`embed_layers`)."""
+    if cfg.stream.source == "embed" and embed_layers(cfg.n_layer)[layer_idx] is None:
+        return StreamConfig()
+    return cfg.stream
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm transformer block."""
+    """Pre-norm transformer block."""
 
     def __init__(self, cfg: GPTConfig, layer_idx: int) -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln1 = norm(cfg)
         self.attn = StreamAttention(
             cfg.n_embd,
             cfg.n_head,
             layer_idx,
-            stream=cfg.stream,
+            stream=layer_stream(cfg, layer_idx),
             n_kv_head=cfg.n_kv_head,
             bias=cfg.bias,
             dropout=cfg.dropout,
+            rope_theta=cfg.rope_theta if cfg.pos == "rope" else None,
         )
-        self.ln2 = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln2 = norm(cfg)
         self.mlp = MLP(cfg)
 
     def forward(self, x, carry=None, cache=None):
@@ -147,18 +220,29 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
-    """GPT-2-style decoder: learned positions, GELU MLP 4x, tied embeddings, dropout."""
+    """Decoder LM: GPT-2's block by default (learned positions, GELU MLP 4x, tied embeddings,
+    dropout), or the modern block (GPTConfig). A `value-embed` stream adds its token tables."""
 
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.padded_vocab, cfg.n_embd)
-        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
-        self.ln_f = nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
+        self.ln_f = norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab, bias=False)
-        self.lm_head.weight = self.wte.weight  # tied
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.wte.weight
+        self.embed_table = embed_layers(cfg.n_layer) if cfg.stream.source == "embed" else None
+        self.value_embeds = None
+        if self.embed_table is not None:
+            attn = self.blocks[0].attn
+            width = attn.n_kv_head * attn.head_dim
+            n_tables = max(t for t in self.embed_table if t is not None) + 1
+            self.value_embeds = nn.ModuleList(
+                nn.Embedding(cfg.padded_vocab, width) for _ in range(n_tables)
+            )
         self.apply(self._init_weights)
         for name, p in self.named_parameters():  # GPT-2: scale residual projections by depth
             if name.endswith("attn.proj.weight") or name.endswith("mlp.proj.weight"):
@@ -166,24 +250,40 @@ class GPT(nn.Module):
 
     @staticmethod
     def _init_weights(m: nn.Module) -> None:
+        if isinstance(m, Gate):  # zero-initialised, see streams.Gate
+            return
         if isinstance(m, (nn.Linear, nn.Embedding)):
-            nn.init.normal_(m.weight, 0.0, 0.02)
+            rows = getattr(m, "rows", None)  # a qkv without its shared projection: drawn whole
+            if rows is None:
+                nn.init.normal_(m.weight, 0.0, 0.02)
+            else:
+                full = torch.empty(int(rows.max()) + 1, m.weight.size(1)).normal_(0.0, 0.02)
+                m.weight.data.copy_(full[rows])
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
 
     def num_params(self, non_embedding: bool = True) -> int:
-        """Parameters in use (padding rows of the embedding are not counted)."""
+        """Parameters in use (padding rows of the vocabulary tables are not counted);
+        non_embedding leaves out the input lookup tables (token, position, value embeddings)
+        but keeps an untied output layer."""
+        c = self.cfg
+        inputs = [self.wte, *(self.value_embeds or ())]  # tables with padded vocabulary rows
+        padded = inputs + ([] if c.tie_embeddings else [self.lm_head])
         n = sum(p.numel() for p in self.parameters())
-        n -= (self.cfg.padded_vocab - self.cfg.vocab_size) * self.cfg.n_embd
+        n -= sum((c.padded_vocab - c.vocab_size) * t.weight.size(1) for t in padded)
         if non_embedding:
-            n -= self.cfg.vocab_size * self.cfg.n_embd + self.wpe.weight.numel()
+            n -= sum(c.vocab_size * t.weight.size(1) for t in inputs)
+            n -= self.wpe.weight.numel() if self.wpe is not None else 0
         return n
 
     def flops_per_token(self) -> float:
-        """Training FLOPs a token, 6 N + 12 L T d (PaLM's formula: N counts the tied embedding
-        once, as the output matmul; the second term is attention's scores and mixing)."""
+        """Training FLOPs a token, 6 N + 12 L T d (PaLM's formula): N counts the parameters of
+        matmuls, the output layer once (tied or not), no lookup table; the second term is
+        attention's scores and mixing."""
         c = self.cfg
-        return 6 * self.num_params(non_embedding=False) + 12 * c.n_layer * c.block_size * c.n_embd
+        n = self.num_params(non_embedding=True)
+        n += c.vocab_size * c.n_embd if c.tie_embeddings else 0
+        return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
 
     def new_cache(self) -> list[KVCache]:
         return [KVCache() for _ in self.blocks]
@@ -205,10 +305,16 @@ class GPT(nn.Module):
             raise ValueError(
                 f"sequence of {start + T} tokens exceeds block_size {self.cfg.block_size}"
             )
-        pos = torch.arange(start, start + T, device=idx.device)
-        x = self.drop(self.wte(idx) + self.wpe(pos))
+        x = self.wte(idx)
+        if self.wpe is not None:
+            x = x + self.wpe(torch.arange(start, start + T, device=idx.device))
+        x = self.drop(x)
         carry = None
+        embeds = [self.value_embed(t, idx) for t in self.value_embeds or ()]
         for i, block in enumerate(self.blocks):
+            if self.embed_table is not None:  # value-embed: each layer reads its own table
+                table = self.embed_table[i]
+                carry = None if table is None else embeds[table]
             x, carry = block(x, carry, cache[i] if cache else None)
         logits = self.lm_head(self.ln_f(x))  # padded_vocab columns
         loss = None
@@ -216,6 +322,11 @@ class GPT(nn.Module):
             loss = cross_entropy(logits, targets, self.cfg.vocab_size)
             logits = logits.detach()
         return logits[..., : self.cfg.vocab_size], loss
+
+    def value_embed(self, table: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
+        """(B, T) tokens -> (B, kv heads, T, head_dim) values from one value-embedding table."""
+        attn = self.blocks[0].attn
+        return table(idx).unflatten(-1, (attn.n_kv_head, attn.head_dim)).transpose(1, 2)
 
     @torch.no_grad()
     def generate(
@@ -289,6 +400,8 @@ class ToyICLConfig:
         check_choice("init", self.init, TOY_INITS)
         object.__setattr__(self, "stream", StreamConfig.parse(self.stream))
         _check_stream_layers(self.stream, self.n_attn_layers)
+        if self.stream.source == "embed":
+            raise ConfigError("value-embed needs token ids; the toy model reads vectors")
 
 
 class Dense(nn.Module):
@@ -328,8 +441,9 @@ class ToyICL(nn.Module):
     @torch.no_grad()
     def _init_weights(self) -> None:
         cfg = self.cfg
-        for layer in self.attn:
-            nn.init.normal_(layer.qkv.weight, 0.0, cfg.attn_std)
+        for layer in self.attn:  # a shared projection's rows are drawn and dropped
+            full = torch.randn(3 * cfg.d_in, cfg.d_in) * cfg.attn_std
+            layer.qkv.weight.copy_(full[layer.full_rows()])
         # The MLP and read-out as the authors draw them: tensor j of the list
         # [W1, b1, W2, b2, ..., read-out] takes key min(j, m) (m = mlp_layers) except the
         # read-out, which takes key m; see the class docstring for what shared keys give.

@@ -8,8 +8,9 @@ the same kernels, each run's stream is written as mixing coefficients: layer n u
     P_n = a * own_n + b * handed_on            for each projection P in (query, key, value)
 
 with (a, b) = (1, 1) for the streamed projection in `sum` mode, (0.5, 0.5) in `half` mode,
-(1, 0) for the others (exact in floating point: 1 * x + 0 * y == x), and learned (a, b) where
-the variant learns its mix. Two
+(0, 1) in `shared` mode, (1, 0) for the others (exact in floating point: 1 * x + 0 * y == x),
+and learned (a, b) where the variant learns its mix; a gated variant adds g (src - own) with its
+per-token gate g (0 for the others). Two
 shortcuts keep the result and drop work: the input is shared by a seed's variants (broadcast
 into one batched matmul, never copied per variant by hand), and the last attention layer
 computes its query for the last token only,
@@ -46,10 +47,17 @@ def _mix_init(stream: StreamConfig, n_layers: int) -> tuple[torch.Tensor, torch.
         j = PROJECTIONS.index(stream.kind)
         if stream.mix == "half":
             coef[1:, j] = 0.5
-        else:
+        elif stream.mix == "shared":
+            coef[1:, j, 0], coef[1:, j, 1] = 0.0, 1.0
+        elif stream.mix != "gated":  # gated: (1, 0) plus the gate's g (src - own)
             coef[1:, j, 1] = 1.0
         learned[1:, j, :] = stream.learned
     return coef, learned
+
+
+# The rows of a layer's stacked (3, dp, dp) qkv weight its ToyICL layer has when one projection
+# is shared (taken from layer 1): a slice, so that it stays a view.
+_KEPT = {"value": slice(0, 2), "key": slice(0, 3, 2), "query": slice(1, 3)}
 
 
 class StackedToyICL:
@@ -78,7 +86,7 @@ class StackedToyICL:
                 shape = (3, self.dp, self.dp)
             elif n == self.dense_in:
                 shape = (shape[0], self.dp)
-            if not n.endswith("stream_mix"):
+            if "stream_" not in n:
                 self.params[n] = torch.zeros(V, S, *shape, device=device, dtype=dtype)
         inits = [_mix_init(s, self.n_layers) for s in self.streams]
         self.coef = torch.stack([c for c, _ in inits])[:, None].to(device, dtype)  # (V,1,L,3,2)
@@ -89,6 +97,18 @@ class StackedToyICL:
         if self.learned.any():  # learned mixes: one (V, S, L, 3, 2) tensor, used where learned
             mix = torch.where(self.learned, self.coef, 0.0)  # unused entries stay 0 under decay
             self.params["mix"] = mix.expand(-1, S, -1, -1, -1).clone()
+        # Gates: which projection each variant gates ((V, 1, 3) of 0/1), and one zero-initialised
+        # gate a layer for every run (gradients reach only the gated variants').
+        gsel = torch.zeros(V, 1, 3)
+        for v, st in enumerate(self.streams):
+            if st.mix == "gated":
+                gsel[v, 0, PROJECTIONS.index(st.kind)] = 1.0
+        self.any_gated = bool(gsel.any())
+        self.gate_sel = gsel.to(device, dtype)
+        if self.any_gated:
+            L = self.n_layers
+            self.params["gate_w"] = torch.zeros(V, S, L, self.dp, device=device, dtype=dtype)
+            self.params["gate_b"] = torch.zeros(V, S, L, device=device, dtype=dtype)
         for v, r in enumerate(runs):
             for s, m in enumerate(r):
                 self.load_run(v, s, m.state_dict())
@@ -144,6 +164,14 @@ class StackedToyICL:
                     c[:, :, j, 0] * o + c[:, :, j, 1] * s[..., -o.size(-2) :, :]
                     for j, (o, s) in enumerate(zip(own, src, strict=True))
                 ]
+                if self.any_gated:  # (V, S, B, T, 1): sigmoid(x w + b) of each run's layer i
+                    z = (h @ p["gate_w"][:, :, i, :, None].unsqueeze(2)).squeeze(-1)
+                    g = torch.sigmoid(z + p["gate_b"][:, :, i, None, None]).unsqueeze(-1)
+                    gs = self.gate_sel[..., None, None, None, :]  # (V, 1, 1, 1, 1, 3)
+                    mixed = [
+                        m + (gs[..., j] * g[..., -o.size(-2) :, :]) * (s[..., -o.size(-2) :, :] - o)
+                        for j, (m, o, s) in enumerate(zip(mixed, own, src, strict=True))
+                    ]
             a = self._attend(*mixed)
             first = own if first is None else first
             prev = own
@@ -178,18 +206,25 @@ class StackedToyICL:
         the GEMMs use faster kernels. Zero features stay zero (their weights get zero
         gradients), so the padded model computes exactly the unpadded one."""
         d = self.d
+        stream = self.streams[v]
         out = {}
         for n, t in of.items():
-            if n == "mix":
+            if n in ("mix", "gate_w", "gate_b"):
                 continue
             view = t[v, s]
             if n.endswith("qkv.weight"):
                 view = view[..., :d, :d]
-                out[n] = (view, (*view.shape[:-3], 3 * d, d))
+                if stream.mix == "shared" and n != "attn.0.qkv.weight":  # no own projection
+                    view = view[..., _KEPT[stream.kind], :, :]
+                out[n] = (view, (*view.shape[:-3], view.size(-3) * d, d))
             else:
                 view = view[..., :d] if n == self.dense_in else view
                 out[n] = (view, view.shape)
-        stream = self.streams[v]
+        if stream.mix == "gated":
+            for i in range(1, self.n_layers):
+                w, b = of["gate_w"][v, s, i, ..., :d], of["gate_b"][v, s, i]
+                out[f"attn.{i}.stream_gate.weight"] = (w, (*w.shape[:-1], 1, d))
+                out[f"attn.{i}.stream_gate.bias"] = (b, (*b.shape, 1))
         if stream.learned:
             j = PROJECTIONS.index(stream.kind)
             for i in range(1, self.n_layers):

@@ -1,14 +1,30 @@
-"""The residual attention stream (paper.md section 2): the one place where it happens.
+"""The residual attention stream (paper.md section 2) and its cross-layer relatives: the one
+place where they happen.
 
-Layer n adds a per-head projection handed on by an earlier layer to its own before attending:
+Layer n mixes a per-head projection handed on to it into its own before attending:
 
     out_n = softmax(Q_n K_n^T / sqrt(d)) (V_n + V_{n-1})            kind=value, source=previous
 
-`source="first"` hands layer 1's projection to every later layer (ResFormer's value residual);
-`mix` chooses unit weights (`sum`, the paper: no new parameters), fixed halves (`half`:
-0.5 own + 0.5 handed on, ResFormer's fixed variant and the default for `first`, so `value-first`
-computes ResFormer; `value-first-sum` keeps the unit sum) or learned weights. The tensor handed
-on is always a layer's own, un-mixed projection, so the stream is not cumulative.
+A stream is named kind[-source][-mix] (`StreamConfig.parse`); every name below works wherever
+a stream does (GPT, ToyICL, the stacked toy grid, `lm train`, `icl grid`, the benchmarks):
+
+    value, key, query     V_n + V_{n-1} (K, Q): the paper
+    value-learned         w0 V_n + w1 V_{n-1}, a learned scalar pair a layer, from (1, 1)
+    value-first           0.5 V_n + 0.5 V_1: ResFormer's fixed value residual (Zhou et al. 2024)
+    value-first-learned   learned pair from (0.5, 0.5): ResFormer's learned variant
+    value-first-gated     (1 - g) V_n + g V_1, g = sigmoid(x W + b) a gate per token and
+                          (key/value) head from the layer input: x-transformers' learned value
+                          residual mix; W = 0, b = 0 at the start (g = 0.5); value-gated: the
+                          same gate on the previous layer's values
+    value-shared          V_1 in place of V_n after layer 1, which then has no value projection:
+                          SVFormer (single-value transformer)
+    value-embed           w0 V_n + w1_h E[token], E a token value-embedding table (modded-
+                          nanogpt), w1 per (key/value) head from 0.5, w0 from 1; tables at the
+                          first and last layers (`embed_layers`)
+
+`-sum`, `-half`, `-learned`, `-learned-per-head` and `-gated` combine with any kind and
+source. The tensor handed on is always a layer's own, un-mixed projection (layer 1's for
+source `first`), so no stream is cumulative.
 """
 
 from __future__ import annotations
@@ -22,17 +38,22 @@ import torch.nn.functional as F
 from .config import ConfigError, check_choice
 
 KINDS = ("none", "value", "key", "query")
-SOURCES = ("previous", "first")
-MIXES = ("sum", "half", "learned", "learned-per-head")
-DEFAULT_MIX = {"previous": "sum", "first": "half"}
+SOURCES = ("previous", "first", "embed")
+MIXES = ("sum", "half", "learned", "learned-per-head", "gated", "shared")
+DEFAULT_MIX = {"previous": "sum", "first": "half", "embed": "learned-per-head"}
+# Where a learned mix (weight on own, weight on the handed-on projection) starts.
+LEARNED_INIT = {"previous": (1.0, 1.0), "first": (0.5, 0.5), "embed": (1.0, 0.5)}
+EMBED_TABLES = 3  # modded-nanogpt: 3 value-embedding tables, at the first and last 3 layers
 
 
 @dataclass(frozen=True)
 class StreamConfig:
     kind: str = "none"  # which projection is streamed
-    source: str = "previous"  # previous: layer n-1 (the paper); first: layer 1 (ResFormer)
-    # sum: unit weights; half: 0.5/0.5; learned: a scalar pair per layer; learned-per-head.
-    # None: the source's default (sum for previous, half for first).
+    # previous: layer n-1 (the paper); first: layer 1 (ResFormer); embed: a token table
+    source: str = "previous"
+    # sum: unit weights; half: 0.5/0.5; learned: a scalar pair per layer; learned-per-head;
+    # gated: a sigmoid gate per token and head; shared: the source replaces the layer's own.
+    # None: the source's default (sum for previous, half for first, learned-per-head for embed).
     mix: str | None = None
 
     def __post_init__(self) -> None:
@@ -41,11 +62,19 @@ class StreamConfig:
         if self.mix is None:
             object.__setattr__(self, "mix", DEFAULT_MIX[self.source])
         check_choice("stream mix", self.mix, MIXES)
+        if self.mix == "shared" and self.source == "previous":
+            object.__setattr__(self, "source", "first")  # a shared projection is layer 1's
+        if self.source == "embed" and (self.kind != "value" or self.mix == "shared"):
+            raise ConfigError(
+                "a value embedding mixes into values only, with sum, half, learned or gated "
+                f"weights (got kind {self.kind!r}, mix {self.mix!r})"
+            )
 
     @classmethod
     def parse(cls, spec: str | StreamConfig) -> StreamConfig:
         """'value', 'value-first' (0.5/0.5), 'value-first-sum', 'value-learned',
-        'key-first-learned-per-head', 'none'."""
+        'value-first-gated', 'value-shared', 'value-embed', 'key-first-learned-per-head',
+        'none'."""
         if isinstance(spec, StreamConfig):
             return spec
         if not isinstance(spec, str):
@@ -66,6 +95,8 @@ class StreamConfig:
         """Canonical short name, the inverse of parse()."""
         if self.kind == "none":
             return "none"
+        if self.mix == "shared":
+            return f"{self.kind}-shared"
         parts = [self.kind]
         if self.source != "previous":
             parts.append(self.source)
@@ -80,6 +111,28 @@ class StreamConfig:
     @property
     def learned(self) -> bool:
         return self.active and self.mix.startswith("learned")
+
+    def receives(self, layer_idx: int) -> bool:
+        """Whether layer `layer_idx` (0-based) mixes something in: every layer after the first,
+        and, for a value embedding, the first too."""
+        return self.active and (layer_idx > 0 or self.source == "embed")
+
+
+def learned_mix(w: torch.Tensor, own: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
+    """w[0] own + w[1] carry: w a pair (2,) or a pair per head (2, heads, 1, 1) over
+    (B, heads, T, head_dim)."""
+    w = w.to(own.dtype)
+    return w[0] * own + w[1] * carry
+
+
+def embed_layers(n_layer: int) -> list[int | None]:
+    """The value-embedding table each layer reads (None: none), as modded-nanogpt places them:
+    k = min(3, n_layer // 2) tables, table i at layer i and at layer n_layer - k + i."""
+    k = min(EMBED_TABLES, n_layer // 2)
+    table: list[int | None] = [None] * n_layer
+    for i in range(k):
+        table[i] = table[n_layer - k + i] = i
+    return table
 
 
 class KVCache:
@@ -126,15 +179,42 @@ def attention_probs(
     return scores.softmax(-1)
 
 
+def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
+    """Rotary position embedding (Su et al. 2021) of (B, H, T, hd) at `positions` (T,), the
+    half-split layout of Llama in Hugging Face transformers. Linear and per position, so it
+    commutes with every stream mix: the carry is the un-rotated projection."""
+    hd = x.size(-1)
+    f = torch.float64 if x.dtype == torch.float64 else torch.float32
+    inv = theta ** -(torch.arange(0, hd, 2, device=x.device, dtype=f) / hd)
+    ang = positions.to(f)[:, None] * inv  # (T, hd/2)
+    cos, sin = ang.cos().repeat(1, 2).to(x.dtype), ang.sin().repeat(1, 2).to(x.dtype)
+    x1, x2 = x.chunk(2, dim=-1)
+    return x * cos + torch.cat([-x2, x1], dim=-1) * sin
+
+
+class Gate(nn.Linear):
+    """A stream gate's projection: zero-initialised (g = sigmoid(0) = 0.5) without drawing
+    random numbers, and left alone by model initialisers, so a seed's other weights are the
+    same with and without it."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__(dim, heads, device="meta")
+        self.to_empty(device="cpu")
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+
 class StreamAttention(nn.Module):
     """Causal multi-head (GQA-capable) attention through SDPA, holding the residual stream.
 
     forward(x, carry) returns (y, carry_out): `carry` is the streamed projection handed on by an
-    earlier layer, shaped (B, heads of that projection, T, head_dim); it is position-wise, so a
-    KV cache that stores post-mix keys and values decodes exactly like the full forward.
-    Layer 0 (`layer_idx=0`) receives nothing, so it has no mix parameters even with a learned
+    earlier layer (or, for `value-embed`, this layer's value embedding of the tokens), shaped
+    (B, heads of that projection, T, head_dim); it is position-wise, so a KV cache that stores
+    post-mix keys and values decodes exactly like the full forward. Layer 0 (`layer_idx=0`)
+    receives nothing (but a value embedding), so it has no mix parameters even with a learned
     stream; it only hands its projection on. causal=False and key_padding_mask make it an
-    encoder layer or one for padded batches (still through SDPA).
+    encoder layer or one for padded batches (still through SDPA); rope_theta rotates queries
+    and keys (RoPE) at their positions, counted on from the cache's length.
     """
 
     def __init__(
@@ -150,6 +230,7 @@ class StreamAttention(nn.Module):
         scale: float | None = None,
         dropout: float = 0.0,
         causal: bool = True,
+        rope_theta: float | None = None,
     ) -> None:
         super().__init__()
         stream = StreamConfig.parse(stream)  # a name ("value-learned") or a StreamConfig
@@ -161,36 +242,71 @@ class StreamAttention(nn.Module):
             raise ConfigError("without an output projection, n_head * head_dim must equal dim")
         self.n_head, self.n_kv_head, self.head_dim = n_head, n_kv_head, head_dim
         self.layer_idx, self.stream, self.scale, self.dropout = layer_idx, stream, scale, dropout
-        self.causal = causal
-        self.qkv = nn.Linear(dim, (n_head + 2 * n_kv_head) * head_dim, bias=bias)
+        self.causal, self.rope_theta = causal, rope_theta
+        self.receives = stream.receives(layer_idx)
+        self.heads = {"query": n_head, "key": n_kv_head, "value": n_kv_head}
+        # The projections this layer computes, in qkv's row order; a shared one comes from
+        # layer 1 instead (SVFormer: no value projection after the first layer).
+        self.projections = [
+            p
+            for p in self.heads
+            if not (p == stream.kind and stream.mix == "shared" and self.receives)
+        ]
+        # Drawn at full width either way, so a seed's later random draws do not shift.
+        # Initialisers that redraw it do the same through `qkv.rows` (GPT, ToyICL).
+        self.qkv = nn.Linear(dim, sum(self.heads.values()) * head_dim, bias=bias)
+        if len(self.projections) < 3:
+            rows = self.qkv.rows = self.full_rows()
+            self.qkv.weight = nn.Parameter(self.qkv.weight.detach()[rows].clone())
+            if bias:
+                self.qkv.bias = nn.Parameter(self.qkv.bias.detach()[rows].clone())
+            self.qkv.out_features = len(rows)
         self.proj = nn.Linear(n_head * head_dim, dim, bias=bias) if out_proj else nn.Identity()
         self.resid_drop = nn.Dropout(dropout)
-        # Learned mix: (weight on own projection, weight on the stream); none in `sum` mode and
-        # none in layer 1, which receives nothing.
+        # Learned mix: (weight on own projection, weight on the stream); gated: a gate per token
+        # and head from the layer input, zero-initialised (g = 0.5). None in a layer that
+        # receives nothing.
         self.stream_mix: nn.Parameter | None = None
-        if stream.learned and layer_idx > 0:
-            heads = n_head if stream.kind == "query" else n_kv_head
-            init = (1.0, 1.0) if stream.source == "previous" else (0.5, 0.5)
-            shape = (2,) if stream.mix == "learned" else (2, heads, 1, 1)
+        self.stream_gate: Gate | None = None
+        if self.receives and stream.learned:
+            shape = (2,) if stream.mix == "learned" else (2, self.heads[stream.kind], 1, 1)
             w = torch.empty(shape)
-            w[0], w[1] = init
+            w[0], w[1] = LEARNED_INIT[stream.source]
             self.stream_mix = nn.Parameter(w)
+        if self.receives and stream.mix == "gated":
+            self.stream_gate = Gate(dim, self.heads[stream.kind])
+
+    def full_rows(self) -> torch.Tensor:
+        """Indices, in the full (query, key, value) row layout, of the rows qkv holds."""
+        rows, start = [], 0
+        for p, h in self.heads.items():
+            if p in self.projections:
+                rows.append(torch.arange(start, start + h * self.head_dim))
+            start += h * self.head_dim
+        return torch.cat(rows)
 
     keep_attention = False  # set True: the next forward keeps its probabilities in attn_probs
     attn_probs: torch.Tensor | None = None
 
-    def mix(self, own: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:
-        """Where the stream happens: own projection plus the one handed on."""
-        if carry.shape != own.shape:
+    def mix(self, own: torch.Tensor | None, carry: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """Where the stream happens: the layer's own projection and the one handed on."""
+        if own is not None and carry.shape != own.shape:
             raise ValueError(
                 f"layer {self.layer_idx}: the {self.stream.kind} handed on has shape "
                 f"{tuple(carry.shape)} but this layer's is {tuple(own.shape)} (streamed layers "
                 "need the same heads and head size)"
             )
-        if self.stream_mix is None:
-            return 0.5 * (own + carry) if self.stream.mix == "half" else own + carry
-        w = self.stream_mix.to(own.dtype)
-        return w[0] * own + w[1] * carry
+        mix = self.stream.mix
+        if mix == "shared":
+            return carry
+        if mix == "sum":
+            return own + carry
+        if mix == "half":
+            return 0.5 * (own + carry)
+        if mix == "gated":  # lerp, as x-transformers: (1 - g) own + g carry
+            g = torch.sigmoid(self.stream_gate(x)).transpose(1, 2).unsqueeze(-1).to(own.dtype)
+            return own + g * (carry - own)
+        return learned_mix(self.stream_mix, own, carry)
 
     def forward(
         self,
@@ -201,30 +317,46 @@ class StreamAttention(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """key_padding_mask: (B, keys) booleans, True for real tokens (padding is never attended
         to); keys are the cache's and this call's. A stream layer after the first needs the
-        carry the layer before handed on."""
+        carry the layer before handed on; a value-embedding layer, its embedding."""
         B, T, _ = x.shape
-        if self.stream.active and self.layer_idx > 0 and carry is None:
+        if self.receives and carry is None:
             raise ValueError(
                 f"layer {self.layer_idx} has a {self.stream.name} stream but got no carry: pass "
-                "the carry returned by the layer before (or use stream 'none')"
+                + (
+                    "this layer's value embedding of the tokens"
+                    if self.stream.source == "embed"
+                    else "the carry returned by the layer before (or use stream 'none')"
+                )
             )
-        H, Hkv, hd = self.n_head, self.n_kv_head, self.head_dim
-        q, k, v = self.qkv(x).split([H * hd, Hkv * hd, Hkv * hd], dim=-1)
+        if carry is not None and not self.receives:
+            raise ValueError(
+                f"layer {self.layer_idx} ({self.stream.name}) receives no carry: only layers "
+                "after the first (layer_idx > 0) of a stream mix one in"
+            )
+        hd = self.head_dim
+        sizes = [self.heads[p] * hd for p in self.projections]
         parts = {
-            "query": q.view(B, T, H, hd).transpose(1, 2),
-            "key": k.view(B, T, Hkv, hd).transpose(1, 2),
-            "value": v.view(B, T, Hkv, hd).transpose(1, 2),
+            p: t.view(B, T, self.heads[p], hd).transpose(1, 2)
+            for p, t in zip(self.projections, self.qkv(x).split(sizes, dim=-1), strict=True)
         }
         carry_out = None
         if self.stream.active:
-            own = parts[self.stream.kind]
-            if carry is not None:
-                parts[self.stream.kind] = self.mix(own, carry)
-            first_hands_on = self.stream.source == "first" and carry is not None
-            carry_out = carry if first_hands_on else own
+            kind = self.stream.kind
+            own = parts.get(kind)
+            if self.receives:
+                parts[kind] = self.mix(own, carry, x)
+            if self.stream.source == "previous":
+                carry_out = own
+            elif self.stream.source == "first":  # layer 1 hands its own on to every later layer
+                carry_out = carry if self.receives else own
         q, k, v = parts["query"], parts["key"], parts["value"]
+        if self.rope_theta is not None:
+            start = len(cache) if cache is not None else 0
+            pos = torch.arange(start, start + T, device=x.device)
+            q, k = rope(q, pos, self.rope_theta), rope(k, pos, self.rope_theta)
         if cache is not None:
             k, v = cache.append(k, v)
+        H, Hkv = self.n_head, self.n_kv_head
         if Hkv != H:
             k = k.repeat_interleave(H // Hkv, dim=1)
             v = v.repeat_interleave(H // Hkv, dim=1)

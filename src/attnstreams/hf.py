@@ -1,0 +1,161 @@
+"""Residual attention streams inside Hugging Face transformers models (`attnstreams[hf]`).
+
+    model = AutoModelForCausalLM.from_pretrained(path)
+    add_streams(model, "value-learned")     # the model still computes exactly what it did
+    ...train; model.save_pretrained(out)    # the mix weights are saved with the model
+    model = from_pretrained(out)            # transformers' loader, then the stream put back
+
+The stream is added as forward hooks on each attention layer's projection (Llama family:
+`v_proj`, `k_proj` or `q_proj`; GPT-2: the value, key or query third of `c_attn`), so the
+model's own attention, cache, `generate()` and attention kernels run unchanged. A layer hands
+its own projection to the next (or layer 1's to every later layer, `-first`) through a holder
+the hooks share; projections are position-wise, so cached decoding sees exactly the values a
+full forward pass would. The added mix is learned and starts at (1, 0): weight 1 on the layer's
+own projection and 0 on the handed-on one, so a pretrained checkpoint continues from the very
+function it computed, with the stream learning its weight. The mix and its parameter shapes
+are streams.py's (`learned_mix`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from .config import ConfigError
+from .streams import StreamConfig, learned_mix
+
+LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")  # q_proj / k_proj / v_proj attention
+SUPPORTED = (*LLAMA_FAMILY, "gpt2")
+CONFIG_KEY = "attnstreams_stream"  # the stream's name in the model's config.json
+
+
+class _Holder:
+    """What layer n hands on to layer n+1 during one forward pass (not a module: no state)."""
+
+    carry: torch.Tensor | None = None
+
+
+def _layers(model: nn.Module) -> tuple[list[nn.Module], str]:
+    """(attention modules in order, model type), or a one-line error naming what is supported."""
+    mtype = getattr(getattr(model, "config", None), "model_type", None)
+    if mtype not in SUPPORTED:
+        raise ConfigError(f"add_streams supports model types {', '.join(SUPPORTED)}; got {mtype!r}")
+    base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
+    if mtype == "gpt2":
+        return [block.attn for block in base.h], mtype
+    return [layer.self_attn for layer in base.layers], mtype
+
+
+def _heads(model: nn.Module, kind: str) -> tuple[int, int]:
+    c = model.config
+    heads = c.num_attention_heads
+    kv = getattr(c, "num_key_value_heads", None) or heads
+    head_dim = getattr(c, "head_dim", None) or c.hidden_size // heads
+    return (heads if kind == "query" else kv), head_dim
+
+
+def add_streams(model: nn.Module, stream: str | StreamConfig) -> nn.Module:
+    """Add a learned residual stream to a transformers causal LM, in place; returns it.
+
+    `stream`: a learned stream name ('value-learned', 'value-learned-per-head',
+    'value-first-learned', 'key-learned', ...). The mix weights start at (1, 0), so the
+    patched model's outputs equal the original's until training moves them."""
+    cfg = StreamConfig.parse(stream)
+    if not cfg.learned or cfg.source == "embed":
+        raise ConfigError(
+            "add_streams adds a learned mix from a layer's projection (e.g. 'value-learned', "
+            f"'value-first-learned-per-head'), which can start at zero weight; got {cfg.name!r}"
+        )
+    attns, mtype = _layers(model)
+    if len(attns) < 2:
+        raise ConfigError(f"a stream needs at least 2 attention layers, the model has {len(attns)}")
+    if getattr(model.config, CONFIG_KEY, None):
+        raise ConfigError("this model already has a stream")
+    name = "is_activation_checkpointing"  # transformers 5 (4: is_gradient_checkpointing)
+    if not hasattr(type(model), name):
+        name = "is_gradient_checkpointing"
+    if getattr(model, name, False):
+        raise ConfigError("streams do not work with gradient checkpointing (layers are re-run)")
+    heads, head_dim = _heads(model, cfg.kind)
+    holder = _Holder()
+    for i, attn in enumerate(attns):
+        if mtype == "gpt2":
+            proj, part = attn.c_attn, ("query", "key", "value").index(cfg.kind)
+        else:
+            proj, part = (
+                getattr(attn, {"value": "v_proj", "key": "k_proj", "query": "q_proj"}[cfg.kind]),
+                None,
+            )
+        mix = None
+        if i > 0:
+            shape = (2,) if cfg.mix == "learned" else (2, heads, 1, 1)
+            w = torch.zeros(shape, device=proj.weight.device, dtype=proj.weight.dtype)
+            w[0] = 1.0
+            mix = nn.Parameter(w)
+            proj.register_parameter("stream_mix", mix)
+        proj.register_forward_hook(_hook(cfg, i, holder, heads, head_dim, part))
+    model.config.__setattr__(CONFIG_KEY, cfg.name)
+    return model
+
+
+def _hook(cfg: StreamConfig, layer: int, holder: _Holder, heads: int, head_dim: int, part):
+    def mixed(module: nn.Module, own: torch.Tensor) -> torch.Tensor:
+        carry = holder.carry
+        if layer == 0 or cfg.source == "previous":
+            holder.carry = own
+        if layer == 0:
+            return own
+        if carry is None or carry.shape != own.shape:
+            raise RuntimeError(f"layer {layer}: no projection handed on (layers run out of order?)")
+        shape = (*own.shape[:-1], heads, head_dim)  # (B, T, heads * hd) -> (B, heads, T, hd)
+        out = learned_mix(
+            module.stream_mix,
+            own.view(shape).transpose(-3, -2),
+            carry.view(shape).transpose(-3, -2),
+        )
+        return out.transpose(-3, -2).reshape(own.shape)
+
+    def hook(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        if part is None:
+            return mixed(module, output)
+        parts = list(output.chunk(3, dim=-1))  # GPT-2's c_attn: query, key, value
+        parts[part] = mixed(module, parts[part])
+        return torch.cat(parts, dim=-1)
+
+    return hook
+
+
+def stream_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The added parameters, under the model's own state-dict names."""
+    return {k: v for k, v in model.state_dict().items() if k.endswith("stream_mix")}
+
+
+def from_pretrained(path: str | Path, **kwargs) -> nn.Module:
+    """Load a model saved after add_streams: transformers' loader (which skips the mix
+    weights it does not know), the stream added again, then its saved weights read back."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    path = Path(path)
+    config = json.loads((path / "config.json").read_text())
+    stream = config.get(CONFIG_KEY)
+    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    if stream is None:
+        return model
+    delattr(model.config, CONFIG_KEY)
+    add_streams(model, stream)
+    want = stream_state(model)
+    found: dict[str, torch.Tensor] = {}
+    for file in sorted(path.glob("*.safetensors")):
+        with safe_open(file, framework="pt") as f:
+            for k in f.keys():
+                if k.endswith("stream_mix"):
+                    found[k] = f.get_tensor(k)
+    missing = sorted(set(want) - set(found))
+    if missing:
+        raise ConfigError(f"{path}: saved with stream {stream!r} but its mix weights are missing")
+    model.load_state_dict(found, strict=False)
+    return model
