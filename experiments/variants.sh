@@ -20,8 +20,11 @@ speed8m)
     --streams $ALL --modes compile+cudagraphs --steps 50 --json "$OUT/speed-8m.json"
   ;;
 speed124m)
-  python3 benchmarks/lm_throughput.py --device cuda --presets gpt2-124m,modern-124m \
-    --streams $ALL --modes compile --steps 30 --json "$OUT/speed-124m.json"
+  python3 benchmarks/lm_throughput.py --device cuda --presets gpt2-124m \
+    --streams none,value,value-first-gated,value-shared,value-embed,none --modes compile \
+    --steps 30 --json "$OUT/speed-124m.json"
+  python3 benchmarks/lm_throughput.py --device cuda --presets modern-124m \
+    --streams none,value,none --modes compile --steps 30 --json "$OUT/speed-modern-124m.json"
   ;;
 esac
 nvidia-smi --query-gpu=name --format=csv,noheader
