@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
 transformers = pytest.importorskip("transformers")
 
 from attnstreams.config import ConfigError  # noqa: E402
+from attnstreams.data.tokenizer import BPETokenizer  # noqa: E402
 from attnstreams.hf import add_streams, from_pretrained, stream_state  # noqa: E402
 from attnstreams.model import GPT, GPTConfig  # noqa: E402
 
@@ -152,3 +156,78 @@ def test_unsupported_models_and_streams_are_refused():
     checkpointed.gradient_checkpointing_enable()
     with pytest.raises(ConfigError, match="gradient checkpointing"):
         add_streams(checkpointed, "value-learned")
+
+
+# -- lm train --init-from ----------------------------------------------------------------------
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
+
+
+def local_model(folder: Path) -> Path:
+    """A tiny Llama saved with a tokenizer of its own (trained on the fixture): what a user's
+    downloaded model folder holds."""
+    texts = FIXTURE.read_text().split("<|endoftext|>")
+    tok = BPETokenizer.train(texts, 512)
+    model = llama_with_vocab(tok.vocab_size)
+    model.save_pretrained(folder)
+    tok._tok.save(str(folder / "tokenizer.json"))
+    return folder
+
+
+def llama_with_vocab(vocab: int):
+    cfg = transformers.LlamaConfig(
+        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    return transformers.LlamaForCausalLM(cfg)
+
+
+def test_lm_train_continues_a_local_model_with_a_stream(tmp_path, capsys):
+    from attnstreams.cli import main
+
+    src = local_model(tmp_path / "llama")
+    argv = [
+        "lm", "train", "--init-from", str(src), "--stream", "value-learned", "--data",
+        str(FIXTURE), "--train-tokens", "20000", "--val-tokens", "1000", "--steps", "6",
+        "--batch", "4", "--block-size", "32", "--eval-every", "3", "--eval-batches", "2",
+        "--ioi-prompts", "8", "--lr", "1e-2", "--warmup", "1", "--out", str(tmp_path / "run"),
+        "--json",
+    ]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    rows = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 3, 6] and rows[-1]["val_loss"] < rows[0]["val_loss"]
+    back = from_pretrained(tmp_path / "run" / "hf")
+    (w,) = stream_state(back).values()
+    assert float(w[0]) != 1.0 and abs(float(w[1])) > 1e-3  # the mix learned
+    assert (tmp_path / "run" / "hf" / "tokenizer.json").is_file()
+    # The checkpoint evaluates through the same model folder.
+    ckpt = str(tmp_path / "run" / "checkpoint.safetensors")
+    assert main(["lm", "eval", ckpt, "--json", "--ioi-prompts", "8"]) == 0
+    assert "induction_score" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("what", ["no-config", "bert", "stream-none-tokenizer"])
+def test_init_from_errors_are_one_line(tmp_path, capsys, what):
+    from attnstreams.cli import main
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    if what == "bert":
+        transformers.BertForMaskedLM(
+            transformers.BertConfig(vocab_size=V, hidden_size=32, num_hidden_layers=2,
+                                    num_attention_heads=4, intermediate_size=64)
+        ).save_pretrained(folder)  # fmt: skip
+        local_tok = BPETokenizer.train(FIXTURE.read_text().split("<|endoftext|>")[:50], 300)
+        local_tok._tok.save(str(folder / "tokenizer.json"))
+    if what == "stream-none-tokenizer":
+        llama_with_vocab(64).save_pretrained(folder)  # no tokenizer.json
+    capsys.readouterr()  # what making the folder printed
+    argv = ["lm", "train", "--init-from", str(folder), "--stream", "value-learned", "--data",
+            str(FIXTURE), "--steps", "1", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("attnstreams: error:"), err
+    want = {"no-config": "config.json", "bert": "supports model types llama",
+            "stream-none-tokenizer": "tokenizer"}  # fmt: skip
+    assert want[what] in err[0], err

@@ -310,7 +310,18 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     from .lm import DataConfig, LMTrainConfig
 
     d, t = DataConfig(), LMTrainConfig()
-    p.add_argument("--preset", default=t.preset, help="tinystories-8m|gpt2-124m|gpt-1b|tiny")
+    p.add_argument(
+        "--preset",
+        default=t.preset,
+        help="tinystories-8m | gpt2-124m | gpt-1b | tiny, or the modern block (RoPE, RMSNorm, "
+        "SwiGLU, GQA): modern-8m | modern-124m | modern-1b | modern-tiny",
+    )
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="continue a local transformers model folder (Llama family or GPT-2; needs [hf]) "
+        "with --stream added, instead of a preset; saves it back under OUT/hf",
+    )
     p.add_argument(
         "--data",
         default=d.data,
@@ -325,7 +336,12 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
         default=d.separator,
         help="between stories of a .txt file: eot (<|endoftext|>) | blank-line",
     )
-    p.add_argument("--tokenizer", default=d.tokenizer, help="bpe (trained locally) | gpt2")
+    p.add_argument(
+        "--tokenizer",
+        default=None,
+        help="bpe (trained locally) | gpt2 | a folder with a tokenizer.json (default: bpe, or "
+        "the --init-from model's)",
+    )
     p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="of the local BPE")
     p.add_argument(
         "--train-tokens",
@@ -399,17 +415,6 @@ def _lm_configs(args, stream: str, seed: int):
     copies = args.copies
     if copies is None:
         copies = max(1, math.ceil(args.epochs)) if args.names == "resampled" and args.epochs else 1
-    data = DataConfig(
-        data=args.data,
-        tokenizer=args.tokenizer,
-        vocab_size=args.vocab_size,
-        train_tokens=train_tokens or None,
-        val_tokens=args.val_tokens,
-        text_field=args.text_field,
-        separator=args.separator,
-        names=args.names,
-        copies=copies,
-    )
     try:
         early, late = (int(v) for v in args.icl_positions.split(","))
     except ValueError:
@@ -440,6 +445,19 @@ def _lm_configs(args, stream: str, seed: int):
         nonfinite=args.nonfinite,
         parallel=args.parallel,
         ddp_bucket_mb=args.ddp_bucket_mb,
+        init_from=args.init_from,
+    )
+    tokenizer = args.tokenizer or (args.init_from if args.init_from else "bpe")
+    data = DataConfig(  # after the model settings: a bad --init-from is named first
+        data=args.data,
+        tokenizer=tokenizer,
+        vocab_size=args.vocab_size,
+        train_tokens=train_tokens or None,
+        val_tokens=args.val_tokens,
+        text_field=args.text_field,
+        separator=args.separator,
+        names=args.names,
+        copies=copies,
     )
     return data, cfg
 

@@ -19,6 +19,7 @@ are streams.py's (`learned_mix`).
 from __future__ import annotations
 
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -30,12 +31,29 @@ from .streams import StreamConfig, learned_mix
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")  # q_proj / k_proj / v_proj attention
 SUPPORTED = (*LLAMA_FAMILY, "gpt2")
 CONFIG_KEY = "attnstreams_stream"  # the stream's name in the model's config.json
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 class _Holder:
     """What layer n hands on to layer n+1 during one forward pass (not a module: no state)."""
 
     carry: torch.Tensor | None = None
+
+
+def check_model_folder(path: str | Path) -> Path:
+    """A local transformers model folder of a supported type (read from its config.json)."""
+    path = Path(path)
+    try:
+        mtype = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError):
+        raise ConfigError(
+            f"{path}: not a transformers model folder (no readable config.json)"
+        ) from None
+    if mtype not in SUPPORTED:
+        raise ConfigError(
+            f"add_streams supports model types {', '.join(SUPPORTED)}; {path} is {mtype!r}"
+        )
+    return path
 
 
 def _layers(model: nn.Module) -> tuple[list[nn.Module], str]:
@@ -142,7 +160,15 @@ def from_pretrained(path: str | Path, **kwargs) -> nn.Module:
     path = Path(path)
     config = json.loads((path / "config.json").read_text())
     stream = config.get(CONFIG_KEY)
-    model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    from transformers.utils import logging
+
+    level = logging.get_verbosity()
+    if stream is not None:  # its load report would list the mix weights as unexpected
+        logging.set_verbosity_error()
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    finally:
+        logging.set_verbosity(level)
     if stream is None:
         return model
     delattr(model.config, CONFIG_KEY)
@@ -159,3 +185,70 @@ def from_pretrained(path: str | Path, **kwargs) -> nn.Module:
         raise ConfigError(f"{path}: saved with stream {stream!r} but its mix weights are missing")
     model.load_state_dict(found, strict=False)
     return model
+
+
+@dataclass(frozen=True)
+class HFModelConfig:
+    """What the LM trainer reads off a model (GPTConfig's fields it uses), for a transformers
+    model continued from a local folder."""
+
+    init_from: str
+    stream: str
+    vocab_size: int
+    block_size: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class HFCausalLM(nn.Module):
+    """A local transformers causal LM, a stream added, behind our GPT's interface:
+    forward(idx, targets) -> (logits, mean cross-entropy), `cfg.block_size`, `cfg.vocab_size`.
+    A model saved with a stream keeps it (and its weights); `stream` must then name it."""
+
+    def __init__(self, path: str | Path, stream: str = "none", block_size: int | None = None):
+        super().__init__()
+        path = check_model_folder(path)
+        try:
+            self.hf = from_pretrained(path, local_files_only=True)
+        except ConfigError:
+            raise
+        except Exception as e:  # transformers' own errors: unknown architecture, bad weights
+            raise ConfigError(f"--init-from {path}: {str(e).splitlines()[0]}") from None
+        saved = getattr(self.hf.config, CONFIG_KEY, None)
+        if saved is not None and StreamConfig.parse(stream).name != saved:
+            raise ConfigError(f"{path} already has stream {saved!r}; --stream must name it")
+        if saved is None and StreamConfig.parse(stream).active:
+            add_streams(self.hf, stream)
+        c = self.hf.config
+        limit = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
+        if block_size is not None and limit is not None and block_size > limit:
+            raise ConfigError(f"--block-size {block_size} exceeds the model's context ({limit})")
+        self.cfg = HFModelConfig(str(path), StreamConfig.parse(stream).name, c.vocab_size,
+                                 block_size or limit)  # fmt: skip
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.hf.get_input_embeddings().weight.numel() if non_embedding else n
+
+    def save_pretrained(self, folder: Path) -> None:
+        """The model as a transformers folder (stream and mix weights included), with the
+        tokenizer files of the folder it came from: `from_pretrained` reads it back."""
+        import shutil
+
+        self.hf.save_pretrained(folder)
+        for name in TOKENIZER_FILES:
+            if (Path(self.cfg.init_from) / name).is_file():
+                shutil.copy(Path(self.cfg.init_from) / name, Path(folder) / name)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
+        from .model import cross_entropy
+
+        if cache is not None:
+            raise ValueError("use the transformers model's own generate() for cached decoding")
+        logits = self.hf(input_ids=idx, use_cache=False).logits
+        loss = None
+        if targets is not None:
+            loss = cross_entropy(logits, targets, self.cfg.vocab_size)
+            logits = logits.detach()
+        return logits, loss

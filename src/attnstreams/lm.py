@@ -27,7 +27,13 @@ from . import checkpoint, parallel
 from .config import ConfigError, check_choice, check_range, differences
 from .data.corpus import iter_texts
 from .data.shards import TokenWindows, write_tokens
-from .data.tokenizer import BPETokenizer, GPT2Tokenizer, Tokenizer, load_tokenizer
+from .data.tokenizer import (
+    BPETokenizer,
+    GPT2Tokenizer,
+    PretrainedTokenizer,
+    Tokenizer,
+    load_tokenizer,
+)
 from .ioi import behaviour_metrics, make_ioi_set, single_token_names, story_icl_metrics
 from .model import GPT, preset
 from .parallel import Dist
@@ -51,7 +57,8 @@ from .runlog import (
 @dataclass(frozen=True)
 class DataConfig:
     data: str = "generated"  # tinystories | generated | PATH (a file or a folder of files)
-    tokenizer: str = "bpe"  # bpe (trained locally) | gpt2 (tiktoken)
+    # bpe (trained locally) | gpt2 (tiktoken) | a folder with a tokenizer.json (a model's)
+    tokenizer: str = "bpe"
     vocab_size: int = 8192  # of the local BPE
     tokenizer_docs: int = 20_000  # documents the BPE is trained on
     train_tokens: int | None = 20_000_000  # None: the whole corpus (not for `generated`)
@@ -65,7 +72,8 @@ class DataConfig:
     copies: int = 1
 
     def __post_init__(self) -> None:
-        check_choice("tokenizer", self.tokenizer, ("bpe", "gpt2"))
+        if self.tokenizer not in ("bpe", "gpt2"):
+            PretrainedTokenizer.check_folder(self.tokenizer)
         check_choice("names", self.names, ("original", "resampled"))
         check_choice("separator", self.separator, ("eot", "blank-line"))
         check_range("vocab_size", self.vocab_size, lo=300, hi=1 << 20)
@@ -118,7 +126,8 @@ def prepare_data(cfg: DataConfig, folder: Path, progress: bool = True) -> Path:
         print(
             f"preparing {folder}: "
             + ("GPT-2's tokenizer" if cfg.tokenizer == "gpt2" else
-               f"a {cfg.vocab_size:,}-token BPE trained on up to {cfg.tokenizer_docs:,} stories")
+               f"a {cfg.vocab_size:,}-token BPE trained on up to {cfg.tokenizer_docs:,} stories"
+               if cfg.tokenizer == "bpe" else f"the tokenizer of {cfg.tokenizer}")
             + f"; {size} train tokens"
             + (f" x {cfg.copies} renamed copies" if cfg.copies > 1 else "")
             + f", up to {cfg.val_tokens:,} validation tokens of {cfg.data}",
@@ -127,6 +136,8 @@ def prepare_data(cfg: DataConfig, folder: Path, progress: bool = True) -> Path:
         )  # fmt: skip
     if cfg.tokenizer == "gpt2":
         tok: Tokenizer = GPT2Tokenizer()
+    elif cfg.tokenizer != "bpe":
+        tok = PretrainedTokenizer.from_folder(cfg.tokenizer)
     else:
         tok = BPETokenizer.train(
             islice(_split_texts(cfg, "train"), cfg.tokenizer_docs), cfg.vocab_size
@@ -213,6 +224,9 @@ class LMTrainConfig:
     nonfinite: str = "stop"  # stop: end the run, keep the last good checkpoint | skip the step
     parallel: str = "auto"  # under torchrun: ddp | fsdp | auto (fsdp for gpt-1b, else ddp)
     ddp_bucket_mb: float = 25.0  # DDP's gradient buckets; larger: fewer compiled-graph splits
+    # A local transformers model folder to continue (attnstreams[hf]) instead of a preset; the
+    # data must be tokenised with its tokenizer (DataConfig.tokenizer = the same folder).
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("steps", "batch", "eval_every", "ioi_prompts", "icl_late"):
@@ -237,6 +251,12 @@ class LMTrainConfig:
         self.model_config(1000)  # validates preset, stream and block size
         if self.cuda_graphs and not self.compile:
             raise ConfigError("cuda_graphs needs compile")
+        if self.init_from is not None and self.parallel == "fsdp":
+            raise ConfigError("--init-from trains on one process or under DDP, not FSDP")
+        if self.init_from is not None:
+            from .hf import check_model_folder
+
+            check_model_folder(self.init_from)
 
     def model_config(self, vocab_size: int):
         over = {"vocab_size": vocab_size, "stream": self.stream}
@@ -269,11 +289,22 @@ class LMTrainer:
         self.rows = self.dist.rows(cfg.batch)  # this process's share of each global batch
         self.data_dir = Path(data_dir)
         self.tokenizer = load_tokenizer(data_dir)
-        self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
+        torch.manual_seed(cfg.seed)
+        if cfg.init_from is None:
+            self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
+            self.model = GPT(self.model_cfg).to(self.device)
+        else:  # a transformers model with a stream added (hf.py)
+            from .hf import HFCausalLM
+
+            self.model = HFCausalLM(cfg.init_from, cfg.stream, cfg.block_size).to(self.device)
+            self.model_cfg = self.model.cfg
+            if self.tokenizer.vocab_size > self.model_cfg.vocab_size:
+                raise ConfigError(
+                    f"the data's tokenizer has {self.tokenizer.vocab_size:,} tokens, the model "
+                    f"{self.model_cfg.vocab_size:,}: tokenise with --tokenizer {cfg.init_from}"
+                )
         self.train_data = TokenWindows(self.data_dir / "train.bin", self.model_cfg.vocab_size)
         self.val_data = TokenWindows(self.data_dir / "validation.bin", self.model_cfg.vocab_size)
-        torch.manual_seed(cfg.seed)
-        self.model = GPT(self.model_cfg).to(self.device)
         if self.dist.rank:  # same initial weights on every rank, its own dropout masks
             torch.manual_seed(_rank_seed(cfg.seed, self.dist.rank))
         mode = (
@@ -382,10 +413,8 @@ class LMTrainer:
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
         """Everything a resume needs; collective under FSDP (gathers full tensors)."""
         model_sd, opt_states = parallel.full_state(self.model, self.opt, self.sharded)
-        tied = self.model_cfg.tie_embeddings
-        tensors = {
-            f"model/{k}": v for k, v in model_sd.items() if not (tied and k == "lm_head.weight")
-        }
+        tied = shared_keys(self.model)  # a tied weight is stored once, under its first name
+        tensors = {f"model/{k}": v for k, v in model_sd.items() if k not in tied}
         opt_meta = []
         for i, st in enumerate(opt_states):
             for k, v in st.items():
@@ -438,7 +467,8 @@ class LMTrainer:
             for i, keys in enumerate(meta["opt_state_keys"])
         ]
         if self.sharded:
-            parallel.load_full_state(self.model, self.opt, model_tensors(tensors), opt_states)
+            state = model_tensors(tensors, self.model)
+            parallel.load_full_state(self.model, self.opt, state, opt_states)
         else:
             load_model_state(self.model, tensors)
             params = [p for g in self.opt.param_groups for p in g["params"]]
@@ -495,17 +525,28 @@ def ioi_set_for(data_dir: Path, tokenizer: Tokenizer, n: int) -> tuple[list, lis
     return make_ioi_set(names, n, seed=0, places=places, objects=objects), names
 
 
-def model_tensors(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The model's state dict inside checkpoint tensors (the tied output weight restored)."""
+def shared_keys(model: torch.nn.Module) -> dict[str, str]:
+    """State-dict names that repeat an earlier name's tensor (tied weights) -> that name."""
+    first: dict[int, str] = {}
+    out = {}
+    for k, v in model.state_dict(keep_vars=True).items():
+        out.update({k: first[id(v)]} if id(v) in first else {})
+        first.setdefault(id(v), k)
+    return out
+
+
+def model_tensors(tensors: dict[str, torch.Tensor], model: torch.nn.Module) -> dict:
+    """The model's state dict inside checkpoint tensors (tied weights restored)."""
     state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
-    if "lm_head.weight" not in state:  # tied: stored once, as the token embedding
-        state["lm_head.weight"] = state.get("wte.weight")
+    for k, kept in shared_keys(model).items():
+        if kept in state:
+            state.setdefault(k, state[kept])
     return state
 
 
-def load_model_state(model: GPT, tensors: dict[str, torch.Tensor]) -> None:
+def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
     """Model weights from checkpoint tensors; a clear error on other architectures."""
-    state = model_tensors(tensors)
+    state = model_tensors(tensors, model)
     own = model.state_dict()
     if set(state) != set(own):
         missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
@@ -535,9 +576,14 @@ def load_model(path: Path, device="cpu") -> tuple[GPT, dict]:
     if meta.get("kind") != "lm":
         raise ConfigError(f"{path} is not a language-model checkpoint")
     m = dict(meta["model"])
-    m["stream"] = StreamConfig.parse(m["stream"])
-    m.setdefault("vocab_multiple", 1)  # checkpoints from before the embedding was padded
-    model = GPT(GPTConfig(**m))
+    if "init_from" in m:  # a transformers model: its folder gives the architecture
+        from .hf import HFCausalLM
+
+        model = HFCausalLM(m["init_from"], m["stream"], m["block_size"])
+    else:
+        m["stream"] = StreamConfig.parse(m["stream"])
+        m.setdefault("vocab_multiple", 1)  # checkpoints from before the embedding was padded
+        model = GPT(GPTConfig(**m))
     load_model_state(model, tensors)
     return model.to(device).eval(), meta
 
@@ -637,6 +683,8 @@ def train(
         "param_elems_on_rank0": trainer.local_param_elems,
     }
     if main:
+        if cfg.init_from is not None and trainer.step == cfg.steps:  # a transformers folder
+            trainer.model.save_pretrained(out / "hf")
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
 

@@ -117,6 +117,51 @@ class GPT2Tokenizer(Tokenizer):
         (folder / "tokenizer_meta.json").write_text(json.dumps({"kind": "gpt2"}))
 
 
+class PretrainedTokenizer(BPETokenizer):
+    """A pretrained model's fast tokenizer (its folder's tokenizer.json); the end-of-text token
+    is EOT if it has one, else the eos_token of its tokenizer_config.json."""
+
+    name = "pretrained"
+
+    def __init__(self, tok, eot_id: int) -> None:
+        self._tok, self.vocab_size, self.eot_id = tok, tok.get_vocab_size(), eot_id
+
+    @staticmethod
+    def check_folder(folder: str | Path) -> Path:
+        folder = Path(folder)
+        if not (folder / "tokenizer.json").is_file():
+            raise ConfigError(
+                f"tokenizer must be bpe, gpt2 or a folder with a tokenizer.json: {str(folder)!r}"
+            )
+        return folder
+
+    @classmethod
+    def from_folder(cls, folder: str | Path) -> PretrainedTokenizer:
+        from tokenizers import Tokenizer as HFTokenizer
+
+        folder = cls.check_folder(folder)
+        try:
+            tok = HFTokenizer.from_file(str(folder / "tokenizer.json"))
+        except Exception as e:
+            raise ConfigError(f"unreadable tokenizer in {folder}: {e}") from None
+        eot = tok.token_to_id(EOT)
+        config = folder / "tokenizer_config.json"
+        if eot is None and config.is_file():
+            eos = json.loads(config.read_text()).get("eos_token")
+            eos = eos.get("content") if isinstance(eos, dict) else eos
+            eot = tok.token_to_id(eos) if isinstance(eos, str) else None
+        if eot is None:
+            raise ConfigError(f"the tokenizer in {folder} has no {EOT} or eos_token")
+        return cls(tok, eot)
+
+    def save(self, folder: Path) -> None:
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._tok.save(str(folder / "tokenizer.json"))
+        meta = {"kind": "pretrained", "eot_id": self.eot_id}
+        (folder / "tokenizer_meta.json").write_text(json.dumps(meta))
+
+
 def load_tokenizer(folder: Path) -> Tokenizer:
     """The tokenizer saved beside a run or a token cache."""
     folder = Path(folder)
@@ -131,6 +176,14 @@ def load_tokenizer(folder: Path) -> Tokenizer:
 
         try:
             return BPETokenizer(HFTokenizer.from_file(str(folder / "tokenizer.json")))
+        except Exception as e:
+            raise ConfigError(f"unreadable tokenizer in {folder}: {e}") from None
+    if kind == "pretrained":
+        from tokenizers import Tokenizer as HFTokenizer
+
+        eot = json.loads(meta_path.read_text()).get("eot_id")
+        try:
+            return PretrainedTokenizer(HFTokenizer.from_file(str(folder / "tokenizer.json")), eot)
         except Exception as e:
             raise ConfigError(f"unreadable tokenizer in {folder}: {e}") from None
     raise ConfigError(f"unknown tokenizer kind {kind!r} in {meta_path}")
