@@ -3,8 +3,9 @@
 # shared rows and BENCHMARKS.md's variant rows.
 #   experiments/variants.sh toy OUT      value-gated, value-shared x 10 seeds on the toy task
 #   experiments/variants.sh speed8m OUT  step time of every variant at 8M (GPT-2 and modern block)
-#   experiments/variants.sh speed124m OUT   the same at 124M
-set -u
+#   experiments/variants.sh speed124m OUT   the same at 124M (GPT-2 block)
+#   experiments/variants.sh speedmodern124m OUT   the modern block at 124M, with the value stream
+set -u -o pipefail
 PHASE=$1 OUT=$2
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
 mkdir -p "$OUT"
@@ -16,13 +17,21 @@ toy)
   echo "toy grid exit $?"; tail -2 "$OUT/icl-variants.log"
   ;;
 speed8m)
-  python3 benchmarks/lm_throughput.py --device cuda --presets tinystories-8m,modern-8m \
-    --streams $ALL --modes compile+cudagraphs --steps 50 --json "$OUT/speed-8m.json"
+  set -e
+  python3 benchmarks/lm_throughput.py --device cuda --presets tinystories-8m --streams $ALL \
+    --modes compile+cudagraphs --steps 50 --json "$OUT/speed-8m.json"
+  python3 benchmarks/lm_throughput.py --device cuda --presets modern-8m \
+    --streams none,value,value-first-gated,none --modes compile+cudagraphs --steps 50 \
+    --json "$OUT/speed-modern-8m.json"
   ;;
 speed124m)
+  set -e
   python3 benchmarks/lm_throughput.py --device cuda --presets gpt2-124m \
     --streams none,value,value-first-gated,value-shared,value-embed,none --modes compile \
     --steps 30 --json "$OUT/speed-124m.json"
+  ;;
+speedmodern124m)
+  set -e
   python3 benchmarks/lm_throughput.py --device cuda --presets modern-124m \
     --streams none,value,none --modes compile --steps 30 --json "$OUT/speed-modern-124m.json"
   ;;

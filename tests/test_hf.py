@@ -153,7 +153,8 @@ def test_unsupported_models_and_streams_are_refused():
     with pytest.raises(ConfigError, match="already has a stream"):
         add_streams(model, "value-learned")
     checkpointed = llama()
-    checkpointed.gradient_checkpointing_enable()
+    enable = getattr(checkpointed, "activation_checkpointing_enable", None)
+    (enable or checkpointed.gradient_checkpointing_enable)()
     with pytest.raises(ConfigError, match="gradient checkpointing"):
         add_streams(checkpointed, "value-learned")
 

@@ -158,6 +158,15 @@ def test_a_carry_into_layer_0_is_an_error():
         StreamAttention(32, 4, 0, "value-embed")(x)
 
 
+@pytest.mark.parametrize("spec", ["value-first-gated", "value-embed", "value-shared"])
+def test_every_parameter_is_made_on_the_default_device(spec):
+    """As `with torch.device("cuda"):` builds a model (the benchmarks do): the gate was left
+    on the CPU, and the compiled GPU step failed."""
+    with torch.device("meta"):
+        model = GPT(tiny(spec))
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+
+
 def test_no_stream_parameter_is_decayed():
     model = GPT(tiny("value-first-gated"))
     gates = [(n, p) for n, p in model.named_parameters() if "stream_gate" in n]

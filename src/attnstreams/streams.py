@@ -195,13 +195,13 @@ def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor
 class Gate(nn.Linear):
     """A stream gate's projection: zero-initialised (g = sigmoid(0) = 0.5) without drawing
     random numbers, and left alone by model initialisers, so a seed's other weights are the
-    same with and without it."""
+    same with and without it. Made on the default device, as any layer is."""
 
     def __init__(self, dim: int, heads: int) -> None:
-        super().__init__(dim, heads, device="meta")
-        self.to_empty(device="cpu")
-        nn.init.zeros_(self.weight)
-        nn.init.zeros_(self.bias)
+        nn.Module.__init__(self)
+        self.in_features, self.out_features = dim, heads
+        self.weight = nn.Parameter(torch.zeros(heads, dim))
+        self.bias = nn.Parameter(torch.zeros(heads))
 
 
 class StreamAttention(nn.Module):
@@ -281,7 +281,7 @@ class StreamAttention(nn.Module):
         rows, start = [], 0
         for p, h in self.heads.items():
             if p in self.projections:
-                rows.append(torch.arange(start, start + h * self.head_dim))
+                rows.append(torch.arange(start, start + h * self.head_dim, device="cpu"))
             start += h * self.head_dim
         return torch.cat(rows)
 
