@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from attnstreams import parallel
-from attnstreams.model import GPT, preset
+from attnstreams.models.gpt import GPT, preset
+from attnstreams.run import parallel
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ import time
 
 import torch
 
-from attnstreams.icl import ICLGrid, ICLTrainConfig, train
-from attnstreams.runlog import profile_steps
+from attnstreams.experiments.icl.train import ICLGrid, ICLTrainConfig, train
+from attnstreams.run.logs import profile_steps
 
 
 def make_grid(variants, seeds, device, mode, precision, **cfg) -> ICLGrid:

@@ -22,8 +22,8 @@ import time
 
 import torch
 
-from attnstreams.model import GPT, preset
-from attnstreams.runlog import device_name, profile_steps
+from attnstreams.models.gpt import GPT, preset
+from attnstreams.run.logs import device_name, profile_steps
 
 MODES = ("eager", "compile", "compile+cudagraphs", "compile+tuned")
 DEFAULT_SHAPES = {

@@ -12,7 +12,7 @@ import tempfile
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
-from attnstreams.hf import add_streams, from_pretrained, stream_state
+from attnstreams.models.hf import add_streams, from_pretrained, stream_state
 
 
 def main() -> None:

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import numpy as np
 
-from attnstreams import stats
-from attnstreams.icl_report import TITLES, load_runs, steps_to
-from attnstreams.plots import plt
-from attnstreams.runlog import write_text_atomic
+from attnstreams.experiments.icl.report import TITLES, load_runs, steps_to
+from attnstreams.run import stats
+from attnstreams.run.logs import write_text_atomic
+from attnstreams.run.plots import plt
 
 ARMS = ("none", "value")
 THRESHOLDS = (0.5, 0.95)

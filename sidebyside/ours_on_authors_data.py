@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import authors_toy as A  # noqa: E402
 
-from attnstreams.icl import ICLGrid, ICLTrainConfig  # noqa: E402
+from attnstreams.experiments.icl.train import ICLGrid, ICLTrainConfig  # noqa: E402
 
 
 def main() -> None:

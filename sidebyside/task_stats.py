@@ -15,7 +15,7 @@ import sys
 
 import numpy as np
 
-from attnstreams.tasks.icl_classification import token_statistics
+from attnstreams.experiments.icl.task import token_statistics
 
 
 def main() -> None:

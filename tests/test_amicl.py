@@ -19,7 +19,7 @@ from attnstreams.amicl import (
     sample_trials,
     similarity,
 )
-from attnstreams.config import ConfigError
+from attnstreams.run.config import ConfigError
 
 
 @pytest.mark.parametrize("method", ["vectors", "projections"])

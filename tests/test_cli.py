@@ -239,8 +239,8 @@ def test_blank_line_separated_stories(tmp_path):
 
 
 def test_eval_of_a_file_without_validation_stories_says_how(tmp_path, capsys):
-    from attnstreams.config import ConfigError
     from attnstreams.data.corpus import in_validation, iter_texts
+    from attnstreams.run.config import ConfigError
 
     p = tmp_path / "mine.txt"
     p.write_text("<|endoftext|>".join(t for i in range(9) if not in_validation(t := f"s {i}.")))
@@ -266,7 +266,7 @@ def test_generated_corpus_is_sized_by_the_run(capsys, tmp_path):
 
 def test_short_icl_runs_are_told_what_evaluation_costs():
     from attnstreams.cli import eval_cost_note
-    from attnstreams.icl import ICLTrainConfig
+    from attnstreams.experiments.icl.train import ICLTrainConfig
 
     assert eval_cost_note(ICLTrainConfig()) is None  # the default: 40,000 against 64,000
     note = eval_cost_note(ICLTrainConfig(eval_every=50))
@@ -276,7 +276,7 @@ def test_short_icl_runs_are_told_what_evaluation_costs():
 def test_progress_is_a_line_every_interval_when_not_a_terminal():
     import io
 
-    from attnstreams.runlog import LineProgress
+    from attnstreams.run.logs import LineProgress
 
     buf = io.StringIO()
     with LineProgress(100, "train", "step", interval=0.0, file=buf) as bar:

@@ -15,12 +15,18 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnstreams import checkpoint
-from attnstreams.config import ConfigError
-from attnstreams.lm import DataConfig, LMTrainConfig, LMTrainer, load_model_state, prepare_data
-from attnstreams.lm import train as lm_train
-from attnstreams.model import GPT, preset
-from attnstreams.runlog import NonFiniteLoss
+from attnstreams.experiments.lm.train import (
+    DataConfig,
+    LMTrainConfig,
+    LMTrainer,
+    load_model_state,
+    prepare_data,
+)
+from attnstreams.experiments.lm.train import train as lm_train
+from attnstreams.models.gpt import GPT, preset
+from attnstreams.run import checkpoint
+from attnstreams.run.config import ConfigError
+from attnstreams.run.logs import NonFiniteLoss
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 CLI = [sys.executable, "-m", "attnstreams.cli"]
@@ -275,8 +281,8 @@ def test_wrong_architecture_and_tokenizer_are_refused(tmp_path, data_dir):
 
 
 def test_icl_nonfinite_loss_stops_and_keeps_last_good(tmp_path):
-    from attnstreams.icl import ICLGrid, ICLTrainConfig
-    from attnstreams.icl import train as icl_train
+    from attnstreams.experiments.icl.train import ICLGrid, ICLTrainConfig
+    from attnstreams.experiments.icl.train import train as icl_train
 
     cfg = ICLTrainConfig(steps=12, batch=8, eval_every=4, eval_size=16, data_chunk=4)
     grid = ICLGrid(["none", "value"], [0], cfg)

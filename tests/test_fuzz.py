@@ -11,17 +11,18 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from attnstreams import checkpoint
 from attnstreams.amicl import AMICLConfig
 from attnstreams.cli import main
-from attnstreams.config import ConfigError
 from attnstreams.data.corpus import iter_texts
 from attnstreams.data.tokenizer import BPETokenizer
-from attnstreams.icl import ICLTrainConfig
-from attnstreams.lm import LMTrainConfig
-from attnstreams.model import GPTConfig, ToyICLConfig
+from attnstreams.experiments.icl.task import ICLTaskConfig
+from attnstreams.experiments.icl.train import ICLTrainConfig
+from attnstreams.experiments.lm.train import LMTrainConfig
+from attnstreams.models.gpt import GPTConfig
+from attnstreams.models.toy import ToyICLConfig
+from attnstreams.run import checkpoint
+from attnstreams.run.config import ConfigError
 from attnstreams.streams import StreamConfig
-from attnstreams.tasks.icl_classification import ICLTaskConfig
 
 FUZZ = settings(
     max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
@@ -114,11 +115,11 @@ TRAIN_FLAGS = [
 )
 def test_fuzz_train_cli_validation(monkeypatch, capsys, verb, pairs):
     """Argument and config validation of the training verbs (training itself stubbed out)."""
-    import attnstreams.icl
-    import attnstreams.lm
+    import attnstreams.experiments.icl.train
+    import attnstreams.experiments.lm.train
 
-    monkeypatch.setattr(attnstreams.icl, "ICLGrid", stop)
-    monkeypatch.setattr(attnstreams.lm, "prepare_data", stop)
+    monkeypatch.setattr(attnstreams.experiments.icl.train, "ICLGrid", stop)
+    monkeypatch.setattr(attnstreams.experiments.lm.train, "prepare_data", stop)
     pairs = [(f, v) for f, v in pairs if not (verb == "icl" and f in ("--stream",))]
     argv = [verb, "train", "--out", tempfile.mkdtemp()] + [x for p in pairs for x in p]
     try:
@@ -154,12 +155,12 @@ VERBS = {  # argv prefix, the flags fuzzed (each with a weird value)
 def test_fuzz_every_verb(monkeypatch, capsys, verb, data):
     """Every verb's options once more: exit 0 or 2, never a traceback, one line on error (the
     work itself stubbed out once everything is validated)."""
-    import attnstreams.icl
-    import attnstreams.lm
+    import attnstreams.experiments.icl.train
+    import attnstreams.experiments.lm.train
 
-    monkeypatch.setattr(attnstreams.icl, "ICLGrid", stop)
-    monkeypatch.setattr(attnstreams.lm, "prepare_data", stop)
-    monkeypatch.setattr(attnstreams.lm, "run_grid", stop)
+    monkeypatch.setattr(attnstreams.experiments.icl.train, "ICLGrid", stop)
+    monkeypatch.setattr(attnstreams.experiments.lm.train, "prepare_data", stop)
+    monkeypatch.setattr(attnstreams.experiments.lm.train, "run_grid", stop)
     prefix, flags = VERBS[verb]
     with tempfile.TemporaryDirectory() as d:
         argv = [x.replace("--data-dir", f"--data-dir={d}/data") for x in prefix]
@@ -212,9 +213,9 @@ json_values = st.recursive(
     )
 )
 def test_fuzz_config_files(monkeypatch, capsys, data):
-    import attnstreams.lm
+    import attnstreams.experiments.lm.train
 
-    monkeypatch.setattr(attnstreams.lm, "prepare_data", stop)
+    monkeypatch.setattr(attnstreams.experiments.lm.train, "prepare_data", stop)
     with tempfile.TemporaryDirectory() as d:
         cfg = Path(d) / "c.json"
         cfg.write_text(json.dumps(data))

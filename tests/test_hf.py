@@ -10,10 +10,10 @@ import torch
 
 transformers = pytest.importorskip("transformers")
 
-from attnstreams.config import ConfigError  # noqa: E402
 from attnstreams.data.tokenizer import BPETokenizer  # noqa: E402
-from attnstreams.hf import add_streams, from_pretrained, stream_state  # noqa: E402
-from attnstreams.model import GPT, GPTConfig  # noqa: E402
+from attnstreams.models.gpt import GPT, GPTConfig  # noqa: E402
+from attnstreams.models.hf import add_streams, from_pretrained, stream_state  # noqa: E402
+from attnstreams.run.config import ConfigError  # noqa: E402
 
 V = 128
 

@@ -9,11 +9,11 @@ from dataclasses import replace
 import pytest
 import torch
 
-from attnstreams import checkpoint
 from attnstreams.cli import main
-from attnstreams.icl import ICLGrid, ICLTrainConfig, init_model, train
-from attnstreams.icl_report import steps_to, write_report
-from attnstreams.tasks.icl_classification import make_task
+from attnstreams.experiments.icl.report import steps_to, write_report
+from attnstreams.experiments.icl.task import make_task
+from attnstreams.experiments.icl.train import ICLGrid, ICLTrainConfig, init_model, train
+from attnstreams.run import checkpoint
 
 CFG = ICLTrainConfig(steps=24, batch=16, eval_every=8, eval_size=64, data_chunk=5, lr=0.5)
 

@@ -11,14 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from attnstreams.icl import ICLGrid, ICLTrainConfig, init_model
-from attnstreams.model import ToyICL, ToyICLConfig
-from attnstreams.tasks.icl_classification import (
-    ICLTaskConfig,
-    make_task,
-    splits,
-    token_statistics,
-)
+from attnstreams.experiments.icl.task import ICLTaskConfig, make_task, splits, token_statistics
+from attnstreams.experiments.icl.train import ICLGrid, ICLTrainConfig, init_model
+from attnstreams.models.toy import ToyICL, ToyICLConfig
 
 # -- the reference: the authors' model in numpy, float64 ----------------------------------------
 # params: q1 k1 v1 q2 k2 v2 (150 x 150: projection = x @ W^T), w1 b1 w2 b2 w3 b3 (ReLU layers,

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 
-from attnstreams.config import ConfigError
-from attnstreams.tasks.icl_classification import (
+from attnstreams.experiments.icl.task import (
     ICLTaskConfig,
     Split,
     make_task,
     make_test_sets,
     splits,
 )
+from attnstreams.run.config import ConfigError
 
 CFG = ICLTaskConfig()
 N, L, D, P = CFG.pairs, CFG.labels, CFG.dim, CFG.pos_dim

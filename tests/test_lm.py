@@ -9,12 +9,20 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnstreams import checkpoint, ioi
 from attnstreams.cli import main
 from attnstreams.data.corpus import iter_texts
 from attnstreams.data.tokenizer import BPETokenizer
-from attnstreams.lm import DataConfig, LMTrainConfig, LMTrainer, load_model, prepare_data, train
-from attnstreams.model import GPT, preset
+from attnstreams.experiments.lm import evals as ioi
+from attnstreams.experiments.lm.train import (
+    DataConfig,
+    LMTrainConfig,
+    LMTrainer,
+    load_model,
+    prepare_data,
+    train,
+)
+from attnstreams.models.gpt import GPT, preset
+from attnstreams.run import checkpoint
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 

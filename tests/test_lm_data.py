@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from attnstreams.config import ConfigError
 from attnstreams.data import corpus
 from attnstreams.data.corpus import iter_texts
 from attnstreams.data.shards import TokenWindows, write_tokens
 from attnstreams.data.tokenizer import BPETokenizer, GPT2Tokenizer, load_tokenizer
+from attnstreams.run.config import ConfigError
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 

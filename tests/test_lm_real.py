@@ -13,15 +13,22 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnstreams import lm, parallel
 from attnstreams.cli import main
 from attnstreams.data import names as N
 from attnstreams.data.corpus import in_validation, iter_texts
 from attnstreams.data.shards import TokenWindows, write_tokens
 from attnstreams.data.tokenizer import BPETokenizer
-from attnstreams.lm import DataConfig, LMTrainConfig, LMTrainer, heldout_loss, prepare_data
-from attnstreams.lm_report import first_step, write_report
-from attnstreams.model import GPT, preset
+from attnstreams.experiments.lm import train as lm
+from attnstreams.experiments.lm.report import first_step, write_report
+from attnstreams.experiments.lm.train import (
+    DataConfig,
+    LMTrainConfig,
+    LMTrainer,
+    heldout_loss,
+    prepare_data,
+)
+from attnstreams.models.gpt import GPT, preset
+from attnstreams.run import parallel
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 

@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from attnstreams import checkpoint
 from attnstreams.data.shards import TokenWindows
-from attnstreams.lm import DataConfig, prepare_data
-from attnstreams.parallel import Dist
+from attnstreams.experiments.lm.train import DataConfig, prepare_data
+from attnstreams.run import checkpoint
+from attnstreams.run.parallel import Dist
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 
@@ -167,7 +167,7 @@ def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
                 assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
     assert rows["one"][-1]["train_loss"] < rows["one"][1]["train_loss"]  # it trained
     # The checkpoint written by 2 processes (gathered if sharded) loads on one device.
-    from attnstreams.lm import load_model
+    from attnstreams.experiments.lm.train import load_model
 
     a, _ = load_model(tmp_path / "one" / "checkpoint.safetensors")
     b, _ = load_model(tmp_path / "two" / "checkpoint.safetensors")

@@ -2,8 +2,8 @@
 
 import re
 
-from attnstreams import reproduce
 from attnstreams.cli import main
+from attnstreams.experiments import reproduce
 
 
 def test_reproduce_quick_writes_report_with_figures(tmp_path, monkeypatch, capsys):

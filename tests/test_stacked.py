@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnstreams.model import ToyICL, ToyICLConfig
-from attnstreams.stacked import StackedToyICL
+from attnstreams.experiments.icl.stacked import StackedToyICL
+from attnstreams.models.toy import ToyICL, ToyICLConfig
 
 VARIANTS = [
     "none",

@@ -8,7 +8,7 @@ import itertools
 import numpy as np
 import pytest
 
-from attnstreams import stats
+from attnstreams.run import stats
 
 
 def coverage(draw, true, interval, sims=4000, seed=0):

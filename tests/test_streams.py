@@ -10,16 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnstreams.config import ConfigError
-from attnstreams.model import (
-    GPT,
-    PRESETS,
-    GPTConfig,
-    ToyICL,
-    ToyICLConfig,
-    _cross_entropy_lse,
-    preset,
-)
+from attnstreams.models.gpt import GPT, PRESETS, GPTConfig, _cross_entropy_lse, preset
+from attnstreams.models.toy import ToyICL, ToyICLConfig
+from attnstreams.run.config import ConfigError
 from attnstreams.streams import StreamAttention, StreamConfig
 
 VARIANTS = [

@@ -7,9 +7,10 @@ import shutil
 import pytest
 import torch
 
-from attnstreams.config import ConfigError
-from attnstreams.lm import _decays
-from attnstreams.model import GPT, PRESETS, GPTConfig, ToyICLConfig, preset
+from attnstreams.experiments.lm.train import _decays
+from attnstreams.models.gpt import GPT, PRESETS, GPTConfig, preset
+from attnstreams.models.toy import ToyICLConfig
+from attnstreams.run.config import ConfigError
 from attnstreams.streams import StreamAttention, StreamConfig, embed_layers, rope
 
 MODERN = dict(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False)
@@ -244,7 +245,7 @@ def test_untied_embeddings_have_their_own_output_layer():
 
 
 def test_checkpoint_tensors_keep_an_untied_output_layer():
-    from attnstreams.lm import load_model_state
+    from attnstreams.experiments.lm.train import load_model_state
 
     torch.manual_seed(0)
     a, b = GPT(tiny(tie_embeddings=False)), GPT(tiny(tie_embeddings=False))

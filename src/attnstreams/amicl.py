@@ -16,8 +16,8 @@ from dataclasses import asdict, dataclass, fields, replace
 import numpy as np
 import torch
 
-from .config import ConfigError, check_choice, check_range
-from .runlog import progress_bar
+from attnstreams.run.config import ConfigError, check_choice, check_range
+from attnstreams.run.logs import progress_bar
 
 SIMILARITIES = ("dot", "pearson", "euclidean", "manhattan")
 MAX_SIZE = 10_000_000  # dim, length and dim x length: one trial must fit in memory

@@ -8,10 +8,15 @@ import sys
 import time
 from pathlib import Path
 
-from . import __version__
-from .config import ConfigError, check_range
-from .data.corpus import check_corpus
-from .runlog import NonFiniteLoss, TrainingInterrupted, new_run_dir, refuse_overwrite
+from attnstreams import __version__
+from attnstreams.data.corpus import check_corpus
+from attnstreams.run.config import ConfigError, check_range
+from attnstreams.run.logs import (
+    NonFiniteLoss,
+    TrainingInterrupted,
+    new_run_dir,
+    refuse_overwrite,
+)
 
 
 class DefaultsFormatter(argparse.HelpFormatter):
@@ -61,7 +66,7 @@ def _values(text: str | list[str]) -> list[str]:
 def _amicl_args(p: argparse.ArgumentParser, trials: int | None) -> None:
     """The model's options; trials None (attention maps of one trial): no read-out, trials or
     sampling method, which would do nothing there."""
-    from .amicl import READOUTS, SIMILARITIES, AMICLConfig
+    from attnstreams.amicl import READOUTS, SIMILARITIES, AMICLConfig
 
     d = AMICLConfig()
     p.add_argument("--a", type=float, default=d.a, help="previous-token amplitude")
@@ -82,7 +87,7 @@ def _amicl_args(p: argparse.ArgumentParser, trials: int | None) -> None:
 
 
 def _amicl_config(args, **override):
-    from .amicl import AMICLConfig
+    from attnstreams.amicl import AMICLConfig
 
     kw = dict(
         a=args.a,
@@ -100,7 +105,7 @@ def _amicl_config(args, **override):
 
 
 def cmd_amicl_run(args) -> int:
-    from .amicl import run
+    from attnstreams.amicl import run
 
     cfg = _amicl_config(args)
     t0 = time.perf_counter()
@@ -118,9 +123,9 @@ def cmd_amicl_run(args) -> int:
 
 
 def cmd_amicl_sweep(args) -> int:
-    from .amicl import FIELD_NAMES, sweep, sweep_configs
-    from .plots import plot_sweep
-    from .runlog import CSVLog, progress_bar
+    from attnstreams.amicl import FIELD_NAMES, sweep, sweep_configs
+    from attnstreams.run.logs import CSVLog, progress_bar
+    from attnstreams.run.plots import plot_sweep
 
     values = _values(args.values)
     if not values:
@@ -155,8 +160,8 @@ def cmd_amicl_sweep(args) -> int:
 
 
 def cmd_amicl_attention(args) -> int:
-    from .amicl import attention_maps
-    from .plots import plot_attention
+    from attnstreams.amicl import attention_maps
+    from attnstreams.run.plots import plot_attention
 
     cfg = _amicl_config(args)
     refuse_overwrite(args.out, "attention.png")
@@ -177,7 +182,7 @@ def _stop_after_arg(p: argparse.ArgumentParser) -> None:
 
 
 def _icl_args(p: argparse.ArgumentParser) -> None:
-    from .icl import ICLTrainConfig
+    from attnstreams.experiments.icl.train import ICLTrainConfig
 
     d = ICLTrainConfig()
     p.add_argument("--steps", type=int, default=d.steps, help="SGD steps (default %(default)s)")
@@ -239,7 +244,7 @@ def eval_cost_note(cfg) -> str | None:
 
 
 def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
-    from .icl import ICLGrid, ICLTrainConfig, train
+    from attnstreams.experiments.icl.train import ICLGrid, ICLTrainConfig, train
 
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out (the run folder to continue)")
@@ -290,7 +295,7 @@ def cmd_icl_grid(args) -> int:
 
 
 def cmd_icl_report(args) -> int:
-    from .icl_report import write_report
+    from attnstreams.experiments.icl.report import write_report
 
     thresholds = []
     for t in _values(args.thresholds):
@@ -307,7 +312,7 @@ def cmd_icl_report(args) -> int:
 
 
 def _lm_args(p: argparse.ArgumentParser) -> None:
-    from .lm import DataConfig, LMTrainConfig
+    from attnstreams.experiments.lm.train import DataConfig, LMTrainConfig
 
     d, t = DataConfig(), LMTrainConfig()
     p.add_argument(
@@ -401,8 +406,8 @@ GENERATED_FLOOR = 1_000_000  # generated train tokens at least (a BPE and window
 def _lm_configs(args, stream: str, seed: int):
     import math
 
-    from .lm import DataConfig, LMTrainConfig
-    from .model import preset
+    from attnstreams.experiments.lm.train import DataConfig, LMTrainConfig
+    from attnstreams.models.gpt import preset
 
     train_tokens = args.train_tokens
     if train_tokens is None and args.data == "generated":  # as much as the run will read
@@ -464,8 +469,8 @@ def _lm_configs(args, stream: str, seed: int):
 
 def _lm_train_ranked(args, data, cfg, d, device):
     """The training part of `lm train` on one rank: token files (rank 0 makes them), train."""
-    from . import parallel
-    from .lm import LMTrainer, prepare_data, train, with_epochs
+    from attnstreams.experiments.lm.train import LMTrainer, prepare_data, train, with_epochs
+    from attnstreams.run import parallel
 
     if d.is_main:
         _check_corpus_unless_prepared(data, args.data_dir, args.out)
@@ -497,7 +502,7 @@ def _check_corpus_unless_prepared(data, data_dir: str | None, out: str | None) -
 
 def cmd_lm_prepare(args) -> int:
     """Tokenise a corpus once into a folder that `lm train/grid --data-dir` reuse."""
-    from .lm import prepare_data
+    from attnstreams.experiments.lm.train import prepare_data
 
     data, _ = _lm_configs(args, "none", 0)
     _check_corpus_unless_prepared(data, args.data_dir, None)
@@ -516,7 +521,7 @@ def cmd_lm_prepare(args) -> int:
 
 def cmd_lm_train(args) -> int:
     """One process, or one of N under `torchrun --nproc_per_node N` (data parallel)."""
-    from . import parallel
+    from attnstreams.run import parallel
 
     data, cfg = _lm_configs(args, args.stream, args.seed)
     if args.stop_after is not None:
@@ -543,7 +548,7 @@ def cmd_lm_train(args) -> int:
 
 
 def cmd_lm_grid(args) -> int:
-    from .lm import run_grid
+    from attnstreams.experiments.lm.train import run_grid
 
     streams = _values(args.stream)
     check_range("seeds", args.seeds, lo=1)
@@ -566,7 +571,7 @@ def cmd_lm_grid(args) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         workers=args.workers,
     )
-    from .lm_report import write_report
+    from attnstreams.experiments.lm.report import write_report
 
     report = write_report(out)
     print(
@@ -579,8 +584,8 @@ def cmd_lm_grid(args) -> int:
 
 def _trained_model(args):
     """A checkpoint's model (its own architecture, eval mode) and the tokenizer saved beside it."""
-    from .data.tokenizer import load_tokenizer
-    from .lm import load_model
+    from attnstreams.data.tokenizer import load_tokenizer
+    from attnstreams.experiments.lm.train import load_model
 
     device = _device(args.device)
     ckpt = Path(args.checkpoint)
@@ -592,8 +597,8 @@ def _trained_model(args):
 
 
 def cmd_lm_eval(args) -> int:
-    from .ioi import behaviour_metrics
-    from .lm import heldout_loss, ioi_set_for
+    from attnstreams.experiments.lm.evals import behaviour_metrics
+    from attnstreams.experiments.lm.train import heldout_loss, ioi_set_for
 
     check_range("ioi_prompts", args.ioi_prompts, lo=1)
     device, ckpt, model, meta, tok = _trained_model(args)
@@ -647,7 +652,7 @@ def cmd_lm_sample(args) -> int:
 
 
 def cmd_lm_report(args) -> int:
-    from .lm_report import write_report
+    from attnstreams.experiments.lm.report import write_report
 
     report = write_report(Path(args.run))
     print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
@@ -655,7 +660,7 @@ def cmd_lm_report(args) -> int:
 
 
 def cmd_reproduce(args) -> int:
-    from .reproduce import reproduce
+    from attnstreams.experiments.reproduce import reproduce
 
     report = reproduce(args.out, quick=args.quick, seed=args.seed)
     print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")

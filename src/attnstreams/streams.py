@@ -35,7 +35,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .config import ConfigError, check_choice
+from attnstreams.run.config import ConfigError, check_choice
 
 KINDS = ("none", "value", "key", "query")
 SOURCES = ("previous", "first", "embed")
@@ -116,6 +116,14 @@ class StreamConfig:
         """Whether layer `layer_idx` (0-based) mixes something in: every layer after the first,
         and, for a value embedding, the first too."""
         return self.active and (layer_idx > 0 or self.source == "embed")
+
+
+def check_stream_layers(stream: StreamConfig, n_layer: int) -> None:
+    """A stream needs a layer to hand on and one to receive."""
+    if stream.active and n_layer < 2:
+        raise ConfigError(
+            f"stream {stream.name!r} needs at least 2 attention layers, got {n_layer}"
+        )
 
 
 def learned_mix(w: torch.Tensor, own: torch.Tensor, carry: torch.Tensor) -> torch.Tensor:

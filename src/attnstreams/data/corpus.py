@@ -21,8 +21,8 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..config import ConfigError
-from .tokenizer import EOT
+from attnstreams.data.tokenizer import EOT
+from attnstreams.run.config import ConfigError
 
 SPLITS = ("train", "validation")
 VAL_PER_MILLE = 60  # 6% of a local corpus's stories: ~850 of the 14,200 sample stories
@@ -144,7 +144,7 @@ def iter_texts(
     if split == "all" and data in ("generated", "tinystories"):
         raise ConfigError(f"split 'all' is for a local file, not {data}")
     if data == "generated":
-        from .stories import generate_stories
+        from attnstreams.data.stories import generate_stories
 
         yield from generate_stories(None, seed=seed if split == "train" else seed + 1_000_003)
         return

@@ -14,7 +14,7 @@ import hashlib
 import random
 import re
 
-from .stories import FEMALE_NAMES, MALE_NAMES
+from attnstreams.data.stories import FEMALE_NAMES, MALE_NAMES
 
 # Beyond the generator's lists: the nicknames and names TinyStories uses, and common ones.
 _FEMALE_MORE = (

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import ConfigError
-from ..runlog import progress_bar
-from .tokenizer import Tokenizer
+from attnstreams.data.tokenizer import Tokenizer
+from attnstreams.run.config import ConfigError
+from attnstreams.run.logs import progress_bar
 
 
 def write_tokens(

@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from ..config import ConfigError
+from attnstreams.run.config import ConfigError
 
 EOT = "<|endoftext|>"
 

@@ -25,9 +25,9 @@ from dataclasses import replace
 import torch
 import torch.nn.functional as F
 
-from .config import ConfigError
-from .model import ToyICL
-from .streams import StreamConfig
+from attnstreams.models.toy import ToyICL
+from attnstreams.run.config import ConfigError
+from attnstreams.streams import StreamConfig
 
 PROJECTIONS = ("query", "key", "value")
 

@@ -13,7 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-from .config import ConfigError
+from attnstreams.run.config import ConfigError
 
 
 def _tmp_dir(path: Path, pid: int | str) -> Path:

@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import __version__, amicl
-from .plots import plot_attention, plot_sweep
-from .runlog import CSVLog, new_run_dir, write_text_atomic
+from attnstreams import __version__, amicl
+from attnstreams.run.logs import CSVLog, new_run_dir, write_text_atomic
+from attnstreams.run.plots import plot_attention, plot_sweep
 
 
 def _fmt_range(lo: float, hi: float) -> str:
@@ -138,8 +138,8 @@ QUICK_AMICL_TRIALS = (20_000, 2_000)  # table rows, sweep points
 
 def icl_section(out: Path, quick: bool, seed: int) -> str:
     """Experiment 1 (paper.md section 3): a ToyICL grid and its paired statistics."""
-    from .icl import ICLGrid, ICLTrainConfig, train
-    from .icl_report import write_report
+    from attnstreams.experiments.icl.report import write_report
+    from attnstreams.experiments.icl.train import ICLGrid, ICLTrainConfig, train
 
     device = "cuda" if torch.cuda.is_available() and not quick else "cpu"
     if quick:  # CPU-sized: shows the pipeline, far too short for ICL to emerge
@@ -198,9 +198,9 @@ QUICK_LM_TOKENS = 300_000
 
 def lm_section(out: Path, quick: bool, seed: int) -> str:
     """Experiment 2 (paper.md section 4): baseline vs value-stream LMs with IOI metrics."""
-    from .icl_report import plural
-    from .lm import DataConfig, LMTrainConfig, run_grid
-    from .lm_report import write_report
+    from attnstreams.experiments.icl.report import plural
+    from attnstreams.experiments.lm.report import write_report
+    from attnstreams.experiments.lm.train import DataConfig, LMTrainConfig, run_grid
 
     device = "cuda" if torch.cuda.is_available() and not quick else "cpu"
     if quick:  # tiny preset on generated stories: the pipeline, not the paper's scale

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import stats
-from .config import ConfigError, existing_folder
-from .icl import deviations
-from .plots import plot_bands, plot_paired
-from .runlog import METRICS, write_text_atomic
-from .tasks.icl_classification import TEST_SETS
+from attnstreams.experiments.icl.task import TEST_SETS
+from attnstreams.experiments.icl.train import deviations
+from attnstreams.run import stats
+from attnstreams.run.config import ConfigError, existing_folder
+from attnstreams.run.logs import METRICS, write_text_atomic
+from attnstreams.run.plots import plot_bands, plot_paired
 
 TITLES = {
     "mixed": "mixed (as training)",

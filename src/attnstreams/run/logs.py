@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from . import checkpoint
-from .config import ConfigError
+from attnstreams.run import checkpoint
+from attnstreams.run.config import ConfigError
 
 
 class LineProgress:

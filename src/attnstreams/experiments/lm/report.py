@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from . import stats
-from .config import ConfigError, existing_folder
-from .plots import plot_bands
-from .runlog import write_text_atomic
+from attnstreams.run import stats
+from attnstreams.run.config import ConfigError, existing_folder
+from attnstreams.run.logs import write_text_atomic
+from attnstreams.run.plots import plot_bands
 
 METRICS = {  # key: (title, higher is better)
     "val_loss": ("held-out loss (nats/token)", False),

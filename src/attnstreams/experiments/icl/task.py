@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from ..config import ConfigError, check_range
+from attnstreams.run.config import ConfigError, check_range
 
 
 @dataclass(frozen=True)

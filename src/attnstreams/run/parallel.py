@@ -32,7 +32,7 @@ try:  # public from torch 2.6; the composable API before
 except ImportError:  # pragma: no cover
     from torch.distributed._composable.fsdp import fully_shard
 
-from .config import ConfigError
+from attnstreams.run.config import ConfigError
 
 
 @dataclass(frozen=True)

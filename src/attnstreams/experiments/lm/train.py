@@ -23,21 +23,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import checkpoint, parallel
-from .config import ConfigError, check_choice, check_range, differences
-from .data.corpus import iter_texts
-from .data.shards import TokenWindows, write_tokens
-from .data.tokenizer import (
+from attnstreams.data.corpus import iter_texts
+from attnstreams.data.shards import TokenWindows, write_tokens
+from attnstreams.data.tokenizer import (
     BPETokenizer,
     GPT2Tokenizer,
     PretrainedTokenizer,
     Tokenizer,
     load_tokenizer,
 )
-from .ioi import behaviour_metrics, make_ioi_set, single_token_names, story_icl_metrics
-from .model import GPT, preset
-from .parallel import Dist
-from .runlog import (
+from attnstreams.experiments.lm.evals import (
+    behaviour_metrics,
+    make_ioi_set,
+    single_token_names,
+    story_icl_metrics,
+)
+from attnstreams.models.gpt import GPT, preset
+from attnstreams.run import checkpoint, parallel
+from attnstreams.run.config import ConfigError, check_choice, check_range, differences
+from attnstreams.run.logs import (
     CHECKPOINT,
     METRICS,
     GracefulStop,
@@ -52,6 +56,7 @@ from .runlog import (
     window_steps,
     write_text_atomic,
 )
+from attnstreams.run.parallel import Dist
 
 
 @dataclass(frozen=True)
@@ -98,7 +103,7 @@ MIN_COUNT = 20  # a name, place or object the IOI set uses occurs this often in 
 def _renamed(texts, seed: int, copy: int | str):
     """Each story renamed with its own generator, so a copy does not depend on the stories
     before it (a story's renaming is fixed by seed, copy and its index)."""
-    from .data.names import resample_names
+    from attnstreams.data.names import resample_names
 
     for i, t in enumerate(texts):
         yield resample_names(t, random.Random(f"{seed}:{copy}:{i}"))
@@ -181,8 +186,8 @@ def ioi_vocabulary(names: str, counts: Counter) -> dict:
     """The names, places and objects of the IOI set for this data: names that occur at least
     MIN_COUNT times in the train text (original setting) or the held-out names no training
     text contains (resampled setting); places and objects that occur in the train text."""
-    from .data import names as N
-    from .ioi import OBJECTS, PLACES
+    from attnstreams.data import names as N
+    from attnstreams.experiments.lm.evals import OBJECTS, PLACES
 
     if names == "resampled":
         chosen = list(N.HELD_OUT)
@@ -254,7 +259,7 @@ class LMTrainConfig:
         if self.init_from is not None and self.parallel == "fsdp":
             raise ConfigError("--init-from trains on one process or under DDP, not FSDP")
         if self.init_from is not None:
-            from .hf import check_model_folder
+            from attnstreams.models.hf import check_model_folder
 
             check_model_folder(self.init_from)
 
@@ -294,7 +299,7 @@ class LMTrainer:
             self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
             self.model = GPT(self.model_cfg).to(self.device)
         else:  # a transformers model with a stream added (hf.py)
-            from .hf import HFCausalLM
+            from attnstreams.models.hf import HFCausalLM
 
             self.model = HFCausalLM(cfg.init_from, cfg.stream, cfg.block_size).to(self.device)
             self.model_cfg = self.model.cfg
@@ -512,8 +517,8 @@ def ioi_set_for(data_dir: Path, tokenizer: Tokenizer, n: int) -> tuple[list, lis
         vocab = json.loads(path.read_text())
         names, places, objects = vocab["names"], vocab["places"], vocab["objects"]
     else:
-        from .data.stories import FIRST_NAMES
-        from .ioi import CANDIDATE_NAMES, OBJECTS, PLACES
+        from attnstreams.data.stories import FIRST_NAMES
+        from attnstreams.experiments.lm.evals import CANDIDATE_NAMES, OBJECTS, PLACES
 
         names = single_token_names(tokenizer, CANDIDATE_NAMES + tuple(FIRST_NAMES))
         places, objects = PLACES, OBJECTS
@@ -569,15 +574,15 @@ def _run_defining(config: dict) -> dict:
 
 def load_model(path: Path, device="cpu") -> tuple[GPT, dict]:
     """A trained model from a checkpoint, built with its own architecture (eval mode)."""
-    from .model import GPTConfig
-    from .streams import StreamConfig
+    from attnstreams.models.gpt import GPTConfig
+    from attnstreams.streams import StreamConfig
 
     tensors, meta = checkpoint.load(path)
     if meta.get("kind") != "lm":
         raise ConfigError(f"{path} is not a language-model checkpoint")
     m = dict(meta["model"])
     if "init_from" in m:  # a transformers model: its folder gives the architecture
-        from .hf import HFCausalLM
+        from attnstreams.models.hf import HFCausalLM
 
         model = HFCausalLM(m["init_from"], m["stream"], m["block_size"])
     else:

@@ -25,8 +25,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from .config import ConfigError
-from .streams import StreamConfig, learned_mix
+from attnstreams.run.config import ConfigError
+from attnstreams.streams import StreamConfig, learned_mix
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")  # q_proj / k_proj / v_proj attention
 SUPPORTED = (*LLAMA_FAMILY, "gpt2")
@@ -242,7 +242,7 @@ class HFCausalLM(nn.Module):
                 shutil.copy(Path(self.cfg.init_from) / name, Path(folder) / name)
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
-        from .model import cross_entropy
+        from attnstreams.models.gpt import cross_entropy
 
         if cache is not None:
             raise ValueError("use the transformers model's own generate() for cached decoding")

@@ -17,10 +17,17 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint
-from .config import ConfigError, check_choice, check_range, differences
-from .model import TOY_INITS, ToyICL, ToyICLConfig
-from .runlog import (
+from attnstreams.experiments.icl.stacked import StackedToyICL
+from attnstreams.experiments.icl.task import (
+    TEST_SETS,
+    ICLTaskConfig,
+    make_task,
+    make_test_sets,
+)
+from attnstreams.models.toy import TOY_INITS, ToyICL, ToyICLConfig
+from attnstreams.run import checkpoint
+from attnstreams.run.config import ConfigError, check_choice, check_range, differences
+from attnstreams.run.logs import (
     GracefulStop,
     JSONLLog,
     TrainingInterrupted,
@@ -31,14 +38,7 @@ from .runlog import (
     window_steps,
     write_text_atomic,
 )
-from .stacked import StackedToyICL
-from .streams import StreamConfig
-from .tasks.icl_classification import (
-    TEST_SETS,
-    ICLTaskConfig,
-    make_task,
-    make_test_sets,
-)
+from attnstreams.streams import StreamConfig
 
 
 @dataclass(frozen=True)

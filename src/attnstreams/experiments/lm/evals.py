@@ -293,7 +293,7 @@ def induction_metrics(
     excluded (nothing in the context predicts it). prefix_matching: per head, the attention a
     token of the second copy pays to the token after its earlier occurrence; the best head's
     score and its name (L<layer>H<head>, from 0)."""
-    from .streams import StreamAttention
+    from attnstreams.streams import StreamAttention
 
     limit = getattr(getattr(model, "cfg", None), "block_size", None)
     if limit is not None:

@@ -1,1 +1,0 @@
-"""Synthetic tasks generated on the training device."""
