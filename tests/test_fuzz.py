@@ -17,7 +17,7 @@ from attnstreams.data.corpus import iter_texts
 from attnstreams.data.tokenizer import BPETokenizer
 from attnstreams.experiments.icl.task import ICLTaskConfig
 from attnstreams.experiments.icl.train import ICLTrainConfig
-from attnstreams.experiments.lm.train import LMTrainConfig
+from attnstreams.experiments.lm.train import DataConfig, LMTrainConfig
 from attnstreams.models.gpt import GPTConfig
 from attnstreams.models.toy import ToyICLConfig
 from attnstreams.run import checkpoint
@@ -246,6 +246,7 @@ anything = st.one_of(
             ICLTaskConfig,
             ICLTrainConfig,
             LMTrainConfig,
+            DataConfig,
             GPTConfig,
             ToyICLConfig,
             StreamConfig,

@@ -108,6 +108,20 @@ def test_embed_layers_follow_modded_nanogpt():
     assert embed_layers(2) == [0, 0]
 
 
+def test_value_embed_at_chosen_layers():
+    model = GPT(tiny("value-embed", value_embed_layers=[1, 3]))
+    assert len(model.value_embeds) == 2 and model.embed_table == [None, 0, None, 1]
+    assert model.blocks[0].attn.stream_mix is None and model.blocks[1].attn.stream_mix is not None
+    _, loss = model(IDX, targets=IDX)
+    loss.backward()
+    assert all(t.weight.grad.abs().sum() > 0 for t in model.value_embeds)
+    for bad in ([], [1, 1], [4]):
+        with pytest.raises(ConfigError):
+            tiny("value-embed", value_embed_layers=bad)
+    with pytest.raises(ConfigError, match="value-embed stream"):
+        tiny("value", value_embed_layers=[1])
+
+
 def test_value_embed_at_zero_weight_is_the_baseline_and_learns():
     base, emb = twin(tiny(n_kv_head=2), tiny("value-embed", n_kv_head=2))
     assert len(emb.value_embeds) == 2 and emb.value_embeds[0].embedding_dim == 2 * 8

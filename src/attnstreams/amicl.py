@@ -12,12 +12,16 @@ import math
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from attnstreams.run.config import ConfigError, check_choice, check_range
 from attnstreams.run.logs import progress_bar
+
+if TYPE_CHECKING:
+    from typing import Any
 
 SIMILARITIES = ("dot", "pearson", "euclidean", "manhattan")
 MAX_SIZE = 10_000_000  # dim, length and dim x length: one trial must fit in memory
@@ -58,12 +62,15 @@ class AMICLConfig:
 
     @property
     def item_noise_std(self) -> float:
+        """The items' noise standard deviation: noise_std, or 1/dim when it is None."""
         return 1.0 / self.dim if self.noise_std is None else self.noise_std
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict, for JSON and CSV rows."""
         return asdict(self)
 
-    def with_(self, **changes) -> AMICLConfig:
+    def with_(self, **changes: Any) -> AMICLConfig:
+        """A copy with some settings changed (validated again), for sweeps."""
         return replace(self, **changes)
 
 
@@ -159,6 +166,8 @@ def correct(cfg: AMICLConfig, trials: Trials) -> torch.Tensor:
 
 @dataclass
 class AMICLResult:
+    """The accuracy of one `run`: how many of its trials were answered correctly, and how."""
+
     accuracy: float
     trials: int
     correct: int
@@ -173,6 +182,7 @@ class AMICLResult:
         return math.sqrt(max(p * (1 - p), 0.0) / max(self.trials, 1))
 
     def to_dict(self) -> dict:
+        """One flat row: the result, its standard error and every config setting."""
         return {
             "accuracy": self.accuracy,
             "stderr": self.stderr,
@@ -243,6 +253,7 @@ def _run_projected(cfg: AMICLConfig, trials: int, seed: int, threads: int, bar) 
     starts = range(0, trials, size)
 
     def chunk(i: int) -> int:
+        """Correct trials of chunk i, counted on the progress bar as they finish."""
         n = min(size, trials - starts[i])
         hits = int(correct_projected(cfg, n, np.random.default_rng([seed, i])).sum())
         bar.update(n)

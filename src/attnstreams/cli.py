@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attnstreams import __version__
 from attnstreams.data.corpus import check_corpus
@@ -18,12 +19,16 @@ from attnstreams.run.logs import (
     refuse_overwrite,
 )
 
+if TYPE_CHECKING:
+    from attnstreams.experiments.icl.train import ICLTrainConfig
+
 
 class DefaultsFormatter(argparse.HelpFormatter):
     """Every option's help ends with its default (unless the help already says it)."""
 
     @staticmethod
     def default_text(action: argparse.Action) -> str:
+        """What an option's help says of its default."""
         if isinstance(action, argparse._StoreTrueAction):
             return "(default: off)"
         return "(default: not set)" if action.default is None else "(default: %(default)s)"
@@ -43,7 +48,8 @@ class Parser(argparse.ArgumentParser):
         kwargs.setdefault("formatter_class", DefaultsFormatter)
         super().__init__(*args, **kwargs)
 
-    def add_argument(self, *args, **kwargs):
+    def add_argument(self, *args, **kwargs) -> argparse.Action:
+        """argparse's, with a help line (and so a stated default) for every option."""
         if kwargs.get("help") is None:  # argparse shows no help line (so no default) otherwise
             kwargs["help"] = "-"
         action = super().add_argument(*args, **kwargs)
@@ -53,6 +59,7 @@ class Parser(argparse.ArgumentParser):
         return action
 
     def error(self, message: str) -> None:  # type: ignore[override]
+        """One line and exit 2."""
         sys.stderr.write(f"{self.prog}: error: {_one_line(message)}\n")
         raise SystemExit(2)
 
@@ -104,7 +111,8 @@ def _amicl_config(args, **override):
     return AMICLConfig(**kw)
 
 
-def cmd_amicl_run(args) -> int:
+def cmd_amicl_run(args: argparse.Namespace) -> int:
+    """`amicl run`: one accuracy estimate of the AMICL model."""
     from attnstreams.amicl import run
 
     cfg = _amicl_config(args)
@@ -122,7 +130,8 @@ def cmd_amicl_run(args) -> int:
     return 0
 
 
-def cmd_amicl_sweep(args) -> int:
+def cmd_amicl_sweep(args: argparse.Namespace) -> int:
+    """`amicl sweep`: accuracy over a grid of one setting, as CSV and a figure."""
     from attnstreams.amicl import FIELD_NAMES, sweep, sweep_configs
     from attnstreams.run.logs import CSVLog, progress_bar
     from attnstreams.run.plots import plot_sweep
@@ -159,7 +168,8 @@ def cmd_amicl_sweep(args) -> int:
     return 0
 
 
-def cmd_amicl_attention(args) -> int:
+def cmd_amicl_attention(args: argparse.Namespace) -> int:
+    """`amicl attention`: score, softmax and argmax maps of one trial."""
     from attnstreams.amicl import attention_maps
     from attnstreams.run.plots import plot_attention
 
@@ -229,7 +239,7 @@ def _device(name: str):
     return dev
 
 
-def eval_cost_note(cfg) -> str | None:
+def eval_cost_note(cfg: ICLTrainConfig) -> str | None:
     """A note when evaluating costs more than training: the four test sets are read at every
     evaluation, so a short --eval-every with the default --eval-size spends a short run
     evaluating."""
@@ -285,16 +295,19 @@ def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
     return 0
 
 
-def cmd_icl_train(args) -> int:
+def cmd_icl_train(args: argparse.Namespace) -> int:
+    """`icl train`: one toy run (a grid of one variant and one seed)."""
     return _icl_run(args, [args.stream], [args.seed])
 
 
-def cmd_icl_grid(args) -> int:
+def cmd_icl_grid(args: argparse.Namespace) -> int:
+    """`icl grid`: every variant x seed of the toy experiment at once."""
     check_range("seeds", args.seeds, lo=1)
     return _icl_run(args, _values(args.variants), list(range(args.seed, args.seed + args.seeds)))
 
 
-def cmd_icl_report(args) -> int:
+def cmd_icl_report(args: argparse.Namespace) -> int:
+    """`icl report`: steps to each threshold, paired statistics and curves."""
     from attnstreams.experiments.icl.report import write_report
 
     thresholds = []
@@ -500,7 +513,7 @@ def _check_corpus_unless_prepared(data, data_dir: str | None, out: str | None) -
         check_corpus(data.data, data.text_field, data.separator)
 
 
-def cmd_lm_prepare(args) -> int:
+def cmd_lm_prepare(args: argparse.Namespace) -> int:
     """Tokenise a corpus once into a folder that `lm train/grid --data-dir` reuse."""
     from attnstreams.experiments.lm.train import prepare_data
 
@@ -519,7 +532,7 @@ def cmd_lm_prepare(args) -> int:
     return 0
 
 
-def cmd_lm_train(args) -> int:
+def cmd_lm_train(args: argparse.Namespace) -> int:
     """One process, or one of N under `torchrun --nproc_per_node N` (data parallel)."""
     from attnstreams.run import parallel
 
@@ -547,7 +560,8 @@ def cmd_lm_train(args) -> int:
     return 0
 
 
-def cmd_lm_grid(args) -> int:
+def cmd_lm_grid(args: argparse.Namespace) -> int:
+    """`lm grid`: every stream x seed, one after another or in parallel processes."""
     from attnstreams.experiments.lm.train import run_grid
 
     streams = _values(args.stream)
@@ -596,7 +610,8 @@ def _trained_model(args):
     return device, ckpt, model, meta, tok
 
 
-def cmd_lm_eval(args) -> int:
+def cmd_lm_eval(args: argparse.Namespace) -> int:
+    """`lm eval`: a checkpoint's held-out loss and behavioural metrics."""
     from attnstreams.experiments.lm.evals import behaviour_metrics
     from attnstreams.experiments.lm.train import heldout_loss, ioi_set_for
 
@@ -630,7 +645,8 @@ def cmd_lm_eval(args) -> int:
     return 0
 
 
-def cmd_lm_sample(args) -> int:
+def cmd_lm_sample(args: argparse.Namespace) -> int:
+    """`lm sample`: text from a checkpoint."""
     import torch
 
     device, _, model, _, tok = _trained_model(args)
@@ -651,7 +667,8 @@ def cmd_lm_sample(args) -> int:
     return 0
 
 
-def cmd_lm_report(args) -> int:
+def cmd_lm_report(args: argparse.Namespace) -> int:
+    """`lm report`: what emerged in a grid, and when, compared by seed."""
     from attnstreams.experiments.lm.report import write_report
 
     report = write_report(Path(args.run))
@@ -659,7 +676,8 @@ def cmd_lm_report(args) -> int:
     return 0
 
 
-def cmd_reproduce(args) -> int:
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    """`reproduce`: both experiments and the report (the demo with --quick)."""
     from attnstreams.experiments.reproduce import reproduce
 
     report = reproduce(args.out, quick=args.quick, seed=args.seed)
@@ -668,6 +686,7 @@ def cmd_reproduce(args) -> int:
 
 
 def build_parser() -> Parser:
+    """Every verb and its options."""
     parser = Parser(
         prog="attnstreams",
         description="AMICL and residual attention streams (Burns, Fukai, Earls; arXiv 2412.15113).",
@@ -849,6 +868,8 @@ def _set_threads(threads: int | None) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The `attnstreams` command: 0 done, 2 bad input (one line), 1 a run that failed,
+    128 + the signal for one stopped by a signal (its checkpoint kept)."""
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

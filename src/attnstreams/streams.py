@@ -48,6 +48,9 @@ EMBED_TABLES = 3  # modded-nanogpt: 3 value-embedding tables, at the first and l
 
 @dataclass(frozen=True)
 class StreamConfig:
+    """Which projection is streamed, from where, and how it is mixed in (`parse` reads a
+    name such as 'value-first-gated')."""
+
     kind: str = "none"  # which projection is streamed
     # previous: layer n-1 (the paper); first: layer 1 (ResFormer); embed: a token table
     source: str = "previous"
@@ -106,10 +109,12 @@ class StreamConfig:
 
     @property
     def active(self) -> bool:
+        """Whether there is a stream at all (kind is not 'none')."""
         return self.kind != "none"
 
     @property
     def learned(self) -> bool:
+        """Whether the mix has learned weights (a pair a layer or a pair a head)."""
         return self.active and self.mix.startswith("learned")
 
     def receives(self, layer_idx: int) -> bool:
@@ -133,11 +138,16 @@ def learned_mix(w: torch.Tensor, own: torch.Tensor, carry: torch.Tensor) -> torc
     return w[0] * own + w[1] * carry
 
 
-def embed_layers(n_layer: int) -> list[int | None]:
-    """The value-embedding table each layer reads (None: none), as modded-nanogpt places them:
-    k = min(3, n_layer // 2) tables, table i at layer i and at layer n_layer - k + i."""
-    k = min(EMBED_TABLES, n_layer // 2)
+def embed_layers(n_layer: int, layers: tuple[int, ...] | None = None) -> list[int | None]:
+    """The value-embedding table each layer reads (None: none). Default, as modded-nanogpt
+    places them: k = min(3, n_layer // 2) tables, table i at layer i and at layer
+    n_layer - k + i. `layers`: those layers instead, a table each."""
     table: list[int | None] = [None] * n_layer
+    if layers is not None:
+        for t, i in enumerate(layers):
+            table[i] = t
+        return table
+    k = min(EMBED_TABLES, n_layer // 2)
     for i in range(k):
         table[i] = table[n_layer - k + i] = i
     return table
@@ -154,13 +164,18 @@ class KVCache:
         return 0 if self.k is None else self.k.size(2)
 
     def append(self, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Add this call's keys and values; returns all of them so far."""
         self.k = k if self.k is None else torch.cat([self.k, k], dim=2)
         self.v = v if self.v is None else torch.cat([self.v, v], dim=2)
         return self.k, self.v
 
 
 def attention_mask(
-    Tq: int, Tk: int, device, causal: bool = True, key_padding_mask: torch.Tensor | None = None
+    Tq: int,
+    Tk: int,
+    device: torch.device | str,
+    causal: bool = True,
+    key_padding_mask: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """The boolean mask SDPA attends with (True: attend), queries at the last Tq of Tk
     positions; None where SDPA's own is_causal (Tq == Tk) or full attention does it."""

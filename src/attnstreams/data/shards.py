@@ -8,6 +8,7 @@ import os
 from collections.abc import Iterable
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -15,6 +16,9 @@ import torch
 from attnstreams.data.tokenizer import Tokenizer
 from attnstreams.run.config import ConfigError
 from attnstreams.run.logs import progress_bar
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
 
 
 def write_tokens(
@@ -135,7 +139,9 @@ class TokenWindows:
         ends = np.concatenate([cuts, [len(self.tokens)]])
         return [np.asarray(self.tokens[a:b]) for a, b in zip(starts, ends, strict=True) if b > a]
 
-    def sequential(self, batch: int, T: int, max_batches: int | None = None):
+    def sequential(
+        self, batch: int, T: int, max_batches: int | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Non-overlapping windows in order, for a deterministic evaluation loss."""
         n = (len(self.tokens) - 1) // T
         count = 0

@@ -694,6 +694,7 @@ class StoryGenerator:
     # -- story --------------------------------------------------------------------------------
 
     def story(self) -> str:
+        """One story, redrawn (up to 20 times) until its word count is in the length window."""
         for _ in range(20):
             text = self._story()
             n = text.count(" ") + text.count("\n") + 1

@@ -7,8 +7,12 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from attnstreams.run.config import ConfigError
+
+if TYPE_CHECKING:
+    from tokenizers import Tokenizer as HFTokenizer
 
 EOT = "<|endoftext|>"
 
@@ -21,15 +25,19 @@ class Tokenizer:
     eot_id: int
 
     def encode(self, text: str) -> list[int]:
+        """The token ids of `text`."""
         raise NotImplementedError
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """The token ids of each text; subclasses encode a batch faster than one at a time."""
         return [self.encode(t) for t in texts]
 
     def decode(self, ids: Iterable[int]) -> str:
+        """The text of token ids."""
         raise NotImplementedError
 
     def save(self, folder: Path) -> None:
+        """Write what `load_tokenizer` needs to rebuild this tokenizer into `folder`."""
         raise NotImplementedError
 
 
@@ -38,7 +46,7 @@ class BPETokenizer(Tokenizer):
 
     name = "bpe"
 
-    def __init__(self, tok) -> None:
+    def __init__(self, tok: HFTokenizer) -> None:
         self._tok = tok
         self.vocab_size = tok.get_vocab_size()
         eot = tok.token_to_id(EOT)
@@ -48,6 +56,7 @@ class BPETokenizer(Tokenizer):
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int = 8192) -> BPETokenizer:
+        """Train a byte-level BPE of `vocab_size` tokens (EOT included) on `texts`, offline."""
         from tokenizers import Tokenizer as HFTokenizer
         from tokenizers import decoders, models, pre_tokenizers, trainers
 
@@ -66,15 +75,19 @@ class BPETokenizer(Tokenizer):
         return cls(tok)
 
     def encode(self, text: str) -> list[int]:
+        """The token ids of `text`."""
         return self._tok.encode(text).ids
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """The token ids of each text, encoded in parallel by `tokenizers`."""
         return [e.ids for e in self._tok.encode_batch(texts)]
 
     def decode(self, ids: Iterable[int]) -> str:
+        """The text of token ids (special tokens kept)."""
         return self._tok.decode(list(ids), skip_special_tokens=False)
 
     def save(self, folder: Path) -> None:
+        """Write tokenizer.json and a tokenizer_meta.json saying "bpe" into `folder`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self._tok.save(str(folder / "tokenizer.json"))
@@ -103,15 +116,19 @@ class GPT2Tokenizer(Tokenizer):
         self.eot_id = self._enc.eot_token
 
     def encode(self, text: str) -> list[int]:
+        """The token ids of `text` (a literal end-of-text string becomes the EOT token)."""
         return self._enc.encode(text, allowed_special={EOT})
 
     def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        """The token ids of each text, encoded in parallel by tiktoken."""
         return self._enc.encode_batch(texts, allowed_special={EOT})
 
     def decode(self, ids: Iterable[int]) -> str:
+        """The text of token ids."""
         return self._enc.decode(list(ids))
 
     def save(self, folder: Path) -> None:
+        """Write a tokenizer_meta.json saying "gpt2" (tiktoken holds the vocabulary itself)."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "tokenizer_meta.json").write_text(json.dumps({"kind": "gpt2"}))
@@ -123,11 +140,12 @@ class PretrainedTokenizer(BPETokenizer):
 
     name = "pretrained"
 
-    def __init__(self, tok, eot_id: int) -> None:
+    def __init__(self, tok: HFTokenizer, eot_id: int) -> None:
         self._tok, self.vocab_size, self.eot_id = tok, tok.get_vocab_size(), eot_id
 
     @staticmethod
     def check_folder(folder: str | Path) -> Path:
+        """`folder` as a Path if it holds a tokenizer.json, else a ConfigError."""
         folder = Path(folder)
         if not (folder / "tokenizer.json").is_file():
             raise ConfigError(
@@ -137,6 +155,7 @@ class PretrainedTokenizer(BPETokenizer):
 
     @classmethod
     def from_folder(cls, folder: str | Path) -> PretrainedTokenizer:
+        """Load a pretrained model's tokenizer from its folder, finding its end-of-text id."""
         from tokenizers import Tokenizer as HFTokenizer
 
         folder = cls.check_folder(folder)
@@ -155,6 +174,7 @@ class PretrainedTokenizer(BPETokenizer):
         return cls(tok, eot)
 
     def save(self, folder: Path) -> None:
+        """Write tokenizer.json and a tokenizer_meta.json with the end-of-text id."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self._tok.save(str(folder / "tokenizer.json"))

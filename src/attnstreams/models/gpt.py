@@ -84,6 +84,9 @@ class GPTConfig:
     mlp: str = "gelu"  # GELU 4x (GPT-2) or SwiGLU (Shazeer 2020)
     mlp_hidden: int | None = None  # None: 4 n_embd (gelu); 8/3 n_embd to a multiple of 64 (swiglu)
     tie_embeddings: bool = True
+    # value-embed: the layers (0-based) that read a value-embedding table, a table each;
+    # None: modded-nanogpt's placement, 3 tables shared by the first and last 3 layers
+    value_embed_layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
@@ -97,6 +100,20 @@ class GPTConfig:
             check_range("mlp_hidden", self.mlp_hidden, lo=1)
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
             raise ConfigError("RoPE needs an even head size (n_embd / n_head)")
+        if self.value_embed_layers is not None:
+            layers = self.value_embed_layers
+            if not isinstance(layers, (tuple, list)) or not all(
+                isinstance(i, int) and not isinstance(i, bool) for i in layers
+            ):
+                raise ConfigError(f"value_embed_layers must be layer numbers, got {layers!r}")
+            layers = tuple(layers)
+            object.__setattr__(self, "value_embed_layers", layers)
+            if self.stream.source != "embed":
+                raise ConfigError("value_embed_layers is for a value-embed stream")
+            if not layers or len(set(layers)) != len(layers):
+                raise ConfigError(f"value_embed_layers must be distinct layers, got {layers}")
+            for i in layers:
+                check_range("value_embed_layers", i, lo=0, hi=self.n_layer - 1)
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_kv_head is not None:
@@ -109,12 +126,14 @@ class GPTConfig:
         check_stream_layers(self.stream, self.n_layer)
 
     def to_dict(self) -> dict:
+        """JSON-ready, the stream by its name."""
         d = asdict(self)
         d["stream"] = self.stream.name
         return d
 
     @property
     def padded_vocab(self) -> int:
+        """Embedding rows: the vocabulary rounded up to vocab_multiple."""
         return -(-self.vocab_size // self.vocab_multiple) * self.vocab_multiple
 
     @property
@@ -157,6 +176,7 @@ PRESETS: dict[str, GPTConfig] = {
 
 
 def preset(name: str, **overrides) -> GPTConfig:
+    """A named configuration with some fields replaced (a stream by its name, say)."""
     check_choice("preset", name, PRESETS)
     if "stream" in overrides:
         overrides["stream"] = StreamConfig.parse(overrides["stream"])
@@ -174,6 +194,7 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, n_embd) -> (B, T, n_embd)."""
         h = self.fc(x)
         if self.swiglu:
             gate, up = h.chunk(2, dim=-1)
@@ -182,6 +203,7 @@ class MLP(nn.Module):
 
 
 def norm(cfg: GPTConfig) -> nn.Module:
+    """The block's normalisation: LayerNorm (GPT-2) or RMSNorm."""
     if cfg.norm == "rmsnorm":
         return nn.RMSNorm(cfg.n_embd, eps=1e-5)
     return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
@@ -190,7 +212,8 @@ def norm(cfg: GPTConfig) -> nn.Module:
 def layer_stream(cfg: GPTConfig, layer_idx: int) -> StreamConfig:
     """A layer's stream: the model's, except that a value embedding reaches only the layers
     that have a table (`embed_layers`)."""
-    if cfg.stream.source == "embed" and embed_layers(cfg.n_layer)[layer_idx] is None:
+    tables = embed_layers(cfg.n_layer, cfg.value_embed_layers)
+    if cfg.stream.source == "embed" and tables[layer_idx] is None:
         return StreamConfig()
     return cfg.stream
 
@@ -214,7 +237,10 @@ class Block(nn.Module):
         self.ln2 = norm(cfg)
         self.mlp = MLP(cfg)
 
-    def forward(self, x, carry=None, cache=None):
+    def forward(
+        self, x: torch.Tensor, carry: torch.Tensor | None = None, cache: KVCache | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The residual stream x through attention and MLP; the carry in and out (streams.py)."""
         a, carry = self.attn(self.ln1(x), carry, cache)
         x = x + a
         return x + self.mlp(self.ln2(x)), carry
@@ -235,7 +261,8 @@ class GPT(nn.Module):
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
-        self.embed_table = embed_layers(cfg.n_layer) if cfg.stream.source == "embed" else None
+        embed = cfg.stream.source == "embed"
+        self.embed_table = embed_layers(cfg.n_layer, cfg.value_embed_layers) if embed else None
         self.value_embeds = None
         if self.embed_table is not None:
             attn = self.blocks[0].attn
@@ -287,6 +314,7 @@ class GPT(nn.Module):
         return 6 * n + 12 * c.n_layer * c.block_size * c.n_embd
 
     def new_cache(self) -> list[KVCache]:
+        """An empty KV cache, one per layer, for `forward(..., cache=)` and `generate`."""
         return [KVCache() for _ in self.blocks]
 
     def forward(

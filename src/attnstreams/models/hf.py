@@ -35,7 +35,8 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_ma
 
 
 class _Holder:
-    """What layer n hands on to layer n+1 during one forward pass (not a module: no state)."""
+    """What layer n hands on to layer n+1 during one forward pass (a plain object, not a
+    module: nothing of it is saved; the last layer empties it)."""
 
     carry: torch.Tensor | None = None
 
@@ -49,18 +50,21 @@ def check_model_folder(path: str | Path) -> Path:
         raise ConfigError(
             f"{path}: not a transformers model folder (no readable config.json)"
         ) from None
+    _check_type(mtype, str(path))
+    return path
+
+
+def _check_type(mtype: str | None, what: str) -> None:
     if mtype not in SUPPORTED:
         raise ConfigError(
-            f"add_streams supports model types {', '.join(SUPPORTED)}; {path} is {mtype!r}"
+            f"add_streams supports model types {', '.join(SUPPORTED)}; {what} is {mtype!r}"
         )
-    return path
 
 
 def _layers(model: nn.Module) -> tuple[list[nn.Module], str]:
     """(attention modules in order, model type), or a one-line error naming what is supported."""
     mtype = getattr(getattr(model, "config", None), "model_type", None)
-    if mtype not in SUPPORTED:
-        raise ConfigError(f"add_streams supports model types {', '.join(SUPPORTED)}; got {mtype!r}")
+    _check_type(mtype, "the model")
     base = getattr(model, "model", None) or getattr(model, "transformer", None) or model
     if mtype == "gpt2":
         return [block.attn for block in base.h], mtype
@@ -107,23 +111,29 @@ def add_streams(model: nn.Module, stream: str | StreamConfig) -> nn.Module:
                 getattr(attn, {"value": "v_proj", "key": "k_proj", "query": "q_proj"}[cfg.kind]),
                 None,
             )
-        mix = None
         if i > 0:
             shape = (2,) if cfg.mix == "learned" else (2, heads, 1, 1)
             w = torch.zeros(shape, device=proj.weight.device, dtype=proj.weight.dtype)
             w[0] = 1.0
-            mix = nn.Parameter(w)
-            proj.register_parameter("stream_mix", mix)
-        proj.register_forward_hook(_hook(cfg, i, holder, heads, head_dim, part))
-    model.config.__setattr__(CONFIG_KEY, cfg.name)
+            proj.register_parameter("stream_mix", nn.Parameter(w))
+        last = i == len(attns) - 1
+        proj.register_forward_hook(_hook(cfg, i, last, holder, heads, head_dim, part))
+    setattr(model.config, CONFIG_KEY, cfg.name)
     return model
 
 
-def _hook(cfg: StreamConfig, layer: int, holder: _Holder, heads: int, head_dim: int, part):
+def _hook(
+    cfg: StreamConfig, layer: int, last: bool, holder: _Holder, heads: int, head_dim: int,
+    part: int | None,
+):  # fmt: skip
+    """The forward hook of layer `layer`'s projection (`part`: its third of GPT-2's c_attn)."""
+
     def mixed(module: nn.Module, own: torch.Tensor) -> torch.Tensor:
         carry = holder.carry
         if layer == 0 or cfg.source == "previous":
             holder.carry = own
+        if last:  # nothing is kept between forward passes
+            holder.carry = None
         if layer == 0:
             return own
         if carry is None or carry.shape != own.shape:
@@ -198,6 +208,7 @@ class HFModelConfig:
     block_size: int
 
     def to_dict(self) -> dict:
+        """JSON-ready, as GPTConfig.to_dict: what a checkpoint's metadata records."""
         return asdict(self)
 
 
@@ -228,6 +239,7 @@ class HFCausalLM(nn.Module):
                                  block_size or limit)  # fmt: skip
 
     def num_params(self, non_embedding: bool = True) -> int:
+        """Parameters (each once), without the input embedding if non_embedding."""
         n = sum(p.numel() for p in self.parameters())
         return n - self.hf.get_input_embeddings().weight.numel() if non_embedding else n
 
@@ -241,7 +253,10 @@ class HFCausalLM(nn.Module):
             if (Path(self.cfg.init_from) / name).is_file():
                 shutil.copy(Path(self.cfg.init_from) / name, Path(folder) / name)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
+    def forward(
+        self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits and, given targets, the mean cross-entropy (our GPT's interface)."""
         from attnstreams.models.gpt import cross_entropy
 
         if cache is not None:

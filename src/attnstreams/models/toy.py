@@ -66,6 +66,7 @@ class Dense(nn.Module):
         self.bias = nn.Parameter(torch.zeros(shape)) if shape else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x W^T + b."""
         return F.linear(x, self.weight, self.bias)
 
 

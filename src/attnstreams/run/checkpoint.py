@@ -60,11 +60,13 @@ class BackgroundSaver:
         self._pending: Future | None = None
 
     def save(self, path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Snapshot `tensors` to host memory now and write them to `path` in the background."""
         self.wait()
         host = {k: v.detach().to("cpu", copy=True) for k, v in tensors.items()}  # now, not later
         self._pending = self._pool.submit(save, path, host, meta)
 
     def wait(self) -> None:
+        """Block until the pending write is done, raising its error if it failed."""
         pending, self._pending = self._pending, None
         if pending is not None:
             pending.result()

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 
 class ConfigError(ValueError):
     """A bad setting. The CLI turns it into one line on stderr and exit code 2."""
 
 
-def existing_folder(path, what: str = "folder"):
+def existing_folder(path: str | Path, what: str = "folder") -> Path:
     """`path` as a Path if it is a folder; else a ConfigError (a missing path, a file, or a
     name the system refuses, such as one too long)."""
     from pathlib import Path
@@ -33,6 +36,7 @@ def check_range(
     hi: float | None = None,
     lo_open: bool = False,
 ) -> None:
+    """A ConfigError unless `value` is a finite number within [lo, hi] (lo excluded if lo_open)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"{name} must be a number, got {value!r}")
     if isinstance(value, float) and not math.isfinite(value):
@@ -44,12 +48,13 @@ def check_range(
 
 
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
+    """A ConfigError listing the allowed values unless `value` is one of `choices`."""
     choices = tuple(choices)
     if value not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
-def differences(saved, current, prefix: str = "") -> list[str]:
+def differences(saved: Any, current: Any, prefix: str = "") -> list[str]:
     """'name: saved -> current' for every setting that differs between two config dicts
     (nested dicts by dotted name), for refusals that say what changed."""
     if not (isinstance(saved, dict) and isinstance(current, dict)):

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from tqdm import tqdm
@@ -18,13 +19,18 @@ from tqdm import tqdm
 from attnstreams.run import checkpoint
 from attnstreams.run.config import ConfigError
 
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any, TextIO
+
 
 class LineProgress:
     """Progress for output that is not a terminal (a log file, a batch job): a whole line
     every `interval` seconds and at the end, where tqdm's redrawn bar writes nothing useful."""
 
-    def __init__(self, total=None, desc: str = "", unit: str = "it", initial: int = 0,
-                 interval: float = 30.0, file=None) -> None:  # fmt: skip
+    def __init__(self, total: int | None = None, desc: str = "", unit: str = "it",
+                 initial: int = 0, interval: float = 30.0,
+                 file: TextIO | None = None) -> None:  # fmt: skip
         self.total, self.desc, self.unit, self.n = total, desc, unit, initial
         self.interval, self.file = interval, file or sys.stderr
         self.start = self.last = time.monotonic()
@@ -32,6 +38,7 @@ class LineProgress:
         self._lock = threading.Lock()  # updated from worker threads (amicl's chunks)
 
     def update(self, n: int = 1) -> None:
+        """Count n more units, printing a line if `interval` seconds passed since the last."""
         with self._lock:
             self.n += n
             now = time.monotonic()
@@ -41,7 +48,8 @@ class LineProgress:
         if due:
             self._line(now)
 
-    def set_postfix(self, **kw) -> None:
+    def set_postfix(self, **kw: Any) -> None:
+        """Show `key=value` pairs at the end of the following lines, as tqdm does."""
         self.postfix = ", ".join(f"{k}={v}" for k, v in kw.items())
 
     def _line(self, now: float) -> None:
@@ -57,6 +65,7 @@ class LineProgress:
         )
 
     def close(self) -> None:
+        """Print a final line, if anything was counted."""
         if self.n != self.start_n:
             self._line(time.monotonic())
 
@@ -67,8 +76,8 @@ class LineProgress:
         self.close()
 
 
-def progress_bar(total=None, desc: str = "", unit: str = "it", enabled: bool = True,
-                 initial: int = 0):  # fmt: skip
+def progress_bar(total: int | None = None, desc: str = "", unit: str = "it",
+                 enabled: bool = True, initial: int = 0) -> tqdm | LineProgress:  # fmt: skip
     """tqdm on a terminal; on anything else a line every 30 s (LineProgress); or nothing."""
     if not enabled:
         return tqdm(total=total, disable=True)
@@ -108,7 +117,9 @@ CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 
 
-def open_run(out: str | Path, resume: bool, load, main: bool = True) -> tuple[Path, Path, Path]:
+def open_run(
+    out: str | Path, resume: bool, load: Callable[[Path], int], main: bool = True
+) -> tuple[Path, Path, Path]:
     """A training run's folder, checkpoint path and metrics path. With resume, `load(ckpt)`
     restores the state and returns its step, and metric rows after that step are dropped;
     without, a folder that already holds a run is refused rather than overwritten. Only the
@@ -154,10 +165,12 @@ class CSVLog:
         self._w.writeheader()
 
     def write(self, row: dict) -> None:
+        """Append one row (keys not among the fields are ignored) and flush."""
         self._w.writerow(row)
         self._f.flush()
 
     def close(self) -> None:
+        """Close the file."""
         self._f.close()
 
     def __enter__(self) -> CSVLog:
@@ -175,10 +188,12 @@ class JSONLLog:
         self._f = self.path.open("a" if append else "w")
 
     def write(self, row: dict) -> None:
+        """Append `row` as one JSON line and flush."""
         self._f.write(json.dumps(row) + "\n")
         self._f.flush()
 
     def close(self) -> None:
+        """Close the file."""
         self._f.close()
 
     def __enter__(self) -> JSONLLog:
@@ -192,6 +207,7 @@ class NullLog:
     """Where a process does not write metrics (data-parallel ranks other than 0)."""
 
     def write(self, row: dict) -> None:
+        """Discard the row."""
         pass
 
     def __enter__(self) -> NullLog:
@@ -242,7 +258,9 @@ def device_name(device: torch.device) -> str:
     return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
-def profile_steps(step, n: int, device: torch.device, rows: int = 25) -> tuple[str, float]:
+def profile_steps(
+    step: Callable[[], object], n: int, device: torch.device, rows: int = 25
+) -> tuple[str, float]:
     """Profile n calls of `step()`: torch.profiler's kernel table and the GPU kernel time a call
     in ms, counted as the table's "Self CUDA time total" (user annotations are not kernels)."""
     cuda = device.type == "cuda"

@@ -37,12 +37,15 @@ from attnstreams.run.config import ConfigError
 
 @dataclass(frozen=True)
 class Dist:
+    """This process's place in the data-parallel group (the defaults: a single process)."""
+
     rank: int = 0
     world: int = 1
     local_rank: int = 0
 
     @property
     def is_main(self) -> bool:
+        """Whether this is rank 0, the one process that writes files and the progress bar."""
         return self.rank == 0
 
     def rows(self, global_batch: int) -> slice:
@@ -72,7 +75,7 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
 
 def wrap(
     model: torch.nn.Module, d: Dist, device: torch.device, mode: str = "ddp", bucket_mb: float = 25
-):
+) -> torch.nn.Module:
     """DDP (a replica a rank) or FSDP (`fully_shard` each block, then the root: parameters,
     gradients and optimizer state sharded across ranks, for models that do not fit one GPU).
     Returns what the training step calls; FSDP shards `model` in place.
@@ -95,7 +98,7 @@ def wrap(
     return DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=bucket_mb)
 
 
-def layout(forward, model: torch.nn.Module) -> tuple[str, int]:
+def layout(forward: torch.nn.Module, model: torch.nn.Module) -> tuple[str, int]:
     """What `wrap` built, read off the objects rather than the flags: "fsdp" (parameters are
     sharded DTensors), "ddp" or "none", and how many parameter elements this rank holds."""
     params = list(model.parameters())
@@ -108,7 +111,9 @@ def layout(forward, model: torch.nn.Module) -> tuple[str, int]:
 FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
-def full_state(model, opt, sharded: bool) -> tuple[dict, list[dict]]:
+def full_state(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, sharded: bool
+) -> tuple[dict, list[dict]]:
     """Unsharded model state dict and optimizer state per parameter (in param_groups order),
     so checkpoints load on one device whatever wrote them. Collective under FSDP."""
     params = [p for g in opt.param_groups for p in g["params"]]
@@ -122,7 +127,9 @@ def full_state(model, opt, sharded: bool) -> tuple[dict, list[dict]]:
     return msd, [osd["state"].get(n, {}) for n in names]
 
 
-def load_full_state(model, opt, model_sd: dict, opt_states: list[dict]) -> None:
+def load_full_state(
+    model: torch.nn.Module, opt: torch.optim.Optimizer, model_sd: dict, opt_states: list[dict]
+) -> None:
     """The inverse of full_state for a sharded model (every rank reads the full tensors)."""
     names = {id(p): n for n, p in model.named_parameters()}
     groups = [
@@ -169,6 +176,7 @@ def gather(t: torch.Tensor, d: Dist) -> list[torch.Tensor]:
 
 
 def barrier(d: Dist) -> None:
+    """Wait until every rank gets here (nothing in a single process)."""
     if d.world > 1:
         dist.barrier()
 

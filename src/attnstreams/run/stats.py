@@ -14,15 +14,22 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy import stats
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from numpy.typing import ArrayLike
 
 MIN_INTERVAL_N = 5  # fewer pairs: every seed and an exact test, no interval
 LEVEL = 0.95
 
 
-def describe(x) -> dict:
+def describe(x: ArrayLike) -> dict:
+    """Count, mean, sample sd and median of x (None where undefined), for reports."""
     x = np.asarray(x, dtype=float)
     if x.size == 0:
         return {"n": 0, "mean": None, "sd": None, "median": None}
@@ -34,14 +41,14 @@ def describe(x) -> dict:
     }
 
 
-def t_interval(d, level: float = LEVEL) -> tuple[float, float]:
+def t_interval(d: ArrayLike, level: float = LEVEL) -> tuple[float, float]:
     """Student-t interval of the mean of d (needs len(d) >= 2)."""
     d = np.asarray(d, dtype=float)
     half = stats.t.ppf(0.5 + level / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size)
     return float(d.mean() - half), float(d.mean() + half)
 
 
-def fieller_ratio(a, b, level: float = LEVEL) -> tuple[float, float] | None:
+def fieller_ratio(a: ArrayLike, b: ArrayLike, level: float = LEVEL) -> tuple[float, float] | None:
     """Fieller's interval for mean(b) / mean(a) on paired samples: the theta for which the
     t-test of mean(b - theta a) = 0 does not reject. None when the set is unbounded (the
     baseline mean is not significantly away from zero)."""
@@ -60,7 +67,7 @@ def fieller_ratio(a, b, level: float = LEVEL) -> tuple[float, float] | None:
     return float((Bh - r) / A), float((Bh + r) / A)
 
 
-def sign_flip_p(d) -> float:
+def sign_flip_p(d: ArrayLike) -> float:
     """Two-sided exact permutation p of mean(d) = 0 under sign flips (Monte Carlo past n = 16)."""
     d = np.asarray(d, dtype=float)
     if not np.any(d != 0) or d.size == 1:  # one pair: +d and -d are equally extreme
@@ -76,7 +83,7 @@ def sign_flip_p(d) -> float:
     return float(res.pvalue)
 
 
-def paired(baseline, variant, level: float = LEVEL) -> dict:
+def paired(baseline: ArrayLike, variant: ArrayLike, level: float = LEVEL) -> dict:
     """variant - baseline on matched pairs: describe(d), the t-interval of the mean difference
     (ci_low, ci_high), the relative change of the means with Fieller's interval (relative,
     rel_low, rel_high) and the exact sign-flip p (p_exact). Intervals are None below
@@ -160,7 +167,9 @@ def bound_phrase(c: dict) -> str:
     return f"at most {pct:.1f}% {word} (possibly {other})"
 
 
-def mann_whitney(x, y, censor: float | None = None) -> dict:
+def mann_whitney(
+    x: Sequence[float | None], y: Sequence[float | None], censor: float | None = None
+) -> dict:
     """Two-sided Mann-Whitney U of two unpaired samples, exact by permutation (ties allowed).
     None entries are runs that never got there: ranked after every observed value, tied with
     each other."""

@@ -27,6 +27,7 @@ AUTHORS_S_PER_RUN = 1066.0
 
 
 def plural(n: int, word: str) -> str:
+    """'1 seed', '3 seeds': a count with its word."""
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -71,7 +72,13 @@ def _interval(lo, hi, spec=".0f", scale=1.0) -> str:
 
 
 def threshold_table(
-    rows, variants, seeds, baseline, test: str, thr: float, censor: float
+    rows: dict[str, dict[int, list[dict]]],
+    variants: list[str],
+    seeds: list[int],
+    baseline: str,
+    test: str,
+    thr: float,
+    censor: float,
 ) -> tuple[list[str], dict]:
     """Markdown rows and the per-seed steps for one test set and threshold."""
     key = f"acc_{test}"
@@ -118,7 +125,8 @@ def threshold_table(
     return lines, per
 
 
-def write_report(run: Path, thresholds=(0.5, 0.95)) -> Path:
+def write_report(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> Path:
+    """Write report.md (with curves.png and steps_to_icl.png) into a grid folder."""
     run = Path(run)
     config, rows = load_runs(run)
     variants = [v for v in config["variants"] if v in rows]

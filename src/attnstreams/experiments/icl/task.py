@@ -25,6 +25,8 @@ from attnstreams.run.config import ConfigError, check_range
 
 @dataclass(frozen=True)
 class ICLTaskConfig:
+    """The task's settings; the defaults are the authors' (paper.md section 3)."""
+
     classes: int = 512  # K
     labels: int = 32  # L
     pairs: int = 8  # N
@@ -70,21 +72,26 @@ class ICLTaskConfig:
 
     @property
     def seq_len(self) -> int:
+        """Tokens a sequence holds: N (item, label) pairs and the query."""
         return 2 * self.pairs + 1
 
     @property
     def pos_dim(self) -> int:
+        """Width of the one-hot position block."""
         return 2 * self.max_pairs + 1
 
     @property
     def token_dim(self) -> int:
+        """Width of a token: position block and content."""
         return self.pos_dim + self.dim
 
     @property
     def item_noise_std(self) -> float:
+        """Std of an item's noise entries (noise_std, or 1/sqrt(D) when unset)."""
         return self.dim**-0.5 if self.noise_std is None else self.noise_std
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict, for configs and checkpoints."""
         return asdict(self)
 
 
@@ -127,6 +134,7 @@ class ICLTask:
 
     @property
     def device(self) -> torch.device:
+        """Where the task draws its tensors: its generator's device."""
         return self.g.device
 
     def _rand(self, *shape: int) -> torch.Tensor:
@@ -221,6 +229,7 @@ class ICLTask:
 
 
 def make_task(cfg: ICLTaskConfig, seed: int, device: str | torch.device = "cpu") -> ICLTask:
+    """The task of one seed: its class means, label vectors and training stream."""
     return ICLTask(cfg, torch.Generator(device=device).manual_seed(seed))
 
 

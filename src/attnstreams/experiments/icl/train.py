@@ -72,6 +72,7 @@ class ICLTrainConfig:
         check_choice("init", self.init, TOY_INITS)
 
     def model_config(self, stream: str) -> ToyICLConfig:
+        """The ToyICL of this task with the given stream variant."""
         t = self.task
         return ToyICLConfig(
             d_in=t.token_dim,
@@ -87,6 +88,7 @@ class ICLTrainConfig:
         return deviations(self.to_dict())
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict, for configs and checkpoints."""
         return asdict(self)
 
 
@@ -268,6 +270,7 @@ class ICLGrid:
 
     # -- checkpoints ------------------------------------------------------------------------
     def meta(self) -> dict:
+        """What a checkpoint records besides tensors; a resume checks it matches."""
         return {
             "kind": "icl-grid",
             "step": self.step,
@@ -278,6 +281,7 @@ class ICLGrid:
         }
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
+        """Every run's weights, the data generators' states and the loss window, by name."""
         t = {
             f"{v}/{k}": p
             for i, v in enumerate(self.variants)
@@ -294,6 +298,7 @@ class ICLGrid:
         saver.save(path, self.state_tensors(), self.meta())
 
     def load(self, path: Path) -> None:
+        """Resume from a checkpoint of the same grid (refuses any other)."""
         tensors, meta = checkpoint.load(path, self.device)
         mine = self.meta()
         for key in ("kind", "variants", "seeds", "config"):

@@ -11,9 +11,13 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:
+    from attnstreams.data.tokenizer import Tokenizer
 
 # [A] is the indirect object (IO); [B] the subject (S), named twice. ABBA and BABA orders are
 # made by swapping who is named first in the opening clause.
@@ -169,6 +173,8 @@ def template_regex(template: str) -> re.Pattern:
 
 @dataclass(frozen=True)
 class IOIPrompt:
+    """One IOI prompt and the two names scored after it."""
+
     text: str
     io: str  # the right answer
     s: str  # the repeated subject
@@ -176,7 +182,9 @@ class IOIPrompt:
     template: int = -1  # index into TEMPLATES (PAPER_PROMPTS for the paper's prompts)
 
 
-def single_token_names(tokenizer, names=CANDIDATE_NAMES) -> list[str]:
+def single_token_names(
+    tokenizer: Tokenizer, names: tuple[str, ...] | list[str] = CANDIDATE_NAMES
+) -> list[str]:
     """Names that are one token with a leading space under this tokenizer."""
     seen, out = set(), []
     for n in names:
@@ -231,7 +239,13 @@ def paper_prompts() -> list[IOIPrompt]:
 
 
 @torch.no_grad()
-def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], device, batch: int = 64):
+def continuation_logprobs(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    pairs: list[tuple[str, str]],
+    device: str | torch.device,
+    batch: int = 64,
+) -> list[float]:
     """log P(continuation | prompt) summed over the continuation's tokens, for each pair."""
     limit = getattr(getattr(model, "cfg", None), "block_size", None)
     seqs = []
@@ -255,7 +269,13 @@ def continuation_logprobs(model, tokenizer, pairs: list[tuple[str, str]], device
     return out
 
 
-def ioi_metrics(model, tokenizer, prompts: list[IOIPrompt], device, by_template: bool = False):
+def ioi_metrics(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    prompts: list[IOIPrompt],
+    device: str | torch.device,
+    by_template: bool = False,
+) -> dict:
     """accuracy (IO more likely than S), mean log-prob difference IO - S, mean P(IO), P(S);
     by_template: also [accuracy, difference] of every template, keyed by its index."""
     was_training = model.training
@@ -285,7 +305,13 @@ def ioi_metrics(model, tokenizer, prompts: list[IOIPrompt], device, by_template:
 
 @torch.no_grad()
 def induction_metrics(
-    model, vocab_size: int, device, length: int = 50, batch: int = 32, seed: int = 0, low: int = 0
+    model: torch.nn.Module,
+    vocab_size: int,
+    device: str | torch.device,
+    length: int = 50,
+    batch: int = 32,
+    seed: int = 0,
+    low: int = 0,
 ) -> dict:
     """Random token sequences repeated twice (Olsson et al. 2022).
 
@@ -333,7 +359,9 @@ def induction_metrics(
 
 
 @torch.no_grad()
-def story_icl_metrics(model, stories: torch.Tensor, early: int, late: int, eot_id: int) -> dict:
+def story_icl_metrics(
+    model: torch.nn.Module, stories: torch.Tensor, early: int, late: int, eot_id: int
+) -> dict:
     """In-context metrics within held-out stories (tokens counted from 0 at the story's start,
     the story preceded by end-of-text as in training); `stories`: (N, >= late + 1) ids.
 
@@ -365,7 +393,12 @@ def story_icl_metrics(model, stories: torch.Tensor, early: int, late: int, eot_i
     return out
 
 
-def behaviour_metrics(model, tokenizer, device, ioi_set: list[IOIPrompt]) -> dict:
+def behaviour_metrics(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    device: str | torch.device,
+    ioi_set: list[IOIPrompt],
+) -> dict:
     """The metrics that need no corpus: IOI on the templated set (if any; with every
     template's accuracy and difference) and on the paper's prompts, and induction on repeated
     random tokens (ids from 256 up: past byte tokens)."""

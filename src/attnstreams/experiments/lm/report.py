@@ -100,6 +100,7 @@ def _p(x: float | None) -> str:
 
 
 def write_report(grid: Path, title: str | None = None) -> Path:
+    """Write report.md (and its plots) into an LM grid folder."""
     grid = Path(grid)
     runs, config = load_grid(grid)
     arms = list(runs)

@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass
 from itertools import islice
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -58,9 +59,14 @@ from attnstreams.run.logs import (
 )
 from attnstreams.run.parallel import Dist
 
+if TYPE_CHECKING:
+    from attnstreams.models.gpt import GPTConfig
+
 
 @dataclass(frozen=True)
 class DataConfig:
+    """Which corpus, tokenizer and split sizes the token files are made from."""
+
     data: str = "generated"  # tinystories | generated | PATH (a file or a folder of files)
     # bpe (trained locally) | gpt2 (tiktoken) | a folder with a tokenizer.json (a model's)
     tokenizer: str = "bpe"
@@ -77,6 +83,8 @@ class DataConfig:
     copies: int = 1
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tokenizer, str):
+            raise ConfigError(f"tokenizer must be bpe, gpt2 or a folder, got {self.tokenizer!r}")
         if self.tokenizer not in ("bpe", "gpt2"):
             PretrainedTokenizer.check_folder(self.tokenizer)
         check_choice("names", self.names, ("original", "resampled"))
@@ -203,6 +211,8 @@ def ioi_vocabulary(names: str, counts: Counter) -> dict:
 
 @dataclass(frozen=True)
 class LMTrainConfig:
+    """One language-model run: model preset, stream, optimizer, schedule and evaluation."""
+
     preset: str = "tinystories-8m"
     stream: str = "none"
     steps: int = 2000
@@ -261,9 +271,12 @@ class LMTrainConfig:
         if self.init_from is not None:
             from attnstreams.models.hf import check_model_folder
 
+            if not isinstance(self.init_from, str):
+                raise ConfigError(f"init_from must be a folder path, got {self.init_from!r}")
             check_model_folder(self.init_from)
 
-    def model_config(self, vocab_size: int):
+    def model_config(self, vocab_size: int) -> GPTConfig:
+        """The preset's GPTConfig with this run's stream, block size and dropout."""
         over = {"vocab_size": vocab_size, "stream": self.stream}
         if self.block_size is not None:
             over["block_size"] = self.block_size
@@ -283,6 +296,8 @@ class LMTrainConfig:
 
 
 class LMTrainer:
+    """One model, its optimizer, data and evaluation sets: a run's training state."""
+
     def __init__(
         self,
         cfg: LMTrainConfig,
@@ -355,6 +370,7 @@ class LMTrainer:
 
     # -- training --------------------------------------------------------------------------
     def train_step(self) -> torch.Tensor:
+        """One AdamW step on a fresh batch; returns its loss (not synchronised)."""
         T = self.model_cfg.block_size
         x, y = self.train_data.sample(self.cfg.batch, T, self.data_gen, self.rows)
         pin = self.device.type == "cuda"
@@ -456,6 +472,7 @@ class LMTrainer:
         return path
 
     def load(self, path: Path) -> None:
+        """Resume from a checkpoint of the same run config and tokenizer (refuses others)."""
         tensors, meta = checkpoint.load(path)
         if meta.get("kind") != "lm":
             raise ConfigError(f"{path} is not a language-model checkpoint")
@@ -572,8 +589,9 @@ def _run_defining(config: dict) -> dict:
     return {k: v for k, v in config.items() if k not in speed_only}
 
 
-def load_model(path: Path, device="cpu") -> tuple[GPT, dict]:
-    """A trained model from a checkpoint, built with its own architecture (eval mode)."""
+def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """A trained model from a checkpoint, built with its own architecture (eval mode): a GPT,
+    or for a run continued from a transformers folder (`--init-from`) that model."""
     from attnstreams.models.gpt import GPTConfig
     from attnstreams.streams import StreamConfig
 
@@ -700,7 +718,7 @@ def run_grid(
     data_cfg: DataConfig,
     cfg: LMTrainConfig,
     out: Path,
-    device="cpu",
+    device: str | torch.device = "cpu",
     progress: bool = True,
     real_eval: str | None = None,
     data_dir: Path | None = None,
@@ -786,11 +804,11 @@ def _append_to_last_row(path: Path, extra: dict) -> None:
 
 @torch.no_grad()
 def heldout_loss(
-    model: GPT,
+    model: torch.nn.Module,
     tokenizer: Tokenizer,
     data: str,
     block_size: int,
-    device,
+    device: str | torch.device,
     max_tokens: int = 1_000_000,
     text_field: str = "text",
     split: str = "validation",
