@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -37,15 +39,90 @@ DEFAULT_SHAPES = {
 }
 
 
-def measure(name, stream, mode, device, batch, block, steps, warmup, over, profile=False) -> dict:
-    over = {"stream": stream, "block_size": block, **over}
+PEERS = ("hf-gpt2", "authors", "authors-value")
+AUTHORS_DIR = Path(__file__).resolve().parents[2] / "shared/anchors/authors-code/small-LM"
+
+
+class Peer(torch.nn.Module):
+    """Another implementation of our config's shapes, called as our GPT is: (logits, loss)."""
+
+    def __init__(self, net: torch.nn.Module, cfg, call) -> None:
+        super().__init__()
+        self.net, self.cfg, self.call = net, cfg, call
+
+    def forward(self, idx, targets):
+        return self.call(self.net, idx, targets)
+
+
+def authors_gpt(cfg, folder: Path, value: bool) -> Peer:
+    """The authors' small-LM model (their model.py, or model_Vpass.py with the value stream),
+    read from their code's folder (not part of this project)."""
+    import contextlib
+    import importlib.util
+    import io
+
+    path = Path(folder) / ("model_Vpass.py" if value else "model.py")
+    if not path.is_file():
+        raise SystemExit(f"--peers authors needs the authors' small-LM code: no {path}")
+    spec = importlib.util.spec_from_file_location(f"authors_{path.stem}", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # torch.compile looks the module up by its name
+    spec.loader.exec_module(mod)
+    conf = {
+        "vocab_size": cfg.vocab_size, "hidden_size": cfg.n_embd,
+        "max_position_embeddings": cfg.block_size, "num_layers": cfg.n_layer,
+        "num_heads": cfg.n_head, "window_size": cfg.block_size,
+    }  # fmt: skip
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter count
+        net = mod.GPT(conf)
+    return Peer(net, cfg, lambda net, idx, targets: net(idx, targets))
+
+
+def hf_gpt2(cfg) -> Peer:
+    """Hugging Face transformers' GPT2LMHeadModel of our config's shapes (SDPA attention, its
+    own loss), called as our GPT is: (logits, loss)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformers.utils import logging
+
+    logging.set_verbosity_error()  # its notes on token ids and the loss type
+
+    if cfg.pos != "learned" or cfg.mlp != "gelu" or cfg.n_kv_head not in (None, cfg.n_head):
+        raise SystemExit(f"hf-gpt2 is GPT-2's block; {cfg} is another")
+    eos = cfg.vocab_size - 1
+    hf = GPT2LMHeadModel(
+        GPT2Config(
+            vocab_size=cfg.vocab_size, n_positions=cfg.block_size, n_embd=cfg.n_embd,
+            n_layer=cfg.n_layer, n_head=cfg.n_head, resid_pdrop=cfg.dropout,
+            embd_pdrop=cfg.dropout, attn_pdrop=cfg.dropout, attn_implementation="sdpa",
+            bos_token_id=eos, eos_token_id=eos, loss_type="ForCausalLM",
+        )
+    )  # fmt: skip
+
+    def call(net, idx, targets):
+        out = net(input_ids=idx, labels=targets)
+        return out.logits, out.loss
+
+    return Peer(hf, cfg, call)
+
+
+def measure(
+    name, stream, mode, device, batch, block, steps, warmup, over, profile=False, peer=None,
+    authors_dir=AUTHORS_DIR,
+) -> dict:  # fmt: skip
+    over = {"stream": "none" if peer else stream, "block_size": block, **over}
     torch.compiler.reset()  # the previous row's compiled graphs and their memory
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
     torch.manual_seed(0)
     with torch.device(device):  # initialise on the device: a 1B model is slow to init on CPU
-        model = GPT(preset(name, **over))
+        ours = GPT(preset(name, **over))
+        if peer == "hf-gpt2":
+            model = hf_gpt2(ours.cfg)
+        elif peer:
+            model = authors_gpt(ours.cfg, authors_dir, value=peer == "authors-value")
+        else:
+            model = ours
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
     graphs = mode == "compile+cudagraphs"  # torch.compile's CUDA graphs (reduce-overhead)
@@ -85,7 +162,8 @@ def measure(name, stream, mode, device, batch, block, steps, warmup, over, profi
         print(f"{name} {stream} {mode}: GPU kernel time {kernel_ms:.2f} ms of {1000 * dt:.2f} ms")
     return {
         "preset": name,
-        "stream": stream,
+        "stream": peer or stream,
+        "model": peer or "attnstreams",
         "mode": mode,
         "batch": batch,
         "block": block,
@@ -94,7 +172,7 @@ def measure(name, stream, mode, device, batch, block, steps, warmup, over, profi
         "dropout": model.cfg.dropout,
         "ms_per_step": 1000 * dt,
         "tokens_per_s": tok_s,
-        "flops_per_token": model.flops_per_token(),
+        "flops_per_token": ours.flops_per_token(),  # the same shapes: the same FLOPs
         "peak_gb": peak,
     }
 
@@ -115,7 +193,15 @@ def main() -> None:
     p.add_argument(
         "--profile", action="store_true", help="kernel table of each preset and mode's first row"
     )
-    p.add_argument("--peak-tflops", type=float, default=790.0, help="bf16 peak for MFU (H100)")
+    p.add_argument(
+        "--peers", default="", help=f"comma list of peer models timed beside ours: {PEERS}"
+    )
+    p.add_argument(
+        "--authors-dir", type=Path, default=AUTHORS_DIR, help="the authors' small-LM code"
+    )
+    p.add_argument(
+        "--peak-tflops", type=float, default=790.0, help="bf16 matmul rate measured on an H100"
+    )
     p.add_argument("--json")
     args = p.parse_args()
     bad = set(args.modes.split(",")) - set(MODES)
@@ -124,10 +210,10 @@ def main() -> None:
     device = torch.device(args.device)
     name = device_name(device)
     print(f"device: {name}, torch {torch.__version__}")
-    head = ("preset", "stream", "mode", "tokens/s", "ms/step", "MFU", "peak GB", "vs none")
+    head = ("preset", "stream", "mode", "tokens/s", "ms/step", "floor ms", "MFU", "peak GB")
     print(
-        f"{head[0]:<15} {head[1]:<14} {head[2]:<8} {head[3]:>12} {head[4]:>9} {head[5]:>6} "
-        f"{head[6]:>8} {head[7]:>8}"
+        f"{head[0]:<15} {head[1]:<14} {head[2]:<8} {head[3]:>12} {head[4]:>9} {head[5]:>8} "
+        f"{head[6]:>6} {head[7]:>8} vs first"
     )
     over = {
         k: v
@@ -138,35 +224,36 @@ def main() -> None:
         )
         if v is not None
     }
+    peers = [x for x in args.peers.split(",") if x]
+    if set(peers) - set(PEERS):
+        p.error(f"unknown peer(s) {', '.join(sorted(set(peers) - set(PEERS)))}; choose {PEERS}")
     rows = []
     for pre in args.presets.split(","):
         b0, t0 = DEFAULT_SHAPES.get(pre, (8, 256))
         batch, block = args.batch or b0, args.block or t0
         for mode in args.modes.split(","):
-            base = None
-            for stream in args.streams.split(","):
+            base = None  # the first row of a preset and mode: what "vs first" divides by
+            for stream, peer in [(s, None) for s in args.streams.split(",")] + [
+                ("none", x) for x in peers
+            ]:
                 r = measure(
-                    pre,
-                    stream,
-                    mode,
-                    device,
-                    batch,
-                    block,
-                    args.steps,
-                    args.warmup,
-                    over,
-                    args.profile and base is None,
-                )
+                    pre, stream, mode, device, batch, block, args.steps, args.warmup, over,
+                    args.profile and base is None, peer, args.authors_dir,
+                )  # fmt: skip
                 mfu = r["flops_per_token"] * r["tokens_per_s"] / (args.peak_tflops * 1e12)
                 r["mfu"] = mfu if device.type == "cuda" else None
+                # the matmul floor: the step's FLOPs at the bf16 rate
+                r["floor_ms"] = (
+                    1e3 * r["flops_per_token"] * batch * block / (args.peak_tflops * 1e12)
+                )
                 base = base or r
                 r["time_vs_none"] = r["ms_per_step"] / base["ms_per_step"]
                 rows.append(r)
                 mfu_s = f"{100 * mfu:.1f}%" if r["mfu"] is not None else "-"
                 peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "-"
                 print(
-                    f"{pre:<15} {stream:<14} {mode:<8} {r['tokens_per_s']:>12,.0f} "
-                    f"{r['ms_per_step']:>9.2f} {mfu_s:>6} {peak:>8} "
+                    f"{pre:<15} {r['stream']:<14} {mode:<8} {r['tokens_per_s']:>12,.0f} "
+                    f"{r['ms_per_step']:>9.2f} {r['floor_ms']:>8.2f} {mfu_s:>6} {peak:>8} "
                     f"{r['time_vs_none']:>8.3f}"
                 )
     print("authors' 8M (fp32, H100): 82 ms a step at 64 x 256, ~200,000 tokens/s, 19.2 GB peak")

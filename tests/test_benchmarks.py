@@ -46,6 +46,8 @@ CASES = {
         "tiny",
         "--streams",
         "none,value",
+        "--peers",
+        "hf-gpt2",
         "--modes",
         "eager",
         "--steps",
