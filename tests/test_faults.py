@@ -264,6 +264,60 @@ def test_pickle_and_truncated_checkpoints_are_refused(tmp_path, data_dir):
         checkpoint.load(tmp_path / "t.safetensors")
 
 
+def _corrupt_middle(path: Path, n: int = 64) -> bytes:
+    """Overwrite n bytes in the middle of a safetensors file's tensor data (after its header)."""
+    raw = bytearray(path.read_bytes())
+    header = 8 + int.from_bytes(raw[:8], "little")
+    mid = header + (len(raw) - header) // 2
+    raw[mid : mid + n] = bytes(b ^ 0xFF for b in raw[mid : mid + n])
+    path.write_bytes(bytes(raw))
+    return bytes(raw)
+
+
+def test_corrupted_tensor_data_is_refused_on_load_and_resume(tmp_path, data_dir, capsys):
+    """It went unnoticed before: the resume was accepted, the loss went non-finite and the
+    corrupted file was kept as the last good checkpoint."""
+    from attnstreams.cli import main
+
+    lm_train(LMTrainer(TINY, data_dir), tmp_path, progress=False, stop_after=3)
+    ckpt = tmp_path / "checkpoint.safetensors"
+    checkpoint.load(ckpt)  # intact: loads
+    corrupted = _corrupt_middle(ckpt)
+    with pytest.raises(ConfigError, match="corrupted"):
+        checkpoint.load(ckpt)
+    with pytest.raises(ConfigError, match="corrupted"):
+        lm_train(LMTrainer(TINY, data_dir), tmp_path, resume=True, progress=False)
+    assert ckpt.read_bytes() == corrupted  # left as found, for a look
+    assert main(["lm", "eval", str(ckpt)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "corrupted" in err[0]
+
+
+def test_an_old_checkpoint_without_a_digest_still_loads(tmp_path):
+    tensors = {"w": torch.arange(6.0)}
+    checkpoint.save_file(tensors, str(tmp_path / "old.safetensors"), metadata={"meta": "{}"})
+    got, meta = checkpoint.load(tmp_path / "old.safetensors")
+    assert torch.equal(got["w"], tensors["w"]) and meta == {}
+
+
+def test_a_write_that_does_not_read_back_keeps_the_old_checkpoint(tmp_path, monkeypatch):
+    path = tmp_path / "c.safetensors"
+    checkpoint.save(path, {"w": torch.zeros(4)}, {"step": 1})
+    real = checkpoint.load_file
+
+    def bitflip(filename, *a, **kw):  # the disk returns other bytes than were written
+        t = real(filename, *a, **kw)
+        return {k: v + 1 for k, v in t.items()}
+
+    monkeypatch.setattr(checkpoint, "load_file", bitflip)
+    with pytest.raises(OSError, match="did not read back intact"):
+        checkpoint.save(path, {"w": torch.ones(4)}, {"step": 2})
+    monkeypatch.undo()
+    tensors, meta = checkpoint.load(path)
+    assert meta["step"] == 1 and torch.equal(tensors["w"], torch.zeros(4))
+    assert [p.name for p in tmp_path.iterdir()] == ["c.safetensors"]
+
+
 def test_wrong_architecture_and_tokenizer_are_refused(tmp_path, data_dir):
     trainer = LMTrainer(TINY, data_dir)
     path = trainer.save(tmp_path / "c.safetensors")

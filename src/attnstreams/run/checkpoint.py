@@ -1,7 +1,10 @@
-"""Checkpoints: safetensors (no pickle), written atomically (temporary file, fsync, rename)."""
+"""Checkpoints: safetensors (no pickle), written atomically (temporary file, fsync, rename),
+with a SHA-256 of their tensor data that is checked before a new file replaces the old one
+and on every load, so a corrupted checkpoint is refused rather than resumed from."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -21,12 +24,23 @@ def _tmp_dir(path: Path, pid: int | str) -> Path:
     return path.with_name(f".{path.name}.tmp-{pid}")
 
 
+def digest(tensors: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of the tensor data: every name, dtype, shape and byte, in name order."""
+    h = hashlib.sha256()
+    for k in sorted(tensors):
+        t = tensors[k].detach().contiguous().cpu()
+        h.update(f"{k}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(memoryview(t.reshape(-1).view(torch.uint8).numpy()))
+    return h.hexdigest()
+
+
 def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path:
     """Write tensors and JSON metadata so that `path` is always either the old or the new file.
 
     The file is written in a private temporary folder beside `path` (safetensors itself writes
-    through a temporary file there), fsynced and renamed into place; a process killed midway
-    leaves only that folder, which `remove_stale` clears."""
+    through a temporary file there), fsynced, read back and checked against the digest of the
+    tensors given, and only then renamed into place: until the new file verifies, the old one
+    stays. A process killed midway leaves only that folder, which `remove_stale` clears."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = _tmp_dir(path, os.getpid())
@@ -34,9 +48,14 @@ def save(path: str | Path, tensors: dict[str, torch.Tensor], meta: dict) -> Path
     tmp = tmp_dir / path.name
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     try:
-        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta)})
+        sha = digest(tensors)
+        save_file(tensors, str(tmp), metadata={"meta": json.dumps(meta), "sha256": sha})
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
+        if digest(load_file(str(tmp))) != sha:
+            raise OSError(
+                f"the checkpoint written for {path} did not read back intact; kept the old one"
+            )
         os.replace(tmp, path)
         dir_fd = os.open(path.parent, os.O_RDONLY)
         try:
@@ -99,16 +118,25 @@ def remove_stale(path: str | Path) -> None:
 def load(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Tensors and metadata; a clear ConfigError for a missing, truncated or foreign file."""
+    """Tensors and metadata; a clear ConfigError for a missing, truncated, corrupted (its data
+    does not match its digest) or foreign file. Files written before digests load unchecked."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint not found: {path}")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = json.loads((f.metadata() or {}).get("meta", "null"))
-        tensors = load_file(str(path), device=str(device))
+            header = f.metadata() or {}
+        meta = json.loads(header.get("meta", "null"))
+        tensors = load_file(str(path))
     except (SafetensorError, OSError, ValueError, json.JSONDecodeError) as e:
         raise ConfigError(f"not a readable attnstreams checkpoint: {path} ({e})") from None
     if not isinstance(meta, dict):
         raise ConfigError(f"not an attnstreams checkpoint (no metadata): {path}")
+    if "sha256" in header and digest(tensors) != header["sha256"]:
+        raise ConfigError(
+            f"checkpoint {path} is corrupted: its tensor data does not match the SHA-256 "
+            "written with it; refusing to use it"
+        )
+    if torch.device(device).type != "cpu":
+        tensors = {k: v.to(device) for k, v in tensors.items()}
     return tensors, meta
