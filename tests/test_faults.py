@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import random
 import signal
 import subprocess
@@ -386,3 +387,62 @@ def test_background_saver_writes_a_snapshot_and_reports_errors(tmp_path, monkeyp
         with checkpoint.BackgroundSaver() as saver:
             saver.save(bad, {"t": t}, {})
             raise KeyboardInterrupt
+
+
+# -- two writers ---------------------------------------------------------------------------------
+HOLDER = """
+import sys, time
+from attnstreams.run.logs import hold_lock
+hold_lock(sys.argv[1])
+print("held", flush=True)
+time.sleep(120)
+"""
+
+
+def _holder(folder: Path) -> subprocess.Popen:
+    """Another process holding `folder`'s lock, as a running `lm train` or grid does."""
+    folder.mkdir(parents=True, exist_ok=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLDER, str(folder)], stdout=subprocess.PIPE,
+                            text=True)  # fmt: skip
+    assert proc.stdout.readline().strip() == "held"
+    return proc
+
+
+def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_free(tmp_path):
+    from attnstreams.run.logs import LOCK, hold_lock
+
+    folder = tmp_path / "run"
+    holder = _holder(folder)
+    try:
+        with pytest.raises(ConfigError, match=f"in use by process {holder.pid}"):
+            hold_lock(folder)
+    finally:
+        holder.kill()  # SIGKILL: no clean-up; the kernel drops the lock
+        holder.wait()
+    assert (folder / LOCK).read_text().strip() == str(holder.pid)  # the stale file stays
+    hold_lock(folder)  # ... and is taken over
+    assert (folder / LOCK).read_text().strip() == str(os.getpid())
+
+
+@pytest.mark.parametrize("verb", ["lm train", "lm grid", "icl grid"])
+def test_every_writer_refuses_a_folder_in_use_at_once(tmp_path, data_dir, verb):
+    folder = tmp_path / "run"
+    holder = _holder(folder)
+    try:
+        if verb == "icl grid":
+            argv = [*ICL_SHORT, "--out", str(folder), "--resume"]
+        else:
+            argv = [*lm_args(data_dir), "--out", str(folder)]
+            if verb == "lm grid":
+                argv = ["lm", "grid", *argv[2:], "--seeds", "1"]
+                argv[argv.index("--stream") + 1] = "none,value"
+        t0 = time.perf_counter()
+        proc = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=300)
+        assert time.perf_counter() - t0 < 30  # at once: nothing trained or tokenised
+        assert proc.returncode == 2, proc.stderr[-1500:]
+        err = proc.stderr.strip().splitlines()
+        assert len(err) == 1 and f"in use by process {holder.pid}" in err[0], err
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (folder / "checkpoint.safetensors").exists()

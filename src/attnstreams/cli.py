@@ -276,7 +276,7 @@ def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
         print(note, file=sys.stderr)
     graph = device.type == "cuda" and not args.no_cuda_graph
     grid = ICLGrid(variants, seeds, cfg, device, compile=args.compile, cuda_graph=graph)
-    out = new_run_dir(args.out, resume=args.resume)
+    out = new_run_dir(args.out, resume=args.resume, lock=True)
     summary = train(
         grid, out, resume=args.resume, progress=not args.json, stop_after=args.stop_after
     )
@@ -488,7 +488,7 @@ def _lm_train_ranked(args, data, cfg, d, device):
     if d.is_main:
         _check_corpus_unless_prepared(data, args.data_dir, args.out)
         # made and checked writable before any data work
-        out = new_run_dir(args.out, resume=args.resume)
+        out = new_run_dir(args.out, resume=args.resume, lock=True)  # before its token files
     elif args.out:
         out = Path(args.out)
     else:

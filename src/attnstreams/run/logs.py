@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import fcntl
 import json
 import math
 import os
@@ -86,15 +87,22 @@ def progress_bar(total: int | None = None, desc: str = "", unit: str = "it",
     return LineProgress(total, desc, unit, initial)
 
 
-def new_run_dir(out: str | Path | None, root: str | Path = "runs", resume: bool = False) -> Path:
+def new_run_dir(
+    out: str | Path | None, root: str | Path = "runs", resume: bool = False, lock: bool = False
+) -> Path:
     """`out` if given, else runs/<timestamp>/; created, and checked writable up front. With
-    resume the folder must already hold a checkpoint: nothing is created."""
+    resume the folder must already hold a checkpoint: nothing is created. lock: this process
+    takes the folder's lock first (`hold_lock`): a folder in use is refused before anything."""
     path = Path(out) if out else Path(root) / time.strftime("%Y%m%d-%H%M%S")
     if path.exists() and not path.is_dir():
         raise ConfigError(f"--out {path} is a file, not a folder")
+    if lock and path.is_dir():
+        hold_lock(path)
     if resume and not (path / CHECKPOINT).is_file():
         raise ConfigError(f"nothing to resume: {path / CHECKPOINT} does not exist")
     path.mkdir(parents=True, exist_ok=True)
+    if lock:
+        hold_lock(path)
     probe = path / f".write-test-{os.getpid()}"
     probe.write_text("")
     probe.unlink()
@@ -117,14 +125,41 @@ CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 
 
+LOCK = ".lock"
+_HELD: dict[str, int] = {}  # folder -> the open lock file this process holds
+
+
+def hold_lock(folder: str | Path) -> None:
+    """Hold `folder`'s lock for the rest of this process: a second process pointed at the
+    folder is refused at once, with the holder's pid. The lock is the kernel's (flock on
+    `folder/.lock`), so it ends with its process however that ends: a lock left by a killed
+    process is free for the next one, and two processes can never both take it over."""
+    key = str(Path(folder).resolve())
+    if key in _HELD:
+        return
+    fd = os.open(Path(folder) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise ConfigError(
+            f"{folder} is in use by process {holder} (its lock: {Path(folder) / LOCK}); wait "
+            "for it to end or stop it, or choose another --out"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD[key] = fd
+
+
 def open_run(
     out: str | Path, resume: bool, load: Callable[[Path], int], main: bool = True
 ) -> tuple[Path, Path, Path]:
     """A training run's folder, checkpoint path and metrics path. With resume, `load(ckpt)`
     restores the state and returns its step, and metric rows after that step are dropped;
     without, a folder that already holds a run is refused rather than overwritten. Only the
-    main process (rank 0) touches files."""
-    out = new_run_dir(out, resume=resume)
+    main process (rank 0) touches files, and it holds the folder's lock (`hold_lock`)."""
+    out = new_run_dir(out, resume=resume, lock=main)  # locked before anything is read there
     ckpt, metrics = out / CHECKPOINT, out / METRICS
     if main:
         checkpoint.remove_stale(ckpt)  # left by a process killed mid-write

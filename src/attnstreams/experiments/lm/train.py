@@ -728,7 +728,7 @@ def run_grid(
     out/data (or data_dir). Finished runs are skipped and interrupted ones resumed, so the
     same command continues a grid. workers > 1: that many runs at once, one process each
     (small models leave most of a GPU idle; several processes fill it)."""
-    out = new_run_dir(out)
+    out = new_run_dir(out, lock=True)  # one grid a folder; each run's, by its process
     data_dir = prepare_data(data_cfg, data_dir or out / "data", progress=progress)
     cfg = with_epochs(cfg, data_dir)
     jobs = [(stream, seed) for stream in streams for seed in seeds]
