@@ -8,8 +8,9 @@
 # Writes OUTDIR/rows.jsonl (one ddp_scaling.py row a run), OUTDIR/log.txt (the runs' logs),
 # OUTDIR/step.out (the last row's output) and OUTDIR/lm/ (the lm train run). The value-stream
 # rows and the last FSDP rows run on all GPUS.
-# Environment: PYTHON; SMALL, BIG, LM (presets), DEVICE, BLOCK (the 1B context), LM_TOKENS and
-# LM_BATCH (the lm train's corpus and batch), COMPILED=0 (skip the compiled rows), STEP_TIMEOUT.
+# Environment: PYTHON; SMALL, BIG, LM (presets), DEVICE, BLOCK (the 1B context), LM_TOKENS,
+# LM_VOCAB and LM_BATCH (the lm train's corpus, BPE size and batch), COMPILED=0 (skip the
+# compiled rows), STEP_TIMEOUT.
 # tests/test_benchmarks.py shrinks it to a CPU smoke run: SMALL=tiny BIG=tiny ... OUTDIR 1.
 set -u -o pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -57,7 +58,7 @@ step "big, FSDP, value stream" "$gpus" "${big[@]}" --parallel fsdp --stream valu
 
 # Training for real under FSDP on every GPU: stop half way, resume, evaluate on the CPU.
 lm=(-m attnstreams.cli lm train --preset "${LM:-tinystories-8m}" --data generated
-    --vocab-size 4096 --train-tokens "${LM_TOKENS:-3000000}" --val-tokens 100000 --steps 60
+    --vocab-size "${LM_VOCAB:-4096}" --train-tokens "${LM_TOKENS:-3000000}" --val-tokens 100000 --steps 60
     --batch "${LM_BATCH:-64}" --eval-every 20 --eval-batches 4 --ioi-prompts 32
     --parallel fsdp --device "$device" --out "$out/lm")
 echo "== lm train FSDP on $gpus: stop at 30, resume to 60 ($(date -u +%T))" | tee -a "$out/log.txt"

@@ -54,7 +54,7 @@ def test_ranks_read_their_own_rows_of_one_batch(tmp_path):
     [
         ("ddp", False, "tiny", "value-learned"),
         ("fsdp", False, "modern-tiny", "value-embed"),
-        ("ddp", True, "modern-tiny", "value-first-gated"),
+        ("ddp", True, "tiny", "value-first-gated"),
         ("fsdp", True, "tiny", "value-shared"),
     ],
 )

@@ -155,12 +155,18 @@ def test_stream_is_not_cumulative():
 GQA = dict(n_head=4, n_kv_head=2)
 
 
-@pytest.mark.parametrize("spec", VARIANTS)
-@pytest.mark.parametrize("heads", ["mha", "gqa", "mqa"])
-@pytest.mark.parametrize("block", ["gpt2", "modern"])
+# Every stream with GPT-2's block and 4 key/value heads; one of each mechanism in both blocks
+# (RoPE positions continue from the cache) with 4, 2 and 1 key/value heads.
+ONE_OF_EACH = ["none", "value-learned-per-head", "key-first-gated", "value-shared", "value-embed"]
+KV_CASES = [(s, "mha", "gpt2") for s in VARIANTS] + [
+    (s, h, b) for s in ONE_OF_EACH for h in ("mha", "gqa", "mqa") for b in ("gpt2", "modern")
+    if (h, b) != ("mha", "gpt2")
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("spec,heads,block", KV_CASES)
 def test_kv_cache_decoding_equals_full_forward(spec, heads, block):
-    """Every stream, in both blocks (RoPE positions continue from the cache), with 4, 2 and 1
-    key/value heads."""
+    """Decoding with the cache, a prefix, a chunk, then token by token, equals the forward."""
     torch.manual_seed(1)
     kw = {"mha": {}, "gqa": GQA, "mqa": {"n_kv_head": 1}}[heads]
     model = GPT(tiny(spec, **kw, **(MODERN if block == "modern" else {}))).eval()
