@@ -191,7 +191,7 @@ def test_no_stream_parameter_is_decayed():
 @pytest.mark.skipif(
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
 )
-@pytest.mark.parametrize("spec,block", [("value-embed", MODERN)])  # gated: test_parallel
+@pytest.mark.parametrize("spec,block", [("value-embed", MODERN)])
 def test_compile_matches_eager(spec, block):
     torch.manual_seed(5)
     model = GPT(tiny(spec, n_kv_head=2, **block)).eval()
