@@ -88,6 +88,20 @@ def test_value_shared_has_no_value_projection_after_layer_1():
     assert fewer == 3 * (2 * 8) * (32 + 1)  # 3 layers x value rows x (weights + bias)
 
 
+def test_value_shared_keeps_a_seeds_other_weights():
+    """Its layers draw their projections at full width, so a seed gives the baseline's query
+    and key weights and every later tensor (the draws shifted before)."""
+    torch.manual_seed(0)
+    base = GPT(tiny(n_kv_head=2)).state_dict()
+    torch.manual_seed(0)
+    shared = GPT(tiny("value-shared", n_kv_head=2)).state_dict()
+    for k, v in shared.items():
+        if "attn.qkv" in k and v.shape != base[k].shape:
+            torch.testing.assert_close(v, base[k][: v.size(0)], rtol=0, atol=0)  # Q, K rows
+        else:
+            torch.testing.assert_close(v, base[k], rtol=0, atol=0)
+
+
 def test_value_shared_attends_over_layer_1_values():
     """Hand-written: every later layer attends over V_1."""
     torch.manual_seed(0)

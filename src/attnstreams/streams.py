@@ -276,10 +276,12 @@ class StreamAttention(nn.Module):
             if not (p == stream.kind and stream.mix == "shared" and self.receives)
         ]
         # Drawn at full width either way, so a seed's later random draws do not shift.
-        # Initialisers that redraw it do the same through `qkv.rows` (GPT, ToyICL).
-        self.qkv = nn.Linear(dim, sum(self.heads.values()) * head_dim, bias=bias)
+        # Initialisers that redraw it do the same: `qkv.full_width` rows, then `qkv.rows` kept.
+        full_width = sum(self.heads.values()) * head_dim
+        self.qkv = nn.Linear(dim, full_width, bias=bias)
         if len(self.projections) < 3:
             rows = self.qkv.rows = self.full_rows()
+            self.qkv.full_width = full_width
             self.qkv.weight = nn.Parameter(self.qkv.weight.detach()[rows].clone())
             if bias:
                 self.qkv.bias = nn.Parameter(self.qkv.bias.detach()[rows].clone())

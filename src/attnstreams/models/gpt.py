@@ -285,7 +285,7 @@ class GPT(nn.Module):
             if rows is None:
                 nn.init.normal_(m.weight, 0.0, 0.02)
             else:
-                full = torch.empty(int(rows.max()) + 1, m.weight.size(1)).normal_(0.0, 0.02)
+                full = torch.empty(m.full_width, m.weight.size(1)).normal_(0.0, 0.02)
                 m.weight.data.copy_(full[rows])
         if isinstance(m, nn.Linear) and m.bias is not None:
             nn.init.zeros_(m.bias)
