@@ -46,9 +46,9 @@ AUTHORS_DIR = Path(__file__).resolve().parents[2] / "shared/anchors/authors-code
 class Peer(torch.nn.Module):
     """Another implementation of our config's shapes, called as our GPT is: (logits, loss)."""
 
-    def __init__(self, net: torch.nn.Module, cfg, call) -> None:
+    def __init__(self, net: torch.nn.Module, call) -> None:
         super().__init__()
-        self.net, self.cfg, self.call = net, cfg, call
+        self.net, self.call = net, call
 
     def forward(self, idx, targets):
         return self.call(self.net, idx, targets)
@@ -75,7 +75,7 @@ def authors_gpt(cfg, folder: Path, value: bool) -> Peer:
     }  # fmt: skip
     with contextlib.redirect_stdout(io.StringIO()):  # it prints its parameter count
         net = mod.GPT(conf)
-    return Peer(net, cfg, lambda net, idx, targets: net(idx, targets))
+    return Peer(net, lambda net, idx, targets: net(idx, targets))
 
 
 def hf_gpt2(cfg) -> Peer:
@@ -102,7 +102,7 @@ def hf_gpt2(cfg) -> Peer:
         out = net(input_ids=idx, labels=targets)
         return out.logits, out.loss
 
-    return Peer(hf, cfg, call)
+    return Peer(hf, call)
 
 
 def measure(
@@ -114,15 +114,17 @@ def measure(
     if device.type == "cuda":
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats(device)
+    cfg = preset(name, **over)
+    with torch.device("meta"):  # our model's FLOPs a token, without its memory in a peer's row
+        flops = GPT(cfg).flops_per_token()
     torch.manual_seed(0)
     with torch.device(device):  # initialise on the device: a 1B model is slow to init on CPU
-        ours = GPT(preset(name, **over))
         if peer == "hf-gpt2":
-            model = hf_gpt2(ours.cfg)
+            model = hf_gpt2(cfg)
         elif peer:
-            model = authors_gpt(ours.cfg, authors_dir, value=peer == "authors-value")
+            model = authors_gpt(cfg, authors_dir, value=peer == "authors-value")
         else:
-            model = ours
+            model = GPT(cfg)
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
     graphs = mode == "compile+cudagraphs"  # torch.compile's CUDA graphs (reduce-overhead)
@@ -131,8 +133,8 @@ def measure(
         fwd = torch.compile(model, options={"coordinate_descent_tuning": True})
     elif mode != "eager":
         fwd = torch.compile(model, mode="reduce-overhead" if graphs else None)
-    x = torch.randint(model.cfg.vocab_size, (batch, block), device=device)
-    y = torch.randint(model.cfg.vocab_size, (batch, block), device=device)
+    x = torch.randint(cfg.vocab_size, (batch, block), device=device)
+    y = torch.randint(cfg.vocab_size, (batch, block), device=device)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda)
 
     def step():
@@ -167,12 +169,12 @@ def measure(
         "mode": mode,
         "batch": batch,
         "block": block,
-        "vocab": model.cfg.vocab_size,
-        "padded_vocab": model.cfg.padded_vocab,
-        "dropout": model.cfg.dropout,
+        "vocab": cfg.vocab_size,
+        "padded_vocab": cfg.padded_vocab,
+        "dropout": cfg.dropout,
         "ms_per_step": 1000 * dt,
         "tokens_per_s": tok_s,
-        "flops_per_token": ours.flops_per_token(),  # the same shapes: the same FLOPs
+        "flops_per_token": flops,  # the same shapes: the same FLOPs
         "peak_gb": peak,
     }
 
