@@ -465,7 +465,7 @@ def _lm_configs(args, stream: str, seed: int):
         ddp_bucket_mb=args.ddp_bucket_mb,
         init_from=args.init_from,
     )
-    tokenizer = args.tokenizer or (args.init_from if args.init_from else "bpe")
+    tokenizer = args.tokenizer or args.init_from or "bpe"
     data = DataConfig(  # after the model settings: a bad --init-from is named first
         data=args.data,
         tokenizer=tokenizer,

@@ -86,12 +86,16 @@ class BPETokenizer(Tokenizer):
         """The text of token ids (special tokens kept)."""
         return self._tok.decode(list(ids), skip_special_tokens=False)
 
+    def meta(self) -> dict:
+        """What tokenizer_meta.json records beside tokenizer.json."""
+        return {"kind": "bpe"}
+
     def save(self, folder: Path) -> None:
-        """Write tokenizer.json and a tokenizer_meta.json saying "bpe" into `folder`."""
+        """Write tokenizer.json and its tokenizer_meta.json (`meta`) into `folder`."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         self._tok.save(str(folder / "tokenizer.json"))
-        (folder / "tokenizer_meta.json").write_text(json.dumps({"kind": "bpe"}))
+        (folder / "tokenizer_meta.json").write_text(json.dumps(self.meta()))
 
 
 class GPT2Tokenizer(Tokenizer):
@@ -156,13 +160,8 @@ class PretrainedTokenizer(BPETokenizer):
     @classmethod
     def from_folder(cls, folder: str | Path) -> PretrainedTokenizer:
         """Load a pretrained model's tokenizer from its folder, finding its end-of-text id."""
-        from tokenizers import Tokenizer as HFTokenizer
-
         folder = cls.check_folder(folder)
-        try:
-            tok = HFTokenizer.from_file(str(folder / "tokenizer.json"))
-        except Exception as e:
-            raise ConfigError(f"unreadable tokenizer in {folder}: {e}") from None
+        tok = _read_tokenizer_json(folder)
         eot = tok.token_to_id(EOT)
         config = folder / "tokenizer_config.json"
         if eot is None and config.is_file():
@@ -173,13 +172,18 @@ class PretrainedTokenizer(BPETokenizer):
             raise ConfigError(f"the tokenizer in {folder} has no {EOT} or eos_token")
         return cls(tok, eot)
 
-    def save(self, folder: Path) -> None:
-        """Write tokenizer.json and a tokenizer_meta.json with the end-of-text id."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
-        self._tok.save(str(folder / "tokenizer.json"))
-        meta = {"kind": "pretrained", "eot_id": self.eot_id}
-        (folder / "tokenizer_meta.json").write_text(json.dumps(meta))
+    def meta(self) -> dict:
+        """The kind and the end-of-text id (not found again from the files on load)."""
+        return {"kind": "pretrained", "eot_id": self.eot_id}
+
+
+def _read_tokenizer_json(folder: Path) -> HFTokenizer:
+    from tokenizers import Tokenizer as HFTokenizer
+
+    try:
+        return HFTokenizer.from_file(str(folder / "tokenizer.json"))
+    except Exception as e:
+        raise ConfigError(f"unreadable tokenizer in {folder}: {e}") from None
 
 
 def load_tokenizer(folder: Path) -> Tokenizer:
@@ -188,22 +192,16 @@ def load_tokenizer(folder: Path) -> Tokenizer:
     meta_path = folder / "tokenizer_meta.json"
     if not meta_path.is_file():
         raise ConfigError(f"no tokenizer saved in {folder}")
-    kind = json.loads(meta_path.read_text()).get("kind")
+    meta = json.loads(meta_path.read_text())
+    kind = meta.get("kind")
     if kind == "gpt2":
         return GPT2Tokenizer()
     if kind == "bpe":
-        from tokenizers import Tokenizer as HFTokenizer
-
+        tok = _read_tokenizer_json(folder)
         try:
-            return BPETokenizer(HFTokenizer.from_file(str(folder / "tokenizer.json")))
-        except Exception as e:
+            return BPETokenizer(tok)
+        except ConfigError as e:
             raise ConfigError(f"unreadable tokenizer in {folder}: {e}") from None
     if kind == "pretrained":
-        from tokenizers import Tokenizer as HFTokenizer
-
-        eot = json.loads(meta_path.read_text()).get("eot_id")
-        try:
-            return PretrainedTokenizer(HFTokenizer.from_file(str(folder / "tokenizer.json")), eot)
-        except Exception as e:
-            raise ConfigError(f"unreadable tokenizer in {folder}: {e}") from None
+        return PretrainedTokenizer(_read_tokenizer_json(folder), meta.get("eot_id"))
     raise ConfigError(f"unknown tokenizer kind {kind!r} in {meta_path}")

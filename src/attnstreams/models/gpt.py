@@ -209,26 +209,17 @@ def norm(cfg: GPTConfig) -> nn.Module:
     return nn.LayerNorm(cfg.n_embd, bias=cfg.bias)
 
 
-def layer_stream(cfg: GPTConfig, layer_idx: int) -> StreamConfig:
-    """A layer's stream: the model's, except that a value embedding reaches only the layers
-    that have a table (`embed_layers`)."""
-    tables = embed_layers(cfg.n_layer, cfg.value_embed_layers)
-    if cfg.stream.source == "embed" and tables[layer_idx] is None:
-        return StreamConfig()
-    return cfg.stream
-
-
 class Block(nn.Module):
     """Pre-norm transformer block."""
 
-    def __init__(self, cfg: GPTConfig, layer_idx: int) -> None:
+    def __init__(self, cfg: GPTConfig, layer_idx: int, stream: StreamConfig) -> None:
         super().__init__()
         self.ln1 = norm(cfg)
         self.attn = StreamAttention(
             cfg.n_embd,
             cfg.n_head,
             layer_idx,
-            stream=layer_stream(cfg, layer_idx),
+            stream=stream,
             n_kv_head=cfg.n_kv_head,
             bias=cfg.bias,
             dropout=cfg.dropout,
@@ -256,13 +247,17 @@ class GPT(nn.Module):
         self.wte = nn.Embedding(cfg.padded_vocab, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.block_size, cfg.n_embd) if cfg.pos == "learned" else None
         self.drop = nn.Dropout(cfg.dropout)
-        self.blocks = nn.ModuleList(Block(cfg, i) for i in range(cfg.n_layer))
+        # value-embed: the table each layer reads; a layer without one has no stream
+        embed = cfg.stream.source == "embed"
+        self.embed_table = embed_layers(cfg.n_layer, cfg.value_embed_layers) if embed else None
+        self.blocks = nn.ModuleList(
+            Block(cfg, i, StreamConfig() if embed and self.embed_table[i] is None else cfg.stream)
+            for i in range(cfg.n_layer)
+        )
         self.ln_f = norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab, bias=False)
         if cfg.tie_embeddings:
             self.lm_head.weight = self.wte.weight
-        embed = cfg.stream.source == "embed"
-        self.embed_table = embed_layers(cfg.n_layer, cfg.value_embed_layers) if embed else None
         self.value_embeds = None
         if self.embed_table is not None:
             attn = self.blocks[0].attn

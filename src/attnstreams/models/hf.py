@@ -166,11 +166,10 @@ def from_pretrained(path: str | Path, **kwargs) -> nn.Module:
     weights it does not know), the stream added again, then its saved weights read back."""
     from safetensors import safe_open
     from transformers import AutoModelForCausalLM
+    from transformers.utils import logging
 
     path = Path(path)
-    config = json.loads((path / "config.json").read_text())
-    stream = config.get(CONFIG_KEY)
-    from transformers.utils import logging
+    stream = json.loads((path / "config.json").read_text()).get(CONFIG_KEY)
 
     level = logging.get_verbosity()
     if stream is not None:  # its load report would list the mix weights as unexpected
@@ -226,17 +225,17 @@ class HFCausalLM(nn.Module):
             raise
         except Exception as e:  # transformers' own errors: unknown architecture, bad weights
             raise ConfigError(f"--init-from {path}: {str(e).splitlines()[0]}") from None
+        stream = StreamConfig.parse(stream)
         saved = getattr(self.hf.config, CONFIG_KEY, None)
-        if saved is not None and StreamConfig.parse(stream).name != saved:
+        if saved is not None and stream.name != saved:
             raise ConfigError(f"{path} already has stream {saved!r}; --stream must name it")
-        if saved is None and StreamConfig.parse(stream).active:
+        if saved is None and stream.active:
             add_streams(self.hf, stream)
         c = self.hf.config
         limit = getattr(c, "max_position_embeddings", None) or getattr(c, "n_positions", None)
         if block_size is not None and limit is not None and block_size > limit:
             raise ConfigError(f"--block-size {block_size} exceeds the model's context ({limit})")
-        self.cfg = HFModelConfig(str(path), StreamConfig.parse(stream).name, c.vocab_size,
-                                 block_size or limit)  # fmt: skip
+        self.cfg = HFModelConfig(str(path), stream.name, c.vocab_size, block_size or limit)
 
     def num_params(self, non_embedding: bool = True) -> int:
         """Parameters (each once), without the input embedding if non_embedding."""

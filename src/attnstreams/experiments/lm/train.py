@@ -552,8 +552,10 @@ def shared_keys(model: torch.nn.Module) -> dict[str, str]:
     first: dict[int, str] = {}
     out = {}
     for k, v in model.state_dict(keep_vars=True).items():
-        out.update({k: first[id(v)]} if id(v) in first else {})
-        first.setdefault(id(v), k)
+        if id(v) in first:
+            out[k] = first[id(v)]
+        else:
+            first[id(v)] = k
     return out
 
 
