@@ -1,8 +1,8 @@
 """Many ToyICL runs as one batched computation: the experiment-1 grid's engine.
 
-`ToyICL` (model.py, with the stream in streams.py) is the reference. This module states the same
-forward pass for V variants x S seeds at once with parameters stacked (V, S, ...), so a whole
-grid is one set of kernels instead of one per run or per variant. To put different variants in
+`ToyICL` (models/toy.py, with the stream in streams.py) is the reference. This module states
+the same forward pass for V variants x S seeds at once with parameters stacked (V, S, ...), so a
+whole grid is one set of kernels instead of one per run or per variant. To put different variants in
 the same kernels, each run's stream is written as mixing coefficients: layer n uses
 
     P_n = a * own_n + b * handed_on            for each projection P in (query, key, value)

@@ -313,7 +313,7 @@ class LMTrainer:
         if cfg.init_from is None:
             self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
             self.model = GPT(self.model_cfg).to(self.device)
-        else:  # a transformers model with a stream added (hf.py)
+        else:  # a transformers model with a stream added (models/hf.py)
             from attnstreams.models.hf import HFCausalLM
 
             self.model = HFCausalLM(cfg.init_from, cfg.stream, cfg.block_size).to(self.device)
