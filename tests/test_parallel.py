@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_streams import ONE_OF_EACH, VARIANTS
 
 from attnstreams.data.shards import TokenWindows
 from attnstreams.experiments.lm.train import DataConfig, prepare_data
@@ -47,6 +48,28 @@ def test_ranks_read_their_own_rows_of_one_batch(tmp_path):
     assert [p[0].shape[0] for p in parts] == [4, 4]
     for i in (0, 1):
         assert torch.equal(torch.cat([p[i] for p in parts]), whole[i])
+
+
+WORKER = Path(__file__).parent / "parallel_variants.py"
+# Every stream in GPT-2's block, one of each mechanism in the modern block; GQA in both.
+VARIANT_CASES = [f"{s}/gpt2" for s in VARIANTS] + [f"{s}/modern" for s in ONE_OF_EACH]
+
+
+def test_every_variant_under_ddp_and_fsdp_matches_one_process(tmp_path):
+    """2 processes (DDP, then FSDP) against the whole batch in one, a few AdamW steps of
+    every stream variant in float64: the same weights to rounding, and every parameter,
+    each mix and gate included, moved. (Compiled, and through `lm train`: the cases below.)"""
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    cmd = [*run, "2", str(WORKER), ",".join(VARIANT_CASES), str(tmp_path)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert list(report) == VARIANT_CASES
+        for case, r in report.items():
+            assert r["still"] == [], (case, r["still"])
+            assert r["ddp"] < 1e-10 and r["fsdp"] < 1e-10, (case, r)  # moved: ~0.03
 
 
 @pytest.mark.parametrize(
@@ -103,14 +126,13 @@ def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
         "--json",
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run(
-        [sys.executable, "-m", "attnstreams.cli", *args, "--out", str(tmp_path / "one")],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-    assert one.returncode == 0, one.stderr[-2000:]
+
+    def single(*extra: str) -> None:
+        cli = [sys.executable, "-m", "attnstreams.cli", *args, *extra]
+        proc = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+
+    single("--out", str(tmp_path / "one"))
 
     def torchrun(*extra: str) -> subprocess.CompletedProcess:
         run = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
@@ -156,23 +178,35 @@ def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
             if "train_loss" in ra:
                 assert rb.pop("train_loss") == pytest.approx(ra.pop("train_loss"), rel=1e-6)
             assert ra == rb
+    # Resumed on another number of processes: stopped with 2 and finished with 1 (DDP), or
+    # stopped with 1 and finished with 2 (FSDP, which shards the full checkpoint on load):
+    # the same global batches, data position and schedule, so the curve of one process.
+    runs = ["one", "two"]
+    if not compiled:
+        moved = "shrunk" if mode == "ddp" else "grown"
+        first, then = (torchrun, single) if mode == "ddp" else (single, torchrun)
+        first("--out", str(tmp_path / moved), "--stop-after", "6")
+        then("--out", str(tmp_path / moved), "--resume")
+        runs.append(moved)
     rows = {
         k: [json.loads(ln) for ln in (tmp_path / k / "metrics.jsonl").read_text().splitlines()]
-        for k in ("one", "two")
+        for k in runs
     }
-    assert [r["step"] for r in rows["one"]] == [r["step"] for r in rows["two"]] == [0, 4, 8, 12]
-    for a, b in zip(rows["one"], rows["two"], strict=True):
-        for key in ("train_loss", "val_loss", "ioi_logit_diff", "induction_loss"):
-            if a.get(key) is not None:
-                assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (a["step"], key)
+    assert all([r["step"] for r in rows[k]] == [0, 4, 8, 12] for k in runs)
+    for other in runs[1:]:
+        for a, b in zip(rows["one"], rows[other], strict=True):
+            for key in ("train_loss", "val_loss", "ioi_logit_diff", "induction_loss"):
+                if a.get(key) is not None:
+                    assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (other, key)
     assert rows["one"][-1]["train_loss"] < rows["one"][1]["train_loss"]  # it trained
     # The checkpoint written by 2 processes (gathered if sharded) loads on one device.
     from attnstreams.experiments.lm.train import load_model
 
     a, _ = load_model(tmp_path / "one" / "checkpoint.safetensors")
-    b, _ = load_model(tmp_path / "two" / "checkpoint.safetensors")
     # Inductor's fused kernels round differently, and Adam's normalised steps carry that
     # into the weights (1.4e-5 seen after 12 steps).
     atol = 1e-4 if compiled else 1e-5
-    for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
-        assert torch.allclose(va, vb, rtol=1e-4, atol=atol), k
+    for other in runs[1:]:
+        b, _ = load_model(tmp_path / other / "checkpoint.safetensors")
+        for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
+            assert torch.allclose(va, vb, rtol=1e-4, atol=atol), (other, k)

@@ -10,7 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from attnstreams.models.gpt import GPT, PRESETS, GPTConfig, _cross_entropy_lse, preset
+from attnstreams.models.gpt import (
+    GPT,
+    PRESETS,
+    GPTConfig,
+    _cross_entropy_lse,
+    cross_entropy,
+    preset,
+)
 from attnstreams.models.toy import ToyICL, ToyICLConfig
 from attnstreams.run.config import ConfigError
 from attnstreams.streams import StreamAttention, StreamConfig
@@ -271,6 +278,17 @@ def test_compiled_cross_entropy_form_equals_torch(dtype):
     torch.testing.assert_close(mine, ref, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(g_mine, g_ref)
     assert g_mine[0, :3].abs().max() == 0
+
+
+def test_cross_entropy_keeps_float64():
+    """Both forms compute in float64 for float64 logits (they cast bf16 up to float32, and
+    once cast float64 down too, which put 1e-7 differences into float64 equivalence tests)."""
+    torch.manual_seed(0)
+    logits, targets = torch.randn(6, 40, dtype=torch.float64), torch.randint(32, (6,))
+    ref = F.cross_entropy(logits[:, :32], targets)
+    for form in (cross_entropy(logits, targets, 32), _cross_entropy_lse(logits, targets, 32)):
+        assert form.dtype == torch.float64
+        torch.testing.assert_close(form, ref, rtol=1e-14, atol=1e-14)
 
 
 def test_compiled_cross_entropy_masks_padding_columns():
