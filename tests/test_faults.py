@@ -4,9 +4,7 @@ Nothing is lost and a resumed run equals an uninterrupted one, bitwise on CPU.""
 from __future__ import annotations
 
 import errno
-import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -29,95 +27,49 @@ from attnstreams.run import checkpoint
 from attnstreams.run.config import ConfigError
 from attnstreams.run.logs import NonFiniteLoss
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from soak import (  # noqa: E402  (benchmarks/soak.py: the kill-and-resume soak, 10 cycles here)
+    CLI,
+    ICL_ARGS,
+    ICL_SHORT,
+    LM_DATA,
+    assert_same_run,
+    kill_until_done,
+    lm_args,
+    rows,
+    run_to_end,
+)
+
 FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
-CLI = [sys.executable, "-m", "attnstreams.cli"]
-
-# fmt: off
-ICL_ARGS = ["icl", "grid", "--variants", "none,value", "--seeds", "1", "--steps", "2500",
-            "--batch", "16", "--eval-every", "50", "--eval-size", "64"]
-ICL_SHORT = [*ICL_ARGS[:7], "600", *ICL_ARGS[8:]]
-# fmt: on
-
-
-def lm_args(data_dir: Path) -> list[str]:
-    # fmt: off
-    return ["lm", "train", "--preset", "tiny", "--stream", "value", "--data", str(FIXTURE),
-            "--data-dir", str(data_dir), "--train-tokens", "20000", "--val-tokens", "1000",
-            "--vocab-size", "512", "--steps", "800", "--batch", "4", "--block-size", "32",
-            "--warmup", "5", "--eval-every", "50", "--eval-batches", "1", "--ioi-prompts", "8",
-            "--dropout", "0.1"]
-    # fmt: on
-
-
-def rows(path: Path) -> list[dict]:
-    return [
-        {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}
-        for ln in path.read_text().splitlines()
-    ]
-
-
-def run_to_end(argv: list[str]) -> None:
-    proc = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-1500:]
-
-
-def kill_until_done(argv: list[str], out: Path, kills: int, seed: int) -> int:
-    """Start the run, SIGKILL it after a random delay, check the checkpoint, resume; repeat
-    `kills` times, then let it finish. Returns the number of kills that hit a live process."""
-    rng = random.Random(seed)
-    hit = 0
-    for _ in range(kills + 50):
-        ckpt = out / "checkpoint.safetensors"
-        resume = ["--resume"] if ckpt.exists() else []
-        proc = subprocess.Popen(
-            [*CLI, *argv, "--out", str(out), *resume],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        if hit < kills:
-            try:
-                proc.wait(timeout=rng.uniform(1.5, 4.0))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-                hit += 1
-                if ckpt.exists():  # never corrupt or half-written
-                    tensors, meta = checkpoint.load(ckpt)
-                    assert meta["step"] >= 0 and tensors
-                continue
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-1500:]
-        return hit
-    raise AssertionError("the run never finished")
-
-
-def assert_same_run(ref: Path, killed: Path) -> None:
-    """Metrics and final checkpoint bitwise equal to the uninterrupted run; no temp files."""
-    assert rows(killed / "metrics.jsonl") == rows(ref / "metrics.jsonl")
-    a, _ = checkpoint.load(ref / "checkpoint.safetensors")
-    b, _ = checkpoint.load(killed / "checkpoint.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-    assert not list(killed.glob(".*tmp*"))  # a write cut short is cleaned up on resume
-
-
-def test_sigkill_icl_grid(tmp_path):
-    run_to_end([*ICL_ARGS, "--out", str(tmp_path / "ref")])
-    assert kill_until_done(ICL_ARGS, tmp_path / "killed", kills=4, seed=0) == 4
-    assert_same_run(tmp_path / "ref", tmp_path / "killed")
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory):
-    cfg = DataConfig(data=str(FIXTURE), vocab_size=512, train_tokens=20_000, val_tokens=1000)
+    cfg = DataConfig(data=str(FIXTURE), **LM_DATA)
     return prepare_data(cfg, tmp_path_factory.mktemp("data"), progress=False)
 
 
-def test_sigkill_lm_train(tmp_path, data_dir):
-    argv = lm_args(data_dir)
-    run_to_end([*argv, "--out", str(tmp_path / "ref")])
-    assert kill_until_done(argv, tmp_path / "killed", kills=4, seed=1) == 4
-    assert_same_run(tmp_path / "ref", tmp_path / "killed")
+def soak(argv: list[str], folder: Path, kills: int, seed: int) -> list[dict]:
+    """The soak's cycles (benchmarks/soak.py) in small: a reference run, then one run SIGKILLed
+    `kills` times at random moments (mid-step, near an evaluation, mid-checkpoint-write), each
+    checkpoint left checked to load, each resume to exit 0, and the end equal to the reference
+    bit for bit."""
+    run_to_end([*argv, "--out", str(folder / "ref")])
+    kills_made = kill_until_done(argv, folder / "killed", kills=kills, seed=seed)
+    assert [k["hit"] for k in kills_made] == [True] * kills, kills_made  # each hit a live run
+    assert_same_run(folder / "ref", folder / "killed")
+    return kills_made
+
+
+def test_soak_icl_grid(tmp_path):
+    argv = [*ICL_ARGS[:7], "1200", *ICL_ARGS[8:]]
+    kills = soak(argv, tmp_path, kills=5, seed=2)
+    assert {k["mode"] for k in kills} == {"random", "eval", "write"}
+
+
+def test_soak_lm_train(tmp_path, data_dir):
+    kills = soak(lm_args(data_dir, steps=500), tmp_path, kills=5, seed=1)
+    assert {k["mode"] for k in kills} == {"random", "eval", "write"}
 
 
 @pytest.fixture(scope="module")
