@@ -324,6 +324,66 @@ def test_stop_after_keeps_the_work_and_speed_settings_may_change_on_resume(data_
     assert again.step == 4
 
 
+def test_gradient_accumulation_takes_the_same_steps(data_dir):
+    """batch 4 in 2 or 4 pieces: the same losses and weights as the whole batch at once (no
+    dropout: its masks are drawn per piece)."""
+    base = {**TINY.__dict__, "dropout": 0.0, "steps": 3, "grad_clip": 0.0}
+    runs = []
+    for k in (1, 2, 4):
+        trainer = LMTrainer(LMTrainConfig(**{**base, "grad_accum": k}), data_dir)
+        losses = [float(trainer.train_step())]
+        grads = [p.grad.clone() for p in trainer.model.parameters()]  # of the first step
+        losses += [float(trainer.train_step()) for _ in range(2)]
+        runs.append((losses, grads, trainer.model.state_dict()))
+    (ref_loss, ref_grads, ref), *others = runs
+    for losses, grads, state in others:
+        assert losses == pytest.approx(ref_loss, rel=1e-6)
+        for g, r in zip(grads, ref_grads, strict=True):  # the mean's gradient, not k times it
+            torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-7)
+        for k, v in ref.items():
+            torch.testing.assert_close(state[k], v, rtol=1e-5, atol=1e-5)  # steps: ~1e-3
+    assert not torch.equal(ref["wte.weight"], LMTrainer(TINY, data_dir).model.wte.weight)
+    with pytest.raises(ValueError, match="divisible by grad_accum"):
+        LMTrainConfig(**{**base, "grad_accum": 3})
+
+
+def test_resume_refuses_other_token_files_and_another_model_shape(data_dir, tmp_path):
+    train(LMTrainer(TINY, data_dir), tmp_path / "run", progress=False, stop_after=3)
+    ckpt = tmp_path / "run" / "checkpoint.safetensors"
+    other = DataConfig(
+        data=str(FIXTURE), vocab_size=512, tokenizer_docs=100, train_tokens=9000, val_tokens=1000
+    )
+    other_dir = prepare_data(other, tmp_path / "other", progress=False)  # same tokenizer
+    with pytest.raises(ValueError, match="other token files .*train.tokens"):
+        LMTrainer(TINY, other_dir).load(ckpt)
+    wider = LMTrainConfig(**{**TINY.__dict__, "block_size": 16})
+    with pytest.raises(ValueError, match="different config .*block_size: 32 -> 16"):
+        LMTrainer(wider, data_dir).load(ckpt)
+
+
+def test_out_of_memory_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
+    """A step that runs out of GPU memory (raised here on the CPU): exit 1, one line naming
+    --batch and --grad-accum, and the checkpoint of the last evaluation stays as it was."""
+    step = LMTrainer.train_step
+
+    def oom_at_step_4(self):
+        if self.step == 4:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return step(self)
+
+    monkeypatch.setattr(LMTrainer, "train_step", oom_at_step_4)
+    argv = ["lm", "train", "--preset", "tiny", "--data", str(FIXTURE), "--vocab-size", "512"]
+    argv += ["--train-tokens", "20000", "--val-tokens", "1000", "--steps", "6", "--batch", "4"]
+    argv += ["--block-size", "32", "--eval-every", "3", "--eval-batches", "1"]
+    argv += ["--ioi-prompts", "8", "--json", "--out", str(tmp_path / "run")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--batch" in err[0] and "--grad-accum" in err[0], err
+    _, meta = checkpoint.load(tmp_path / "run" / "checkpoint.safetensors")
+    assert meta["step"] == 3
+    assert not list((tmp_path / "run").glob(".*tmp*"))
+
+
 def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):
     common = [
         "--preset",
@@ -406,6 +466,9 @@ def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):
         ["lm", "train", "--tokenizer", "sentencepiece"],
         ["lm", "train", "--steps", "0"],
         ["lm", "train", "--ddp-bucket-mb", "0.5"],
+        ["lm", "train", "--grad-accum", "0"],
+        ["lm", "train", "--batch", "6", "--grad-accum", "4"],
+        ["lm", "train", "--collective-timeout", "0"],
         ["lm", "train", "--data", "/nonexistent.txt", "--train-tokens", "5000"],
         ["lm", "eval", "/nonexistent/checkpoint.safetensors"],
         ["lm", "sample", "/nonexistent/checkpoint.safetensors"],

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -210,3 +212,64 @@ def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
         b, _ = load_model(tmp_path / other / "checkpoint.safetensors")
         for (k, va), vb in zip(a.state_dict().items(), b.state_dict().values(), strict=True):
             assert torch.allclose(va, vb, rtol=1e-4, atol=atol), (other, k)
+
+
+def _workers(launcher: int) -> dict[int, int]:
+    """rank -> pid of the processes torchrun (pid `launcher`) started, read from /proc."""
+    found = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            env = (stat.parent / "environ").read_bytes().split(b"\0")
+        except (OSError, IndexError, ValueError):
+            continue
+        rank = [e[5:] for e in env if e.startswith(b"RANK=")]
+        if ppid == launcher and rank:
+            found[int(rank[0])] = int(stat.parent.name)
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("victim,when", [(1, "mid-step"), (0, "mid-checkpoint")])
+def test_a_rank_that_dies_stops_the_others_with_one_line(tmp_path, victim, when):
+    """SIGKILL one of 2 processes: the other exits within 60 s, non-zero, with one line that
+    names the dead rank and the last good checkpoint, which loads whole."""
+    data = DataConfig(data=str(FIXTURE), vocab_size=512, train_tokens=20_000, val_tokens=1000)
+    data_dir = prepare_data(data, tmp_path / "data", progress=False)
+    out = tmp_path / "run"
+    # fmt: off
+    args = ["lm", "train", "--preset", "tiny", "--data", str(FIXTURE), "--data-dir",
+            str(data_dir), "--vocab-size", "512", "--train-tokens", "20000", "--val-tokens",
+            "1000", "--steps", "100000", "--batch", "4",
+            "--block-size", "32", "--eval-every", "10", "--eval-batches", "1",
+            "--ioi-prompts", "8", "--json", "--out", str(out)]
+    # fmt: on
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [*run, "2", "-m", "attnstreams.cli", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    ckpt = out / "checkpoint.safetensors"
+    deadline = time.time() + 240  # a safety net against a hang, not a time budget
+    while not ckpt.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    pids = _workers(proc.pid)
+    assert ckpt.exists() and sorted(pids) == [0, 1], (
+        proc.stderr.read()[-2000:] if proc.poll() else pids
+    )
+    if when == "mid-checkpoint":  # rank 0 writes: catch it with its temporary folder open
+        while not list(out.glob(".checkpoint.safetensors.tmp-*")):
+            assert time.time() < deadline and proc.poll() is None
+    os.kill(pids[victim], signal.SIGKILL)
+    killed = time.time()
+    _, err = proc.communicate(timeout=120)
+    assert time.time() - killed < 60 and proc.returncode != 0
+    ours = [ln for ln in err.splitlines() if ln.startswith("attnstreams: error:")]
+    assert len(ours) == 1, err[-3000:]
+    step = checkpoint.load(ckpt)[1]["step"]  # whole: its digest verifies
+    assert f"rank {victim} of 2 (process {pids[victim]}) died" in ours[0]
+    assert f"last good checkpoint is {ckpt} (step {step})" in ours[0] and step % 10 == 0

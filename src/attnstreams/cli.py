@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import torch
 
 from attnstreams import __version__
 from attnstreams.data.corpus import check_corpus
@@ -18,6 +21,7 @@ from attnstreams.run.logs import (
     new_run_dir,
     refuse_overwrite,
 )
+from attnstreams.run.parallel import RankLost
 
 if TYPE_CHECKING:
     from attnstreams.experiments.icl.train import ICLTrainConfig
@@ -226,7 +230,6 @@ def _icl_args(p: argparse.ArgumentParser) -> None:
 
 
 def _device(name: str):
-    import torch
 
     try:
         dev = torch.device(name)
@@ -382,7 +385,14 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--epochs", type=float, default=None, help="passes over the train split (sets --steps)"
     )
-    p.add_argument("--batch", type=int, default=t.batch)
+    p.add_argument("--batch", type=int, default=t.batch, help="sequences a step, all processes")
+    p.add_argument(
+        "--grad-accum",
+        type=int,
+        default=t.grad_accum,
+        help="split each process's share of the batch into this many pieces (less memory, "
+        "the same step)",
+    )
     p.add_argument("--block-size", type=int, default=None, help="context (default: the preset's)")
     p.add_argument("--lr", type=float, default=t.lr)
     p.add_argument("--warmup", type=int, default=t.warmup)
@@ -445,6 +455,7 @@ def _lm_configs(args, stream: str, seed: int):
         steps=args.steps,
         epochs=args.epochs,
         batch=args.batch,
+        grad_accum=args.grad_accum,
         block_size=args.block_size,
         lr=args.lr,
         warmup=args.warmup,
@@ -539,9 +550,20 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
     data, cfg = _lm_configs(args, args.stream, args.seed)
     if args.stop_after is not None:
         check_range("stop_after", args.stop_after, lo=1)
-    d, device = parallel.init_distributed(_device(args.device))
+    if args.collective_timeout is not None:
+        check_range("collective_timeout", args.collective_timeout, lo=1.0, hi=86400.0)
+    d, device = parallel.init_distributed(_device(args.device), args.collective_timeout)
     try:
         summary, out = _lm_train_ranked(args, data, cfg, d, device)
+    except RuntimeError as e:  # a collective that failed: did another rank die?
+        lost = parallel.lost_ranks(d) if d.world > 1 else []
+        if lost:  # torchrun's SIGTERM to the survivors must not cut this report short
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        parallel.shutdown(d, ok=False)
+        if lost:
+            ckpt = Path(args.out) / "checkpoint.safetensors"
+            raise RankLost(lost, d.world, ckpt) from e
+        raise
     except BaseException:
         parallel.shutdown(d, ok=False)
         raise
@@ -647,7 +669,6 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
 
 def cmd_lm_sample(args: argparse.Namespace) -> int:
     """`lm sample`: text from a checkpoint."""
-    import torch
 
     device, _, model, _, tok = _trained_model(args)
     check_range("max_new_tokens", args.max_new_tokens, lo=1)
@@ -750,6 +771,13 @@ def build_parser() -> Parser:
     p.add_argument("--data-dir", help="token files to (re)use (default: OUT/data)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     _stop_after_arg(p)
+    p.add_argument(
+        "--collective-timeout",
+        type=float,
+        default=None,
+        help="under torchrun: seconds a collective waits for the other processes before the "
+        "run fails (PyTorch's default: 600 for NCCL, 1800 for gloo)",
+    )
     _lm_args(p)
     p.set_defaults(func=cmd_lm_train, config_parser=p)
     p = sub.add_parser("grid", help="streams x seeds, paired by seed; resumable; writes a report")
@@ -856,8 +884,6 @@ def _set_threads(threads: int | None) -> None:
     per core) oversubscribes it: a few threads unless told otherwise."""
     import os
 
-    import torch
-
     if threads is not None:
         check_range("threads", threads, lo=1, hi=1024)
     elif os.environ.get("OMP_NUM_THREADS", "").isdigit():
@@ -886,6 +912,17 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + e.signum
     except NonFiniteLoss as e:
         print(f"attnstreams: error: {e}", file=sys.stderr)
+        return 1
+    except RankLost as e:
+        print(f"attnstreams: error: {e}", file=sys.stderr)
+        return 1
+    except torch.OutOfMemoryError:
+        print(
+            "attnstreams: error: out of GPU memory; nothing of the failed step was saved (the "
+            "last checkpoint is kept): try a smaller --batch, or --grad-accum N to take the "
+            "same batch in N pieces",
+            file=sys.stderr,
+        )
         return 1
     except OSError as e:
         print(

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -33,12 +34,14 @@ def write_tokens(
     """Encode documents (each followed by end-of-text) into `path`; returns the token count.
     Streams: memory holds one batch of documents, whatever the corpus size. Written to a
     temporary file and renamed, so `path` is never half-written. The sidecar `.json` records
-    the count, the UTF-8 bytes of the documents encoded (for bits per byte) and `meta`."""
+    the count, the UTF-8 bytes of the documents encoded (for bits per byte), the SHA-256 of
+    the token bytes (a resume checks it is the corpus it trained on) and `meta`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = n_bytes = 0
+    sha = hashlib.sha256()
     it = iter(texts)
     try:
         with (
@@ -65,7 +68,9 @@ def write_tokens(
                 n_bytes += sum(sizes)
                 if arr.size and (arr.max() >= tokenizer.vocab_size or arr.min() < 0):
                     raise ConfigError(f"token id out of the vocabulary ({tokenizer.vocab_size})")
-                f.write(arr.astype(dtype).tobytes())
+                chunk = arr.astype(dtype).tobytes()
+                f.write(chunk)
+                sha.update(chunk)
                 n += arr.size
                 bar.update(arr.size)
             f.flush()
@@ -79,6 +84,7 @@ def write_tokens(
             "vocab_size": tokenizer.vocab_size,
             "eot_id": tokenizer.eot_id,
             "tokenizer": tokenizer.name,
+            "sha256": sha.hexdigest(),
             **(meta or {}),
         }
         path.with_suffix(".json").write_text(json.dumps(info))
@@ -126,6 +132,12 @@ class TokenWindows:
         idx = starts[rows, None] + np.arange(T + 1)  # only this process's rows are read
         w = torch.from_numpy(self.tokens[idx].astype(np.int64))
         return w[:, :-1], w[:, 1:]
+
+    @property
+    def fingerprint(self) -> dict:
+        """What identifies the token file for a resume: its count and the SHA-256 of its
+        tokens (files written before it was kept: the count and bytes alone)."""
+        return {k: self.meta[k] for k in ("tokens", "bytes", "sha256") if k in self.meta}
 
     @property
     def tokens_per_byte(self) -> float | None:

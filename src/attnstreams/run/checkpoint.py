@@ -115,6 +115,17 @@ def remove_stale(path: str | Path) -> None:
             stale.unlink(missing_ok=True)
 
 
+def saved_step(path: str | Path) -> int | None:
+    """The step a checkpoint holds, from its header alone (no tensor data is read or
+    checked); None where there is no readable checkpoint."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = json.loads((f.metadata() or {}).get("meta", "{}"))
+    except (SafetensorError, OSError, ValueError):
+        return None
+    return meta.get("step") if isinstance(meta, dict) else None
+
+
 def load(
     path: str | Path, device: str | torch.device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], dict]:

@@ -8,9 +8,15 @@ they load on one device) and the progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 
 import torch
 import torch.distributed as dist
@@ -32,6 +38,7 @@ try:  # public from torch 2.6; the composable API before
 except ImportError:  # pragma: no cover
     from torch.distributed._composable.fsdp import fully_shard
 
+from attnstreams.run.checkpoint import saved_step
 from attnstreams.run.config import ConfigError
 
 
@@ -58,9 +65,15 @@ class Dist:
         return slice(self.rank * n, (self.rank + 1) * n)
 
 
-def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
+def init_distributed(
+    device: torch.device, timeout_s: float | None = None
+) -> tuple[Dist, torch.device]:
     """Join the process group torchrun describes (gloo on CPU, NCCL on GPUs); single process
-    otherwise. Returns the rank layout and this rank's device."""
+    otherwise. Returns the rank layout and this rank's device.
+
+    timeout_s: how long a collective may wait for the other ranks before it fails (None:
+    PyTorch's default, 10 minutes for NCCL, 30 for gloo). Every rank also learns where each
+    other rank runs, so that a failed collective can name the rank that died (`lost_ranks`)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world == 1:
         return Dist(), device
@@ -69,8 +82,69 @@ def init_distributed(device: torch.device) -> tuple[Dist, torch.device]:
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+        timeout = None if timeout_s is None else timedelta(seconds=timeout_s)
+        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", timeout=timeout)
+    _PEERS[:] = [None] * world
+    dist.all_gather_object(_PEERS, _identity(os.getpid()))
     return Dist(rank, world, local), device
+
+
+# Each rank's (host, pid, start time) in rank order, gathered when the group was joined.
+_PEERS: list = []
+
+
+def _start_time(pid: int) -> str | None:
+    """When process `pid` started (Linux's /proc, in clock ticks since boot); None once it has
+    exited (a zombie counts as exited). Elsewhere: "alive" while the pid exists."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        if Path("/proc/self/stat").exists():
+            return None  # Linux, and the process is gone
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            pass
+        return "alive"
+    return None if fields[0] in ("Z", "X") else fields[19]
+
+
+def _identity(pid: int) -> tuple[str, int, str | None]:
+    return socket.gethostname(), pid, _start_time(pid)
+
+
+def lost_ranks(d: Dist, wait_s: float = 5.0) -> list[tuple[int, int]]:
+    """(rank, pid) of each rank on this host whose process has exited since the group was
+    joined (a pid reused by another process does not count as alive), waiting up to wait_s
+    for one: a dead peer's sockets close while its process is still exiting. Ranks on other
+    hosts cannot be seen from here and are not listed."""
+    host = socket.gethostname()
+    deadline = time.monotonic() + wait_s
+    while True:
+        lost = [
+            (r, pid)
+            for r, (h, pid, started) in enumerate(_PEERS)
+            if r != d.rank and h == host and _start_time(pid) != started
+        ]
+        if lost or time.monotonic() > deadline:
+            return lost
+        time.sleep(0.05)
+
+
+class RankLost(Exception):
+    """Another rank of the group died; this one stops too (its last checkpoint is whole)."""
+
+    def __init__(self, lost: list[tuple[int, int]], world: int, checkpoint: Path) -> None:
+        who = ", ".join(f"rank {r} of {world} (process {pid})" for r, pid in lost)
+        step = saved_step(checkpoint)
+        kept = (
+            f"the last good checkpoint is {checkpoint} (step {step}): continue with --resume"
+            if step is not None
+            else "no checkpoint was written yet"
+        )
+        super().__init__(f"{who} died, so this run stopped too; {kept}")
 
 
 def wrap(
@@ -96,6 +170,26 @@ def wrap(
     cuda = device.type == "cuda"
     ids = [device.index] if cuda else None
     return DistributedDataParallel(model, device_ids=ids, bucket_cap_mb=bucket_mb)
+
+
+@contextlib.contextmanager
+def grad_sync(wrapped: torch.nn.Module, model: torch.nn.Module, sync: bool) -> Iterator[None]:
+    """Around one forward and backward of a gradient-accumulation step: sync=False keeps this
+    backward's gradients local (DDP's `no_sync`; FSDP: no reduce-scatter), and the backward
+    with sync=True then reduces the sum of them all at once. One process: nothing to do."""
+    if sync:
+        yield
+    elif isinstance(wrapped, DistributedDataParallel):
+        with wrapped.no_sync():
+            yield
+    elif hasattr(model, "set_requires_gradient_sync"):  # FSDP2
+        model.set_requires_gradient_sync(False)
+        try:
+            yield
+        finally:
+            model.set_requires_gradient_sync(True)
+    else:
+        yield
 
 
 def layout(forward: torch.nn.Module, model: torch.nn.Module) -> tuple[str, int]:

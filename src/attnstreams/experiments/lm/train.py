@@ -217,7 +217,10 @@ class LMTrainConfig:
     stream: str = "none"
     steps: int = 2000
     epochs: float | None = None  # set: steps = epochs passes over one copy of the train split
-    batch: int = 64
+    batch: int = 64  # sequences a step, over all processes
+    # The batch in this many pieces a process, their gradients summed before the step: the
+    # same step in less memory (speed only: a resume may change it)
+    grad_accum: int = 1
     block_size: int | None = None  # None: the preset's context
     lr: float = 1e-3
     min_lr_ratio: float = 0.1
@@ -244,8 +247,12 @@ class LMTrainConfig:
     init_from: str | None = None
 
     def __post_init__(self) -> None:
-        for name in ("steps", "batch", "eval_every", "ioi_prompts", "icl_late"):
+        for name in ("steps", "batch", "grad_accum", "eval_every", "ioi_prompts", "icl_late"):
             check_range(name, getattr(self, name), lo=1)
+        if self.batch % self.grad_accum:
+            raise ConfigError(
+                f"batch ({self.batch}) must be divisible by grad_accum ({self.grad_accum})"
+            )
         check_range("eval_batches", self.eval_batches, lo=0)
         check_range("icl_early", self.icl_early, lo=0, hi=self.icl_late - 1)
         check_range("lr", self.lr, lo=0.0, lo_open=True)
@@ -307,6 +314,11 @@ class LMTrainer:
     ) -> None:
         self.cfg, self.device, self.dist = cfg, torch.device(device), dist or Dist()
         self.rows = self.dist.rows(cfg.batch)  # this process's share of each global batch
+        if (self.rows.stop - self.rows.start) % cfg.grad_accum:
+            raise ConfigError(
+                f"batch ({cfg.batch}) must be divisible by {self.dist.world} processes x "
+                f"grad_accum ({cfg.grad_accum})"
+            )
         self.data_dir = Path(data_dir)
         self.tokenizer = load_tokenizer(data_dir)
         torch.manual_seed(cfg.seed)
@@ -332,6 +344,7 @@ class LMTrainer:
         )
         # Wrapped before AdamW is built: FSDP swaps the parameters.
         self.forward = parallel.wrap(self.model, self.dist, self.device, mode, cfg.ddp_bucket_mb)
+        self.wrapped = self.forward  # DDP's module (for no_sync), before any compile
         self.parallel, self.local_param_elems = parallel.layout(self.forward, self.model)
         self.sharded = self.parallel == "fsdp"
         # Matrices decay; biases, norms and the stream mixes (any shape) do not.
@@ -370,20 +383,28 @@ class LMTrainer:
 
     # -- training --------------------------------------------------------------------------
     def train_step(self) -> torch.Tensor:
-        """One AdamW step on a fresh batch; returns its loss (not synchronised)."""
-        T = self.model_cfg.block_size
+        """One AdamW step on a fresh batch; returns its loss (not synchronised). With
+        grad_accum k, this process's rows go through in k pieces, each backward adding 1/k of
+        its mean loss's gradient: the gradient of the whole batch's mean loss."""
+        T, k = self.model_cfg.block_size, self.cfg.grad_accum
         x, y = self.train_data.sample(self.cfg.batch, T, self.data_gen, self.rows)
         pin = self.device.type == "cuda"
         x = (x.pin_memory() if pin else x).to(self.device, non_blocking=True)
         y = (y.pin_memory() if pin else y).to(self.device, non_blocking=True)
         for g in self.opt.param_groups:
             g["lr"] = self.cfg.lr_at(self.step)
-        if self.cfg.cuda_graphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        with self.autocast:
-            _, loss = self.forward(x, y)
         self.opt.zero_grad(set_to_none=True)
-        loss.backward()
+        losses = []
+        for i, (xi, yi) in enumerate(zip(x.chunk(k), y.chunk(k), strict=True)):
+            # gradients cross processes once, after the last piece
+            with parallel.grad_sync(self.wrapped, self.model, i == k - 1):
+                if self.cfg.cuda_graphs:
+                    torch.compiler.cudagraph_mark_step_begin()
+                with self.autocast:
+                    _, loss = self.forward(xi, yi)
+                (loss if k == 1 else loss / k).backward()
+            losses.append(loss.detach())
+        loss = losses[0] if k == 1 else torch.stack(losses).mean()
         if self.cfg.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         if self.cfg.nonfinite == "skip" and parallel.any_rank(  # syncs: only if asked
@@ -461,8 +482,13 @@ class LMTrainer:
             "opt_state_keys": opt_meta,
             "tokenizer": self.tokenizer.name,
             "vocab_size": self.tokenizer.vocab_size,
+            "data": self.data_fingerprint(),
         }
         return tensors, meta
+
+    def data_fingerprint(self) -> dict:
+        """The token files' identities (shards.TokenWindows.fingerprint), split by split."""
+        return {"train": self.train_data.fingerprint, "validation": self.val_data.fingerprint}
 
     def save(self, path: Path) -> Path:
         """Call on every rank (FSDP gathers); rank 0 writes."""
@@ -484,6 +510,13 @@ class LMTrainer:
             )
         if meta["vocab_size"] != self.tokenizer.vocab_size:
             raise ConfigError(f"checkpoint {path} was made with a different tokenizer")
+        saved_data = meta.get("data")  # None: a checkpoint from before it was recorded
+        if saved_data is not None and saved_data != self.data_fingerprint():
+            changed = "; ".join(differences(saved_data, self.data_fingerprint()))
+            raise ConfigError(
+                f"checkpoint {path} was trained on other token files ({changed}); cannot "
+                f"resume on {self.data_dir}"
+            )
         opt_states = [
             {k: tensors[f"opt/{i}/{k}"] for k in keys}
             for i, keys in enumerate(meta["opt_state_keys"])
@@ -587,7 +620,7 @@ def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -
 
 def _run_defining(config: dict) -> dict:
     """A config without the settings that change speed only (a resume may change them)."""
-    speed_only = ("compile", "cuda_graphs", "ddp_bucket_mb")
+    speed_only = ("compile", "cuda_graphs", "ddp_bucket_mb", "grad_accum")
     return {k: v for k, v in config.items() if k not in speed_only}
 
 
