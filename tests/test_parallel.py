@@ -182,13 +182,15 @@ def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
             assert ra == rb
     # Resumed on another number of processes: stopped with 2 and finished with 1 (DDP), or
     # stopped with 1 and finished with 2 (FSDP, which shards the full checkpoint on load):
-    # the same global batches, data position and schedule, so the curve of one process.
+    # the same global batches, data position and schedule, so the curve of one process; the
+    # 2-process part takes each batch in 2 pieces (gradient accumulation).
     runs = ["one", "two"]
     if not compiled:
         moved = "shrunk" if mode == "ddp" else "grown"
         first, then = (torchrun, single) if mode == "ddp" else (single, torchrun)
-        first("--out", str(tmp_path / moved), "--stop-after", "6")
-        then("--out", str(tmp_path / moved), "--resume")
+        accum = ("--grad-accum", "2")  # in the 2-process part: DDP's no_sync, FSDP's unsynced
+        first("--out", str(tmp_path / moved), "--stop-after", "6", *(accum * (mode == "ddp")))
+        then("--out", str(tmp_path / moved), "--resume", *(accum * (mode == "fsdp")))
         runs.append(moved)
     rows = {
         k: [json.loads(ln) for ln in (tmp_path / k / "metrics.jsonl").read_text().splitlines()]
