@@ -86,9 +86,10 @@ class StreamConfig:
         if kind == "none" and rest:
             raise ConfigError(f"stream 'none' takes no source or mix, got {spec!r}")
         source = "previous"
-        for s in SOURCES:
+        for s in SOURCES:  # one source at most: 'value-first-embed' is not a value-embed
             if rest == s or rest.startswith(s + "-"):
-                source, rest = s, rest[len(s) :].lstrip("-")
+                source, rest = s, rest[len(s) + 1 :]
+                break
         if kind not in KINDS:
             raise ConfigError(f"unknown stream {spec!r}: kind must be one of {', '.join(KINDS)}")
         return cls(kind, source, rest or None)

@@ -14,7 +14,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from attnstreams.run.config import ConfigError, check_choice, check_range
+from attnstreams.run.config import (
+    ConfigError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_range,
+)
 from attnstreams.streams import (
     Gate,
     KVCache,
@@ -94,15 +100,19 @@ class GPTConfig:
     value_embed_layers: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
+        # The stream first: the checks below read it (a name given here is parsed).
+        object.__setattr__(self, "stream", StreamConfig.parse(self.stream))
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
-            check_range(name, getattr(self, name), lo=1)
+            check_int(name, getattr(self, name), lo=1)
+        check_bool("bias", self.bias)
+        check_bool("tie_embeddings", self.tie_embeddings)
         check_range("dropout", self.dropout, lo=0.0, hi=1.0)
         check_choice("pos", self.pos, POSITIONS)
         check_choice("norm", self.norm, NORMS)
         check_choice("mlp", self.mlp, MLPS)
         check_range("rope_theta", self.rope_theta, lo=0.0, lo_open=True)
         if self.mlp_hidden is not None:
-            check_range("mlp_hidden", self.mlp_hidden, lo=1)
+            check_int("mlp_hidden", self.mlp_hidden, lo=1)
         if self.pos == "rope" and (self.n_embd // self.n_head) % 2:
             raise ConfigError("RoPE needs an even head size (n_embd / n_head)")
         if self.value_embed_layers is not None:
@@ -122,12 +132,11 @@ class GPTConfig:
         if self.n_embd % self.n_head:
             raise ConfigError(f"n_embd ({self.n_embd}) must be divisible by n_head ({self.n_head})")
         if self.n_kv_head is not None:
-            check_range("n_kv_head", self.n_kv_head, lo=1)
+            check_int("n_kv_head", self.n_kv_head, lo=1)
             if self.n_head % self.n_kv_head:
                 raise ConfigError(
                     f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})"
                 )
-        object.__setattr__(self, "stream", StreamConfig.parse(self.stream))
         check_stream_layers(self.stream, self.n_layer)
 
     def to_dict(self) -> dict:

@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from attnstreams.run.config import ConfigError
+from attnstreams.run.config import ConfigError, check_int
 from attnstreams.streams import StreamConfig, learned_mix
 
 LLAMA_FAMILY = ("llama", "mistral", "qwen2", "qwen3")  # q_proj / k_proj / v_proj attention
@@ -218,6 +218,8 @@ class HFCausalLM(nn.Module):
 
     def __init__(self, path: str | Path, stream: str = "none", block_size: int | None = None):
         super().__init__()
+        if block_size is not None:
+            check_int("block_size", block_size, lo=1)
         path = check_model_folder(path)
         try:
             self.hf = from_pretrained(path, local_files_only=True)

@@ -47,6 +47,20 @@ def check_range(
         raise ConfigError(f"{name} must be <= {hi}, got {value!r}")
 
 
+def check_int(name: str, value: Any, lo: int | None = None, hi: int | None = None) -> None:
+    """A ConfigError unless `value` is a whole number (an int, not a bool) within [lo, hi]: a
+    size or a count, which a float such as 2.5 or 2.0 would only break later, inside torch."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{name} must be a whole number, got {value!r}")
+    check_range(name, value, lo=lo, hi=hi)
+
+
+def check_bool(name: str, value: Any) -> None:
+    """A ConfigError unless `value` is True or False (not 'no', 0 or None, read as a truth)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name} must be true or false, got {value!r}")
+
+
 def check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
     """A ConfigError listing the allowed values unless `value` is one of `choices`."""
     choices = tuple(choices)
