@@ -8,10 +8,12 @@ A cycle is one SIGKILL and the resume after it. Each workload has one uninterrup
 run; then runs to completion, each killed up to --kills-per-run times, are compared with it.
 Where each kill lands is drawn kill by kill:
 
-    random  0.5-6 s after the process starts: start-up, data loading, the first evaluation,
-            mostly training steps
-    eval    the last fifth of a checkpoint window (its length measured from the checkpoints
-            the run has landed): the window's last steps, its evaluation, its rows, its write
+    random  0.5-6 s after the process starts: start-up (imports, data, the model, reading
+            the checkpoint), the first evaluation, the first steps
+    step    5-75% of the way through a checkpoint window (its length measured from the
+            checkpoints the run has landed) after a checkpoint lands: training steps
+    eval    80-100% of the way through the window: its last steps, its evaluation and
+            metrics rows, the hand-off of its checkpoint
     write   as soon as this process's temporary checkpoint folder appears (plus 0-5 ms):
             while a checkpoint is written, fsynced or read back
 
@@ -48,7 +50,10 @@ FIXTURE = ROOT / "tests" / "fixtures" / "tinystories-sample.txt"
 CLI = [sys.executable, "-m", "attnstreams.cli"]
 CKPT = "checkpoint.safetensors"
 TIMEOUT = 300  # seconds: a safety net against a hang, not a time budget
-MODES = ("random", "eval", "write")
+MODES = ("random", "step", "eval", "write")
+# step and eval: where in a checkpoint window (its length measured from the checkpoints the
+# run has landed) the kill lands after a checkpoint lands, as a fraction of the window
+FRACTION = {"step": (0.05, 0.75), "eval": (0.8, 1.0)}
 SAY = functools.partial(print, flush=True)
 
 # fmt: off
@@ -123,7 +128,7 @@ def _watch(
     t0 = time.monotonic()
     ckpt, tmp = out / CKPT, checkpoint._tmp_dir(out / CKPT, proc.pid)
     due = t0 + rng.uniform(0.5, 6.0) if mode == "random" else None
-    early, jitter = rng.uniform(0.0, 0.2), rng.uniform(0.0, 0.005)
+    frac, jitter = rng.uniform(*FRACTION.get(mode, (0.0, 1.0))), rng.uniform(0.0, 0.005)
     last, landed = _stamp(ckpt), None
     while proc.poll() is None:
         now = time.monotonic()
@@ -136,8 +141,8 @@ def _watch(
             if landed is not None:
                 window = now - landed if window is None else min(window, now - landed)
             last, landed = stamp, now
-            if mode == "eval" and window is not None:
-                due = now + window * (1.0 - early)
+            if mode in FRACTION and window is not None:
+                due = now + window * frac
         if mode == "write" and due is None and tmp.exists():
             due = now + jitter
         if due is not None and now >= due:
