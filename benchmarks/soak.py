@@ -153,24 +153,38 @@ def _watch(
     return False, time.monotonic() - t0, window
 
 
-def _where(out: Path, pid: int) -> tuple[str, int | None]:
-    """What the killed process left: (where the kill landed, the checkpoint's step). The
-    checkpoint must load; a SoakFailure otherwise."""
+def _snapshot(out: Path) -> tuple:
+    """What a process finds in its run folder when it starts: the checkpoint, the metrics."""
+    metrics = out / "metrics.jsonl"
+    return _stamp(out / CKPT), metrics.read_bytes() if metrics.exists() else None
+
+
+def _where(out: Path, pid: int, before: tuple) -> tuple[str, int | None]:
+    """Where the kill landed, judged by what the killed process left, and the checkpoint's
+    step. The checkpoint must load; a SoakFailure otherwise.
+
+    mid-write: its temporary checkpoint folder is there; nothing-written: it had neither
+    landed a checkpoint nor changed the metrics (start-up, or the first steps of a resumed
+    run); rows-before-checkpoint: it had logged an evaluation whose checkpoint was not in
+    place yet; between-checkpoints: training steps (or an evaluation) after its first write."""
     ckpt = out / CKPT
     mid_write = checkpoint._tmp_dir(ckpt, pid).exists()
-    if not ckpt.exists():
-        return ("mid-write" if mid_write else "before-first-checkpoint"), None
-    try:
-        tensors, meta = checkpoint.load(ckpt)
-    except ConfigError as e:
-        raise SoakFailure(f"the checkpoint left by a kill does not load: {e}") from None
-    step = meta.get("step")
-    if not tensors or not isinstance(step, int) or step < 0:
-        raise SoakFailure(f"the checkpoint left by a kill is not a training state: {meta}")
+    metrics = out / "metrics.jsonl"
+    now = _snapshot(out)
+    step = None
+    if ckpt.exists():
+        try:
+            tensors, meta = checkpoint.load(ckpt)
+        except ConfigError as e:
+            raise SoakFailure(f"the checkpoint left by a kill does not load: {e}") from None
+        step = meta.get("step")
+        if not tensors or not isinstance(step, int) or step < 0:
+            raise SoakFailure(f"the checkpoint left by a kill is not a training state: {meta}")
     if mid_write:
         return "mid-write", step
+    if now == before:
+        return "nothing-written", step
     steps = []
-    metrics = out / "metrics.jsonl"
     for ln in metrics.read_text().splitlines() if metrics.exists() else []:
         try:
             steps.append(json.loads(ln)["step"])
@@ -178,8 +192,8 @@ def _where(out: Path, pid: int) -> tuple[str, int | None]:
             steps.append(None)  # a row cut short
     if None in steps:
         return "mid-row", step
-    if steps and max(steps) > step:
-        return "rows-before-checkpoint", step  # an evaluation logged, its checkpoint not in
+    if steps and max(steps) > (-1 if step is None else step):
+        return "rows-before-checkpoint", step
     return "between-checkpoints", step
 
 
@@ -203,6 +217,7 @@ def kill_until_done(
     window = None
     while True:
         resume = ["--resume"] if (out / CKPT).exists() else []
+        before = _snapshot(out)
         with open(err_file, "w+") as err:
             proc = subprocess.Popen(
                 [*CLI, *argv, "--out", str(out), *resume],
@@ -216,7 +231,7 @@ def kill_until_done(
                 hit, after, window = _watch(proc, out, mode, rng, window)
                 rec = {"mode": mode, "after_s": round(after, 3), "hit": hit, "resume": bool(resume)}
                 if hit:
-                    rec["landed"], rec["step"] = _where(out, proc.pid)
+                    rec["landed"], rec["step"] = _where(out, proc.pid, before)
             else:
                 hit, rec = False, None
             if not hit:
