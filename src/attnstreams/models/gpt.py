@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from attnstreams.models.fused_loss import linear_cross_entropy
 from attnstreams.run.config import (
     ConfigError,
     check_bool,
@@ -255,6 +256,11 @@ class GPT(nn.Module):
     """Decoder LM: GPT-2's block by default (learned positions, GELU MLP 4x, tied embeddings,
     dropout), or the modern block (GPTConfig). A `value-embed` stream adds its token tables."""
 
+    # Training on CUDA: the output layer and its loss as one autograd function that writes the
+    # logits' gradient in the forward pass (fused_loss.py; the same function, fewer passes over
+    # the logits). False: nn.Linear, then `cross_entropy` (as on the CPU, and without grad).
+    fused_loss: bool = True
+
     def __init__(self, cfg: GPTConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -354,7 +360,12 @@ class GPT(nn.Module):
                 table = self.embed_table[i]
                 carry = None if table is None else embeds[table]
             x, carry = block(x, carry, cache[i] if cache else None)
-        logits = self.lm_head(self.ln_f(x))  # padded_vocab columns
+        x = self.ln_f(x)
+        V = self.cfg.vocab_size
+        if targets is not None and self.fused_loss and x.is_cuda and torch.is_grad_enabled():
+            loss, logits = linear_cross_entropy(x, self.lm_head.weight, targets, V)
+            return logits[..., :V], loss
+        logits = self.lm_head(x)  # padded_vocab columns
         loss = None
         if targets is not None:
             loss = cross_entropy(logits, targets, self.cfg.vocab_size)
