@@ -6,7 +6,11 @@
 Training steps on random tokens (AdamW, bf16 autocast on CUDA), after warm-up; data is made on
 the device so the number is the model's. Modes: eager, compile (torch.compile), and
 compile+cudagraphs (torch.compile's reduce-overhead mode, as `lm train --cuda-graphs`), and
-compile+tuned (Inductor's coordinate-descent tuning of the kernels it generates).
+compile+tuned (Inductor's coordinate-descent tuning of the kernels it generates) and
+compile+autotune (max-autotune-no-cudagraphs: Triton matmul templates tried against cuBLAS).
+--losses: our model's output layer and loss as one fused function (fused_loss.py, the
+default) and/or nn.Linear + the compiled cross-entropy (compiled). Peers (--peers) are timed
+beside ours in the same run; the closing table gives each peer's tokens/s over ours.
 MFU = (6 N + 12 L T d) x tokens/s / peak, with N the parameter count (the tied embedding
 counted once: it is the output layer's matmul; padding rows not counted), L layers, T context,
 d width (PaLM's formula; the second term is attention's score and value matmuls).
@@ -27,7 +31,7 @@ import torch
 from attnstreams.models.gpt import GPT, preset
 from attnstreams.run.logs import device_name, profile_steps
 
-MODES = ("eager", "compile", "compile+cudagraphs", "compile+tuned")
+MODES = ("eager", "compile", "compile+cudagraphs", "compile+tuned", "compile+autotune")
 DEFAULT_SHAPES = {
     "tinystories-8m": (64, 256),
     "gpt2-124m": (64, 1024),  # fills an 80 GB card: ~50 GB compiled, ~70 GB eager
@@ -107,7 +111,7 @@ def hf_gpt2(cfg) -> Peer:
 
 def measure(
     name, stream, mode, device, batch, block, steps, warmup, over, profile=False, peer=None,
-    authors_dir=AUTHORS_DIR,
+    authors_dir=AUTHORS_DIR, loss="fused",
 ) -> dict:  # fmt: skip
     over = {"stream": "none" if peer else stream, "block_size": block, **over}
     torch.compiler.reset()  # the previous row's compiled graphs and their memory
@@ -125,12 +129,15 @@ def measure(
             model = authors_gpt(cfg, authors_dir, value=peer == "authors-value")
         else:
             model = GPT(cfg)
+            model.fused_loss = loss == "fused"  # fused_loss.py, or nn.Linear + cross_entropy
     cuda = device.type == "cuda"
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, fused=cuda)
     graphs = mode == "compile+cudagraphs"  # torch.compile's CUDA graphs (reduce-overhead)
     fwd = model
     if mode == "compile+tuned":  # Inductor tunes its generated kernels: minutes of compiling
         fwd = torch.compile(model, options={"coordinate_descent_tuning": True})
+    elif mode == "compile+autotune":  # Inductor also tries Triton matmul templates
+        fwd = torch.compile(model, mode="max-autotune-no-cudagraphs")
     elif mode != "eager":
         fwd = torch.compile(model, mode="reduce-overhead" if graphs else None)
     x = torch.randint(cfg.vocab_size, (batch, block), device=device)
@@ -166,6 +173,7 @@ def measure(
         "preset": name,
         "stream": peer or stream,
         "model": peer or "attnstreams",
+        "loss": None if peer else loss,
         "mode": mode,
         "batch": batch,
         "block": block,
@@ -179,11 +187,35 @@ def measure(
     }
 
 
+def summary(rows: list[dict]) -> None:
+    """The closing table: for each preset and mode, our first row, every other row's tokens/s
+    over it, and the matmul floor."""
+    print("\nsummary (ratio: tokens/s over our first row of the preset and mode)")
+    print(f"{'preset':<15} {'mode':<18} {'model':<26} {'tokens/s':>12} {'ratio':>6} "
+          f"{'ms/step':>8} {'floor ms':>8} {'peak GB':>8}")  # fmt: skip
+    firsts = {}
+    for r in rows:
+        key = (r["preset"], r["mode"])
+        if "error" in r:
+            print(f"{key[0]:<15} {key[1]:<18} {r['model']:<26} failed")
+            continue
+        first = firsts.setdefault(key, r)
+        who = r["model"] if r["model"] != "attnstreams" else f"ours {r['stream']} ({r['loss']})"
+        peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "-"
+        print(f"{key[0]:<15} {key[1]:<18} {who:<26} {r['tokens_per_s']:>12,.0f} "
+              f"{r['tokens_per_s'] / first['tokens_per_s']:>6.3f} {r['ms_per_step']:>8.2f} "
+              f"{r['floor_ms']:>8.2f} {peak:>8}")  # fmt: skip
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--presets", default="tinystories-8m,gpt2-124m")
-    p.add_argument("--streams", default="none,value,value-first,value-learned")
+    p.add_argument(
+        "--streams",
+        default="none,value,value-first,value-learned",
+        help="comma list; stream:fused or stream:compiled fixes that row's loss",
+    )
     p.add_argument("--modes", default="eager,compile,compile+cudagraphs")
     p.add_argument("--steps", type=int, default=30)
     p.add_argument("--warmup", type=int, default=5)
@@ -203,6 +235,10 @@ def main() -> None:
     )
     p.add_argument(
         "--peak-tflops", type=float, default=790.0, help="bf16 matmul rate measured on an H100"
+    )
+    p.add_argument("--losses", default="fused", help="fused and/or compiled (see above)")
+    p.add_argument(
+        "--again", action="store_true", help="time each preset and mode's first row again last"
     )
     p.add_argument("--json")
     args = p.parse_args()
@@ -227,6 +263,9 @@ def main() -> None:
         if v is not None
     }
     peers = [x for x in args.peers.split(",") if x]
+    losses = [x for x in args.losses.split(",") if x]
+    if set(losses) - {"fused", "compiled"}:
+        p.error("--losses takes fused and/or compiled")
     if set(peers) - set(PEERS):
         p.error(f"unknown peer(s) {', '.join(sorted(set(peers) - set(PEERS)))}; choose {PEERS}")
     rows = []
@@ -235,13 +274,25 @@ def main() -> None:
         batch, block = args.batch or b0, args.block or t0
         for mode in args.modes.split(","):
             base = None  # the first row of a preset and mode: what "vs first" divides by
-            for stream, peer in [(s, None) for s in args.streams.split(",")] + [
-                ("none", x) for x in peers
-            ]:
-                r = measure(
-                    pre, stream, mode, device, batch, block, args.steps, args.warmup, over,
-                    args.profile and base is None, peer, args.authors_dir,
-                )  # fmt: skip
+            ours = [  # "stream:loss" names one row; a plain stream gets a row per --losses
+                (st, None, lo)
+                for spec in args.streams.split(",")
+                for st, _, one in [spec.partition(":")]
+                for lo in ([one] if one else losses)
+            ]
+            todo = ours + [("none", x, None) for x in peers] + (ours[:1] if args.again else [])
+            for stream, peer, loss in todo:
+                try:
+                    r = measure(
+                        pre, stream, mode, device, batch, block, args.steps, args.warmup, over,
+                        args.profile and base is None, peer, args.authors_dir, loss or "fused",
+                    )  # fmt: skip
+                except Exception as e:  # a peer that cannot run this mode: say so, go on
+                    print(f"{pre:<15} {peer or stream:<14} {mode:<8} failed: {e!r:.200}")
+                    who = peer or stream
+                    err = {"preset": pre, "stream": who, "mode": mode, "error": repr(e)[:500]}
+                    rows.append(err | {"model": peer or "attnstreams"})
+                    continue
                 mfu = r["flops_per_token"] * r["tokens_per_s"] / (args.peak_tflops * 1e12)
                 r["mfu"] = mfu if device.type == "cuda" else None
                 # the matmul floor: the step's FLOPs at the bf16 rate
@@ -253,11 +304,13 @@ def main() -> None:
                 rows.append(r)
                 mfu_s = f"{100 * mfu:.1f}%" if r["mfu"] is not None else "-"
                 peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "-"
+                label = r["stream"] if peer else f"{stream} ({loss})"
                 print(
-                    f"{pre:<15} {r['stream']:<14} {mode:<8} {r['tokens_per_s']:>12,.0f} "
+                    f"{pre:<15} {label:<14} {mode:<8} {r['tokens_per_s']:>12,.0f} "
                     f"{r['ms_per_step']:>9.2f} {r['floor_ms']:>8.2f} {mfu_s:>6} {peak:>8} "
                     f"{r['time_vs_none']:>8.3f}"
                 )
+    summary(rows)
     print("authors' 8M (fp32, H100): 82 ms a step at 64 x 256, ~200,000 tokens/s, 19.2 GB peak")
     if args.json:
         with open(args.json, "w") as f:

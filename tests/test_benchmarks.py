@@ -56,6 +56,7 @@ CASES = {
         "1",
         "--profile",
     ],
+    "profile_steps.py": ["--device", "cpu", "ceilings", "attention"],  # profiles: on GPUs
     "soak.py": ["--cycles", "0"],  # the table alone; tests/test_faults.py runs 10 cycles
     "stories.py": ["--n", "300", "--vocab-size", "400"],
 }
