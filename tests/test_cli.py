@@ -91,12 +91,17 @@ def test_amicl_attention_png(capsys, tmp_path):
         ["amicl", "sweep", "--over", "dim", "--values", "1.5x"],
         ["amicl", "sweep", "--over", "length", "--values", "20,21"],
         ["amicl", "bogus"],
+        ["amicl", "sweep", "--over", "a", "--values", "1", "--similarity", ","],
+        ["icl", "grid", "--variants", ","],
+        ["icl", "grid", "--seeds", "100000000000"],  # was a MemoryError listing them
+        ["lm", "grid", "--stream", ","],  # was an IndexError
+        ["lm", "grid", "--seeds", "100000000000"],
         ["nonsense"],
         [],
     ],
 )
 def test_bad_arguments_one_line_exit_2(capsys, tmp_path, argv):
-    if argv[:2] == ["amicl", "sweep"]:
+    if argv[:2] in (["amicl", "sweep"], ["icl", "grid"], ["lm", "grid"]):
         argv = [*argv, "--out", str(tmp_path / "never")]
     code, out, err = cli(capsys, *argv)
     assert code == 2

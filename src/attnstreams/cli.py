@@ -68,10 +68,22 @@ class Parser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-def _values(text: str | list[str]) -> list[str]:
-    """'1,2 3' or ['1,2', '3'] -> ['1', '2', '3']."""
+def _values(text: str | list[str], option: str | None = None) -> list[str]:
+    """'1,2 3' or ['1,2', '3'] -> ['1', '2', '3']; given the option's name, none is an error."""
     text = " ".join(text) if isinstance(text, list) else text
-    return [v for v in text.replace(",", " ").split() if v]
+    values = [v for v in text.replace(",", " ").split() if v]
+    if option is not None and not values:
+        raise ConfigError(f"{option} needs at least one value")
+    return values
+
+
+MAX_SEEDS = 10_000  # --seeds of a grid: its seeds are listed before any work
+
+
+def _seeds(args: argparse.Namespace) -> list[int]:
+    """A grid's seeds, args.seed onwards."""
+    check_range("seeds", args.seeds, lo=1, hi=MAX_SEEDS)
+    return list(range(args.seed, args.seed + args.seeds))
 
 
 def _amicl_args(p: argparse.ArgumentParser, trials: int | None) -> None:
@@ -140,12 +152,10 @@ def cmd_amicl_sweep(args: argparse.Namespace) -> int:
     from attnstreams.run.logs import CSVLog, progress_bar
     from attnstreams.run.plots import plot_sweep
 
-    values = _values(args.values)
-    if not values:
-        raise ConfigError("--values needs at least one value")
+    values = _values(args.values, "--values")
     series = [
         sweep_configs(_amicl_config(args, similarity=sim), args.over, values)
-        for sim in _values(args.similarity)
+        for sim in _values(args.similarity, "--similarity")
     ]
     check_range("trials", args.trials, lo=1)
     refuse_overwrite(args.out, "sweep.csv", "sweep.png")
@@ -305,8 +315,7 @@ def cmd_icl_train(args: argparse.Namespace) -> int:
 
 def cmd_icl_grid(args: argparse.Namespace) -> int:
     """`icl grid`: every variant x seed of the toy experiment at once."""
-    check_range("seeds", args.seeds, lo=1)
-    return _icl_run(args, _values(args.variants), list(range(args.seed, args.seed + args.seeds)))
+    return _icl_run(args, _values(args.variants, "--variants"), _seeds(args))
 
 
 def cmd_icl_report(args: argparse.Namespace) -> int:
@@ -586,13 +595,12 @@ def cmd_lm_grid(args: argparse.Namespace) -> int:
     """`lm grid`: every stream x seed, one after another or in parallel processes."""
     from attnstreams.experiments.lm.train import run_grid
 
-    streams = _values(args.stream)
-    check_range("seeds", args.seeds, lo=1)
+    streams = _values(args.stream, "--stream")
+    seeds = _seeds(args)
     check_range("workers", args.workers, lo=1, hi=256)
     data, cfg = _lm_configs(args, streams[0], args.seed)
     for s in streams:
         _lm_configs(args, s, args.seed)  # validate every arm before any work
-    seeds = list(range(args.seed, args.seed + args.seeds))
     _check_corpus_unless_prepared(data, args.data_dir, args.out)
     out = new_run_dir(args.out)
     summaries = run_grid(
