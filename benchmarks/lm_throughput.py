@@ -9,7 +9,9 @@ compile+cudagraphs (torch.compile's reduce-overhead mode, as `lm train --cuda-gr
 compile+tuned (Inductor's coordinate-descent tuning of the kernels it generates) and
 compile+autotune (max-autotune-no-cudagraphs: Triton matmul templates tried against cuBLAS).
 --losses: our model's output layer and loss as one fused function (fused_loss.py, the
-default) and/or nn.Linear + the compiled cross-entropy (compiled). Peers (--peers) are timed
+default) and/or nn.Linear + the compiled cross-entropy (compiled). --sdpa: the attention
+kernels SDPA may choose from for our rows (default: its own choice; flash, cudnn, efficient:
+that backend only, set while the row compiles and runs). Peers (--peers) are timed
 beside ours in the same run; the closing table gives each peer's tokens/s over ours.
 MFU = (6 N + 12 L T d) x tokens/s / peak, with N the parameter count (the tied embedding
 counted once: it is the output layer's matmul; padding rows not counted), L layers, T context,
@@ -21,12 +23,14 @@ Authors' 8M anchor (fp32, hand-written attention, one H100): 82 ms a step at 64 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
 from pathlib import Path
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attnstreams.models.gpt import GPT, preset
 from attnstreams.run.logs import device_name, profile_steps
@@ -44,6 +48,11 @@ DEFAULT_SHAPES = {
 
 
 PEERS = ("hf-gpt2", "authors", "authors-value")
+SDPA = {
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+}
 AUTHORS_DIR = Path(__file__).resolve().parents[2] / "shared/anchors/authors-code/small-LM"
 
 
@@ -201,6 +210,7 @@ def summary(rows: list[dict]) -> None:
             continue
         first = firsts.setdefault(key, r)
         who = r["model"] if r["model"] != "attnstreams" else f"ours {r['stream']} ({r['loss']})"
+        who += f" {r['sdpa']}" if r.get("sdpa", "default") != "default" else ""
         peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "-"
         print(f"{key[0]:<15} {key[1]:<18} {who:<26} {r['tokens_per_s']:>12,.0f} "
               f"{r['tokens_per_s'] / first['tokens_per_s']:>6.3f} {r['ms_per_step']:>8.2f} "
@@ -237,6 +247,7 @@ def main() -> None:
         "--peak-tflops", type=float, default=790.0, help="bf16 matmul rate measured on an H100"
     )
     p.add_argument("--losses", default="fused", help="fused and/or compiled (see above)")
+    p.add_argument("--sdpa", default="default", help=f"comma list: default, {', '.join(SDPA)}")
     p.add_argument(
         "--again", action="store_true", help="time each preset and mode's first row again last"
     )
@@ -266,6 +277,9 @@ def main() -> None:
     losses = [x for x in args.losses.split(",") if x]
     if set(losses) - {"fused", "compiled"}:
         p.error("--losses takes fused and/or compiled")
+    backends = [x for x in args.sdpa.split(",") if x]
+    if set(backends) - {"default", *SDPA}:
+        p.error(f"--sdpa takes default and/or {', '.join(SDPA)}")
     if set(peers) - set(PEERS):
         p.error(f"unknown peer(s) {', '.join(sorted(set(peers) - set(PEERS)))}; choose {PEERS}")
     rows = []
@@ -275,18 +289,24 @@ def main() -> None:
         for mode in args.modes.split(","):
             base = None  # the first row of a preset and mode: what "vs first" divides by
             ours = [  # "stream:loss" names one row; a plain stream gets a row per --losses
-                (st, None, lo)
+                (st, None, lo, sd)
                 for spec in args.streams.split(",")
                 for st, _, one in [spec.partition(":")]
                 for lo in ([one] if one else losses)
+                for sd in backends
             ]
-            todo = ours + [("none", x, None) for x in peers] + (ours[:1] if args.again else [])
-            for stream, peer, loss in todo:
+            peer_rows = [("none", x, None, "default") for x in peers]
+            todo = ours + peer_rows + (ours[:1] if args.again else [])
+            for stream, peer, loss, sdpa in todo:
+                only = SDPA.get(sdpa)
                 try:
-                    r = measure(
-                        pre, stream, mode, device, batch, block, args.steps, args.warmup, over,
-                        args.profile and base is None, peer, args.authors_dir, loss or "fused",
-                    )  # fmt: skip
+                    with sdpa_kernel([only]) if only else contextlib.nullcontext():
+                        r = measure(
+                            pre, stream, mode, device, batch, block, args.steps, args.warmup,
+                            over, args.profile and base is None, peer, args.authors_dir,
+                            loss or "fused",
+                        )  # fmt: skip
+                    r["sdpa"] = sdpa
                 except Exception as e:  # a peer that cannot run this mode: say so, go on
                     print(f"{pre:<15} {peer or stream:<14} {mode:<8} failed: {e!r:.200}")
                     who = peer or stream
@@ -305,6 +325,7 @@ def main() -> None:
                 mfu_s = f"{100 * mfu:.1f}%" if r["mfu"] is not None else "-"
                 peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "-"
                 label = r["stream"] if peer else f"{stream} ({loss})"
+                label += f" {sdpa}" if sdpa != "default" else ""
                 print(
                     f"{pre:<15} {label:<14} {mode:<8} {r['tokens_per_s']:>12,.0f} "
                     f"{r['ms_per_step']:>9.2f} {r['floor_ms']:>8.2f} {mfu_s:>6} {peak:>8} "
