@@ -239,8 +239,8 @@ def _icl_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true")
 
 
-def _device(name: str):
-
+def _device(name: str) -> torch.device:
+    """A device by name; one line for a bad name or a GPU that is not there."""
     try:
         dev = torch.device(name)
     except RuntimeError:
@@ -677,7 +677,6 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
 
 def cmd_lm_sample(args: argparse.Namespace) -> int:
     """`lm sample`: text from a checkpoint."""
-
     device, _, model, _, tok = _trained_model(args)
     check_range("max_new_tokens", args.max_new_tokens, lo=1)
     check_range("temperature", args.temperature, lo=0.0)
