@@ -361,6 +361,14 @@ def test_resume_refuses_other_token_files_and_another_model_shape(data_dir, tmp_
         LMTrainer(wider, data_dir).load(ckpt)
 
 
+def test_grid_runs_take_the_devices_in_turn():
+    from attnstreams.experiments.lm.train import grid_devices
+
+    assert grid_devices("cpu", 3) == ["cpu"] * 3
+    gpus = [torch.device(f"cuda:{i}") for i in range(3)]
+    assert grid_devices(gpus, 7) == ["cuda:0", "cuda:1", "cuda:2"] * 2 + ["cuda:0"]
+
+
 def test_out_of_memory_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsys, monkeypatch):
     """A step that runs out of GPU memory (raised here on the CPU): exit 1, one line naming
     --batch and --grad-accum, and the checkpoint of the last evaluation stays as it was."""
@@ -469,6 +477,8 @@ def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):
         ["lm", "train", "--grad-accum", "0"],
         ["lm", "train", "--batch", "6", "--grad-accum", "4"],
         ["lm", "train", "--collective-timeout", "0"],
+        ["lm", "train", "--device", "cpu,cpu"],  # a list is for lm grid
+        ["lm", "grid", "--device", ","],
         ["lm", "train", "--data", "/nonexistent.txt", "--train-tokens", "5000"],
         ["lm", "eval", "/nonexistent/checkpoint.safetensors"],
         ["lm", "sample", "/nonexistent/checkpoint.safetensors"],

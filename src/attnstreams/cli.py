@@ -426,7 +426,12 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--ddp-bucket-mb", type=float, default=t.ddp_bucket_mb, help="DDP gradient bucket size"
     )
-    p.add_argument("--device", default="cpu", help="cpu|cuda[:N]")
+    p.add_argument(
+        "--device",
+        default="cpu",
+        help="cpu|cuda[:N]; lm grid: a comma list its runs take in turn (cuda:0,...,cuda:7 "
+        "with --workers 16: a group of runs a GPU)",
+    )
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
     p.add_argument("--config", help="JSON file of option values (flags given here win)")
     p.add_argument("--json", action="store_true")
@@ -597,6 +602,7 @@ def cmd_lm_grid(args: argparse.Namespace) -> int:
 
     streams = _values(args.stream, "--stream")
     seeds = _seeds(args)
+    devices = [_device(d) for d in _values(args.device, "--device")]
     check_range("workers", args.workers, lo=1, hi=256)
     data, cfg = _lm_configs(args, streams[0], args.seed)
     for s in streams:
@@ -609,7 +615,7 @@ def cmd_lm_grid(args: argparse.Namespace) -> int:
         data,
         cfg,
         out,
-        _device(args.device),
+        devices,
         progress=not args.json,
         real_eval=args.real_eval,
         data_dir=Path(args.data_dir) if args.data_dir else None,
@@ -798,6 +804,7 @@ def build_parser() -> Parser:
     p.add_argument(
         "--workers", type=int, default=1, help="runs at once, one process each (fills a GPU)"
     )
+
     _lm_args(p)
     p.set_defaults(func=cmd_lm_grid, config_parser=p)
     p = sub.add_parser("eval", help="IOI, induction and held-out loss of a checkpoint")

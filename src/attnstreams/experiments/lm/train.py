@@ -753,7 +753,7 @@ def run_grid(
     data_cfg: DataConfig,
     cfg: LMTrainConfig,
     out: Path,
-    device: str | torch.device = "cpu",
+    device: str | torch.device | list = "cpu",
     progress: bool = True,
     real_eval: str | None = None,
     data_dir: Path | None = None,
@@ -762,23 +762,25 @@ def run_grid(
     """Every (stream, seed) run in out/<stream>-s<seed>/, sharing the token files in
     out/data (or data_dir). Finished runs are skipped and interrupted ones resumed, so the
     same command continues a grid. workers > 1: that many runs at once, one process each
-    (small models leave most of a GPU idle; several processes fill it)."""
+    (small models leave most of a GPU idle; several processes fill it). device: one, or a
+    list that the runs take in turn (`grid_devices`): a group of runs a GPU."""
     out = new_run_dir(out, lock=True)  # one grid a folder; each run's, by its process
     data_dir = prepare_data(data_cfg, data_dir or out / "data", progress=progress)
     cfg = with_epochs(cfg, data_dir)
     jobs = [(stream, seed) for stream in streams for seed in seeds]
+    devices = grid_devices(device, len(jobs))
     if workers <= 1:
         return [
-            _grid_run(asdict(cfg), st, sd, out, data_dir, str(device), real_eval, progress)
-            for st, sd in jobs
+            _grid_run(asdict(cfg), st, sd, out, data_dir, dev, real_eval, progress)
+            for (st, sd), dev in zip(jobs, devices, strict=True)
         ]
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
         futures = [
-            pool.submit(_grid_run, asdict(cfg), st, sd, out, data_dir, str(device), real_eval)
-            for st, sd in jobs
+            pool.submit(_grid_run, asdict(cfg), st, sd, out, data_dir, dev, real_eval)
+            for (st, sd), dev in zip(jobs, devices, strict=True)
         ]
         summaries = []
         with progress_bar(len(jobs), "lm grid", "run", progress) as bar:
@@ -786,6 +788,13 @@ def run_grid(
                 summaries.append(f.result())
                 bar.update()
     return summaries
+
+
+def grid_devices(device: str | torch.device | list, n: int) -> list[str]:
+    """The device of each of n runs: one device for all, or a list taken in turn. The pool
+    starts runs in order, so the runs going at any time are spread evenly over the list."""
+    devices = device if isinstance(device, list) else [device]
+    return [str(devices[i % len(devices)]) for i in range(n)]
 
 
 def _grid_run(
