@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The multi-GPU figures of BENCHMARKS.md (issue 7), on one host: DDP weak scaling of gpt2-124m
-# (eager and compiled) on 1, 2, 4, 8 GPUs up to GPUS, FSDP on gpt-1b, and one `lm train
+# and its modern-block twin (eager and compiled, with and without the value stream) on 1, 2, 4,
+# 8 GPUs up to GPUS, FSDP on gpt-1b and modern-1b, and one `lm train
 # --parallel fsdp` stopped, resumed and its checkpoint evaluated in a single process.
 #
 #   benchmarks/multi_gpu.sh OUTDIR [GPUS]   # GPUS (1, 2, 4 or 8): default, all nvidia-smi lists
@@ -8,7 +9,8 @@
 # Writes OUTDIR/rows.jsonl (one ddp_scaling.py row a run), OUTDIR/log.txt (the runs' logs),
 # OUTDIR/step.out (the last row's output) and OUTDIR/lm/ (the lm train run). The value-stream
 # rows and the last FSDP rows run on all GPUS.
-# Environment: PYTHON; SMALL, BIG, LM (presets), DEVICE, BLOCK (the 1B context), LM_TOKENS,
+# Environment: PYTHON; SMALL, BIG, LM, MODERN_SMALL, MODERN_BIG (presets; the modern ones
+# empty: no modern rows), DEVICE, BLOCK (the 1B context), LM_TOKENS,
 # LM_VOCAB and LM_BATCH (the lm train's corpus, BPE size and batch), COMPILED=0 (skip the
 # compiled rows), STEP_TIMEOUT.
 # tests/test_benchmarks.py shrinks it to a CPU smoke run: SMALL=tiny BIG=tiny ... OUTDIR 1.
@@ -25,6 +27,7 @@ fi
 py=${PYTHON:-python} device=${DEVICE:-cuda}
 small=(--preset "${SMALL:-gpt2-124m}" --steps 20)
 big=(--preset "${BIG:-gpt-1b}" --batch 4 --block "${BLOCK:-2048}" --steps 10)
+modern_small=${MODERN_SMALL-modern-124m} modern_big=${MODERN_BIG-modern-1b}
 here=$(dirname "$0")
 mkdir -p "$out"
 counts=$(for g in 1 2 4 8; do [ "$g" -le "$gpus" ] && echo "$g"; done)
@@ -55,6 +58,15 @@ for g in $counts; do step "small, eager DDP" "$g" "${small[@]}" --batch 16; done
 step "big, one device" 1 "${big[@]}"
 for g in $counts; do [ "$g" -gt 1 ] && step "big, FSDP" "$g" "${big[@]}" --parallel fsdp; done
 step "big, FSDP, value stream" "$gpus" "${big[@]}" --parallel fsdp --stream value
+if [ -n "$modern_small" ]; then
+    for g in $counts; do step "modern small, eager DDP" "$g" --preset "$modern_small" --steps 20 --batch 16; done
+    step "modern small, eager DDP, value" "$gpus" --preset "$modern_small" --steps 20 --batch 16 --stream value
+fi
+if [ -n "$modern_big" ]; then
+    big_m=(--preset "$modern_big" --batch 4 --block "${BLOCK:-2048}" --steps 10 --parallel fsdp)
+    step "modern big, FSDP" "$gpus" "${big_m[@]}"
+    step "modern big, FSDP, value stream" "$gpus" "${big_m[@]}" --stream value
+fi
 
 # Training for real under FSDP on every GPU: stop half way, resume, evaluate on the CPU.
 lm=(-m attnstreams.cli lm train --preset "${LM:-tinystories-8m}" --data generated
@@ -74,6 +86,10 @@ echo "   lm rc=$rc"
 if [ "${COMPILED:-1}" != 0 ]; then
     for g in $counts; do step "small, compiled DDP" "$g" "${small[@]}" --batch 32 --compile; done
     step "small, compiled DDP, value" "$gpus" "${small[@]}" --batch 32 --compile --stream value
+    if [ -n "$modern_small" ]; then
+        for g in $counts; do step "modern small, compiled DDP" "$g" --preset "$modern_small" --steps 20 --batch 32 --compile; done
+        step "modern small, compiled DDP, value" "$gpus" --preset "$modern_small" --steps 20 --batch 32 --compile --stream value
+    fi
     step "big, one device, compiled" 1 "${big[@]}" --compile
     step "big, FSDP, compiled" "$gpus" "${big[@]}" --parallel fsdp --compile
 fi
