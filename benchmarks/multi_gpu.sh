@@ -90,6 +90,11 @@ if [ "${COMPILED:-1}" != 0 ]; then
         for g in $counts; do step "modern small, compiled DDP" "$g" --preset "$modern_small" --steps 20 --batch 32 --compile; done
         step "modern small, compiled DDP, value" "$gpus" --preset "$modern_small" --steps 20 --batch 32 --compile --stream value
     fi
+    if [ "$gpus" -gt 1 ]; then  # the DDP bucket size that is fastest on all GPUS
+        for mb in 25 100 400 1000; do
+            step "small, compiled DDP, $mb MB buckets" "$gpus" "${small[@]}" --batch 32 --compile --bucket-mb "$mb"
+        done
+    fi
     step "big, one device, compiled" 1 "${big[@]}" --compile
     step "big, FSDP, compiled" "$gpus" "${big[@]}" --parallel fsdp --compile
 fi
