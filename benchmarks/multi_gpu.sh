@@ -11,8 +11,8 @@
 # rows and the last FSDP rows run on all GPUS.
 # Environment: PYTHON; SMALL, BIG, LM, MODERN_SMALL, MODERN_BIG (presets; the modern ones
 # empty: no modern rows), DEVICE, BLOCK (the 1B context), LM_TOKENS,
-# LM_VOCAB and LM_BATCH (the lm train's corpus, BPE size and batch), COMPILED=0 (skip the
-# compiled rows), STEP_TIMEOUT.
+# LM_VOCAB and LM_BATCH (the lm train's corpus, BPE size and batch), LM_RUN=0 (skip the lm
+# train), COMPILED=0 (skip the compiled rows), STEP_TIMEOUT.
 # tests/test_benchmarks.py shrinks it to a CPU smoke run: SMALL=tiny BIG=tiny ... OUTDIR 1.
 set -u -o pipefail
 export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
@@ -73,15 +73,17 @@ lm=(-m attnstreams.cli lm train --preset "${LM:-tinystories-8m}" --data generate
     --vocab-size "${LM_VOCAB:-4096}" --train-tokens "${LM_TOKENS:-3000000}" --val-tokens 100000 --steps 60
     --batch "${LM_BATCH:-64}" --eval-every 20 --eval-batches 4 --ioi-prompts 32
     --parallel fsdp --device "$device" --out "$out/lm")
-echo "== lm train FSDP on $gpus: stop at 30, resume to 60 ($(date -u +%T))" | tee -a "$out/log.txt"
-run "$gpus" "${lm[@]}" --stop-after 30 >>"$out/log.txt" 2>&1 &&
-    run "$gpus" "${lm[@]}" --resume --json >>"$out/log.txt" 2>&1 &&
-    timeout "${STEP_TIMEOUT:-300}" "$py" -m attnstreams.cli lm eval \
-        "$out/lm/checkpoint.safetensors" --device cpu --ioi-prompts 64 --json 2>&1 |
-    tee -a "$out/log.txt" | tail -1
-rc=$?
-echo "   lm rc=$rc"
-[ $rc -eq 0 ] || failures=$((failures + 1))
+if [ "${LM_RUN:-1}" != 0 ]; then
+    echo "== lm train FSDP on $gpus: stop at 30, resume to 60 ($(date -u +%T))" | tee -a "$out/log.txt"
+    run "$gpus" "${lm[@]}" --stop-after 30 >>"$out/log.txt" 2>&1 &&
+        run "$gpus" "${lm[@]}" --resume --json >>"$out/log.txt" 2>&1 &&
+        timeout "${STEP_TIMEOUT:-300}" "$py" -m attnstreams.cli lm eval \
+            "$out/lm/checkpoint.safetensors" --device cpu --ioi-prompts 64 --json 2>&1 |
+        tee -a "$out/log.txt" | tail -1
+    rc=$?
+    echo "   lm rc=$rc"
+    [ $rc -eq 0 ] || failures=$((failures + 1))
+fi
 
 if [ "${COMPILED:-1}" != 0 ]; then
     for g in $counts; do step "small, compiled DDP" "$g" "${small[@]}" --batch 32 --compile; done

@@ -10,10 +10,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("stream", ["none", "value-learned"])
-def test_stream_gpt_learns_to_copy(stream):
+def test_stream_gpt_learns_to_copy():
+    """With a stream (the carry handed from layer to layer); the baseline is the same code."""
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "stream_gpt.py"), "--stream", stream,
+        [sys.executable, str(ROOT / "examples" / "stream_gpt.py"), "--stream", "value-learned",
          "--steps", "100"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
