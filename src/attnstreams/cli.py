@@ -16,6 +16,7 @@ from attnstreams import __version__
 from attnstreams.data.corpus import check_corpus
 from attnstreams.run.config import ConfigError, check_range
 from attnstreams.run.logs import (
+    CHECKPOINT,
     NonFiniteLoss,
     TrainingInterrupted,
     new_run_dir,
@@ -575,8 +576,7 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
         parallel.shutdown(d, ok=False)
         if lost:
-            ckpt = Path(args.out) / "checkpoint.safetensors"
-            raise RankLost(lost, d.world, ckpt) from e
+            raise RankLost(lost, d.world, Path(args.out) / CHECKPOINT) from e
         raise
     except BaseException:
         parallel.shutdown(d, ok=False)

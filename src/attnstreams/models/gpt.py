@@ -368,9 +368,9 @@ class GPT(nn.Module):
         logits = self.lm_head(x)  # padded_vocab columns
         loss = None
         if targets is not None:
-            loss = cross_entropy(logits, targets, self.cfg.vocab_size)
+            loss = cross_entropy(logits, targets, V)
             logits = logits.detach()
-        return logits[..., : self.cfg.vocab_size], loss
+        return logits[..., :V], loss
 
     def value_embed(self, table: nn.Embedding, idx: torch.Tensor) -> torch.Tensor:
         """(B, T) tokens -> (B, kv heads, T, head_dim) values from one value-embedding table."""

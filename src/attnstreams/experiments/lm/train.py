@@ -511,8 +511,9 @@ class LMTrainer:
         if meta["vocab_size"] != self.tokenizer.vocab_size:
             raise ConfigError(f"checkpoint {path} was made with a different tokenizer")
         saved_data = meta.get("data")  # None: a checkpoint from before it was recorded
-        if saved_data is not None and saved_data != self.data_fingerprint():
-            changed = "; ".join(differences(saved_data, self.data_fingerprint()))
+        data = self.data_fingerprint()
+        if saved_data is not None and saved_data != data:
+            changed = "; ".join(differences(saved_data, data))
             raise ConfigError(
                 f"checkpoint {path} was trained on other token files ({changed}); cannot "
                 f"resume on {self.data_dir}"
