@@ -229,6 +229,51 @@ def _workers(launcher: int) -> dict[int, int]:
     return found
 
 
+_LAUNCHER_STOP = """
+import os, signal, subprocess, sys, time
+from pathlib import Path
+from attnstreams.run import parallel
+sleep = [sys.executable, "-c", "import time; time.sleep(20)"]
+peer = subprocess.Popen(sleep, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+parallel._PEERS[:] = [parallel._identity(os.getpid()), parallel._identity(peer.pid)]
+if sys.argv[1] == "dead":
+    peer.kill()
+    peer.wait()
+try:
+    with parallel.report_lost_ranks(parallel.Dist(0, 2), Path("ck.safetensors")):
+        os.kill(os.getpid(), signal.SIGTERM)  # what torchrun sends the survivors
+        time.sleep(0.5)
+        print("outlived", flush=True)
+        raise RuntimeError("Connection closed by peer")  # gloo's failed collective
+except parallel.RankLost as e:
+    print(e, flush=True)
+    os.kill(os.getpid(), signal.SIGTERM)  # still ignored: the report is never cut short
+    time.sleep(0.2)
+    print("reported", flush=True)
+finally:
+    peer.kill()
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+@pytest.mark.parametrize("peer", ["dead", "alive"])
+def test_the_launchers_stop_is_outlived_only_after_a_rank_died(peer):
+    """torchrun SIGTERMs the survivors as soon as a rank dies, racing their failed collective:
+    that SIGTERM is ignored so the survivor can report the death; with every rank alive a
+    SIGTERM ends the process as before."""
+    res = subprocess.run(
+        [sys.executable, "-c", _LAUNCHER_STOP, peer], capture_output=True, text=True, timeout=60
+    )
+    if peer == "alive":
+        assert res.returncode == -signal.SIGTERM and res.stdout == "", res.stderr[-2000:]
+        return
+    assert res.returncode == 0, res.stderr[-2000:]
+    lines = res.stdout.splitlines()
+    assert lines[0] == "outlived" and lines[-1] == "reported", res.stdout
+    assert lines[1].startswith("rank 1 of 2 (process ")
+    assert lines[1].endswith("died, so this run stopped too; no checkpoint was written yet")
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 @pytest.mark.parametrize("victim,when", [(1, "mid-step"), (0, "mid-checkpoint")])
 def test_a_rank_that_dies_stops_the_others_with_one_line(tmp_path, victim, when):

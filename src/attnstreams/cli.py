@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import time
 from pathlib import Path
@@ -569,15 +568,8 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
         check_range("collective_timeout", args.collective_timeout, lo=1.0, hi=86400.0)
     d, device = parallel.init_distributed(_device(args.device), args.collective_timeout)
     try:
-        summary, out = _lm_train_ranked(args, data, cfg, d, device)
-    except RuntimeError as e:  # a collective that failed: did another rank die?
-        lost = parallel.lost_ranks(d) if d.world > 1 else []
-        if lost:  # torchrun's SIGTERM to the survivors must not cut this report short
-            signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        parallel.shutdown(d, ok=False)
-        if lost:
-            raise RankLost(lost, d.world, Path(args.out) / CHECKPOINT) from e
-        raise
+        with parallel.report_lost_ranks(d, Path(args.out) / CHECKPOINT):
+            summary, out = _lm_train_ranked(args, data, cfg, d, device)
     except BaseException:
         parallel.shutdown(d, ok=False)
         raise

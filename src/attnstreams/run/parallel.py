@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -145,6 +147,41 @@ class RankLost(Exception):
             else "no checkpoint was written yet"
         )
         super().__init__(f"{who} died, so this run stopped too; {kept}")
+
+
+@contextlib.contextmanager
+def report_lost_ranks(d: Dist, checkpoint: Path) -> Iterator[None]:
+    """Around a run of several processes: a collective that fails because another rank of this
+    host died becomes `RankLost`, which names that rank and the last good checkpoint.
+
+    torchrun SIGTERMs the survivors as soon as one rank dies, racing the survivor's own failed
+    collective. A SIGTERM that comes after a rank died is therefore ignored, here and for the
+    rest of this process (torchrun kills it 30 s later), so that the report is whole. Any other
+    SIGTERM does what it did before: the handler it replaced runs (by default the process ends)."""
+    if d.world == 1 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = signal.getsignal(signal.SIGTERM)
+    before = signal.SIG_DFL if before is None else before
+
+    def on_term(signum: int, frame) -> None:
+        if lost_ranks(d, wait_s=0):
+            return
+        signal.signal(signum, before)
+        signal.raise_signal(signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    except RuntimeError as e:
+        lost = lost_ranks(d)
+        if not lost:
+            raise
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        raise RankLost(lost, d.world, checkpoint) from e
+    finally:
+        if signal.getsignal(signal.SIGTERM) is on_term:
+            signal.signal(signal.SIGTERM, before)
 
 
 def wrap(
