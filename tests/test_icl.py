@@ -274,26 +274,34 @@ def test_cli_stop_after_then_resume_equals_one_run(tmp_path, capsys):
 
 def test_bf16_precision_autocasts_and_tracks_fp32():
     """bf16 autocast: matmuls in bfloat16 (so not bitwise fp32), weights still float32, and
-    training follows the fp32 run closely."""
+    training follows the fp32 run: its first update is fp32's to bf16's precision."""
 
     grids = {
         p: ICLGrid(["none", "value"], [0], replace(CFG, precision=p)) for p in ("fp32", "bf16")
     }
-    for g in grids.values():
-        for _ in range(CFG.steps):
-            g.train_step()
-    a, b = (dict(grids[p].run_model("value", 0).named_parameters()) for p in ("fp32", "bf16"))
     w0 = dict(init_model(CFG, "value", 0).named_parameters())
-    for name, p32 in a.items():  # the updates agree, to bf16's precision
-        p16 = b[name]
-        assert p16.dtype == torch.float32
-        d32, d16 = p32 - w0[name], p16 - w0[name]
-        assert d16.abs().max() > 0.1 * d32.abs().max() > 0, name  # bf16 trained too
-        # 8-30% apart after 24 steps at lr 0.5 (bf16 rounding compounds); untrained: 100%.
-        # Not the scalar biases: each sums its layer's gradients, which mostly cancel.
-        if p32.numel() > 1:
-            assert (d16 - d32).norm() < 0.5 * d32.norm(), name
-    assert not torch.equal(a["attn.0.qkv.weight"], b["attn.0.qkv.weight"])  # not fp32 maths
+
+    def updates() -> tuple[dict, dict]:
+        a, b = (dict(grids[p].run_model("value", 0).named_parameters()) for p in ("fp32", "bf16"))
+        return {n: a[n] - w0[n] for n in a}, {n: b[n] - w0[n] for n in b}
+
+    for g in grids.values():
+        g.train_step()
+    u32, u16 = updates()
+    for name, d32 in u32.items():
+        # One step: 0.6-7% apart (CPUs' bf16 kernels differ; it compounds to ~100% over 24
+        # steps on some); no update at all: 100%. Not the scalar biases: each sums its
+        # layer's gradients, which mostly cancel.
+        if d32.numel() > 1:
+            assert (u16[name] - d32).norm() < 0.25 * d32.norm(), name
+    for g in grids.values():
+        for _ in range(CFG.steps - 1):
+            g.train_step()
+    u32, u16 = updates()
+    for name, d32 in u32.items():
+        assert u16[name].dtype == torch.float32
+        assert u16[name].abs().max() > 0.1 * d32.abs().max() > 0, name  # bf16 trained too
+    assert not torch.equal(u32["attn.0.qkv.weight"], u16["attn.0.qkv.weight"])  # not fp32 maths
     g = grids["bf16"]
     forward, dtypes = g._forward, set()
     g._forward = lambda x: dtypes.add(forward(x).dtype) or forward(x)

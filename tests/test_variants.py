@@ -212,7 +212,7 @@ def test_compile_matches_eager(spec, block):
     """A whole GPT (GQA) compiled, against eager: logits, loss and every gradient. (The
     value-learned stream compiled: the compiled 2-process runs of tests/test_parallel.py.)"""
     torch.manual_seed(5)
-    model = GPT(tiny(spec, n_kv_head=2, **block)).eval()
+    model = GPT(tiny(spec, n_kv_head=2, n_layer=3, **block)).eval()
     with torch.no_grad():  # open the zero-initialised gates, so that their input path counts
         for name, p in model.named_parameters():
             if "stream_gate" in name:
