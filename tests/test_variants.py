@@ -6,6 +6,7 @@ import shutil
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from attnstreams.experiments.lm.train import _decays
 from attnstreams.models.gpt import GPT, PRESETS, GPTConfig, preset
@@ -58,6 +59,36 @@ def test_the_gate_starts_half_open_and_a_full_gate_is_svformer():
             s.attn.qkv.weight.copy_(g.attn.qkv.weight[s.attn.full_rows()])
             s.attn.qkv.bias.copy_(g.attn.qkv.bias[s.attn.full_rows()])
     torch.testing.assert_close(shared(IDX)[0], gated(IDX)[0], rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_an_open_gate_mixes_each_token_and_head_by_its_own_sigmoid(bias):
+    """The gated layer (its gate's rows riding on the qkv matmul) against the formula written
+    out: (1 - g) V_own + g V_carry, g = sigmoid(x W + b) per token and key/value head, fed as
+    the values of a shared-value layer with the same query and key weights. float64, GQA."""
+    torch.manual_seed(3)
+    B, T, C, H, Hkv, hd = 2, 7, 32, 4, 2, 8
+    gated = StreamAttention(C, H, 1, "value-gated", n_kv_head=Hkv, bias=bias).double()
+    shared = StreamAttention(C, H, 1, "value-shared", n_kv_head=Hkv, bias=bias).double()
+    with torch.no_grad():
+        gated.stream_gate.weight.normal_()
+        gated.stream_gate.bias.normal_()
+        rows = shared.full_rows()
+        shared.qkv.weight.copy_(gated.qkv.weight[rows])
+        if bias:
+            shared.qkv.bias.copy_(gated.qkv.bias[rows])
+        shared.proj.load_state_dict(gated.proj.state_dict())
+    x = torch.randn(B, T, C, dtype=torch.float64)
+    carry = torch.randn(B, Hkv, T, hd, dtype=torch.float64)
+    own = F.linear(x, gated.qkv.weight, gated.qkv.bias)[..., (H + Hkv) * hd :]
+    own = own.view(B, T, Hkv, hd).transpose(1, 2)
+    g = torch.sigmoid(x @ gated.stream_gate.weight.T + gated.stream_gate.bias)  # (B, T, Hkv)
+    assert g.std(dim=1).min() > 0.05  # it varies over the tokens
+    g = g.transpose(1, 2).unsqueeze(-1)
+    want, _ = shared(x, (1 - g) * own + g * carry)
+    got, handed_on = gated(x, carry)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-12)
+    torch.testing.assert_close(handed_on, own, rtol=0, atol=1e-12)  # its own values, unmixed
 
 
 def test_the_gate_is_per_token_and_key_value_head_and_learns():

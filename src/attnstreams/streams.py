@@ -314,8 +314,11 @@ class StreamAttention(nn.Module):
     keep_attention = False  # set True: the next forward keeps its probabilities in attn_probs
     attn_probs: torch.Tensor | None = None
 
-    def mix(self, own: torch.Tensor | None, carry: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        """Where the stream happens: the layer's own projection and the one handed on."""
+    def mix(
+        self, own: torch.Tensor | None, carry: torch.Tensor, gate: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Where the stream happens: the layer's own projection and the one handed on, both
+        (B, heads, T, head_dim); gate: a gated mix's logits, (B, T, heads)."""
         if own is not None and carry.shape != own.shape:
             raise ValueError(
                 f"layer {self.layer_idx}: the {self.stream.kind} handed on has shape "
@@ -330,9 +333,23 @@ class StreamAttention(nn.Module):
         if mix == "half":
             return 0.5 * (own + carry)
         if mix == "gated":  # lerp, as x-transformers: (1 - g) own + g carry
-            g = torch.sigmoid(self.stream_gate(x)).transpose(1, 2).unsqueeze(-1).to(own.dtype)
-            return own + g * (carry - own)
+            # In the projections' own (B, T, heads, head_dim) layout, so that the backward
+            # writes qkv's gradient in place rather than through a transpose.
+            g = torch.sigmoid(gate).unsqueeze(-1).to(own.dtype)
+            o, c = own.transpose(1, 2), carry.transpose(1, 2)
+            return (o + g * (c - o)).transpose(1, 2)
         return learned_mix(self.stream_mix, own, carry)
+
+    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """qkv(x), and a gated stream's gate logits (B, T, heads): the gate's rows ride on
+        qkv's matmul (one launch, and x read once), its parameters kept apart."""
+        if self.stream_gate is None:
+            return self.qkv(x), None
+        gw, gb = self.stream_gate.weight, self.stream_gate.bias
+        bias = None if self.qkv.bias is None else torch.cat([self.qkv.bias, gb])
+        out = F.linear(x, torch.cat([self.qkv.weight, gw]), bias)
+        qkv, gate = out.split([self.qkv.out_features, gw.size(0)], dim=-1)
+        return qkv, (gate if bias is not None else gate + gb)
 
     def forward(
         self,
@@ -361,16 +378,17 @@ class StreamAttention(nn.Module):
             )
         hd = self.head_dim
         sizes = [self.heads[p] * hd for p in self.projections]
+        qkv, gate = self.project(x)
         parts = {
             p: t.view(B, T, self.heads[p], hd).transpose(1, 2)
-            for p, t in zip(self.projections, self.qkv(x).split(sizes, dim=-1), strict=True)
+            for p, t in zip(self.projections, qkv.split(sizes, dim=-1), strict=True)
         }
         carry_out = None
         if self.stream.active:
             kind = self.stream.kind
             own = parts.get(kind)
             if self.receives:
-                parts[kind] = self.mix(own, carry, x)
+                parts[kind] = self.mix(own, carry, gate)
             if self.stream.source == "previous":
                 carry_out = own
             elif self.stream.source == "first":  # layer 1 hands its own on to every later layer
