@@ -236,14 +236,17 @@ from attnstreams.run import parallel
 sleep = [sys.executable, "-c", "import time; time.sleep(20)"]
 peer = subprocess.Popen(sleep, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 parallel._PEERS[:] = [parallel._identity(os.getpid()), parallel._identity(peer.pid)]
-if sys.argv[1] == "dead":
+grace = 1 if sys.argv[1] == "stuck" else 30
+if sys.argv[1] != "alive":
     peer.kill()
     peer.wait()
 try:
-    with parallel.report_lost_ranks(parallel.Dist(0, 2), Path("ck.safetensors")):
+    with parallel.report_lost_ranks(parallel.Dist(0, 2), Path("ck.safetensors"), grace_s=grace):
         os.kill(os.getpid(), signal.SIGTERM)  # what torchrun sends the survivors
         time.sleep(0.5)
         print("outlived", flush=True)
+        if sys.argv[1] == "stuck":  # a collective that never returns
+            time.sleep(30)
         raise RuntimeError("Connection closed by peer")  # gloo's failed collective
 except parallel.RankLost as e:
     print(e, flush=True)
@@ -256,16 +259,23 @@ finally:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
-@pytest.mark.parametrize("peer", ["dead", "alive"])
+@pytest.mark.parametrize("peer", ["dead", "stuck", "alive"])
 def test_the_launchers_stop_is_outlived_only_after_a_rank_died(peer):
     """torchrun SIGTERMs the survivors as soon as a rank dies, racing their failed collective:
-    that SIGTERM is ignored so the survivor can report the death; with every rank alive a
-    SIGTERM ends the process as before."""
+    that SIGTERM is ignored so the survivor can report the death (and if it is stuck in a
+    collective, the report comes from another thread after a grace time, exit 1); with every
+    rank alive a SIGTERM ends the process as before."""
+    t0 = time.time()
     res = subprocess.run(
         [sys.executable, "-c", _LAUNCHER_STOP, peer], capture_output=True, text=True, timeout=60
     )
     if peer == "alive":
         assert res.returncode == -signal.SIGTERM and res.stdout == "", res.stderr[-2000:]
+        return
+    if peer == "stuck":
+        assert res.returncode == 1 and time.time() - t0 < 25 and res.stdout == "outlived\n"
+        (line,) = res.stderr.splitlines()
+        assert line.startswith("attnstreams: error: rank 1 of 2 (process "), line
         return
     assert res.returncode == 0, res.stderr[-2000:]
     lines = res.stdout.splitlines()

@@ -920,7 +920,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"attnstreams: error: {e}", file=sys.stderr)
         return 1
     except RankLost as e:
-        print(f"attnstreams: error: {e}", file=sys.stderr)
+        e.say()
         return 1
     except torch.OutOfMemoryError:
         print(

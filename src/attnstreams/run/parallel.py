@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -148,27 +149,54 @@ class RankLost(Exception):
         )
         super().__init__(f"{who} died, so this run stopped too; {kept}")
 
+    _said = False
+    _saying = threading.Lock()
+
+    def say(self) -> None:
+        """Print the one-line report, once a process whichever thread asks first."""
+        with RankLost._saying:
+            if not RankLost._said:
+                print(f"attnstreams: error: {self}", file=sys.stderr, flush=True)
+                RankLost._said = True
+
 
 @contextlib.contextmanager
-def report_lost_ranks(d: Dist, checkpoint: Path) -> Iterator[None]:
+def report_lost_ranks(d: Dist, checkpoint: Path, grace_s: float = 10.0) -> Iterator[None]:
     """Around a run of several processes: a collective that fails because another rank of this
     host died becomes `RankLost`, which names that rank and the last good checkpoint.
 
     torchrun SIGTERMs the survivors as soon as one rank dies, racing the survivor's own failed
     collective. A SIGTERM that comes after a rank died is therefore ignored, here and for the
-    rest of this process (torchrun kills it 30 s later), so that the report is whole. Any other
-    SIGTERM does what it did before: the handler it replaced runs (by default the process ends)."""
+    rest of this process, so that the report is whole. From that SIGTERM, or from the failed
+    collective, the process has grace_s to end: should it still be running then (stuck in a
+    collective that never returns, or in leaving the group), the report is printed from
+    another thread, once, and the process exits 1 (torchrun would SIGKILL it at 30 s). Any
+    other SIGTERM does what it did before: the handler it replaced runs (by default the
+    process ends)."""
     if d.world == 1 or threading.current_thread() is not threading.main_thread():
         yield
         return
     before = signal.getsignal(signal.SIGTERM)
     before = signal.SIG_DFL if before is None else before
+    deadline: list[threading.Timer] = []
+
+    def give_up() -> None:
+        RankLost(lost_ranks(d, wait_s=0), d.world, checkpoint).say()  # unless already said
+        os._exit(1)
+
+    def arm() -> None:
+        """From now on, whatever the main thread is stuck in, the process ends within grace_s."""
+        if not deadline:
+            deadline.append(threading.Timer(grace_s, give_up))
+            deadline[0].daemon = True
+            deadline[0].start()
 
     def on_term(signum: int, frame) -> None:
         if lost_ranks(d, wait_s=0):
-            return
-        signal.signal(signum, before)
-        signal.raise_signal(signum)
+            arm()
+        else:
+            signal.signal(signum, before)
+            signal.raise_signal(signum)
 
     signal.signal(signal.SIGTERM, on_term)
     try:
@@ -177,6 +205,7 @@ def report_lost_ranks(d: Dist, checkpoint: Path) -> Iterator[None]:
         lost = lost_ranks(d)
         if not lost:
             raise
+        arm()  # leaving the group of a dead rank, or the interpreter's exit, can stall
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise RankLost(lost, d.world, checkpoint) from e
     finally:
