@@ -59,7 +59,7 @@ SAY = functools.partial(print, flush=True)
 # fmt: off
 ICL_ARGS = ["icl", "grid", "--variants", "none,value", "--seeds", "1", "--steps", "2500",
             "--batch", "16", "--eval-every", "50", "--eval-size", "64"]
-ICL_SHORT = [*ICL_ARGS[:7], "600", *ICL_ARGS[8:]]
+ICL_SHORT = [*ICL_ARGS[:7], "300", *ICL_ARGS[8:]]
 LM_DATA = dict(vocab_size=512, train_tokens=20_000, val_tokens=1000)
 # fmt: on
 

@@ -137,6 +137,17 @@ def test_console_script_entry_point():
     )
 
 
+def test_start_up_leaves_fsdp_unloaded():
+    """FSDP and its state-dict functions cost ~0.6 s to import: only FSDP runs load them."""
+    code = (
+        "import sys, attnstreams.cli, attnstreams.experiments.lm.train; "
+        "print(sorted(m for m in sys.modules if m.startswith(('torch.distributed.fsdp', "
+        "'torch.distributed.tensor', 'torch.distributed.checkpoint'))))"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "[]", proc.stdout + proc.stderr
+
+
 def test_config_file_sets_defaults_and_flags_win(tmp_path, capsys):
     cfg = tmp_path / "c.json"
     cfg.write_text(

@@ -82,15 +82,15 @@ def icl_short_ref(tmp_path_factory):
 
 @pytest.mark.parametrize("sig", [signal.SIGINT])  # SIGTERM: the lm test below
 def test_signal_saves_a_checkpoint_and_resume_matches(tmp_path, sig, icl_short_ref):
-    interrupt_then_resume(ICL_SHORT, tmp_path / "run", sig, steps=600)
+    interrupt_then_resume(ICL_SHORT, tmp_path / "run", sig, steps=int(ICL_SHORT[7]))
     assert rows(tmp_path / "run" / "metrics.jsonl") == icl_short_ref
 
 
 def test_lm_sigterm_saves_a_checkpoint_and_resume_matches(tmp_path, data_dir):
     argv = lm_args(data_dir)
-    argv[argv.index("--steps") + 1] = "400"
+    argv[argv.index("--steps") + 1] = "200"
     run_to_end([*argv, "--out", str(tmp_path / "ref")])
-    interrupt_then_resume(argv, tmp_path / "run", signal.SIGTERM, steps=400)
+    interrupt_then_resume(argv, tmp_path / "run", signal.SIGTERM, steps=200)
     assert_same_run(tmp_path / "ref", tmp_path / "run")
 
 

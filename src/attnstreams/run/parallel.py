@@ -23,23 +23,7 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from torch.distributed.checkpoint.state_dict import (
-    StateDictOptions,
-    get_model_state_dict,
-    get_optimizer_state_dict,
-    set_model_state_dict,
-    set_optimizer_state_dict,
-)
 from torch.nn.parallel import DistributedDataParallel
-
-try:  # public from torch 2.5
-    from torch.distributed.tensor import DTensor
-except ImportError:  # pragma: no cover
-    from torch.distributed._tensor import DTensor
-try:  # public from torch 2.6; the composable API before
-    from torch.distributed.fsdp import fully_shard
-except ImportError:  # pragma: no cover
-    from torch.distributed._composable.fsdp import fully_shard
 
 from attnstreams.run.checkpoint import saved_step
 from attnstreams.run.config import ConfigError
@@ -225,6 +209,11 @@ def wrap(
     if d.world == 1:
         return model
     if mode == "fsdp":
+        try:  # public from torch 2.6; the composable API before
+            from torch.distributed.fsdp import fully_shard
+        except ImportError:  # pragma: no cover
+            from torch.distributed._composable.fsdp import fully_shard
+
         # Newer FSDP2 warns about every block output that is a view, against a later in-place
         # op on it. The stream's carry is one (a head split of the projection), and it is only
         # ever read out of place (streams.py, `mix`), so the warning is noise here.
@@ -262,13 +251,21 @@ def layout(forward: torch.nn.Module, model: torch.nn.Module) -> tuple[str, int]:
     """What `wrap` built, read off the objects rather than the flags: "fsdp" (parameters are
     sharded DTensors), "ddp" or "none", and how many parameter elements this rank holds."""
     params = list(model.parameters())
-    local = sum(p.to_local().numel() if isinstance(p, DTensor) else p.numel() for p in params)
-    if any(isinstance(p, DTensor) for p in params):
+    # A parameter can be a DTensor only once its module is loaded: a run without FSDP does
+    # not pay for importing it (with FSDP's state-dict functions, ~0.6 s at every start).
+    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", ())
+    local = sum(p.to_local().numel() if isinstance(p, dtensor) else p.numel() for p in params)
+    if any(isinstance(p, dtensor) for p in params):
         return "fsdp", local
     return ("ddp" if isinstance(forward, DistributedDataParallel) else "none"), local
 
 
-FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
+def _full() -> object:
+    """torch.distributed.checkpoint's state-dict functions and the options for unsharded
+    state on the CPU (imported when first needed: FSDP runs only)."""
+    from torch.distributed.checkpoint import state_dict
+
+    return state_dict, state_dict.StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def full_state(
@@ -279,8 +276,9 @@ def full_state(
     params = [p for g in opt.param_groups for p in g["params"]]
     if not sharded:
         return model.state_dict(), [opt.state.get(p, {}) for p in params]
-    msd = get_model_state_dict(model, options=FULL)
-    osd = get_optimizer_state_dict(model, opt, options=FULL)
+    sd, full = _full()
+    msd = sd.get_model_state_dict(model, options=full)
+    osd = sd.get_optimizer_state_dict(model, opt, options=full)
     if not osd:  # with cpu_offload only rank 0 receives the gathered state (and writes it)
         return msd, []
     names = [n for g in osd["param_groups"] for n in g["params"]]
@@ -304,8 +302,9 @@ def load_full_state(
         "state": {n: st for n, st in zip(order, opt_states, strict=True) if st},
         "param_groups": groups,
     }
-    set_model_state_dict(model, model_sd, options=FULL)
-    set_optimizer_state_dict(model, opt, osd, options=FULL)
+    sd, full = _full()
+    sd.set_model_state_dict(model, model_sd, options=full)
+    sd.set_optimizer_state_dict(model, opt, osd, options=full)
 
 
 def mean(t: torch.Tensor, d: Dist) -> torch.Tensor:
