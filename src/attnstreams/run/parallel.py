@@ -253,14 +253,15 @@ def layout(forward: torch.nn.Module, model: torch.nn.Module) -> tuple[str, int]:
     params = list(model.parameters())
     # A parameter can be a DTensor only once its module is loaded: a run without FSDP does
     # not pay for importing it (with FSDP's state-dict functions, ~0.6 s at every start).
-    dtensor = getattr(sys.modules.get("torch.distributed.tensor"), "DTensor", ())
+    loaded = [sys.modules.get(m) for m in ("torch.distributed.tensor", "torch.distributed._tensor")]
+    dtensor = tuple(m.DTensor for m in loaded if hasattr(m, "DTensor"))  # _tensor: torch 2.4
     local = sum(p.to_local().numel() if isinstance(p, dtensor) else p.numel() for p in params)
     if any(isinstance(p, dtensor) for p in params):
         return "fsdp", local
     return ("ddp" if isinstance(forward, DistributedDataParallel) else "none"), local
 
 
-def _full() -> object:
+def _full() -> tuple:
     """torch.distributed.checkpoint's state-dict functions and the options for unsharded
     state on the CPU (imported when first needed: FSDP runs only)."""
     from torch.distributed.checkpoint import state_dict
