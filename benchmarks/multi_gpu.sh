@@ -28,6 +28,7 @@ py=${PYTHON:-python} device=${DEVICE:-cuda}
 small=(--preset "${SMALL:-gpt2-124m}" --steps 20)
 big=(--preset "${BIG:-gpt-1b}" --batch 4 --block "${BLOCK:-2048}" --steps 10)
 modern_small=${MODERN_SMALL-modern-124m} modern_big=${MODERN_BIG-modern-1b}
+small_m=(--preset "$modern_small" --steps 20)
 here=$(dirname "$0")
 mkdir -p "$out"
 counts=$(for g in 1 2 4 8; do [ "$g" -le "$gpus" ] && echo "$g"; done)
@@ -59,8 +60,8 @@ step "big, one device" 1 "${big[@]}"
 for g in $counts; do [ "$g" -gt 1 ] && step "big, FSDP" "$g" "${big[@]}" --parallel fsdp; done
 step "big, FSDP, value stream" "$gpus" "${big[@]}" --parallel fsdp --stream value
 if [ -n "$modern_small" ]; then
-    for g in $counts; do step "modern small, eager DDP" "$g" --preset "$modern_small" --steps 20 --batch 16; done
-    step "modern small, eager DDP, value" "$gpus" --preset "$modern_small" --steps 20 --batch 16 --stream value
+    for g in $counts; do step "modern small, eager DDP" "$g" "${small_m[@]}" --batch 16; done
+    step "modern small, eager DDP, value" "$gpus" "${small_m[@]}" --batch 16 --stream value
 fi
 if [ -n "$modern_big" ]; then
     big_m=(--preset "$modern_big" --batch 4 --block "${BLOCK:-2048}" --steps 10 --parallel fsdp)
@@ -89,8 +90,8 @@ if [ "${COMPILED:-1}" != 0 ]; then
     for g in $counts; do step "small, compiled DDP" "$g" "${small[@]}" --batch 32 --compile; done
     step "small, compiled DDP, value" "$gpus" "${small[@]}" --batch 32 --compile --stream value
     if [ -n "$modern_small" ]; then
-        for g in $counts; do step "modern small, compiled DDP" "$g" --preset "$modern_small" --steps 20 --batch 32 --compile; done
-        step "modern small, compiled DDP, value" "$gpus" --preset "$modern_small" --steps 20 --batch 32 --compile --stream value
+        for g in $counts; do step "modern small, compiled DDP" "$g" "${small_m[@]}" --batch 32 --compile; done
+        step "modern small, compiled DDP, value" "$gpus" "${small_m[@]}" --batch 32 --compile --stream value
     fi
     if [ "$gpus" -gt 1 ]; then  # the DDP bucket size that is fastest on all GPUS
         for mb in 25 100 400 1000; do

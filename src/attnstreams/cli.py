@@ -796,7 +796,6 @@ def build_parser() -> Parser:
     p.add_argument(
         "--workers", type=int, default=1, help="runs at once, one process each (fills a GPU)"
     )
-
     _lm_args(p)
     p.set_defaults(func=cmd_lm_grid, config_parser=p)
     p = sub.add_parser("eval", help="IOI, induction and held-out loss of a checkpoint")

@@ -162,18 +162,18 @@ def report_lost_ranks(d: Dist, checkpoint: Path, grace_s: float = 10.0) -> Itera
         return
     before = signal.getsignal(signal.SIGTERM)
     before = signal.SIG_DFL if before is None else before
-    deadline: list[threading.Timer] = []
 
     def give_up() -> None:
         RankLost(lost_ranks(d, wait_s=0), d.world, checkpoint).say()  # unless already said
         os._exit(1)
 
+    deadline = threading.Timer(grace_s, give_up)
+    deadline.daemon = True
+
     def arm() -> None:
         """From now on, whatever the main thread is stuck in, the process ends within grace_s."""
-        if not deadline:
-            deadline.append(threading.Timer(grace_s, give_up))
-            deadline[0].daemon = True
-            deadline[0].start()
+        if deadline.ident is None:  # not started yet
+            deadline.start()
 
     def on_term(signum: int, frame) -> None:
         if lost_ranks(d, wait_s=0):
