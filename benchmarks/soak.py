@@ -77,7 +77,7 @@ def lm_args(data_dir: Path, steps: int = 800) -> list[str]:
 
 def prepare_lm_data(folder: Path) -> Path:
     """The token files `lm_args` reads (made once, reused if there)."""
-    from attnstreams.experiments.lm.train import DataConfig, prepare_data
+    from attnstreams.experiments.lm.data import DataConfig, prepare_data
 
     return prepare_data(DataConfig(data=str(FIXTURE), **LM_DATA), folder, progress=False)
 

@@ -291,6 +291,42 @@ def test_resume_equals_uninterrupted(data_dir, tmp_path):
     assert rows(tmp_path / "a" / "metrics.jsonl")[-1]["train_loss"] < 6.3  # it learned a little
 
 
+def test_log_spaced_evaluations():
+    every = LMTrainConfig(steps=10, eval_every=4)
+    assert every.eval_steps() == [4, 8, 10]
+    log = LMTrainConfig(steps=24_414, eval_every=50, eval_log=30)
+    got = log.eval_steps()
+    assert got[0] == 50 and got[-1] == 24_414 and got == sorted(set(got)) and len(got) == 30
+    ratios = [b / a for a, b in zip(got, got[1:], strict=False)]
+    assert max(ratios) / min(ratios) < 1.01  # evenly spaced in log(step)
+    assert LMTrainConfig(steps=3, eval_every=50, eval_log=5).eval_steps() == [3]
+    with pytest.raises(ValueError, match="eval_log"):
+        LMTrainConfig(eval_log=-1)
+
+
+def test_log_schedule_logs_each_windows_mean_loss(data_dir, tmp_path):
+    """Rows at exactly the log-spaced steps, each with the mean training loss of the steps
+    since the one before (read off a run that logs every step: evaluation draws on no
+    generator training uses, so both runs take the same steps)."""
+    base = {**TINY.__dict__, "steps": 12}
+    train(
+        LMTrainer(LMTrainConfig(**{**base, "eval_every": 1}), data_dir),
+        tmp_path / "a",
+        progress=False,
+    )
+    cfg = LMTrainConfig(**{**base, "eval_every": 2, "eval_log": 4})
+    train(LMTrainer(cfg, data_dir), tmp_path / "b", progress=False)
+    each = {r["step"]: r["train_loss"] for r in rows(tmp_path / "a" / "metrics.jsonl")[1:]}
+    logged = rows(tmp_path / "b" / "metrics.jsonl")
+    assert [r["step"] for r in logged] == [0, *cfg.eval_steps()] == [0, 2, 4, 7, 12]
+    for before, r in zip(logged, logged[1:], strict=False):
+        window = [each[s] for s in range(before["step"] + 1, r["step"] + 1)]
+        assert r["train_loss"] == pytest.approx(sum(window) / len(window), rel=1e-5)
+        assert r["val_loss"] == pytest.approx(
+            rows(tmp_path / "a" / "metrics.jsonl")[r["step"]]["val_loss"], rel=1e-5
+        )
+
+
 def test_checkpoint_loads_with_its_own_architecture(data_dir, tmp_path):
     trainer = LMTrainer(TINY, data_dir)
     train(trainer, tmp_path, progress=False)
@@ -318,6 +354,7 @@ def test_stop_after_keeps_the_work_and_speed_settings_may_change_on_resume(data_
     tensors, meta = checkpoint.load(tmp_path / "checkpoint.safetensors")
     assert meta["step"] == 4  # saved at the stop, though step 4 is no evaluation step
     meta["config"]["cuda_graphs"] = True  # as if trained with CUDA graphs on a GPU
+    del meta["config"]["eval_log"]  # as if made before the log-spaced schedule existed
     checkpoint.save(tmp_path / "checkpoint.safetensors", tensors, meta)
     again = LMTrainer(TINY, data_dir)  # stopping where the checkpoint already is: no work
     assert train(again, tmp_path, resume=True, progress=False, stop_after=2)["steps"] == 0

@@ -18,6 +18,7 @@ from attnstreams.data import names as N
 from attnstreams.data.corpus import in_validation, iter_texts
 from attnstreams.data.shards import TokenWindows, write_tokens
 from attnstreams.data.tokenizer import BPETokenizer
+from attnstreams.experiments.lm import data as lm_data
 from attnstreams.experiments.lm import train as lm
 from attnstreams.experiments.lm.report import first_step, write_report
 from attnstreams.experiments.lm.train import (
@@ -54,6 +55,29 @@ def test_resampling_is_consistent_within_a_story_and_keeps_gender():
     assert re.sub(r"[A-Z][a-z]+", "X", out) == re.sub(r"[A-Z][a-z]+", "X", story)
 
 
+def test_names_are_found_as_whole_words_like_an_alternation_of_the_list():
+    """find_names reads words and looks them up: the same matches as the whole-word
+    alternation of every list name it replaced, also next to digits, _, ' and -."""
+    assert all(re.fullmatch(r"[A-Za-z]+", n) for n in N.GENDER)  # what the lookup relies on
+    alternation = re.compile(r"\b(" + "|".join(sorted(N.GENDER, key=len, reverse=True)) + r")\b")
+    texts = [
+        "Tom's hat, Tom_ and _Tom, Tom2 2Tom, Tom-Lily, McTom, TOM, tom, Jackie, Jack.",
+        "Lily\nTom\tSue...Ben!Mia?",
+        *FIXTURE.read_text().split("<|endoftext|>")[:200],
+    ]
+    for text in texts:
+        assert N.find_names(text) == alternation.findall(text)
+        rng_a, rng_b = random.Random(1), random.Random(1)
+        found = dict.fromkeys(alternation.findall(text))
+        mapping = {}
+        for g in ("f", "m"):
+            mine = [n for n in found if N.GENDER[n] == g]
+            if mine:
+                mapping |= dict(zip(mine, rng_b.sample(N.POOL[g], len(mine)), strict=True))
+        want = alternation.sub(lambda m, mapping=mapping: mapping[m.group(1)], text)
+        assert N.resample_names(text, rng_a) == want
+
+
 def test_name_lists():
     assert len(N.FEMALE) > 150 and len(N.MALE) > 150 and not set(N.FEMALE) & set(N.MALE)
     assert not set(N.HELD_OUT) & set(N.POOL["f"] + N.POOL["m"])
@@ -63,7 +87,8 @@ def test_name_lists():
 
 def test_prepare_resampled_copies(tmp_path):
     """Each copy renames the train split afresh; the validation split is renamed once; the
-    IOI names are the held-out names, which no training text contains."""
+    IOI names are the held-out names, which no training text contains. Copies made in worker
+    processes give the files one process gives."""
     cfg = DataConfig(
         data=str(FIXTURE),
         vocab_size=400,
@@ -72,9 +97,12 @@ def test_prepare_resampled_copies(tmp_path):
         names="resampled",
         copies=3,
     )
-    d = prepare_data(cfg, tmp_path / "d", progress=False)
+    d = prepare_data(cfg, tmp_path / "d", progress=False, workers=2)  # copies in 2 processes
     meta = json.loads((d / "train.json").read_text())
     assert meta["copies"] == 3 and meta["names"] == "resampled"
+    one = prepare_data(cfg, tmp_path / "one", progress=False, workers=1)  # the same files
+    for f in ("train.bin", "train.json", "validation.bin", lm.IOI_VOCAB, "tokenizer.json"):
+        assert (one / f).read_bytes() == (d / f).read_bytes(), f
     tok = lm.load_tokenizer(d)
     text = tok.decode(TokenWindows(d / "train.bin").tokens.tolist())
     copies = text.split("<|endoftext|>")
@@ -98,7 +126,7 @@ def test_original_setting_reads_ioi_names_from_the_train_text(tmp_path):
     vocab = json.loads((d / lm.IOI_VOCAB).read_text())
     train = " ".join(iter_texts(str(FIXTURE), "train"))
     for name in vocab["names"]:
-        assert len(re.findall(rf"\b{name}\b", train)) >= lm.MIN_COUNT
+        assert len(re.findall(rf"\b{name}\b", train)) >= lm_data.MIN_COUNT
     assert "Lily" in vocab["names"]
     val = " ".join(iter_texts(str(FIXTURE), "validation"))
     counted = [n for n in N.GENDER if len(re.findall(rf"\b{n}\b", train + " " + val)) >= 20]

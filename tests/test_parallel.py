@@ -17,7 +17,7 @@ import torch
 from test_streams import ONE_OF_EACH, VARIANTS
 
 from attnstreams.data.shards import TokenWindows
-from attnstreams.experiments.lm.train import DataConfig, prepare_data
+from attnstreams.experiments.lm.data import DataConfig, prepare_data
 from attnstreams.run import checkpoint
 from attnstreams.run.parallel import Dist
 

@@ -337,7 +337,8 @@ def cmd_icl_report(args: argparse.Namespace) -> int:
 
 
 def _lm_args(p: argparse.ArgumentParser) -> None:
-    from attnstreams.experiments.lm.train import DataConfig, LMTrainConfig
+    from attnstreams.experiments.lm.data import DataConfig
+    from attnstreams.experiments.lm.train import LMTrainConfig
 
     d, t = DataConfig(), LMTrainConfig()
     p.add_argument(
@@ -409,6 +410,13 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grad-clip", type=float, default=t.grad_clip)
     p.add_argument("--dropout", type=float, default=None, help="default: the preset's")
     p.add_argument("--eval-every", type=int, default=t.eval_every)
+    p.add_argument(
+        "--eval-log",
+        type=int,
+        default=t.eval_log,
+        help="N evaluations at log-spaced steps from --eval-every to the end (dense early, "
+        "sparse late) instead of one every --eval-every steps",
+    )
     p.add_argument("--eval-batches", type=int, default=t.eval_batches)
     p.add_argument("--ioi-prompts", type=int, default=t.ioi_prompts)
     p.add_argument(
@@ -443,7 +451,8 @@ GENERATED_FLOOR = 1_000_000  # generated train tokens at least (a BPE and window
 def _lm_configs(args, stream: str, seed: int):
     import math
 
-    from attnstreams.experiments.lm.train import DataConfig, LMTrainConfig
+    from attnstreams.experiments.lm.data import DataConfig
+    from attnstreams.experiments.lm.train import LMTrainConfig
     from attnstreams.models.gpt import preset
 
     train_tokens = args.train_tokens
@@ -477,6 +486,7 @@ def _lm_configs(args, stream: str, seed: int):
         grad_clip=args.grad_clip,
         dropout=args.dropout,
         eval_every=args.eval_every,
+        eval_log=args.eval_log,
         eval_batches=args.eval_batches,
         ioi_prompts=args.ioi_prompts,
         icl_early=early,
@@ -507,7 +517,8 @@ def _lm_configs(args, stream: str, seed: int):
 
 def _lm_train_ranked(args, data, cfg, d, device):
     """The training part of `lm train` on one rank: token files (rank 0 makes them), train."""
-    from attnstreams.experiments.lm.train import LMTrainer, prepare_data, train, with_epochs
+    from attnstreams.experiments.lm.data import prepare_data
+    from attnstreams.experiments.lm.train import LMTrainer, train, with_epochs
     from attnstreams.run import parallel
 
     if d.is_main:
@@ -540,7 +551,7 @@ def _check_corpus_unless_prepared(data, data_dir: str | None, out: str | None) -
 
 def cmd_lm_prepare(args: argparse.Namespace) -> int:
     """Tokenise a corpus once into a folder that `lm train/grid --data-dir` reuse."""
-    from attnstreams.experiments.lm.train import prepare_data
+    from attnstreams.experiments.lm.data import prepare_data
 
     data, _ = _lm_configs(args, "none", 0)
     _check_corpus_unless_prepared(data, args.data_dir, None)

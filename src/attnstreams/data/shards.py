@@ -22,57 +22,76 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
 
 
+Encoded = tuple[np.ndarray, list[int], list[int]]  # ids; each document's tokens and bytes
+
+
+def encode_docs(docs: list[str], tokenizer: Tokenizer) -> Encoded:
+    """Documents' ids, each followed by end-of-text, as one array (the token file's dtype),
+    with each document's token count and UTF-8 bytes (for bits per byte and cuts)."""
+    ids = [t + [tokenizer.eot_id] for t in tokenizer.encode_batch(docs)]
+    arr = np.fromiter((i for doc in ids for i in doc), dtype=np.int64)
+    if arr.size and (arr.max() >= tokenizer.vocab_size or arr.min() < 0):
+        raise ConfigError(f"token id out of the vocabulary ({tokenizer.vocab_size})")
+    return (
+        arr.astype(token_dtype(tokenizer.vocab_size)),
+        [len(t) for t in ids],
+        [len(d.encode("utf-8")) for d in docs],
+    )
+
+
+def token_dtype(vocab_size: int) -> type:
+    """uint16 while the ids fit, else uint32."""
+    return np.uint16 if vocab_size <= 1 << 16 else np.uint32
+
+
 def write_tokens(
-    texts: Iterable[str],
+    texts: Iterable[str] | None,
     tokenizer: Tokenizer,
     path: Path,
     max_tokens: int | None = None,
     batch: int = 1024,
     progress: bool = True,
     meta: dict | None = None,
+    encoded: Iterable[Encoded] | None = None,
 ) -> int:
     """Encode documents (each followed by end-of-text) into `path`; returns the token count.
-    Streams: memory holds one batch of documents, whatever the corpus size. Written to a
-    temporary file and renamed, so `path` is never half-written. The sidecar `.json` records
-    the count, the UTF-8 bytes of the documents encoded (for bits per byte), the SHA-256 of
-    the token bytes (a resume checks it is the corpus it trained on) and `meta`."""
+    Streams: memory holds one batch of documents, whatever the corpus size. `encoded`: chunks
+    of `encode_docs` made elsewhere (in worker processes, say), written in their order in
+    place of `texts`. Written to a temporary file and renamed, so `path` is never
+    half-written. The sidecar `.json` records the count, the UTF-8 bytes of the documents
+    encoded (for bits per byte), the SHA-256 of the token bytes (a resume checks it is the
+    corpus it trained on) and `meta`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    dtype = np.uint16 if tokenizer.vocab_size <= 1 << 16 else np.uint32
+    dtype = token_dtype(tokenizer.vocab_size)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     n = n_bytes = 0
     sha = hashlib.sha256()
-    it = iter(texts)
+    if encoded is None:
+        it = iter(texts)
+        encoded = (encode_docs(d, tokenizer) for d in iter(lambda: list(islice(it, batch)), []))
     try:
         with (
             tmp.open("wb") as f,
             progress_bar(max_tokens, path.name, "tok", progress) as bar,
         ):
-            while max_tokens is None or n < max_tokens:
-                docs = list(islice(it, batch))
-                if not docs:
-                    break
-                ids = [t + [tokenizer.eot_id] for t in tokenizer.encode_batch(docs)]
-                arr = np.fromiter((i for doc in ids for i in doc), dtype=np.int64)
-                sizes = [len(d.encode("utf-8")) for d in docs]
+            for arr, lens, sizes in encoded:
                 if max_tokens is not None and n + arr.size > max_tokens:
                     # cut inside document j: its bytes in proportion to the tokens kept
                     room = max_tokens - n
-                    ends = np.cumsum([len(t) for t in ids])
+                    ends = np.cumsum(lens)
                     j = int(np.searchsorted(ends, room, side="right"))
                     kept = room - (ends[j - 1] if j else 0)
-                    sizes = (
-                        [*sizes[:j], round(sizes[j] * kept / len(ids[j]))] if kept else sizes[:j]
-                    )
+                    sizes = [*sizes[:j], round(sizes[j] * kept / lens[j])] if kept else sizes[:j]
                     arr = arr[:room]
                 n_bytes += sum(sizes)
-                if arr.size and (arr.max() >= tokenizer.vocab_size or arr.min() < 0):
-                    raise ConfigError(f"token id out of the vocabulary ({tokenizer.vocab_size})")
-                chunk = arr.astype(dtype).tobytes()
+                chunk = arr.astype(dtype, copy=False).tobytes()
                 f.write(chunk)
                 sha.update(chunk)
                 n += arr.size
                 bar.update(arr.size)
+                if max_tokens is not None and n >= max_tokens:
+                    break
             f.flush()
             os.fsync(f.fileno())
         if n == 0:

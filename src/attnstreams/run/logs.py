@@ -319,14 +319,15 @@ def window_steps(step: int, every: int) -> int:
     return step - ((step - 1) // every) * every
 
 
-def check_finite(rows: list[dict], step: int, every: int, key: str = "train_loss") -> None:
-    """Stop (before the checkpoint is written) if any run's loss went NaN or infinite."""
+def check_finite(rows: list[dict], step: int, since: int, key: str = "train_loss") -> None:
+    """Stop (before the checkpoint is written) if any run's loss went NaN or infinite in the
+    `since` steps up to `step`."""
     bad = [r for r in rows if r.get(key) is not None and not math.isfinite(r[key])]
     if bad:
         who = ", ".join(
             f"{r.get('variant', r.get('stream', 'run'))} seed {r.get('seed', '?')}" for r in bad[:3]
         )
         raise NonFiniteLoss(
-            f"non-finite {key} ({who}) between steps {step - window_steps(step, every)} and "
+            f"non-finite {key} ({who}) between steps {step - since} and "
             f"{step}: stopped; the last good checkpoint is kept"
         )

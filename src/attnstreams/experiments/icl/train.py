@@ -362,8 +362,9 @@ def train(
                 if grid.device.type == "cuda":  # queued steps are not evaluation time
                     torch.cuda.synchronize(grid.device)
                 t_eval = time.perf_counter()
-                rows = grid.eval_rows(window_steps(grid.step, cfg.eval_every))
-                check_finite(rows, grid.step, cfg.eval_every)
+                since = window_steps(grid.step, cfg.eval_every)
+                rows = grid.eval_rows(since)
+                check_finite(rows, grid.step, since)
                 elapsed = time.perf_counter() - t0
                 for row in rows:
                     log.write(row | {"elapsed_s": elapsed})

@@ -1,23 +1,19 @@
 """Experiment 2 (paper.md section 4): train GPT language models with or without a stream.
 
-`prepare_data` tokenises a corpus once into token files (and trains the local BPE if asked);
-`LMTrainer` trains one model from them with AdamW, warmup + cosine, clipping, bf16 autocast on
-GPU, periodic evaluation (held-out loss, IOI, induction, ICL score) and atomic checkpoints that
-resume bitwise on CPU.
+The token files come from `lm.data.prepare_data`; `LMTrainer` trains one model from them with
+AdamW, warmup + cosine, clipping, bf16 autocast on GPU, evaluation (held-out loss, IOI,
+induction, ICL score) every `eval_every` steps or on a log-spaced schedule, and atomic
+checkpoints that resume bitwise on CPU.
 """
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
-import random
-import re
 import signal
-import sys
 import time
-from collections import Counter
 from dataclasses import asdict, dataclass
-from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,13 +21,13 @@ import numpy as np
 import torch
 
 from attnstreams.data.corpus import iter_texts
-from attnstreams.data.shards import TokenWindows, write_tokens
-from attnstreams.data.tokenizer import (
-    BPETokenizer,
-    GPT2Tokenizer,
-    PretrainedTokenizer,
-    Tokenizer,
-    load_tokenizer,
+from attnstreams.data.shards import TokenWindows
+from attnstreams.data.tokenizer import Tokenizer, load_tokenizer
+from attnstreams.experiments.lm.data import (
+    IOI_VOCAB,
+    MIN_SINGLE,
+    DataConfig,
+    prepare_data,
 )
 from attnstreams.experiments.lm.evals import (
     behaviour_metrics,
@@ -54,159 +50,12 @@ from attnstreams.run.logs import (
     new_run_dir,
     open_run,
     progress_bar,
-    window_steps,
     write_text_atomic,
 )
 from attnstreams.run.parallel import Dist
 
 if TYPE_CHECKING:
     from attnstreams.models.gpt import GPTConfig
-
-
-@dataclass(frozen=True)
-class DataConfig:
-    """Which corpus, tokenizer and split sizes the token files are made from."""
-
-    data: str = "generated"  # tinystories | generated | PATH (a file or a folder of files)
-    # bpe (trained locally) | gpt2 (tiktoken) | a folder with a tokenizer.json (a model's)
-    tokenizer: str = "bpe"
-    vocab_size: int = 8192  # of the local BPE
-    tokenizer_docs: int = 20_000  # documents the BPE is trained on
-    train_tokens: int | None = 20_000_000  # None: the whole corpus (not for `generated`)
-    val_tokens: int = 500_000
-    text_field: str = "text"
-    separator: str = "eot"  # of stories in .txt files: eot (<|endoftext|>) | blank-line
-    seed: int = 0
-    # original | resampled: the train split written `copies` times, each copy with every
-    # character name replaced (data/names.py); the IOI set then uses held-out names
-    names: str = "original"
-    copies: int = 1
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.tokenizer, str):
-            raise ConfigError(f"tokenizer must be bpe, gpt2 or a folder, got {self.tokenizer!r}")
-        if self.tokenizer not in ("bpe", "gpt2"):
-            PretrainedTokenizer.check_folder(self.tokenizer)
-        check_choice("names", self.names, ("original", "resampled"))
-        check_choice("separator", self.separator, ("eot", "blank-line"))
-        check_range("vocab_size", self.vocab_size, lo=300, hi=1 << 20)
-        check_range("val_tokens", self.val_tokens, lo=1000)
-        check_range("seed", self.seed, lo=0, hi=2**62)
-        check_range("copies", self.copies, lo=1, hi=1000)
-        if self.copies > 1 and self.names == "original":
-            raise ConfigError("copies > 1 needs names=resampled (identical copies add nothing)")
-        if self.copies > 1 and self.train_tokens is not None:
-            raise ConfigError("copies > 1 renames the whole train split: set train_tokens None")
-        if self.train_tokens is not None:
-            check_range("train_tokens", self.train_tokens, lo=1000)
-        elif self.data == "generated":
-            raise ConfigError("the generated corpus is unbounded: set train_tokens")
-
-
-IOI_VOCAB = "ioi_vocab.json"
-MIN_SINGLE = 20  # single-token IOI names, if the vocabulary has this many of them
-MIN_COUNT = 20  # a name, place or object the IOI set uses occurs this often in the train text
-
-
-def _renamed(texts, seed: int, copy: int | str):
-    """Each story renamed with its own generator, so a copy does not depend on the stories
-    before it (a story's renaming is fixed by seed, copy and its index)."""
-    from attnstreams.data.names import resample_names
-
-    for i, t in enumerate(texts):
-        yield resample_names(t, random.Random(f"{seed}:{copy}:{i}"))
-
-
-def _split_texts(cfg: DataConfig, split: str, copy: int | str = 0):
-    texts = iter_texts(cfg.data, split, cfg.text_field, cfg.seed, cfg.separator)
-    return _renamed(texts, cfg.seed, copy) if cfg.names == "resampled" else texts
-
-
-def prepare_data(cfg: DataConfig, folder: Path, progress: bool = True) -> Path:
-    """Token files train.bin / validation.bin, the tokenizer and the IOI vocabulary in
-    `folder` (reused if there). The tokenizer sees train text only: the first copy of the
-    train split (renamed in the resampled setting). In the resampled setting the validation
-    split is renamed once too, so held-out loss measures the distribution trained on."""
-    folder = Path(folder)
-    stamp = folder / "data_config.json"
-    if stamp.exists():
-        if json.loads(stamp.read_text()) != asdict(cfg):
-            raise ConfigError(f"{folder} holds tokens of another data config; use another folder")
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
-    if progress:
-        size = "all" if cfg.train_tokens is None else f"{cfg.train_tokens:,}"
-        print(
-            f"preparing {folder}: "
-            + ("GPT-2's tokenizer" if cfg.tokenizer == "gpt2" else
-               f"a {cfg.vocab_size:,}-token BPE trained on up to {cfg.tokenizer_docs:,} stories"
-               if cfg.tokenizer == "bpe" else f"the tokenizer of {cfg.tokenizer}")
-            + f"; {size} train tokens"
-            + (f" x {cfg.copies} renamed copies" if cfg.copies > 1 else "")
-            + f", up to {cfg.val_tokens:,} validation tokens of {cfg.data}",
-            file=sys.stderr,
-            flush=True,
-        )  # fmt: skip
-    if cfg.tokenizer == "gpt2":
-        tok: Tokenizer = GPT2Tokenizer()
-    elif cfg.tokenizer != "bpe":
-        tok = PretrainedTokenizer.from_folder(cfg.tokenizer)
-    else:
-        tok = BPETokenizer.train(
-            islice(_split_texts(cfg, "train"), cfg.tokenizer_docs), cfg.vocab_size
-        )
-    tok.save(folder)
-    counts: Counter[str] = Counter()  # words of the first copy, for the IOI vocabulary
-    copies = (
-        _counting(_split_texts(cfg, "train", c), counts)
-        if c == 0
-        else _split_texts(cfg, "train", c)
-        for c in range(cfg.copies)
-    )
-    write_tokens(
-        (t for texts in copies for t in texts),
-        tok,
-        folder / "train.bin",
-        max_tokens=cfg.train_tokens,
-        progress=progress,
-        meta={"copies": cfg.copies, "names": cfg.names},
-    )
-    write_tokens(
-        _split_texts(cfg, "validation", "validation"),
-        tok,
-        folder / "validation.bin",
-        max_tokens=cfg.val_tokens,
-        progress=progress,
-        meta={"names": cfg.names},
-    )
-    write_text_atomic(folder / IOI_VOCAB, json.dumps(ioi_vocabulary(cfg.names, counts), indent=1))
-    stamp.write_text(json.dumps(asdict(cfg)))
-    return folder
-
-
-def _counting(texts, counts: Counter):
-    for t in texts:
-        counts.update(re.findall(r"[A-Za-z]+", t))
-        yield t
-
-
-def ioi_vocabulary(names: str, counts: Counter) -> dict:
-    """The names, places and objects of the IOI set for this data: names that occur at least
-    MIN_COUNT times in the train text (original setting) or the held-out names no training
-    text contains (resampled setting); places and objects that occur in the train text."""
-    from attnstreams.data import names as N
-    from attnstreams.experiments.lm.evals import OBJECTS, PLACES
-
-    if names == "resampled":
-        chosen = list(N.HELD_OUT)
-    else:
-        chosen = sorted((n for n in N.GENDER if counts[n] >= MIN_COUNT), key=lambda n: -counts[n])
-    return {
-        "setting": names,
-        "names": chosen,
-        "places": [p for p in PLACES if counts[p] >= MIN_COUNT] or list(PLACES),
-        "objects": [o for o in OBJECTS if counts[o] >= MIN_COUNT] or list(OBJECTS),
-    }
 
 
 @dataclass(frozen=True)
@@ -231,6 +80,9 @@ class LMTrainConfig:
     grad_clip: float = 1.0
     dropout: float | None = None  # None: the preset's
     eval_every: int = 250
+    # 0: evaluate every eval_every steps; N: N evaluations at log-spaced steps from eval_every
+    # to the end (dense early, sparse late: cheap long runs that still see early changes)
+    eval_log: int = 0
     eval_batches: int = 20  # 0: the whole validation split
     ioi_prompts: int = 600
     icl_early: int = 20  # ICL score: loss on a held-out story's token icl_late minus icl_early
@@ -254,6 +106,7 @@ class LMTrainConfig:
                 f"batch ({self.batch}) must be divisible by grad_accum ({self.grad_accum})"
             )
         check_range("eval_batches", self.eval_batches, lo=0)
+        check_range("eval_log", self.eval_log, lo=0, hi=100_000)
         check_range("icl_early", self.icl_early, lo=0, hi=self.icl_late - 1)
         check_range("lr", self.lr, lo=0.0, lo_open=True)
         if self.epochs is not None:
@@ -290,6 +143,14 @@ class LMTrainConfig:
         if self.dropout is not None:
             over["dropout"] = self.dropout
         return preset(self.preset, **over)
+
+    def eval_steps(self) -> list[int]:
+        """The steps after which the run evaluates and checkpoints, the last step always."""
+        if not self.eval_log:
+            return [*range(self.eval_every, self.steps, self.eval_every), self.steps]
+        first = min(self.eval_every, self.steps)
+        points = np.geomspace(first, self.steps, self.eval_log)
+        return sorted({round(float(p)) for p in points} | {self.steps})
 
     def lr_at(self, step: int) -> float:
         """Linear warmup, then cosine down to min_lr_ratio * lr."""
@@ -502,7 +363,9 @@ class LMTrainer:
         tensors, meta = checkpoint.load(path)
         if meta.get("kind") != "lm":
             raise ConfigError(f"{path} is not a language-model checkpoint")
-        saved, mine = _run_defining(meta["config"]), _run_defining(asdict(self.cfg))
+        # eval_log 0 is what a checkpoint from before the setting did
+        saved = _run_defining({"eval_log": 0, **meta["config"]})
+        mine = _run_defining(asdict(self.cfg))
         if saved != mine:
             changed = "; ".join(differences(saved, mine))
             raise ConfigError(
@@ -685,6 +548,8 @@ def train(
             ),
         )
     t0, start, saved = time.perf_counter(), trainer.step, False
+    schedule = [0, *cfg.eval_steps()]
+    evals = set(schedule[1:])
     tokens_per_step = cfg.batch * trainer.model_cfg.block_size
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
     with (
@@ -700,8 +565,8 @@ def train(
             trainer.train_step()
             bar.update()
             saved = False
-            if trainer.step % cfg.eval_every == 0 or trainer.step == cfg.steps:
-                since = window_steps(trainer.step, cfg.eval_every)
+            if trainer.step in evals:
+                since = trainer.step - schedule[bisect.bisect_left(schedule, trainer.step) - 1]
                 row = {
                     "step": trainer.step,
                     "tokens": trainer.step * tokens_per_step,
@@ -709,7 +574,7 @@ def train(
                     "skipped_steps": trainer.skipped,
                     "lr": cfg.lr_at(trainer.step - 1),
                 }
-                check_finite([row], trainer.step, cfg.eval_every)
+                check_finite([row], trainer.step, since)
                 row |= {**trainer.evaluate(), "elapsed_s": time.perf_counter() - t0}
                 trainer.loss_sum.zero_()
                 log.write(row)

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Experiment 2, long training (results/lm-long): the commands behind its numbers.
+#   experiments/lm_long.sh CORPUS WORK OUT NAMES ARMS SEED SEEDS [NAMES ARMS SEED SEEDS ...]
+# Each NAMES ARMS SEED SEEDS group (NAMES original|resampled, ARMS a comma list of streams,
+# seeds SEED..SEED+SEEDS-1) is one `lm grid` of 8M models on a 8,192-token BPE, trained for
+# $EPOCHS passes over the train split (names resampled: a freshly renamed copy each pass),
+# evaluated at $EVALS log-spaced steps. All groups run at once on one GPU, one process a run;
+# every run must end inside the job (a checkpoint is not kept between jobs). MPS=1 starts a
+# CUDA MPS daemon first, so that the processes' kernels can share the GPU at once.
+# CORPUS: a folder of TinyStories text files; WORK: scratch; OUT: the metrics and logs (no
+# checkpoints) packed into one file, plus timings.
+set -u
+CORPUS=$1 WORK=$2 OUT=$3
+shift 3
+EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540}
+export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
+CLI="python3 -m attnstreams.cli --threads 1"
+DATA="--data $CORPUS --train-tokens 0 --val-tokens 1000000 --vocab-size 8192 --epochs $EPOCHS"
+# TRAIN: the run settings (a CPU check of this script sets a tiny model here)
+TRAIN=${TRAIN:-"--preset tinystories-8m --batch 64 --eval-batches 0 --ioi-prompts 1024 \
+  --device cuda --compile --cuda-graphs --eval-every 50 --eval-log $EVALS --json"}
+mkdir -p "$WORK" "$OUT"
+start=$(date +%s)
+stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+if [ "${MPS:-0}" = 1 ]; then
+  export CUDA_MPS_PIPE_DIRECTORY=$WORK/mps-pipe CUDA_MPS_LOG_DIRECTORY=$WORK/mps-log
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  nvidia-cuda-mps-control -d && stamp "MPS daemon started"
+fi
+for NAMES in original resampled; do  # only the settings asked for
+  case " $* " in *" $NAMES "*) ;; *) continue ;; esac
+  $CLI lm prepare $DATA --names "$NAMES" --data-dir "$WORK/data-$NAMES" --json \
+    > "$WORK/prep-$NAMES.json" 2> "$WORK/prep-$NAMES.err" &
+done
+wait
+stamp "prepared"
+cat "$WORK"/prep-*.json
+while [ $# -ge 4 ]; do
+  NAMES=$1 ARMS=$2 SEED=$3 SEEDS=$4
+  shift 4
+  RUNS=$(( $(echo "$ARMS" | tr ',' '\n' | wc -l) * SEEDS ))
+  G="$WORK/$NAMES-s$SEED"
+  timeout "$LIMIT" $CLI lm grid $DATA $TRAIN --names "$NAMES" --data-dir "$WORK/data-$NAMES" \
+    --stream "$ARMS" --seed "$SEED" --seeds "$SEEDS" --workers "$RUNS" --out "$G" \
+    > "$G.json" 2> "$G.err" &
+done
+wait
+stamp "grids ended"
+tail -n 3 "$WORK"/*.err
+if [ "${MPS:-0}" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
+(cd "$WORK" && find . -name metrics.jsonl -o -name config.json -o -name summary.json \
+  -o -name ioi_vocab.json -o -name data_config.json -o -name train.json -o -name '*.err' \
+  -o -name validation.json -o -name 'prep-*.json' -o -name '*-s*.json' -o -name 'tokenizer*.json' \
+  | grep -v mps- | tar czf "$OUT/runs.tar.gz" -C "$WORK" -T -)
+for f in "$WORK"/*/*/summary.json; do
+  [ -f "$f" ] && python3 -c "import json,sys; s=json.load(open(sys.argv[1])); \
+print(sys.argv[1].split('/')[-3:-1], s['step'], round(s['tokens_per_s']), round(s['wall_s']))" "$f"
+done
+stamp "packed"
