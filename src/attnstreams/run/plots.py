@@ -67,12 +67,15 @@ def plot_attention(maps: dict, path: Path, title: str = "") -> Path:
 def plot_bands(
     panels: dict[str, dict[str, tuple]],
     path: Path,
-    ylabel: str = "",
+    ylabel: str | dict[str, str] = "",
     xlabel: str = "step",
-    hlines: tuple[float, ...] = (),
+    hlines: tuple[float, ...] | dict[str, tuple[float, ...]] = (),
+    logx: bool = False,
 ) -> Path:
-    """One panel per entry; in each, one line per label: the mean over seeds and a +/- 1 sd band.
-    panels[title][label] = (x (P,), y (seeds, P))."""
+    """One panel per entry; in each, one line per label: the mean over seeds and a +/- 1 sd
+    band, or under 5 seeds every seed's own thin line beside the mean (a band of 2 seeds says
+    little). panels[title][label] = (x (P,), y (seeds, P)). ylabel and hlines (dashed
+    reference lines, such as chance) apply to every panel or, as dicts, by title."""
 
     n = len(panels)
     cols = 2 if n > 1 else 1
@@ -83,14 +86,21 @@ def plot_bands(
     for ax, (title, lines) in zip(axes.flat, panels.items(), strict=False):  # spare axes: off
         for label, (x, y) in lines.items():
             y = np.asarray(y, dtype=float)
-            mean, sd = y.mean(0), y.std(0)
-            ax.plot(x, mean, label=f"{label} (n={y.shape[0]})", lw=1.4)
-            ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)
-        for h in hlines:
+            mean = y.mean(0)
+            (line,) = ax.plot(x, mean, label=f"{label} (n={y.shape[0]})", lw=1.4)
+            if y.shape[0] >= 5:
+                sd = y.std(0)
+                ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)
+            elif y.shape[0] > 1:
+                for seed in y:
+                    ax.plot(x, seed, color=line.get_color(), lw=0.6, alpha=0.5)
+        for h in hlines.get(title, ()) if isinstance(hlines, dict) else hlines:
             ax.axhline(h, color="grey", lw=0.6, ls="--")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
+        ax.set_ylabel(ylabel.get(title, "") if isinstance(ylabel, dict) else ylabel)
+        if logx:
+            ax.set_xscale("log")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:

@@ -25,6 +25,12 @@ METRICS = {  # key: (title, higher is better)
     "val_bpb": ("held-out bits per byte", False),
     "ioi_accuracy": ("IOI accuracy (templated set)", True),
     "ioi_logit_diff": ("IOI log-prob difference IO - S", True),
+    "ioi_p_io": ("IOI P(IO), templated set", True),
+    "ioi_p_s": ("IOI P(S), templated set", False),
+    # The authors' quantity (small-LM/IOI_task.py): the probability of the right name and of
+    # the repeated name after each of the paper's 4 prompts, averaged over its two orders
+    "paper_ioi_p_io": ("P(right name), paper's prompts", True),
+    "paper_ioi_p_s": ("P(repeated name), paper's prompts", False),
     "paper_ioi_accuracy": ("IOI accuracy (paper's 8 prompts)", True),
     "induction_score": ("induction score (first - second copy loss)", True),
     "prefix_matching": ("prefix matching (best head)", True),
@@ -46,6 +52,25 @@ CURVES = (
     "prefix_matching",
     "context_gain",
 )
+#: Long runs (evaluated on a log-spaced schedule): every quantity the question needs.
+LONG_CURVES = (
+    "val_loss",
+    "paper_ioi_p_io",
+    "paper_ioi_p_s",
+    "ioi_accuracy",
+    "ioi_logit_diff",
+    "ioi_p_io",
+    "induction_score",
+    "prefix_matching",
+    "context_gain",
+    "icl_score",
+)
+UNITS = {"val_loss": "nats/token", "val_bpb": "bits/byte", "ioi_accuracy": "accuracy"}
+UNITS |= dict.fromkeys(("ioi_p_io", "ioi_p_s", "paper_ioi_p_io", "paper_ioi_p_s"), "probability")
+UNITS |= dict.fromkeys(("ioi_logit_diff", "induction_score", "context_gain", "icl_score"), "nats")
+UNITS |= {"prefix_matching": "attention", "paper_ioi_accuracy": "accuracy"}
+CHANCE = {"ioi_accuracy": (0.5,), "paper_ioi_accuracy": (0.5,), "ioi_logit_diff": (0.0,)}
+CHANCE |= {"context_gain": (0.0,), "icl_score": (0.0,)}
 
 
 def load_grid(grid: Path) -> tuple[dict[str, dict[int, list[dict]]], dict]:
@@ -92,7 +117,10 @@ def _common_step(runs: dict[int, list[dict]], other: dict[int, list[dict]], seed
 
 
 def _mean_sd(v: np.ndarray) -> str:
-    return f"{v.mean():.3f}" + (f" ± {v.std(ddof=1):.3f}" if len(v) > 1 else "")
+    """Mean ± sd; under 5 seeds every seed's value instead of the sd."""
+    if len(v) < 5:
+        return f"{v.mean():.3f}" + (f" ({', '.join(f'{x:.3f}' for x in v)})" if len(v) > 1 else "")
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
 def _p(x: float | None) -> str:
@@ -126,8 +154,18 @@ def write_report(grid: Path, title: str | None = None) -> Path:
     lines += _emergence_section(runs, arms, baseline)
     lines += _final_section(runs, arms, baseline)
     lines += _template_section(runs, arms, baseline)
-    png = _curves(runs, arms, grid / "curves.png")
-    lines += ["## Curves", "", "Mean over seeds, band ± 1 sd; x: training tokens.", ""]
+    long = bool(cfg.get("eval_log"))
+    if long:
+        lines += _changes_section(runs, arms)
+    png = _curves(runs, arms, grid / "curves.png", LONG_CURVES if long else CURVES, long)
+    lines += [
+        "## Curves",
+        "",
+        "Mean over seeds, band ± 1 sd (under 5 seeds: each seed's own thin line); x: training "
+        + ("tokens, log scale" if long else "tokens")
+        + "; dashed: chance or zero.",
+        "",
+    ]
     lines += [f"![curves]({png.name})", ""]
     return write_text_atomic(grid / "report.md", "\n".join(lines) + "\n")
 
@@ -266,9 +304,60 @@ def _template_section(runs, arms, baseline) -> list[str]:
     return [*lines, ""]
 
 
-def _curves(runs, arms, path: Path) -> Path:
+#: Quantities whose steepest change is reported in long runs (held-out loss: its minimum).
+CHANGES = ("paper_ioi_p_io", "ioi_accuracy", "ioi_p_io", "induction_score", "prefix_matching")
+CHANGES += ("context_gain",)
+
+
+def steepest(rows: list[dict], key: str) -> tuple[int, float, float] | None:
+    """Where `key` moves most between two consecutive evaluations: (tokens at the end of
+    that interval, the move, the move over the whole range the run covers). On a log-spaced
+    schedule every interval is the same factor of training, so a large share means an abrupt
+    change; None under 3 evaluations or when the quantity never moves."""
+    pts = [(r["tokens"], r[key]) for r in rows if r.get(key) is not None]
+    if len(pts) < 3:
+        return None
+    v = np.array([y for _, y in pts], dtype=float)
+    span = float(v.max() - v.min())
+    if span == 0:
+        return None
+    d = np.diff(v)
+    i = int(np.abs(d).argmax())
+    return pts[i + 1][0], float(d[i]), abs(float(d[i])) / span
+
+
+def _changes_section(runs, arms) -> list[str]:
+    lines = [
+        "## Where each quantity changes most (every run)",
+        "",
+        "For each run: the training tokens at which a quantity moved most between two "
+        "consecutive evaluations (the schedule is log-spaced, so each interval is the same "
+        "factor of training), the move, and its share of the run's whole range (1.0: all of "
+        "it in one interval). Held-out loss: its lowest value, where, and how far the last "
+        "evaluation is above it (a rise means memorisation).",
+        "",
+        "| run | held-out loss: min @ tokens, end - min | "
+        + " | ".join(METRICS[k][0] for k in CHANGES)
+        + " |",
+        "|---|---|" + "---|" * len(CHANGES),
+    ]
+    for a in arms:
+        for seed, rows in sorted(runs[a].items()):
+            val = [(r["val_loss"], r["tokens"]) for r in rows if "val_loss" in r]
+            low, at = min(val)
+            cells = [f"{low:.3f} @ {at / 1e6:.1f}M, {val[-1][0] - low:+.3f}"]
+            for key in CHANGES:
+                got = steepest(rows, key)
+                cells.append(
+                    "–" if got is None else f"{got[0] / 1e6:.1f}M: {got[1]:+.3f} ({got[2]:.2f})"
+                )
+            lines.append(f"| {a} s{seed} | " + " | ".join(cells) + " |")
+    return [*lines, ""]
+
+
+def _curves(runs, arms, path: Path, keys=CURVES, logx: bool = False) -> Path:
     panels = {}
-    for key in CURVES:
+    for key in keys:
         if not any(key in runs[a][s][0] for a in arms for s in runs[a]):
             continue
         title = METRICS[key][0]
@@ -280,4 +369,12 @@ def _curves(runs, arms, path: Path) -> Path:
             n = min(len(runs[a][s]) for s in seeds)
             x = [r["tokens"] / 1e6 for r in runs[a][seeds[0]][:n]]
             panels[title][a] = (x, [[r[key] for r in runs[a][s][:n]] for s in seeds])
-    return plot_bands(panels, path, xlabel="training tokens (M)")
+    titles = {METRICS[k][0]: k for k in keys}
+    return plot_bands(
+        panels,
+        path,
+        ylabel={t: UNITS.get(k, "") for t, k in titles.items()},
+        xlabel="training tokens (M)",
+        hlines={t: CHANCE.get(k, ()) for t, k in titles.items()},
+        logx=logx,
+    )
