@@ -260,15 +260,17 @@ def _extra(files: list[str], theirs, out: Path) -> list[str]:
         ax.plot([r["step"] for r in rs], [r["acc_icl"] for r in rs], "--",
                 label=f"ours on their data and weights, {v} seed {s}", lw=1.2)  # fmt: skip
         gap = max(abs(r["acc_icl"] - ref[r["step"]]["acc_icl"]) for r in both)
-        mine = steps_to(rs, "acc_icl", 0.5)
-        mine = f"not yet at step {rs[-1]['step']:,}" if mine is None else f"{mine:,}"
-        mine95 = steps_to(rs, "acc_icl", 0.95)
-        mine95 = f"not yet at step {rs[-1]['step']:,}" if mine95 is None else f"{mine95:,}"
+        levels = (CHANCE_LEVEL, *THRESHOLDS)
+        mine = " / ".join(
+            f"not yet at step {rs[-1]['step']:,}" if x is None else f"{x:,}"
+            for x in (steps_to(rs, "acc_icl", t) for t in levels)
+        )
+        ref_steps = " / ".join(_fmt(steps_to(theirs[v][s], "acc_icl", t)) for t in levels)
         text.append(
             f"- {v} seed {s}: {len(both)} evaluations up to step {both[-1]['step']:,}; largest "
-            f"ICL-accuracy gap {gap:.4f}; steps to 50% / 95%: theirs "
-            f"{_fmt(steps_to(theirs[v][s], 'acc_icl', 0.5))} / "
-            f"{_fmt(steps_to(theirs[v][s], 'acc_icl', 0.95))}, ours {mine} / {mine95}."
+            f"ICL-accuracy gap {gap:.4f}; steps to "
+            + " / ".join(f"{t:.0%}" for t in levels)
+            + f": theirs {ref_steps}, ours {mine}."
         )
     ax.set_xlabel("step")
     ax.set_ylabel("ICL accuracy")
