@@ -86,6 +86,17 @@ def _interval(lo, hi, spec=".0f", scale=1.0) -> str:
     return "" if lo is None else f" [{format(scale * lo, spec)}, {format(scale * hi, spec)}]"
 
 
+def versus(
+    seeds: list[int], base: list[int | None], variant: list[int | None], censor: float
+) -> tuple[list[tuple[int, int, int]], dict, dict]:
+    """A variant's steps to a threshold against the baseline's, seed by seed: the pairs where
+    both got there (seed, base, variant), stats.paired on those pairs, and
+    stats.censored_comparison over every seed (never-reached runs counted at `censor`)."""
+    pairs = [(s, a, b) for s, a, b in zip(seeds, base, variant, strict=True) if None not in (a, b)]
+    p = stats.paired([a for _, a, _ in pairs], [b for *_, b in pairs])
+    return pairs, p, stats.censored_comparison(base, variant, censor)
+
+
 def threshold_table(
     rows: dict[str, dict[int, list[dict]]],
     variants: list[str],
@@ -119,13 +130,7 @@ def threshold_table(
         if v == baseline:
             cells += ["", "", "", "", ""]
         else:
-            pairs = [
-                (s, a, b)
-                for s, a, b in zip(seeds, per[baseline], per[v], strict=True)
-                if None not in (a, b)
-            ]
-            p = stats.paired([a for _, a, _ in pairs], [b for *_, b in pairs])
-            c = stats.censored_comparison(per[baseline], per[v], censor)
+            pairs, p, c = versus(seeds, per[baseline], per[v], censor)
             if 0 < len(pairs) < stats.MIN_INTERVAL_N:
                 # A mean of a few pairs is no estimate, and where runs never got there it
                 # leaves out the slowest: every pair, and the change with those runs counted.
