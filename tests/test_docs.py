@@ -123,6 +123,14 @@ def wall(k: int) -> str:
     return f"{json.loads((RESULTS / 'icl-grid' / 'summary.json').read_text())[k]['wall_s']:.0f}"
 
 
+def first_grid() -> tuple[str, str, str, str]:
+    """The first grid's wall time, evaluations a run, test-set size and seconds a run."""
+    part = json.loads((RESULTS / "icl-grid" / "summary.json").read_text())[0]
+    cfg = grid()[0]["config"]
+    evals = len(grid()[1]["none"][0])
+    return wall(0), str(evals), n(cfg["eval_size"]), f"{part['wall_s'] / part['runs']:.1f}"
+
+
 # -- the authors' code side by side: results/authors-toy ------------------------------------------
 @cache
 def authors() -> dict[str, dict[int, list[dict]]]:
@@ -324,6 +332,36 @@ def finished() -> str:
         if rs[-1]["step"] >= lm(s)[1]["config"]["steps"]
     ]
     return str(len(runs))
+
+
+def lm_speed() -> tuple:
+    """Wall seconds and tokens/s a run (summary.json) of the runs trained ten and twenty at a
+    time (results/lm-real, "How it was run"), and the GPU's total: ten at once were the original
+    none and value arms and the resampled grid (whose value-first runs were resumed: their
+    summaries time only the last part), twenty at once the original value-first and
+    value-learned arms."""
+    groups = {
+        10: [("original", "none"), ("original", "value"), ("resampled", "none"),
+             ("resampled", "value"), ("resampled", "value-learned")],
+        20: [("original", "value-first"), ("original", "value-learned")],
+    }  # fmt: skip
+    out, total = [], []
+    for k, arms in groups.items():
+        runs = [
+            json.loads(f.read_text())
+            for s, a in arms
+            for f in sorted((RESULTS / "lm-real" / s).glob(f"{a}-s*/summary.json"))
+        ]
+        walls, speeds = [r["wall_s"] for r in runs], [r["tokens_per_s"] for r in runs]
+        out += [f"{min(walls):.0f}", f"{max(walls):.0f}"]
+        out += [n(round(min(speeds), -3)), n(round(max(speeds), -3))]
+        total += [k * min(speeds), k * max(speeds)]
+    return (*out, f"{min(total) / 1e6:.1f}", f"{max(total) / 1e6:.1f}")
+
+
+def trained_tokens() -> str:
+    """Tokens a run of the original setting trained on, in millions."""
+    return f"{lm('original')[0]['none'][0][-1]['tokens'] / 1e6:.0f}"
 
 
 def p3(setting: str, key: str, arm: str) -> str:
@@ -700,7 +738,12 @@ CLAIMS = [
         ),
     ),
     Claim(GRID, "against our {} [{}, {}] with the default", lambda: sooner("value")),
-    Claim(GRID, "Grid of 40 runs (none, value, key, query): {} s wall", lambda: (wall(0),)),
+    Claim(
+        GRID,
+        "Grid of 40 runs (none, value, key, query): {} s wall with {} evaluations of 4 x {} "
+        "sequences per run ({} s a run)",
+        first_grid,
+    ),
     Claim(
         GRID,
         "grid of 30 runs (learned and first variants): {} s; grid of 20 runs (gated and "
@@ -846,6 +889,14 @@ CLAIMS = [
         ),
     ),
     Claim(LM, "IOI names: the {} list names", original_names),
+    Claim(LM, "After 8 epochs (~{}M tokens)", lambda: (trained_tokens(),)),
+    Claim(
+        LM,
+        "Ten runs beside each other took {}-{} s each ({}-{} tokens/s a run; the resampled "
+        "value-first runs were resumed, so their summaries time only the last part); twenty took "
+        "{}-{} s each ({}-{} tokens/s a run); ~{}-{}M tokens/s for the GPU",
+        lm_speed,
+    ),
     Claim(
         LM,
         "{} names (a fixed fifth of the list, by hash) are never used as replacements, and "
