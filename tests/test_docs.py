@@ -968,6 +968,20 @@ CLAIMS = [
         lambda: landed("between-checkpoints"),
     ),
     Claim(SOAK, "## Deep fuzzing: {} inputs, {} failures, {} s", fuzz),
+    # README.md, what happens when things go wrong: the soak and fuzz results
+    Claim(README, "and {} in the deep profile", lambda: fuzz()[:1]),
+    Claim(
+        README,
+        "`benchmarks/soak.py` ran {} SIGKILL/resume cycles ({} of `icl grid`, {} of `lm train`; "
+        "kills at start-up, mid-step, at the end of a checkpoint window and as a checkpoint write "
+        "starts, {} of them inside the write)",
+        lambda: (
+            soak_both()[0],
+            str(soak("icl")["cycles"]),
+            str(soak("lm")["cycles"]),
+            str(sum(map(int, landed("mid-write")))),
+        ),
+    ),
 ]
 
 
