@@ -174,10 +174,15 @@ def _emergence_section(runs, arms, baseline) -> list[str]:
         at = {a: {s: first_step(r, key, thr, times) for s, r in runs[a].items()} for a in arms}
         total = sum(v is not None for a in arms for v in at[a].values())
         if total == 0:
-            top, lo, hi = value_range(runs, arms, key)
+            seen = value_range(runs, arms, key)
+            where = (
+                ""
+                if seen is None
+                else f" (highest at any evaluation {seen[0]:.3f}; runs end at "
+                f"{seen[1]:.3f}-{seen[2]:.3f})"
+            )
             verdicts.append(
-                f"- **{what}: never**, in no run of any arm; no arm can be sooner (highest at "
-                f"any evaluation {top:.3f}; runs end at {lo:.3f}-{hi:.3f})."
+                f"- **{what}: never**, in no run of any arm; no arm can be sooner{where}."
             )
             continue
         verdicts.append(f"- {what}: in {total} of {sum(len(at[a]) for a in arms)} runs.")
@@ -207,12 +212,15 @@ def _emergence_section(runs, arms, baseline) -> list[str]:
     return [*lines, *verdicts, ""]
 
 
-def value_range(runs, arms, key: str) -> tuple[float, float, float]:
+def value_range(runs, arms, key: str) -> tuple[float, float, float] | None:
     """The highest value of `key` at any evaluation of any run, and the lowest and highest at
-    the runs' last evaluations: what single runs did, which arm means hide."""
+    the runs' last evaluations: what single runs did, which arm means hide. None when no last
+    evaluation has the value."""
     rows = [rs for a in arms for rs in runs[a].values()]
-    top = max(r[key] for rs in rows for r in rs if r.get(key) is not None)
     ends = [rs[-1][key] for rs in rows if rs[-1].get(key) is not None]
+    if not ends:
+        return None
+    top = max(r[key] for rs in rows for r in rs if r.get(key) is not None)
     return top, min(ends), max(ends)
 
 
