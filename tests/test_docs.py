@@ -820,6 +820,12 @@ CLAIMS = [
     ),
     Claim(
         TOY,
+        "our step stays at chance about as long as their run does (10% ICL accuracy at {} steps "
+        "against their {})",
+        lambda: same_data(0.1),
+    ),
+    Claim(
+        TOY,
         "for seed 1 (value later; {} -> {} here)",
         lambda: (n(theirs("none", 0.95)[1]), n(theirs("value", 0.95)[1])),
     ),
