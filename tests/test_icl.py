@@ -150,6 +150,30 @@ def test_report_few_seeds_shows_every_seed_and_no_interval(tmp_path):
     assert "| value | 400 | 400 | 500 | 900 |" in text  # the per-seed table
 
 
+def test_report_table_gives_no_mean_of_a_few_pairs_when_runs_never_got_there(tmp_path):
+    """Two of ten value runs reach 95%: a mean of those two pairs (+350 steps, +70%) would
+    leave out the eight slowest runs. The row lists the two pairs and the bound that counts the
+    eight at the last step, (900 + 800 + 8 x 1000) / (10 x 500) - 1 = +94%, beside the sign
+    test on all ten seeds."""
+    fake_grid(tmp_path, {"none": [500] * 10, "value": [900, 800] + [None] * 8})
+    text = write_report(tmp_path).read_text()
+    table = text.split("**ICL (bursty, novel classes): steps to 95%**")[1]
+    row = next(ln for ln in table.splitlines() if ln.startswith("| value |"))
+    assert "+350" not in row and "+70.0 %" not in row
+    assert "+400 (seed 0), +300 (seed 1)" in row
+    assert "at least 94.0% later, never-reached runs at step 1,000" in row
+    assert row.endswith("| 0/10 (0.00195) |")
+
+
+def test_report_names_the_initialisation_it_reproduces(tmp_path):
+    """`init = jax` is the authors' code as it draws under JAX >= 0.5; the paper's runs most
+    likely drew under an older JAX (independent read-out): the report says so, not just
+    "none differ"."""
+    fake_grid(tmp_path, {"none": [500, 600], "value": [400, 500]})
+    text = " ".join(write_report(tmp_path).read_text().split())
+    assert "under JAX >= 0.5 (`init = jax`" in text and "`init = jax-legacy`" in text
+
+
 def test_report_interval_and_paper_claim_at_ten_seeds(tmp_path):
     base = [600, 700, 800, 900, 800, 700, 600, 700, 800, 900]
     fake_grid(tmp_path, {"none": base, "value": [b - 200 for b in base]})

@@ -301,6 +301,23 @@ def test_report_compares_arms_at_a_step_all_reached(tmp_path):
     assert first_step([{"step": 0, "x": 0.7}, {"step": 5, "x": 0.5}], "x", 0.6, 2) is None
 
 
+def test_report_counts_seeds_each_way_and_gives_single_runs_range(tmp_path):
+    """A mean below the baseline was read as "lower in every seed", and arm means as where runs
+    end: the report counts the seeds each way and gives the range of single runs."""
+    steps = [0, 10, 20]
+    for seed, (ioi, off) in enumerate([(0.40, 0.001), (0.45, -0.02), (0.52, -0.03)]):
+        _fake_run(tmp_path, "none", seed, steps, [0.5, 0.55, 0.48], total=20)
+        _fake_run(tmp_path, "value", seed, steps, [0.5, 0.58, ioi], total=20)
+        metrics = tmp_path / f"value-s{seed}" / "metrics.jsonl"
+        rows = [json.loads(ln) for ln in metrics.read_text().splitlines()]
+        rows[-1]["val_loss"] = 2.8 + off  # none's last loss is 2.8: above in seed 0 only
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = write_report(tmp_path).read_text()
+    row = next(ln for ln in text.splitlines() if ln.startswith("| held-out loss (nats/token)"))
+    assert row.endswith("| 2 / 1 |")
+    assert "highest at any evaluation 0.580; runs end at 0.400-0.520)" in text
+
+
 def test_report_refuses_a_folder_of_other_runs(tmp_path, capsys):
     run = tmp_path / "r"
     run.mkdir()

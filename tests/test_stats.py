@@ -69,6 +69,13 @@ def test_paired_summary_and_exact_test():
     assert p["p_exact"] == pytest.approx(want) == pytest.approx(2 / 32)
     same = stats.paired([1, 2, 3, 4, 5], [1, 2, 3, 4, 5])
     assert same["p_exact"] == 1.0 and same["ci_low"] == same["ci_high"] == 0
+    assert (p["below"], p["above"]) == (5, 0) and (same["below"], same["above"]) == (0, 0)
+
+
+def test_paired_counts_each_direction_not_the_mean():
+    """A mean below zero is not "every seed lower": the pairs are counted one by one."""
+    p = stats.paired([2.0, 2.0, 2.0, 2.0], [2.001, 1.9, 1.95, 2.0])
+    assert p["mean"] < 0 and (p["below"], p["above"]) == (2, 1)
 
 
 def test_one_pair_has_an_exact_p_of_one():

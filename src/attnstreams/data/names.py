@@ -1,11 +1,13 @@
 """Character names of children's stories: finding them, and resampling them per epoch.
 
-Name resampling (issue: real-text LMs) replaces every character name of a story, consistently
-within the story (same name, same replacement) and keeping its gender (pronouns stay right), by
-a name drawn from a large list. A model trained on renamed copies cannot learn who does what
-from the name alone; it has to read names from the context. A fixed fifth of the list is held
-out and never used as a replacement: the IOI set of that setting uses those names, which the
-model has then never seen in training text.
+Name resampling (issue: real-text LMs) replaces every name on the list below (as a
+capitalised whole word) in a story, consistently within the story (same name, same
+replacement) and keeping its gender (pronouns stay right), by a name drawn from the list. A
+model trained on renamed copies cannot learn who does what from the name alone; it has to read
+names from the context. Names not on the list (Jackie, Jacky) stay as written. A fixed fifth
+of the list is held out and never used as a replacement: the IOI set of that setting uses
+those names, which the renamed training text then never contains as names (a held-out name can
+still begin another word: "Jack" is one BPE token because "Jackie" and "Jacky" are).
 """
 
 from __future__ import annotations

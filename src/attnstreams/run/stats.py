@@ -86,8 +86,9 @@ def sign_flip_p(d: ArrayLike) -> float:
 def paired(baseline: ArrayLike, variant: ArrayLike, level: float = LEVEL) -> dict:
     """variant - baseline on matched pairs: describe(d), the t-interval of the mean difference
     (ci_low, ci_high), the relative change of the means with Fieller's interval (relative,
-    rel_low, rel_high) and the exact sign-flip p (p_exact). Intervals are None below
-    MIN_INTERVAL_N pairs, or (Fieller) when unbounded."""
+    rel_low, rel_high), the exact sign-flip p (p_exact), and how many pairs went each way
+    (below: d < 0, above: d > 0), so that "lower in k of n seeds" is counted, not assumed from
+    the mean. Intervals are None below MIN_INTERVAL_N pairs, or (Fieller) when unbounded."""
     a = np.asarray(baseline, dtype=float)
     b = np.asarray(variant, dtype=float)
     if a.shape != b.shape:
@@ -95,6 +96,7 @@ def paired(baseline: ArrayLike, variant: ArrayLike, level: float = LEVEL) -> dic
     d = b - a
     out = describe(d)
     out.update(ci_low=None, ci_high=None, relative=None, rel_low=None, rel_high=None)
+    out.update(below=int(np.sum(d < 0)), above=int(np.sum(d > 0)))
     out["p_exact"] = sign_flip_p(d) if d.size else None
     if d.size == 0:
         return out

@@ -21,6 +21,21 @@ TITLES = {
     "icl_flipped": "ICL-flipped (labels + 1)",
     "iwl": "IWL (i.i.d., known classes)",
 }
+# What each initialisation is of the authors' code: which JAX it reproduces matters, because
+# their key handling draws tied tensors under JAX >= 0.5 and independent ones before it.
+INIT_NOTES = {
+    "jax": (
+        " The initialisation is the authors' code as it draws under JAX >= 0.5 (`init = jax`: "
+        "the read-out is W3[:32]/sqrt(2) and ReLU biases 2 and 3 are W3[0, 0]/sqrt(2)); under "
+        "an older JAX, which the paper's runs most likely used, their code draws the read-out "
+        "independently (`init = jax-legacy`), a setting not run here."
+    ),
+    "jax-legacy": (
+        " The initialisation is the authors' code as it draws under JAX < 0.5 (`init = "
+        "jax-legacy`: ReLU biases 2 and 3 equal, the read-out independent); their code under "
+        "JAX >= 0.5 ties the read-out to W3 (`init = jax`)."
+    ),
+}
 # paper.md anchors: the authors' code on one H100.
 AUTHORS_MS_PER_STEP = 14.0
 AUTHORS_S_PER_RUN = 1066.0
@@ -71,6 +86,17 @@ def _interval(lo, hi, spec=".0f", scale=1.0) -> str:
     return "" if lo is None else f" [{format(scale * lo, spec)}, {format(scale * hi, spec)}]"
 
 
+def versus(
+    seeds: list[int], base: list[int | None], variant: list[int | None], censor: float
+) -> tuple[list[tuple[int, int, int]], dict, dict]:
+    """A variant's steps to a threshold against the baseline's, seed by seed: the pairs where
+    both got there (seed, base, variant), stats.paired on those pairs, and
+    stats.censored_comparison over every seed (never-reached runs counted at `censor`)."""
+    pairs = [(s, a, b) for s, a, b in zip(seeds, base, variant, strict=True) if None not in (a, b)]
+    p = stats.paired([a for _, a, _ in pairs], [b for *_, b in pairs])
+    return pairs, p, stats.censored_comparison(base, variant, censor)
+
+
 def threshold_table(
     rows: dict[str, dict[int, list[dict]]],
     variants: list[str],
@@ -104,18 +130,19 @@ def threshold_table(
         if v == baseline:
             cells += ["", "", "", "", ""]
         else:
-            pairs = [
-                (a, b) for a, b in zip(per[baseline], per[v], strict=True) if None not in (a, b)
-            ]
-            p = stats.paired([a for a, _ in pairs], [b for _, b in pairs])
-            rel = "–" if p["relative"] is None else f"{100 * p['relative']:+.1f} %"
-            cells += [
-                f"{_fmt(p['mean'], '+.0f')}{_interval(p['ci_low'], p['ci_high'], '+.0f')}",
-                rel + _interval(p["rel_low"], p["rel_high"], "+.1f", 100),
-                str(p["n"]),
-                _fmt(p["p_exact"], ".3g"),
-            ]
-            c = stats.censored_comparison(per[baseline], per[v], censor)
+            pairs, p, c = versus(seeds, per[baseline], per[v], censor)
+            if 0 < len(pairs) < stats.MIN_INTERVAL_N:
+                # A mean of a few pairs is no estimate, and where runs never got there it
+                # leaves out the slowest: every pair, and the change with those runs counted.
+                delta = ", ".join(f"{b - a:+,} (seed {s})" for s, a, b in pairs)
+                rel = stats.bound_phrase(c)
+                if c["bound_kind"] not in (None, "exact"):
+                    rel += f", never-reached runs at step {censor:,}"
+            else:
+                delta = f"{_fmt(p['mean'], '+.0f')}{_interval(p['ci_low'], p['ci_high'], '+.0f')}"
+                rel = "–" if p["relative"] is None else f"{100 * p['relative']:+.1f} %"
+                rel += _interval(p["rel_low"], p["rel_high"], "+.1f", 100)
+            cells += [delta, rel, str(p["n"]), _fmt(p["p_exact"], ".3g")]
             cells.append(f"{c['sooner']}/{c['later']} ({_fmt(c['p_sign'], '.3g')})")
         lines.append("| " + " | ".join(cells) + " |")
     if len(seeds) < stats.MIN_INTERVAL_N:  # few seeds: every seed, no interval
@@ -152,7 +179,9 @@ def write_report(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> Path
         "Intervals: Student t for the mean paired difference, Fieller for the change of the "
         "means; exact p: sign-flip permutation test of the mean difference; sign p: exact "
         "binomial test on the seeds whose order is known. Below "
-        f"{stats.MIN_INTERVAL_N} seeds no interval is given, only every seed.",
+        f"{stats.MIN_INTERVAL_N} seeds no interval is given, only every seed; below "
+        f"{stats.MIN_INTERVAL_N} pairs a table row lists every pair and, in place of the change "
+        "of the means, a bound that counts the runs that never got there at the last step.",
         "",
     ]
     for part in summary if isinstance(summary, list) else [summary] if summary else []:
@@ -183,7 +212,8 @@ def write_report(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> Path
             if dev
             else "none (task, model, initialisation, optimizer and schedule are theirs)"
         )
-        + ".",
+        + "."
+        + INIT_NOTES.get(cfg.get("init", ""), ""),
         "",
     ]
 

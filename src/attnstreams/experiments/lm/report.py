@@ -212,7 +212,16 @@ def _emergence_section(runs, arms, baseline) -> list[str]:
         at = {a: {s: first_step(r, key, thr, times) for s, r in runs[a].items()} for a in arms}
         total = sum(v is not None for a in arms for v in at[a].values())
         if total == 0:
-            verdicts.append(f"- **{what}: never**, in no run of any arm; no arm can be sooner.")
+            seen = value_range(runs, arms, key)
+            where = (
+                ""
+                if seen is None
+                else f" (highest at any evaluation {seen[0]:.3f}; runs end at "
+                f"{seen[1]:.3f}-{seen[2]:.3f})"
+            )
+            verdicts.append(
+                f"- **{what}: never**, in no run of any arm; no arm can be sooner{where}."
+            )
             continue
         verdicts.append(f"- {what}: in {total} of {sum(len(at[a]) for a in arms)} runs.")
         for a in arms:
@@ -241,26 +250,34 @@ def _emergence_section(runs, arms, baseline) -> list[str]:
     return [*lines, *verdicts, ""]
 
 
-def _final_section(runs, arms, baseline) -> list[str]:
-    lines = [
-        "## Numbers at the end",
-        "",
-        "Each arm: mean ± sd over the compared seeds. Paired Δ = arm - baseline, seed by seed, "
-        "with its 95% t-interval (none below 5 seeds) and the exact sign-flip p.",
-        "",
-        f"| metric | arm | step | seeds | {baseline} | arm | paired Δ [95% CI] | exact p |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    compared = {}  # arm: (seeds both arms ran, the last step all those runs reached)
+def value_range(runs, arms, key: str) -> tuple[float, float, float] | None:
+    """The highest value of `key` at any evaluation of any run, and the lowest and highest at
+    the runs' last evaluations: what single runs did, which arm means hide. None when no last
+    evaluation has the value."""
+    rows = [rs for a in arms for rs in runs[a].values()]
+    ends = [rs[-1][key] for rs in rows if rs[-1].get(key) is not None]
+    if not ends:
+        return None
+    top = max(r[key] for rs in rows for r in rs if r.get(key) is not None)
+    return top, min(ends), max(ends)
+
+
+def final_comparisons(runs, arms, baseline) -> tuple[list[dict], list[str]]:
+    """Every metric of every arm against the baseline, seed by seed, at the last step every
+    run of both reached: dicts of key, title, arm, step, seeds, the baseline's and the arm's
+    values (base, values) and stats.paired of them; and the arms with no evaluation after
+    step 0. The report's table and the docs' figures are both read from these."""
+    compared, empty = {}, []  # arm: (seeds both arms ran, the last step all those runs reached)
     for a in arms:
         if a == baseline:
             continue
         seeds = sorted(set(runs[a]) & set(runs[baseline]))
         step = _common_step(runs[a], runs[baseline], seeds) if seeds else 0
         if step == 0:
-            lines.append(f"| – | {a} | – | – | – | – | no evaluation after step 0 | – |")
+            empty.append(a)
         else:
             compared[a] = seeds, step
+    out = []
     for key, (title, _) in METRICS.items():
         for a, (seeds, step) in compared.items():
             rows_a = [_at(runs[a][s], step) for s in seeds]
@@ -269,12 +286,35 @@ def _final_section(runs, arms, baseline) -> list[str]:
                 continue
             va = np.array([r[key] for r in rows_a], dtype=float)
             vb = np.array([r[key] for r in rows_b], dtype=float)
-            p = stats.paired(vb, va)
-            ci = "" if p["ci_low"] is None else f" [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]"
-            lines.append(
-                f"| {title} | {a} | {step:,} | {len(seeds)} | {_mean_sd(vb)} | {_mean_sd(va)} | "
-                f"{p['mean']:+.3f}{ci} | {_p(p['p_exact'])} |"
+            out.append(
+                {"key": key, "title": title, "arm": a, "step": step, "seeds": seeds}
+                | {"base": vb, "values": va, "paired": stats.paired(vb, va)}
             )
+    return out, empty
+
+
+def _final_section(runs, arms, baseline) -> list[str]:
+    lines = [
+        "## Numbers at the end",
+        "",
+        "Each arm: mean ± sd over the compared seeds. Paired Δ = arm - baseline, seed by seed, "
+        "with its 95% t-interval (none below 5 seeds) and the exact sign-flip p; then how many "
+        "seeds the arm was below and above the baseline (ties in neither).",
+        "",
+        f"| metric | arm | step | seeds | {baseline} | arm | paired Δ [95% CI] | exact p | "
+        "seeds below / above |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    rows, empty = final_comparisons(runs, arms, baseline)
+    lines += [f"| – | {a} | – | – | – | – | no evaluation after step 0 | – | – |" for a in empty]
+    for c in rows:
+        p = c["paired"]
+        ci = "" if p["ci_low"] is None else f" [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]"
+        lines.append(
+            f"| {c['title']} | {c['arm']} | {c['step']:,} | {len(c['seeds'])} | "
+            f"{_mean_sd(c['base'])} | {_mean_sd(c['values'])} | {p['mean']:+.3f}{ci} | "
+            f"{_p(p['p_exact'])} | {p['below']} / {p['above']} |"
+        )
     return [*lines, ""]
 
 

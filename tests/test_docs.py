@@ -1,0 +1,1074 @@
+"""The figures that README.md and results/*/README.md state about results, recomputed from the
+committed metrics with the report code, so that the prose cannot drift from the data.
+
+A claim is a row of CLAIMS: a file, a fragment of its text with {} where the figures stand, and
+a function that computes those figures from results/ and formats them as the text prints them.
+Line wrapping is ignored. The test fails when the text changes (the fragment is gone) and when
+the data change (the figures differ). A new sentence with a figure about a result gets a row.
+Claims in words ("all intervals cover 0") are checked by the test functions after the table.
+Timings measured by hand (BENCHMARKS.md) are not results of these files and are not checked.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from attnstreams.experiments.icl.report import load_runs, steps_to, threshold_table, versus
+from attnstreams.experiments.lm.report import final_comparisons, load_grid, value_range
+from attnstreams.run import stats
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "results"
+
+
+def _load_compare():
+    """sidebyside/compare.py, the report code of results/authors-toy (a script, not a module)."""
+    spec = importlib.util.spec_from_file_location("compare", ROOT / "sidebyside" / "compare.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+compare = _load_compare()
+
+
+@cache
+def text(name: str) -> str:
+    """A document with every run of whitespace made one space (wrapping is not content)."""
+    return " ".join((ROOT / name).read_text().split())
+
+
+# -- formats, as the prose prints figures ---------------------------------------------------------
+def pct(x: float) -> str:
+    """A relative change as an unsigned percentage: -0.2014 -> '20.1%'."""
+    return f"{abs(100 * x):.1f}%"
+
+
+def n(x: float) -> str:
+    """A step count or other integer with thousands separators: 31600 -> '31,600'."""
+    return f"{round(x):,}"
+
+
+def signed(x: float, digits: int = 3) -> str:
+    """A difference with its sign: -0.0073 -> '-0.007'."""
+    return f"{x:+.{digits}f}"
+
+
+def word(k: int) -> str:
+    """Counts the prose spells out."""
+    return {0: "none", 1: "one", 2: "two"}.get(k, str(k))
+
+
+# -- experiment 1: results/icl-grid ---------------------------------------------------------------
+@cache
+def grid() -> tuple[dict, dict, list[str], list[int]]:
+    """The experiment-1 grid: config, rows by variant and seed, variants, seeds."""
+    config, rows = load_runs(RESULTS / "icl-grid")
+    variants = [v for v in config["variants"] if v in rows]
+    return config, rows, variants, sorted(rows["none"])
+
+
+def censor() -> int:
+    """The grid's last step, where never-reached runs are counted."""
+    return grid()[0]["config"]["steps"]
+
+
+@cache
+def per(test: str, thr: float) -> dict[str, list[int | None]]:
+    """Steps to `thr` on test set `test` of every variant and seed (the report's table)."""
+    config, rows, variants, seeds = grid()
+    return threshold_table(rows, variants, seeds, "none", test, thr, censor())[1]
+
+
+@cache
+def vs(variant: str, test: str = "icl", thr: float = 0.95) -> dict:
+    """The report's comparison with none: stats.paired plus the censored sign counts (c)."""
+    seeds = grid()[3]
+    _, p, c = versus(seeds, per(test, thr)["none"], per(test, thr)[variant], censor())
+    return p | {"c": c}
+
+
+def sooner(variant: str, test: str = "icl", thr: float = 0.95) -> tuple[str, str, str]:
+    """'20.1%' and its Fieller interval as percentages sooner (or later), nearer end first;
+    only for an interval on one side of 0 (the prose words the others end by end)."""
+    p = vs(variant, test, thr)
+    assert p["rel_low"] * p["rel_high"] > 0, (variant, test, thr)
+    lo, hi = sorted((abs(p["rel_low"]), abs(p["rel_high"])))
+    return pct(p["relative"]), pct(lo), pct(hi)
+
+
+def ends(variant: str, test: str = "icl", thr: float = 0.95) -> tuple[str, str, str]:
+    """The change and its interval's sooner end and later end, for an interval across 0."""
+    p = vs(variant, test, thr)
+    return pct(p["relative"]), pct(p["rel_low"]), pct(p["rel_high"])
+
+
+def final_acc(variant: str, test: str) -> str:
+    """A variant's mean accuracy on a test set at the last step."""
+    rows, seeds = grid()[1], grid()[3]
+    return f"{np.mean([rows[variant][s][-1][f'acc_{test}'] for s in seeds]):.3f}"
+
+
+def wall(k: int) -> str:
+    """Wall seconds of the k-th grid of results/icl-grid (summary.json)."""
+    return f"{json.loads((RESULTS / 'icl-grid' / 'summary.json').read_text())[k]['wall_s']:.0f}"
+
+
+def first_grid() -> tuple[str, str, str, str]:
+    """The first grid's wall time, evaluations a run, test-set size and seconds a run."""
+    part = json.loads((RESULTS / "icl-grid" / "summary.json").read_text())[0]
+    cfg = grid()[0]["config"]
+    evals = len(grid()[1]["none"][0])
+    return wall(0), str(evals), n(cfg["eval_size"]), f"{part['wall_s'] / part['runs']:.1f}"
+
+
+# -- the authors' code side by side: results/authors-toy ------------------------------------------
+@cache
+def authors() -> dict[str, dict[int, list[dict]]]:
+    """The authors' runs of results/authors-toy."""
+    return compare.authors_runs(RESULTS / "authors-toy")
+
+
+def theirs(arm: str, thr: float) -> list[int | None]:
+    """The authors' steps to thr, seed by seed."""
+    return compare.per_seed(authors(), arm, thr)
+
+
+def ours(arm: str, thr: float) -> list[int | None]:
+    """Our grid's steps to thr, seed by seed."""
+    return compare.per_seed(grid()[1], arm, thr)
+
+
+@cache
+def their_value(thr: float = 0.95) -> dict:
+    """The authors' value against none, paired by seed (the side-by-side report's)."""
+    return compare.value_vs_none(theirs("none", thr), theirs("value", thr), 75_000)
+
+
+def their_changes() -> list[str]:
+    """The authors' per-seed changes to 95%, as unsigned percentages."""
+    return [pct(c) for c in their_value()["changes"]]
+
+
+def early_seeds() -> list[int]:
+    """The authors' seeds out of chance by step 10,000 in both arms."""
+    stuck = set(compare.stuck(authors()["none"])) | set(compare.stuck(authors()["value"]))
+    return [s for s in sorted(authors()["none"]) if s not in stuck]
+
+
+def our_changes() -> tuple[str, str]:
+    """The smallest and largest per-seed speed-up of our value stream to 95%."""
+    ch = compare.value_vs_none(ours("none", 0.95), ours("value", 0.95), 75_000)["changes"]
+    return pct(max(ch)), pct(min(ch))  # changes are negative: the smallest speed-up first
+
+
+@cache
+def escape() -> dict:
+    """Runs at chance at step 10,000: our 100-seed check against the authors' seeds."""
+    _, many = load_runs(RESULTS / "authors-toy" / "ours-escape")
+    return compare.escape_test(many["none"], authors()["none"])
+
+
+def grid_stuck() -> tuple[str, str, str, str]:
+    """Our grid's baseline seeds at chance at step 10,000: count, seed, accuracy, 10% step."""
+    rows = grid()[1]["none"]
+    seeds = compare.stuck(rows)
+    assert len(seeds) == 1, seeds  # the prose names one seed
+    seed = seeds[0]
+    at = next(r for r in rows[seed] if r["step"] == compare.CHANCE_BY)["acc_icl"]
+    return (
+        str(len(seeds)),
+        str(seed),
+        f"{at:.3f}",
+        n(steps_to(rows[seed], "acc_icl", compare.CHANCE_LEVEL)),
+    )
+
+
+def plateau_seeds() -> list[int]:
+    """The authors' baseline seeds still at chance at step 10,000."""
+    return compare.stuck(authors()["none"])
+
+
+def same_data(thr: float) -> tuple[str, str]:
+    """Our step on the authors' seed 1 (none) against their run: steps to thr."""
+    f = RESULTS / "authors-toy" / "ours-on-authors-data" / "none-1.jsonl"
+    mine = [json.loads(ln) for ln in f.read_text().splitlines() if ln.strip()]
+    return n(steps_to(mine, "acc_icl", thr)), n(steps_to(authors()["none"][1], "acc_icl", thr))
+
+
+def mw(arm: str, thr: float) -> str:
+    """The exact Mann-Whitney p of ours against theirs (the side-by-side report's)."""
+    return f"{stats.mann_whitney(ours(arm, thr), theirs(arm, thr), censor=75_000)['p']:.2f}"
+
+
+def span(xs: list) -> str:
+    """'29,500-37,500': the range of some step counts."""
+    return f"{n(min(xs))}-{n(max(xs))}"
+
+
+def longest_plateau() -> int:
+    """The authors' baseline seed that sat at chance longest."""
+    return max(plateau_seeds(), key=lambda s: theirs("none", 0.1)[s])
+
+
+def authors_toy_value() -> tuple:
+    """The figures of the authors' value-vs-none sentence, in its order."""
+    v, last = their_value(), longest_plateau()
+    assert last == max(authors()["none"])  # the prose calls it "the last" of the seeds listed
+    early = [their_changes()[s] for s in early_seeds()]
+    return (
+        str(v["censored"]["sooner"]),
+        str(len(v["changes"])),
+        f"{v['censored']['p_sign']:.3f}",
+        *their_changes(),
+        n(theirs("none", 0.1)[last]),
+        *early,
+        *our_changes(),
+    )
+
+
+# -- experiment 2: results/lm-real ----------------------------------------------------------------
+@cache
+def lm(setting: str) -> tuple[dict, dict, dict]:
+    """An LM setting's runs, config and the report's end-of-run comparisons by (key, arm)."""
+    runs, config = load_grid(RESULTS / "lm-real" / setting)
+    rows, _ = final_comparisons(runs, list(runs), "none")
+    return runs, config, {(c["key"], c["arm"]): c for c in rows}
+
+
+def lmc(setting: str, key: str, arm: str) -> dict:
+    """One end-of-run comparison of the LM report."""
+    return lm(setting)[2][key, arm]
+
+
+def delta(setting: str, key: str, arm: str) -> tuple[str, str, str]:
+    """'-0.007', '-0.012', '-0.003': the paired difference and its t-interval."""
+    p = lmc(setting, key, arm)["paired"]
+    return signed(p["mean"]), signed(p["ci_low"]), signed(p["ci_high"])
+
+
+def lower(setting: str, arm: str, key: str = "val_loss") -> str:
+    """In how many seeds the arm ends below none."""
+    return str(lmc(setting, key, arm)["paired"]["below"])
+
+
+def every_run() -> list[list[dict]]:
+    """Every LM run of both settings (its metric rows)."""
+    return [rs for s in ("original", "resampled") for a in lm(s)[0].values() for rs in a.values()]
+
+
+def run_ends(key: str) -> list[float]:
+    """Every LM run's last value of key."""
+    return [rs[-1][key] for rs in every_run()]
+
+
+def arm_means(key: str) -> list[float]:
+    """Each arm's mean at the end, both settings (the baseline's once a setting)."""
+    out = []
+    for s in ("original", "resampled"):
+        rows = [c for (k, _), c in lm(s)[2].items() if k == key]
+        out += [float(np.mean(rows[0]["base"]))] + [float(np.mean(c["values"])) for c in rows]
+    return out
+
+
+def lm_ranges() -> tuple:
+    """IOI accuracy: the arm means' range, single runs' range and how many reach 0.5."""
+    ioi, ends = arm_means("ioi_accuracy"), run_ends("ioi_accuracy")
+    return (
+        f"{min(ioi):.2f}",
+        f"{max(ioi):.2f}",
+        f"{min(ends):.3f}",
+        f"{max(ends):.3f}",
+        str(sum(x >= 0.5 for x in ends)),
+        str(len(ends)),
+    )
+
+
+def lm_opening() -> tuple:
+    """The figures of results/lm-real's opening paragraph, in its order."""
+    pm = [
+        value_range(lm(s)[0], list(lm(s)[0]), "prefix_matching") for s in ("original", "resampled")
+    ]
+    ind = [
+        value_range(lm(s)[0], list(lm(s)[0]), "induction_score") for s in ("original", "resampled")
+    ]
+    means = arm_means("induction_score")
+    return (
+        str(len(run_ends("ioi_accuracy"))),
+        *lm_ranges()[:5],
+        f"{min(r[1] for r in pm):.3f}",
+        f"{max(r[2] for r in pm):.3f}",
+        f"{max(r[0] for r in ind):.2f}",
+        f"{min(means):.2f}",
+        f"{max(means):.2f}",
+    )
+
+
+def loss_above_seeds() -> tuple:
+    """The seeds where the value stream's held-out loss is above none's (original names)."""
+    c = lmc("original", "val_loss", "value")
+    d = c["values"] - c["base"]
+    up = [(s, x) for s, x in zip(c["seeds"], d, strict=True) if x > 0]
+    assert len(up) == 2, up  # the prose names two
+    return str(up[0][0]), str(up[1][0]), signed(up[0][1], 4), signed(up[1][1], 4)
+
+
+def finished() -> str:
+    """How many LM runs reached their planned last step."""
+    runs = [
+        rs
+        for s in ("original", "resampled")
+        for rs_by_seed in lm(s)[0].values()
+        for rs in rs_by_seed.values()
+        if rs[-1]["step"] >= lm(s)[1]["config"]["steps"]
+    ]
+    return str(len(runs))
+
+
+def lm_speed() -> tuple:
+    """Wall seconds and tokens/s a run (summary.json) of the runs trained ten and twenty at a
+    time (results/lm-real, "How it was run"), and the GPU's total: ten at once were the original
+    none and value arms and the resampled grid (whose value-first runs were resumed: their
+    summaries time only the last part), twenty at once the original value-first and
+    value-learned arms."""
+    groups = {
+        10: [("original", "none"), ("original", "value"), ("resampled", "none"),
+             ("resampled", "value"), ("resampled", "value-learned")],
+        20: [("original", "value-first"), ("original", "value-learned")],
+    }  # fmt: skip
+    out, total = [], []
+    for k, arms in groups.items():
+        runs = [
+            json.loads(f.read_text())
+            for s, a in arms
+            for f in sorted((RESULTS / "lm-real" / s).glob(f"{a}-s*/summary.json"))
+        ]
+        walls, speeds = [r["wall_s"] for r in runs], [r["tokens_per_s"] for r in runs]
+        out += [f"{min(walls):.0f}", f"{max(walls):.0f}"]
+        out += [n(round(min(speeds), -3)), n(round(max(speeds), -3))]
+        total += [k * min(speeds), k * max(speeds)]
+    return (*out, f"{min(total) / 1e6:.1f}", f"{max(total) / 1e6:.1f}")
+
+
+def trained_tokens() -> str:
+    """Tokens a run of the original setting trained on, in millions."""
+    return f"{lm('original')[0]['none'][0][-1]['tokens'] / 1e6:.0f}"
+
+
+def p3(setting: str, key: str, arm: str) -> str:
+    """The exact sign-flip p of an LM comparison, to 3 decimals."""
+    return f"{lmc(setting, key, arm)['paired']['p_exact']:.3f}"
+
+
+def mean2(setting: str, key: str, arm: str, which: str) -> str:
+    """The mean of the baseline ('base') or the arm ('values') of an LM comparison."""
+    return f"{np.mean(lmc(setting, key, arm)[which]):.2f}"
+
+
+def heldout_names() -> tuple[str, str, str, str]:
+    """IOI names of the resampled setting: how many, how many are one token, the others' range."""
+    from tokenizers import Tokenizer  # noqa: PLC0415
+
+    folder = RESULTS / "lm-real" / "resampled" / "tokenizer"
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    names = json.loads((folder / "ioi_vocab.json").read_text())["names"]
+    lengths = [len(tok.encode(" " + name).ids) for name in names]
+    longer = [k for k in lengths if k > 1]
+    return str(len(names)), word(len(names) - len(longer)), str(min(longer)), str(max(longer))
+
+
+def original_names() -> tuple[str]:
+    """The original setting's IOI names, every one a single token of its vocabulary."""
+    from tokenizers import Tokenizer  # noqa: PLC0415
+
+    folder = RESULTS / "lm-real" / "original" / "tokenizer"
+    tok = Tokenizer.from_file(str(folder / "tokenizer.json"))
+    names = json.loads((folder / "ioi_vocab.json").read_text())["names"]
+    assert all(len(tok.encode(" " + name).ids) == 1 for name in names)
+    assert len(names) == lm("original")[1]["ioi_names"]
+    return (str(len(names)),)
+
+
+def split_tokens() -> tuple[str, str, str, str]:
+    """Validation tokens and ICL-score stories of both LM settings."""
+    tok = RESULTS / "lm-real"
+    val = [
+        json.loads((tok / s / "tokenizer" / "validation.json").read_text())["tokens"]
+        for s in ("original", "resampled")
+    ]
+    stories = [lm(s)[1]["icl_stories"] for s in ("original", "resampled")]
+    return n(val[0]), n(val[1]), str(stories[0]), str(stories[1])
+
+
+def steps_lm() -> tuple[str, str]:
+    """The planned steps of both LM settings."""
+    return tuple(n(lm(s)[1]["config"]["steps"]) for s in ("original", "resampled"))
+
+
+@cache
+def sweep() -> dict[tuple[int, int], list[dict]]:
+    """The vocabulary sweep's runs by (vocabulary, epochs): one `none` run each, all seed 0,
+    so not a grid load_grid can key by stream and seed."""
+    out = {}
+    for cfg in sorted((RESULTS / "lm-real" / "sweep").glob("sweep-*/config.json")):
+        c = json.loads(cfg.read_text())
+        rows = [json.loads(ln) for ln in (cfg.parent / "metrics.jsonl").read_text().splitlines()]
+        out[c["data"]["vocab_size"], round(c["config"]["epochs"])] = rows
+    return out
+
+
+def sweep_row(vocab: int) -> tuple:
+    """A row of the vocabulary sweep: train tokens an epoch, bpb (nats/token) at 3, 6, 12."""
+    folder = RESULTS / "lm-real"
+    tok = folder / "original/tokenizer" if vocab == 8192 else folder / f"sweep/tokenizer-{vocab}"
+    cells = [n(json.loads((tok / "train.json").read_text())["tokens"])]
+    for epochs in (3, 6, 12):
+        last = sweep()[vocab, epochs][-1]
+        cells += [f"{last['val_bpb']:.4f}", f"{last['val_loss']:.3f}"]
+    return tuple(cells)
+
+
+# -- results/soak ---------------------------------------------------------------------------------
+@cache
+def soak(workload: str) -> dict:
+    """One soak workload's record."""
+    return json.loads((RESULTS / "soak" / f"soak-{workload}.json").read_text())["workloads"][0]
+
+
+def soak_row(workload: str) -> tuple:
+    """A workload's row of the soak table."""
+    w = soak(workload)
+    return str(w["cycles"]), str(w["kills_hit"]), str(w["runs"]), str(w["failures"]), n(w["wall_s"])
+
+
+def soak_both() -> tuple:
+    """The soak table's row of both workloads together."""
+    ws = [soak("icl"), soak("lm")]
+    return tuple(str(sum(w[k] for w in ws)) for k in ("cycles", "kills_hit", "runs", "failures"))
+
+
+def landed(kind: str) -> tuple[str, str]:
+    """Where the kills landed, by kind: icl grid and lm train."""
+    return str(soak("icl")["landed"].get(kind, 0)), str(soak("lm")["landed"].get(kind, 0))
+
+
+def fuzz() -> tuple[str, str, str]:
+    """Inputs, failures and wall seconds of the deep fuzzing log."""
+    log = (RESULTS / "soak" / "fuzz-deep.txt").read_text()
+    counts = [tuple(map(int, m)) for m in re.findall(r"(\d+) passing, (\d+) failing", log)]
+    seconds = re.search(r"wall=(\d+)s", log).group(1)
+    return n(sum(c[0] for c in counts)), str(sum(c[1] for c in counts)), seconds
+
+
+# -- the table ------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Claim:
+    file: str
+    fragment: str  # the text, {} where a figure stands
+    values: Callable[[], tuple]
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.fragment[:60]}"
+
+
+README, GRID, TOY, LM, SOAK = (
+    "README.md",
+    "results/icl-grid/README.md",
+    "results/authors-toy/README.md",
+    "results/lm-real/README.md",
+    "results/soak/README.md",
+)
+
+CLAIMS = [
+    # README.md, results: experiment 2
+    Claim(
+        README,
+        "value-learned x 10 seeds, with original names and with every listed name "
+        "resampled each epoch (IOI on held-out names), {} runs, all finished",
+        lambda: (finished(),),
+    ),
+    Claim(
+        README,
+        "no run reaches IOI accuracy 0.6 (arm means end at {}-{} against an exact "
+        "chance of 0.5; single runs at {}-{}, {} of {} at or above 0.5)",
+        lm_ranges,
+    ),
+    Claim(
+        README,
+        "The value stream lowers held-out loss slightly ({} nats/token [{}, {}] "
+        "original, lower in {} of 10 seeds; {} [{}, {}] resampled, {} of 10; learned mixing {} "
+        "and {})",
+        lambda: (
+            *delta("original", "val_loss", "value"),
+            lower("original", "value"),
+            *delta("resampled", "val_loss", "value"),
+            lower("resampled", "value"),
+            delta("original", "val_loss", "value-learned")[0],
+            delta("resampled", "val_loss", "value-learned")[0],
+        ),
+    ),
+    Claim(
+        README,
+        "ResFormer's value-first lowers it much more ({} [{}, {}] original, {} [{}, {}] resampled)",
+        lambda: (
+            *delta("original", "val_loss", "value-first"),
+            *delta("resampled", "val_loss", "value-first"),
+        ),
+    ),
+    # README.md, results: experiment 1
+    Claim(
+        README,
+        "{} variants x {} seeds x {} steps on an H200",
+        lambda: (str(len(grid()[2])), str(len(grid()[3])), n(censor())),
+    ),
+    Claim(
+        README,
+        "**The value stream reaches 95% in-context accuracy {} sooner** than the "
+        "baseline (95% CI {} to {}, {} of 10 seeds, exact p = {}):",
+        lambda: (
+            *sooner("value"),
+            str(vs("value")["c"]["sooner"]),
+            f"{vs('value')['p_exact']:.3f}",
+        ),
+    ),
+    Claim(
+        README,
+        "To 50% it is {} sooner. On the mixed test set, drawn as training is, it "
+        "reaches 95% *later*: {} [{}, {}], {} of 10 seeds.",
+        lambda: (
+            sooner("value", thr=0.5)[0],
+            *sooner("value", "mixed"),
+            str(vs("value", "mixed")["c"]["later"]),
+        ),
+    ),
+    Claim(
+        README,
+        "Value > query ({}) >> key ({}, no clear effect), as the paper says; learned "
+        "mixing is faster still ({}); ResFormer's fixed 0.5/0.5 mix is {} *slower* in this "
+        "two-layer model; x-transformers' gated mix and SVFormer's shared values are sooner to "
+        "50% ({}, {}) but not to 95% (gated {} later)",
+        lambda: (
+            sooner("query")[0],
+            ends("key")[0],
+            sooner("value-learned")[0],
+            sooner("value-first")[0],
+            sooner("value-gated", thr=0.5)[0],
+            sooner("value-shared", thr=0.5)[0],
+            sooner("value-gated")[0],
+        ),
+    ),
+    # README.md, results: the authors' code
+    Claim(
+        README,
+        "{} of their {} baseline seeds stay at chance until steps {} and {}. Ours can "
+        "sit at chance early too ({} of {} seeds at step 10,000; {} of the 10 grid seeds)",
+        lambda: (
+            str(len(plateau_seeds())),
+            str(len(authors()["none"])),
+            *[n(theirs("none", 0.1)[s]) for s in plateau_seeds()],
+            str(escape()["ours"]),
+            str(escape()["n_ours"]),
+            grid_stuck()[0],
+        ),
+    ),
+    Claim(
+        README,
+        "Their value stream is sooner to 95% in {} of {} seeds (sign test p = {}): {}, "
+        "{}, {} and {}, the last on a seed whose baseline sat at chance until step {}; on the two "
+        "seeds that leave chance early, {} and {}, at the low end of ours ({} to {} per seed)",
+        authors_toy_value,
+    ),
+    # results/icl-grid/README.md
+    Claim(
+        GRID,
+        "**{} sooner** than the baseline: {} against {} steps on average, 95% CI of the "
+        "change {} to {} sooner (Fieller), mean paired difference {} steps [{}, {}], {} of 10 "
+        "seeds sooner (exact p = {})",
+        lambda: (
+            sooner("value")[0],
+            n(np.mean(per("icl", 0.95)["value"])),
+            n(np.mean(per("icl", 0.95)["none"])),
+            *sooner("value")[1:],
+            f"{vs('value')['mean']:+,.0f}",
+            f"{vs('value')['ci_low']:+,.0f}",
+            f"{vs('value')['ci_high']:+,.0f}",
+            str(vs("value")["c"]["sooner"]),
+            f"{vs('value')['p_exact']:.3f}",
+        ),
+    ),
+    Claim(
+        GRID, "To 50% the effect is larger: {} sooner [{}, {}].", lambda: sooner("value", thr=0.5)
+    ),
+    Claim(
+        GRID,
+        "it reaches 95% accuracy {} *later* [{}, {} later] ({} against {} steps), {} of 10 "
+        "seeds later (sign test p = {}), though {} sooner to 50%. Every value stream is later "
+        "there (value-learned {}, value-first {}, value-first-learned {}); only {} of 10 gated "
+        "and {} of 10 shared runs reach 95% on it within {} steps (at least {} and {} later, "
+        "counting the others at {}; {} of 10 seeds later in both)",
+        lambda: (
+            *sooner("value", "mixed"),
+            n(np.mean(per("mixed", 0.95)["value"])),
+            n(np.mean(per("mixed", 0.95)["none"])),
+            str(vs("value", "mixed")["c"]["later"]),
+            f"{vs('value', 'mixed')['c']['p_sign']:.2f}",
+            sooner("value", "mixed", 0.5)[0],
+            *[
+                sooner(v, "mixed")[0]
+                for v in ("value-learned", "value-first", "value-first-learned")
+            ],
+            *[
+                str(sum(x is not None for x in per("mixed", 0.95)[v]))
+                for v in ("value-gated", "value-shared")
+            ],
+            n(censor()),
+            *[pct(vs(v, "mixed")["c"]["bound"]) for v in ("value-gated", "value-shared")],
+            n(censor()),
+            str(min(vs(v, "mixed")["c"]["later"] for v in ("value-gated", "value-shared"))),
+        ),
+    ),
+    Claim(
+        GRID,
+        "Every run of every variant reaches 95% ICL accuracy within {} steps; the baseline "
+        "needs {} steps",
+        lambda: (
+            n(censor()) if all(None not in x for x in per("icl", 0.95).values()) else "?",
+            span(per("icl", 0.95)["none"]),
+        ),
+    ),
+    Claim(
+        GRID,
+        "the query stream is {} sooner to 95% [{}, {}], the key stream {} (interval {} "
+        "later to {} sooner: no clear effect)",
+        lambda: (*sooner("query"), ends("key")[0], ends("key")[2], ends("key")[1]),
+    ),
+    Claim(
+        GRID,
+        "`value-learned` {} sooner [{}, {}], `value-first-learned` {} [{}, {}]",
+        lambda: (*sooner("value-learned"), *sooner("value-first-learned")),
+    ),
+    Claim(
+        GRID,
+        "`value-first` reaches 95% {} *later* [{}, {} later], {} of 10 seeds later",
+        lambda: (*sooner("value-first"), str(vs("value-first")["c"]["later"])),
+    ),
+    Claim(
+        GRID,
+        "`value-gated` reaches 50% ICL accuracy {} sooner [{}, {}] and 95% {} *later* "
+        "[{}, {} later], {} of 10 seeds later",
+        lambda: (
+            *sooner("value-gated", thr=0.5),
+            *sooner("value-gated"),
+            str(vs("value-gated")["c"]["later"]),
+        ),
+    ),
+    Claim(
+        GRID,
+        "**SVFormer's shared values** reach 50% {} sooner [{}, {}]; to 95% there is no "
+        "clear effect ({} later, interval {} later to {} sooner; {} of 10 seeds sooner, exact "
+        "p = {})",
+        lambda: (
+            *sooner("value-shared", thr=0.5),
+            ends("value-shared")[0],
+            ends("value-shared")[2],
+            ends("value-shared")[1],
+            str(vs("value-shared")["c"]["sooner"]),
+            f"{vs('value-shared')['p_exact']:.2f}",
+        ),
+    ),
+    Claim(
+        GRID,
+        "(IWL accuracy after {} steps {} baseline, {} value, {} value-learned, {} "
+        "value-first-learned; the gated and shared variants cost most: {} and {}, and 50% IWL {} "
+        "and {} later); steps to 50% IWL: value {} sooner (CI {} sooner to {} later), query {} "
+        "sooner, value-first {} later. {} run reaches 95% IWL accuracy.",
+        lambda: (
+            n(censor()),
+            *[
+                final_acc(v, "iwl")
+                for v in (
+                    "none",
+                    "value",
+                    "value-learned",
+                    "value-first-learned",
+                    "value-gated",
+                    "value-shared",
+                )
+            ],
+            sooner("value-gated", "iwl", 0.5)[0],
+            sooner("value-shared", "iwl", 0.5)[0],
+            *ends("value", "iwl", 0.5),
+            sooner("query", "iwl", 0.5)[0],
+            sooner("value-first", "iwl", 0.5)[0],
+            "No" if all(x is None for xs in per("iwl", 0.95).values() for x in xs) else "Some",
+        ),
+    ),
+    Claim(
+        GRID,
+        "{} of their {} baseline seeds stay at chance (below 10% ICL accuracy) until steps "
+        "{} and {}. Ours can sit at chance early too: {} of {} seeds at step 10,000",
+        lambda: (
+            str(len(plateau_seeds())),
+            str(len(authors()["none"])),
+            *[n(theirs("none", 0.1)[s]) for s in plateau_seeds()],
+            str(escape()["ours"]),
+            str(escape()["n_ours"]),
+        ),
+    ),
+    Claim(GRID, "and {} of these 10 (seed {} of `none`: {} at step 10,000, 10% at {})", grid_stuck),
+    Claim(
+        GRID,
+        "Their value stream is sooner to 95% in {} of {} seeds (sign test p = {}), by {}, "
+        "{}, {} and {}; the {} is a seed whose baseline sat at chance until step {}. On their "
+        "two seeds that leave chance early it is {} and {} sooner, at the low end of ours seed by "
+        "seed ({} to {})",
+        lambda: (
+            authors_toy_value()[:7]
+            + (their_changes()[longest_plateau()],)
+            + authors_toy_value()[7:]
+        ),
+    ),
+    Claim(GRID, "against our {} [{}, {}] with the default", lambda: sooner("value")),
+    Claim(
+        GRID,
+        "Grid of 40 runs (none, value, key, query): {} s wall with {} evaluations of 4 x {} "
+        "sequences per run ({} s a run)",
+        first_grid,
+    ),
+    Claim(
+        GRID,
+        "grid of 30 runs (learned and first variants): {} s; grid of 20 runs (gated and "
+        "shared, alone on the GPU): {} s",
+        lambda: (wall(1), wall(2)),
+    ),
+    # results/authors-toy/README.md
+    Claim(
+        TOY,
+        "Seeds 0 and 2 of their code reach 95% ICL accuracy at {} and {} steps (none) and "
+        "{} and {} (value); our 10 seeds take {} (none) and {} (value)",
+        lambda: (
+            n(theirs("none", 0.95)[0]),
+            n(theirs("none", 0.95)[2]),
+            n(theirs("value", 0.95)[0]),
+            n(theirs("value", 0.95)[2]),
+            span(ours("none", 0.95)),
+            span(ours("value", 0.95)),
+        ),
+    ),
+    Claim(
+        TOY,
+        "Seeds {} and {} of their baseline stay below 10% ICL accuracy (chance is 1/32) "
+        "until steps {} and {} and reach 95% at {} and {}; no baseline run of our grid needs "
+        "more than {} steps to 95%. Our runs can sit at chance early too: {} of {} seeds are "
+        "still below 10% ICL accuracy at step 10,000 (theirs {} of {}: Fisher's exact p = {}), "
+        "and so is {} of our 10 grid seeds (seed {} of `none`: {} at step 10,000, out of chance "
+        "at {}, 95% at {})",
+        lambda: (
+            *map(str, plateau_seeds()),
+            *[n(theirs("none", 0.1)[s]) for s in plateau_seeds()],
+            *[n(theirs("none", 0.95)[s]) for s in plateau_seeds()],
+            n(max(ours("none", 0.95))),
+            str(escape()["ours"]),
+            str(escape()["n_ours"]),
+            str(escape()["theirs"]),
+            str(escape()["n_theirs"]),
+            f"{escape()['p']:.3f}",
+            *grid_stuck(),
+            n(ours("none", 0.95)[int(grid_stuck()[1])]),
+        ),
+    ),
+    Claim(
+        TOY,
+        "seeds): none p = {} (50%) and {} (95%); value p = {} (50%) and {} (95%).",
+        lambda: (mw("none", 0.5), mw("none", 0.95), mw("value", 0.5), mw("value", 0.95)),
+    ),
+    Claim(
+        TOY,
+        "In their code the value stream reaches 95% sooner in {} of {} seeds (sign test p "
+        "= {}): {}, {}, {} and {} sooner, seed by seed. The {} is seed {}, whose baseline sat "
+        "at chance until step {} while its value run left chance at {}; the change of the four "
+        "seeds' mean steps ({} sooner) is mostly that one seed",
+        lambda: (
+            *authors_toy_value()[:7],
+            their_changes()[longest_plateau()],
+            str(longest_plateau()),
+            n(theirs("none", 0.1)[longest_plateau()]),
+            n(theirs("value", 0.1)[longest_plateau()]),
+            pct(their_value()["censored"]["bound"]),
+        ),
+    ),
+    Claim(
+        TOY,
+        "On the two seeds that leave chance before step 10,000 in both arms ({} and {}) "
+        "their value stream is {} and {} sooner, at the low end of ours seed by seed ({} to {} "
+        "sooner; {} [{}, {}] over our 10 seeds, {} of 10 sooner)",
+        lambda: (
+            *map(str, early_seeds()),
+            *authors_toy_value()[8:],
+            *sooner("value"),
+            str(vs("value")["c"]["sooner"]),
+        ),
+    ),
+    Claim(
+        TOY,
+        "our step stays at chance about as long as their run does (10% ICL accuracy at {} steps "
+        "against their {})",
+        lambda: same_data(0.1),
+    ),
+    Claim(
+        TOY,
+        "for seed 1 (value later; {} -> {} here)",
+        lambda: (n(theirs("none", 0.95)[1]), n(theirs("value", 0.95)[1])),
+    ),
+    Claim(
+        TOY,
+        "leaves it at almost the same point (10% ICL accuracy at {} steps against their "
+        "{}), plateaus again near 0.2 and reaches 50% and 95% ICL accuracy at {} and {} steps "
+        "against their {} and {}",
+        lambda: (
+            *same_data(0.1),
+            same_data(0.5)[0],
+            same_data(0.95)[0],
+            same_data(0.5)[1],
+            same_data(0.95)[1],
+        ),
+    ),
+    # results/lm-real/README.md
+    Claim(
+        LM,
+        "none of the {} runs, all finished; the arm means end at {}-{}, below the exact "
+        "chance of 0.5: the models prefer the repeated name; single runs end at {}-{}, {} of the "
+        "80 at or above 0.5), no run has a prefix-matching head (the best head ends at {}-{} of "
+        "its attention, about uniform) and no run's induction score passes 1 nat (the highest "
+        "at any evaluation of any run is {}; the arm means end at {}-{})",
+        lm_opening,
+    ),
+    Claim(
+        LM,
+        "{} nats/token [{}, {}] with original names (lower in {} of 10 seeds; seeds {} and "
+        "{} are {} and {}; exact p = {}) and {} [{}, {}] with names resampled (lower in {} of 10 "
+        "seeds, p = {}); with resampled names it also raises the context gain by {} nats [{}, {}]",
+        lambda: (
+            *delta("original", "val_loss", "value"),
+            lower("original", "value"),
+            *loss_above_seeds(),
+            p3("original", "val_loss", "value"),
+            *delta("resampled", "val_loss", "value"),
+            lower("resampled", "value"),
+            p3("resampled", "val_loss", "value"),
+            *delta("resampled", "context_gain", "value"),
+        ),
+    ),
+    Claim(
+        LM,
+        "{} nats/token [{}, {}] ({} bits per byte) with resampled names, {} [{}, {}] ({} "
+        "bits per byte) with original names; it raises the context gain and the induction score "
+        "a little ({} and {} nats, resampled), and makes the IOI bias toward the repeated name "
+        "*stronger* (IO - S {} against {})",
+        lambda: (
+            *delta("resampled", "val_loss", "value-first"),
+            delta("resampled", "val_bpb", "value-first")[0],
+            *delta("original", "val_loss", "value-first"),
+            delta("original", "val_bpb", "value-first")[0],
+            delta("resampled", "context_gain", "value-first")[0],
+            delta("resampled", "induction_score", "value-first")[0],
+            mean2("resampled", "ioi_logit_diff", "value-first", "values"),
+            mean2("resampled", "ioi_logit_diff", "value-first", "base"),
+        ),
+    ),
+    Claim(
+        LM,
+        "behaves like the value stream: {} nats/token [{}, {}] with original names, {} [{}, "
+        "{}] with names resampled",
+        lambda: (
+            *delta("original", "val_loss", "value-learned"),
+            *delta("resampled", "val_loss", "value-learned"),
+        ),
+    ),
+    Claim(LM, "IOI names: the {} list names", original_names),
+    Claim(LM, "After 8 epochs (~{}M tokens)", lambda: (trained_tokens(),)),
+    Claim(
+        LM,
+        "Ten runs beside each other took {}-{} s each ({}-{} tokens/s a run; the resampled "
+        "value-first runs were resumed, so their summaries time only the last part); twenty took "
+        "{}-{} s each ({}-{} tokens/s a run); ~{}-{}M tokens/s for the GPU",
+        lm_speed,
+    ),
+    Claim(
+        LM,
+        "{} names (a fixed fifth of the list, by hash) are never used as replacements, and "
+        "the IOI set uses those",
+        lambda: heldout_names()[:1],
+    ),
+    Claim(LM, "so all but {} are {}-{} tokens", lambda: heldout_names()[1:]),
+    Claim(LM, "({} tokens; {} renamed)", lambda: split_tokens()[:2]),
+    Claim(
+        LM, "of the {} validation stories long enough ({} once renamed)", lambda: split_tokens()[2:]
+    ),
+    Claim(LM, "{} steps (original) / {} (resampled) = 8 epochs", steps_lm),
+    Claim(LM, "| 2,048 | {} | {} ({}) | {} ({}) | {} ({}) |", lambda: sweep_row(2048)),
+    Claim(LM, "| 4,096 | {} | {} ({}) | {} ({}) | {} ({}) |", lambda: sweep_row(4096)),
+    Claim(
+        LM, "| **8,192** | {} | **{}** ({}) | **{}** ({}) | **{}** ({}) |", lambda: sweep_row(8192)
+    ),
+    # results/soak/README.md
+    Claim(
+        SOAK,
+        "## Soak: {} SIGKILL / resume cycles, {} failures",
+        lambda: soak_both()[:1] + soak_both()[3:],
+    ),
+    Claim(
+        SOAK,
+        "(none,value x 1 seed, 1,200 steps, a checkpoint every 50) | {} | {} | {} | {} | {} s |",
+        lambda: soak_row("icl"),
+    ),
+    Claim(
+        SOAK,
+        "dropout 0.1, 800 steps, a checkpoint every 50) | {} | {} | {} | {} | {} s |",
+        lambda: soak_row("lm"),
+    ),
+    Claim(SOAK, "| both, side by side | {} | {} | {} | {} |", soak_both),
+    Claim(
+        SOAK,
+        "Each workload first ran once uninterrupted ({} s and {} s)",
+        lambda: (str(soak("icl")["reference_s"]), str(soak("lm")["reference_s"])),
+    ),
+    Claim(
+        SOAK,
+        "{} at a random 0.5-6 s after the process started, {} at 5-75% of the way through "
+        "a checkpoint window (training steps), {} at the last 20% of a window",
+        lambda: tuple(str(soak("icl")["by_mode"][k]) for k in ("random", "step", "eval")),
+    ),
+    Claim(
+        SOAK,
+        "{} at the moment a checkpoint write started",
+        lambda: (str(soak("icl")["by_mode"]["write"]),),
+    ),
+    Claim(
+        SOAK,
+        "| start-up: the process had written nothing yet | {} | {} |",
+        lambda: landed("nothing-written"),
+    ),
+    Claim(
+        SOAK,
+        "| mid checkpoint write (its temporary folder still there) | {} | {} |",
+        lambda: landed("mid-write"),
+    ),
+    Claim(
+        SOAK,
+        "| after an evaluation's rows, before its checkpoint was in place | {} | {} |",
+        lambda: landed("rows-before-checkpoint"),
+    ),
+    Claim(
+        SOAK,
+        "| between checkpoints (training steps or an evaluation) | {} | {} |",
+        lambda: landed("between-checkpoints"),
+    ),
+    Claim(SOAK, "## Deep fuzzing: {} inputs, {} failures, {} s", fuzz),
+    # README.md, what happens when things go wrong: the soak and fuzz results
+    Claim(README, "and {} in the deep profile", lambda: fuzz()[:1]),
+    Claim(
+        README,
+        "`benchmarks/soak.py` ran {} SIGKILL/resume cycles ({} of `icl grid`, {} of `lm train`; "
+        "kills at start-up, mid-step, at the end of a checkpoint window and as a checkpoint write "
+        "starts, {} of them inside the write)",
+        lambda: (
+            soak_both()[0],
+            str(soak("icl")["cycles"]),
+            str(soak("lm")["cycles"]),
+            str(sum(map(int, landed("mid-write")))),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("claim", CLAIMS, ids=str)
+def test_claim_matches_the_metrics(claim: Claim):
+    """Each claim's text holds exactly the figures the metrics give."""
+    values = claim.values()
+    assert claim.fragment.count("{}") == len(values), "a figure without a value, or the reverse"
+    want = claim.fragment.format(*values)
+    assert want in text(claim.file), f"{claim.file} should say:\n  {want}"
+
+
+def test_every_claim_has_figures_from_the_data():
+    """A row without a placeholder would check nothing the data could change."""
+    assert all("{}" in c.fragment for c in CLAIMS)
+
+
+# -- claims in words ------------------------------------------------------------------------------
+def test_value_stream_moves_no_ioi_or_induction_metric():
+    """results/lm-real: "It moves no IOI or induction metric (all intervals cover 0)"."""
+    assert "It moves no IOI or induction metric (all intervals cover 0)" in text(LM)
+    for setting in ("original", "resampled"):
+        for key in ("ioi_accuracy", "ioi_logit_diff", "paper_ioi_accuracy", "induction_score"):
+            p = lmc(setting, key, "value")["paired"]
+            assert p["ci_low"] <= 0 <= p["ci_high"], (setting, key)
+
+
+def test_nothing_emerged_in_any_lm_run():
+    """results/lm-real: no run shows IOI > 0.6, a prefix-matching head or 1 nat of induction."""
+    assert "**What emerged: nothing in-context, in any arm.**" in text(LM)
+    top = {
+        k: max(max(r[k] for r in rs) for rs in every_run())
+        for k in ("ioi_accuracy", "prefix_matching", "induction_score")
+    }
+    assert top["ioi_accuracy"] <= 0.6 and top["prefix_matching"] <= 0.3
+    assert top["induction_score"] <= 1.0
+
+
+def test_icl_score_is_positive_in_every_model():
+    """results/lm-real: "token 20 is easier than token 200 in every model"."""
+    assert "token 20 is easier than token 200 in every model" in text(LM)
+    assert min(run_ends("icl_score")) > 0
+
+
+def test_vocabulary_8192_is_best_at_every_length():
+    """results/lm-real: "8,192 is best at every length"."""
+    assert "8,192 is best at every length" in text(LM)
+    runs = sweep()
+    for epochs in (3, 6, 12):
+        best = min((runs[v, epochs][-1]["val_bpb"], v) for v in (2048, 4096, 8192))
+        assert best[1] == 8192
+
+
+def test_shared_values_and_key_have_no_clear_effect_at_95():
+    """README: SVFormer's shared values are "not" sooner to 95%; the key stream "no clear
+    effect": both Fieller intervals cover 0."""
+    for v in ("value-shared", "key"):
+        assert vs(v)["rel_low"] <= 0 <= vs(v)["rel_high"], v
+
+
+def test_paper_claim_lies_outside_our_interval():
+    """README: the paper's "about 24%" lies just outside our interval."""
+    assert 'its "about 24%" lies just outside our interval' in text(README)
+    lo, hi = sorted((-vs("value")["rel_high"], -vs("value")["rel_low"]))
+    assert hi < 0.24 < hi + 0.02
+
+
+def test_the_review_figures_are_marked_as_not_ours():
+    """The independent review's figures are not in the committed metrics: they must say so."""
+    grid_text = text(GRID)
+    assert "19.3% sooner to 95% ICL accuracy [17.2%, 21.2%] with `jax-legacy`" in grid_text
+    assert "those two figures are the review's, not from the metrics committed here" in grid_text
+    toy_text = text(TOY)
+    assert "52,000 -> 52,500 steps for seed 1" in toy_text
+    assert "reported in review and not part of the metrics committed here" in toy_text
+    assert json.loads((RESULTS / "icl-grid" / "config.json").read_text())["config"]["init"] == "jax"
+
+
+def test_a_changed_figure_fails():
+    """The check is not vacuous: a claim formatted with another figure is not in the text."""
+    claim = next(c for c in CLAIMS if "lowers held-out loss slightly" in c.fragment)
+    values = list(claim.values())
+    values[3] = "10"  # "lower in 10 of 10 seeds", as the text once said
+    assert claim.fragment.format(*values) not in text(claim.file)
