@@ -116,11 +116,17 @@ def _common_step(runs: dict[int, list[dict]], other: dict[int, list[dict]], seed
     return max(common) if common else 0
 
 
-def _mean_sd(v: np.ndarray) -> str:
+def _digits(key: str) -> int:
+    """Decimals a quantity is printed with: probabilities start near 1e-4, so 4."""
+    return 4 if UNITS.get(key) == "probability" else 3
+
+
+def _mean_sd(v: np.ndarray, d: int = 3) -> str:
     """Mean ± sd; under 5 seeds every seed's value instead of the sd."""
     if len(v) < 5:
-        return f"{v.mean():.3f}" + (f" ({', '.join(f'{x:.3f}' for x in v)})" if len(v) > 1 else "")
-    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+        each = f" ({', '.join(f'{x:.{d}f}' for x in v)})" if len(v) > 1 else ""
+        return f"{v.mean():.{d}f}{each}"
+    return f"{v.mean():.{d}f} ± {v.std(ddof=1):.{d}f}"
 
 
 def _p(x: float | None) -> str:
@@ -308,11 +314,11 @@ def _final_section(runs, arms, baseline) -> list[str]:
     rows, empty = final_comparisons(runs, arms, baseline)
     lines += [f"| – | {a} | – | – | – | – | no evaluation after step 0 | – | – |" for a in empty]
     for c in rows:
-        p = c["paired"]
-        ci = "" if p["ci_low"] is None else f" [{p['ci_low']:+.3f}, {p['ci_high']:+.3f}]"
+        p, d = c["paired"], _digits(c["key"])
+        ci = "" if p["ci_low"] is None else f" [{p['ci_low']:+.{d}f}, {p['ci_high']:+.{d}f}]"
         lines.append(
             f"| {c['title']} | {c['arm']} | {c['step']:,} | {len(c['seeds'])} | "
-            f"{_mean_sd(c['base'])} | {_mean_sd(c['values'])} | {p['mean']:+.3f}{ci} | "
+            f"{_mean_sd(c['base'], d)} | {_mean_sd(c['values'], d)} | {p['mean']:+.{d}f}{ci} | "
             f"{_p(p['p_exact'])} | {p['below']} / {p['above']} |"
         )
     return [*lines, ""]
@@ -388,8 +394,9 @@ def _changes_section(runs, arms) -> list[str]:
             cells = [f"{low:.3f} @ {at / 1e6:.1f}M, {val[-1][0] - low:+.3f}"]
             for key in CHANGES:
                 got = steepest(rows, key)
+                d = _digits(key)
                 cells.append(
-                    "–" if got is None else f"{got[0] / 1e6:.1f}M: {got[1]:+.3f} ({got[2]:.2f})"
+                    "–" if got is None else f"{got[0] / 1e6:.1f}M: {got[1]:+.{d}f} ({got[2]:.2f})"
                 )
             lines.append(f"| {a} s{seed} | " + " | ".join(cells) + " |")
     return [*lines, ""]
