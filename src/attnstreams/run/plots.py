@@ -71,11 +71,13 @@ def plot_bands(
     xlabel: str = "step",
     hlines: tuple[float, ...] | dict[str, tuple[float, ...]] = (),
     logx: bool = False,
+    ylims: dict[str, tuple[float, float]] | None = None,
 ) -> Path:
     """One panel per entry; in each, one line per label: the mean over seeds and a +/- 1 sd
     band, or under 5 seeds every seed's own thin line beside the mean (a band of 2 seeds says
     little). panels[title][label] = (x (P,), y (seeds, P)). ylabel and hlines (dashed
-    reference lines, such as chance) apply to every panel or, as dicts, by title."""
+    reference lines, such as chance) apply to every panel or, as dicts, by title; ylims fixes
+    some panels' ranges (an accuracy from 0 to 1, not auto-scaled to a 1e-3 wobble)."""
 
     n = len(panels)
     cols = 2 if n > 1 else 1
@@ -101,6 +103,8 @@ def plot_bands(
         ax.set_ylabel(ylabel.get(title, "") if isinstance(ylabel, dict) else ylabel)
         if logx:
             ax.set_xscale("log")
+        if ylims and title in ylims:
+            ax.set_ylim(*ylims[title])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     for ax in list(axes.flat)[n:]:

@@ -424,4 +424,5 @@ def _curves(runs, arms, path: Path, keys=CURVES, logx: bool = False) -> Path:
         xlabel="training tokens (M)",
         hlines={t: CHANCE.get(k, ()) for t, k in titles.items()},
         logx=logx,
+        ylims={t: (0.0, 1.0) for t, k in titles.items() if UNITS.get(k) == "accuracy"},
     )
