@@ -120,6 +120,42 @@ def test_prepare_resampled_copies(tmp_path):
         DataConfig(data="x.txt", names="resampled", copies=2)
 
 
+def test_one_data_folder_is_prepared_once_and_its_tokenizer_checked(tmp_path):
+    """A second prepare into a folder waits for the first, then reuses its files or refuses
+    naming what differs; a tokenizer replaced beside the token files is refused on read; a
+    prepare that fails leaves no folder."""
+    import threading
+
+    from attnstreams.experiments.lm.data import data_tokenizer
+    from attnstreams.run.logs import locked
+
+    cfg = DataConfig(data=str(FIXTURE), vocab_size=400, train_tokens=20_000, val_tokens=5000)
+    d = tmp_path / "d"
+    done = threading.Event()
+    with locked(d):  # as if another `lm prepare` were writing the folder
+        t = threading.Thread(target=lambda: (prepare_data(cfg, d, progress=False), done.set()))
+        t.start()
+        assert not done.wait(0.5)  # it waits for the lock
+    t.join(60)
+    assert done.is_set() and (d / "data_config.json").is_file()
+    made = (d / "train.bin").read_bytes()
+    assert prepare_data(cfg, d, progress=False) == d and (d / "train.bin").read_bytes() == made
+    other = DataConfig(**{**cfg.__dict__, "vocab_size": 512})
+    with pytest.raises(lm.ConfigError, match=r"another data config \(vocab_size: 400 -> 512\)"):
+        prepare_data(other, d, progress=False)
+    assert (d / "train.bin").read_bytes() == made
+    data_tokenizer(d)  # the tokenizer its tokens were made with
+    e = prepare_data(other, tmp_path / "e", progress=False)
+    (d / "tokenizer.json").write_bytes((e / "tokenizer.json").read_bytes())
+    with pytest.raises(lm.ConfigError, match="not the one its train tokens were made with"):
+        LMTrainer(LMTrainConfig(preset="tiny", steps=2, batch=2, ioi_prompts=4), d)
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "a story"}\n{not json\n')
+    with pytest.raises(lm.ConfigError):
+        prepare_data(DataConfig(data=str(bad), train_tokens=2000), tmp_path / "f", False)
+    assert not (tmp_path / "f").exists()
+
+
 def test_original_setting_reads_ioi_names_from_the_train_text(tmp_path):
     cfg = DataConfig(data=str(FIXTURE), vocab_size=400, train_tokens=None, val_tokens=5000)
     d = prepare_data(cfg, tmp_path / "d", progress=False)

@@ -4,6 +4,7 @@ run so a checkpoint is always evaluated with the tokenizer it was trained with."
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -184,6 +185,20 @@ def _read_tokenizer_json(folder: Path) -> HFTokenizer:
         return HFTokenizer.from_file(str(folder / "tokenizer.json"))
     except Exception as e:
         raise ConfigError(f"unreadable tokenizer in {folder}: {e}") from None
+
+
+TOKENIZER_FILES = ("tokenizer_meta.json", "tokenizer.json")
+
+
+def tokenizer_digest(folder: Path) -> str:
+    """SHA-256 of the tokenizer files saved in `folder`: token files record it, so that a
+    tokenizer replaced beside them (by another `lm prepare`, say) is found, not used."""
+    sha = hashlib.sha256()
+    for name in TOKENIZER_FILES:
+        f = Path(folder) / name
+        if f.is_file():
+            sha.update(name.encode() + b"\0" + f.read_bytes())
+    return sha.hexdigest()
 
 
 def load_tokenizer(folder: Path) -> Tokenizer:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import fcntl
 import json
@@ -21,7 +22,7 @@ from attnstreams.run import checkpoint
 from attnstreams.run.config import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterator
     from typing import Any, TextIO
 
 
@@ -150,6 +151,19 @@ def hold_lock(folder: str | Path) -> None:
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     _HELD[key] = fd
+
+
+@contextlib.contextmanager
+def locked(folder: str | Path) -> Iterator[None]:
+    """`folder`'s lock (flock on `folder/.lock`) while the block runs: a second process
+    waits for the first to finish, then sees what it wrote (a shared folder made once)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(folder) / LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def open_run(

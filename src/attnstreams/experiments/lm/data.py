@@ -8,6 +8,7 @@ import json
 import os
 import random
 import re
+import shutil
 import sys
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -22,9 +23,10 @@ from attnstreams.data.tokenizer import (
     PretrainedTokenizer,
     Tokenizer,
     load_tokenizer,
+    tokenizer_digest,
 )
-from attnstreams.run.config import ConfigError, check_choice, check_range
-from attnstreams.run.logs import write_text_atomic
+from attnstreams.run.config import ConfigError, check_choice, check_range, differences
+from attnstreams.run.logs import locked, write_text_atomic
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,7 @@ class DataConfig:
 
 
 IOI_VOCAB = "ioi_vocab.json"
+STAMP = "data_config.json"  # the DataConfig the folder's files were made from, written last
 MIN_SINGLE = 20  # single-token IOI names, if the vocabulary has this many of them
 MIN_COUNT = 20  # a name, place or object the IOI set uses occurs this often in the train text
 
@@ -96,12 +99,28 @@ def prepare_data(
     workers: processes that make the renamed copies (default: every core); the files are the
     same whatever their number."""
     folder = Path(folder)
-    stamp = folder / "data_config.json"
-    if stamp.exists():
-        if json.loads(stamp.read_text()) != asdict(cfg):
-            raise ConfigError(f"{folder} holds tokens of another data config; use another folder")
-        return folder
-    folder.mkdir(parents=True, exist_ok=True)
+    new = not folder.exists()
+    with locked(folder):  # a second prepare into the folder waits, then reuses or refuses
+        stamp = folder / STAMP
+        if stamp.exists():
+            saved = json.loads(stamp.read_text())
+            if saved != asdict(cfg):
+                changed = "; ".join(differences(saved, asdict(cfg)))
+                raise ConfigError(
+                    f"{folder} holds tokens of another data config ({changed}); use another "
+                    "folder"
+                )
+            return folder
+        try:
+            _prepare(cfg, folder, progress, workers)
+        except BaseException:
+            if new:  # a refusal or a stop leaves no half-made folder behind
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+    return folder
+
+
+def _prepare(cfg: DataConfig, folder: Path, progress: bool, workers: int | None) -> None:
     if progress:
         size = "all" if cfg.train_tokens is None else f"{cfg.train_tokens:,}"
         print(
@@ -124,6 +143,7 @@ def prepare_data(
             islice(_split_texts(cfg, "train"), cfg.tokenizer_docs), cfg.vocab_size
         )
     tok.save(folder)
+    tied = {"tokenizer_sha256": tokenizer_digest(folder)}  # checked on every read
     counts: Counter[str] = Counter()  # words of the first copy, for the IOI vocabulary
     workers = min(cfg.copies, workers or os.cpu_count() or 1)
     if workers > 1:  # each copy renamed and encoded in a worker; written in order here
@@ -139,7 +159,7 @@ def prepare_data(
                 tok,
                 folder / "train.bin",
                 progress=progress,
-                meta={"copies": cfg.copies, "names": cfg.names},
+                meta={"copies": cfg.copies, "names": cfg.names, **tied},
                 encoded=(_counted(job, counts) for job in jobs),
             )
     else:
@@ -155,7 +175,7 @@ def prepare_data(
             folder / "train.bin",
             max_tokens=cfg.train_tokens,
             progress=progress,
-            meta={"copies": cfg.copies, "names": cfg.names},
+            meta={"copies": cfg.copies, "names": cfg.names, **tied},
         )
     write_tokens(
         _split_texts(cfg, "validation", "validation"),
@@ -163,11 +183,26 @@ def prepare_data(
         folder / "validation.bin",
         max_tokens=cfg.val_tokens,
         progress=progress,
-        meta={"names": cfg.names},
+        meta={"names": cfg.names, **tied},
     )
     write_text_atomic(folder / IOI_VOCAB, json.dumps(ioi_vocabulary(cfg.names, counts), indent=1))
-    stamp.write_text(json.dumps(asdict(cfg)))
-    return folder
+    write_text_atomic(folder / STAMP, json.dumps(asdict(cfg)))
+
+
+def data_tokenizer(folder: Path) -> Tokenizer:
+    """The tokenizer of a token-file folder, refused if it is not the one the token files
+    were made with (their train.json records its digest; older folders did not)."""
+    tok = load_tokenizer(folder)
+    for split in ("train", "validation"):
+        meta = Path(folder) / f"{split}.json"
+        want = json.loads(meta.read_text()).get("tokenizer_sha256") if meta.is_file() else None
+        if want is not None and want != tokenizer_digest(folder):
+            raise ConfigError(
+                f"the tokenizer in {folder} is not the one its {split} tokens were made with "
+                "(was another `lm prepare` pointed at the folder?); prepare it again in a new "
+                "folder"
+            )
+    return tok
 
 
 def _counting(texts, counts: Counter):

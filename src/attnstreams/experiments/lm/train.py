@@ -22,11 +22,12 @@ import torch
 
 from attnstreams.data.corpus import iter_texts
 from attnstreams.data.shards import TokenWindows
-from attnstreams.data.tokenizer import Tokenizer, load_tokenizer
+from attnstreams.data.tokenizer import Tokenizer
 from attnstreams.experiments.lm.data import (
     IOI_VOCAB,
     MIN_SINGLE,
     DataConfig,
+    data_tokenizer,
     prepare_data,
 )
 from attnstreams.experiments.lm.evals import (
@@ -181,7 +182,7 @@ class LMTrainer:
                 f"grad_accum ({cfg.grad_accum})"
             )
         self.data_dir = Path(data_dir)
-        self.tokenizer = load_tokenizer(data_dir)
+        self.tokenizer = data_tokenizer(data_dir)
         torch.manual_seed(cfg.seed)
         if cfg.init_from is None:
             self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
