@@ -206,6 +206,9 @@ def test_lm_train_continues_a_local_model_with_a_stream(tmp_path, capsys):
     ckpt = str(tmp_path / "run" / "checkpoint.safetensors")
     assert main(["lm", "eval", ckpt, "--json", "--ioi-prompts", "8"]) == 0
     assert "induction_score" in json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    # and samples, past its 32-token context (it was an AttributeError: no generate)
+    assert main(["lm", "sample", ckpt, "--prompt", "Once", "--max-new-tokens", "40"]) == 0
+    assert capsys.readouterr().out.startswith("Once")
 
 
 @pytest.mark.parametrize("what", ["no-config", "bert", "stream-none-tokenizer"])

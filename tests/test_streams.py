@@ -193,6 +193,18 @@ def test_generate_greedy_matches_full_forward_argmax():
     torch.testing.assert_close(logits[0, 4:].argmax(-1), out[0, 5:])
 
 
+def test_generate_slides_its_window_past_the_context():
+    """Past block_size every token is the argmax given the block_size tokens before it."""
+    torch.manual_seed(3)
+    model = GPT(tiny("value")).eval()
+    T = model.cfg.block_size
+    out = model.generate(torch.randint(97, (1, T - 3)), 10, temperature=0)
+    assert out.size(1) == T + 7
+    for i in range(T - 3, T + 7):  # every new token, in and past the context
+        logits, _ = model(out[:, max(0, i - T) : i])
+        assert int(logits[0, -1].argmax()) == int(out[0, i]), i
+
+
 @pytest.mark.parametrize("mix", ["learned", "learned-per-head"])
 def test_first_learned_with_gqa_gets_gradients(mix):
     torch.manual_seed(0)
