@@ -503,6 +503,34 @@ def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):
     assert (tmp_path / "g" / "none-s0" / "metrics.jsonl").read_text() == before
 
 
+def test_resume_takes_the_runs_own_settings(tmp_path, capsys):
+    """`lm train --out RUN --resume` alone continues the run with its saved settings (no
+    corpus read, no token files made); an option that changes the run is refused before any
+    work; a speed-only one may change."""
+    data = tmp_path / "tokens"
+    argv = [
+        "lm", "train", "--preset", "tiny", "--stream", "value-learned", "--data", str(FIXTURE),
+        "--train-tokens", "20000", "--val-tokens", "2000", "--vocab-size", "400",
+        "--data-dir", str(data), "--steps", "6", "--batch", "4", "--block-size", "32",
+        "--warmup", "2", "--lr", "3e-3", "--eval-every", "3", "--eval-batches", "2",
+        "--ioi-prompts", "8", "--seed", "4", "--out", str(tmp_path / "run"), "--json",
+    ]  # fmt: skip
+    assert main([*argv, "--stop-after", "3"]) == 0
+    made = {f: f.stat().st_mtime_ns for f in data.iterdir()}
+    capsys.readouterr()
+    run = ["lm", "train", "--out", str(tmp_path / "run"), "--resume", "--json"]
+    assert main([*run, "--lr", "0.5"]) == 2
+    err = capsys.readouterr().err
+    assert "lr: 0.003 -> 0.5" in err and len(err.strip().splitlines()) == 1
+    assert main([*run, "--grad-accum", "2"]) == 0  # speed only
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["step"] == 6 and out["final"]["step"] == 6
+    cfg = json.loads((tmp_path / "run" / "config.json").read_text())["config"]
+    assert (cfg["stream"], cfg["seed"], cfg["lr"]) == ("value-learned", 4, 3e-3)
+    assert {f: f.stat().st_mtime_ns for f in data.iterdir()} == made  # nothing made again
+    assert not (tmp_path / "run" / "data").exists()
+
+
 @pytest.mark.parametrize(
     "argv",
     [

@@ -6,6 +6,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,7 @@ import torch
 
 from attnstreams import __version__
 from attnstreams.data.corpus import check_corpus
-from attnstreams.run.config import ConfigError, check_range
+from attnstreams.run.config import ConfigError, check_range, differences
 from attnstreams.run.logs import (
     CHECKPOINT,
     NonFiniteLoss,
@@ -542,6 +543,63 @@ def _lm_train_ranked(args, data, cfg, d, device):
     return summary, out
 
 
+#: `lm train` options that are LMTrainConfig fields of the same name.
+_TRAIN_KEYS = (
+    "preset", "stream", "steps", "epochs", "batch", "grad_accum", "block_size", "lr", "warmup",
+    "weight_decay", "grad_clip", "dropout", "eval_every", "eval_log", "eval_batches",
+    "ioi_prompts", "seed", "precision", "compile", "cuda_graphs", "nonfinite", "parallel",
+    "ddp_bucket_mb", "init_from",
+)  # fmt: skip
+_DATA_KEYS = ("data", "tokenizer", "vocab_size", "val_tokens", "text_field", "separator")
+_DATA_KEYS += ("names", "copies")
+
+
+def _saved_run_defaults(out: str | None) -> dict:
+    """`lm train --resume`: the run's own settings (its config.json) as the options'
+    defaults, so that a resume needs only --out; options given still win, and one that
+    changes the run is refused before any work (`_check_resume`)."""
+    if not out:
+        raise ConfigError("--resume needs --out, the folder of the run to continue")
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        return {}  # the run folder's own check names what is missing
+    try:
+        saved = json.loads(path.read_text())
+        c, data = saved["config"], saved.get("data") or {}
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ConfigError(f"{path} is not the config of an `lm train` run") from None
+    defaults = {k: c[k] for k in _TRAIN_KEYS if k in c}
+    if "icl_early" in c:
+        defaults["icl_positions"] = f"{c['icl_early']},{c['icl_late']}"
+    defaults |= {k: data[k] for k in _DATA_KEYS if k in data}
+    if data:
+        defaults["train_tokens"] = data.get("train_tokens") or 0  # 0: the whole corpus
+    if saved.get("data_dir"):
+        defaults["data_dir"] = saved["data_dir"]
+    return defaults
+
+
+def _check_resume(out: str, data, cfg) -> None:
+    """Refuse, before any work, a resume whose options change the run (the speed-only
+    settings may change)."""
+    from attnstreams.experiments.lm.train import run_defining
+
+    path = Path(out) / "config.json"
+    if not path.is_file():
+        return
+    saved = json.loads(path.read_text())
+    changed = differences(
+        run_defining({"eval_log": 0, **saved["config"]}), run_defining(asdict(cfg))
+    )
+    if saved.get("data"):
+        changed += differences(saved["data"], asdict(data))
+    if changed:
+        raise ConfigError(
+            f"{out} was trained with other settings ({'; '.join(changed)}); a resume takes the "
+            "run's own: leave those options out"
+        )
+
+
 def _check_corpus_unless_prepared(data, data_dir: str | None, out: str | None) -> None:
     """Read the corpus's first document before any folder is made, unless its token files
     (--data-dir, else OUT/data) already exist: a refused corpus leaves nothing behind."""
@@ -574,6 +632,8 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
     from attnstreams.run import parallel
 
     data, cfg = _lm_configs(args, args.stream, args.seed)
+    if args.resume:
+        _check_resume(args.out, data, cfg)
     if args.stop_after is not None:
         check_range("stop_after", args.stop_after, lo=1)
     if args.collective_timeout is not None:
@@ -915,8 +975,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
+        if args.func is cmd_lm_train and args.resume:  # the run's settings, then --config
+            args.config_parser.set_defaults(**_saved_run_defaults(args.out))
         if getattr(args, "config", None):
             args.config_parser.set_defaults(**_config_defaults(args.config_parser, args.config))
+        if args.func is cmd_lm_train and args.resume or getattr(args, "config", None):
             args = parser.parse_args(argv)
         _set_threads(args.threads)
         return args.func(args)

@@ -107,8 +107,7 @@ def prepare_data(
             if saved != asdict(cfg):
                 changed = "; ".join(differences(saved, asdict(cfg)))
                 raise ConfigError(
-                    f"{folder} holds tokens of another data config ({changed}); use another "
-                    "folder"
+                    f"{folder} holds tokens of another data config ({changed}); use another folder"
                 )
             return folder
         try:

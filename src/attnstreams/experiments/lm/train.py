@@ -365,8 +365,8 @@ class LMTrainer:
         if meta.get("kind") != "lm":
             raise ConfigError(f"{path} is not a language-model checkpoint")
         # eval_log 0 is what a checkpoint from before the setting did
-        saved = _run_defining({"eval_log": 0, **meta["config"]})
-        mine = _run_defining(asdict(self.cfg))
+        saved = run_defining({"eval_log": 0, **meta["config"]})
+        mine = run_defining(asdict(self.cfg))
         if saved != mine:
             changed = "; ".join(differences(saved, mine))
             raise ConfigError(
@@ -483,7 +483,7 @@ def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -
     model.load_state_dict(state)
 
 
-def _run_defining(config: dict) -> dict:
+def run_defining(config: dict) -> dict:
     """A config without the settings that change speed only (a resume may change them)."""
     speed_only = ("compile", "cuda_graphs", "ddp_bucket_mb", "grad_accum")
     return {k: v for k, v in config.items() if k not in speed_only}
@@ -540,6 +540,7 @@ def train(
                     "config": asdict(cfg),
                     "model": trainer.model_cfg.to_dict(),
                     "data": json.loads(data_cfg.read_text()) if data_cfg.is_file() else None,
+                    "data_dir": str(trainer.data_dir.resolve()),  # where a resume finds them
                     "ioi_names": len(trainer.ioi_names),
                     "ioi_prompts": len(trainer.ioi_set),
                     "icl_positions": [trainer.icl_early, trainer.icl_late],
