@@ -102,6 +102,19 @@ def test_parquet(tmp_path):
 
     pq.write_table(pa.table({"text": [f"doc {i}" for i in range(3)]}), tmp_path / "c.parquet")
     assert list(iter_texts(str(tmp_path / "c.parquet"), "all")) == ["doc 0", "doc 1", "doc 2"]
+    # a file named .parquet that is not one, and a column that is not text: one line each
+    (tmp_path / "fake.parquet").write_text("Once upon a time.")
+    with pytest.raises(ConfigError, match="fake.parquet is not a parquet file"):
+        list(iter_texts(str(tmp_path / "fake.parquet"), "all"))
+    pq.write_table(pa.table({"text": [1, 2]}), tmp_path / "n.parquet")
+    with pytest.raises(ConfigError, match="column 'text' holds int64, not text"):
+        list(iter_texts(str(tmp_path / "n.parquet"), "all"))
+
+
+def test_pretty_printed_json_is_told_the_format(tmp_path):
+    (tmp_path / "c.json").write_text('{\n  "text": "Once upon a time."\n}\n')
+    with pytest.raises(ConfigError, match="one JSON object a line"):
+        list(iter_texts(str(tmp_path / "c.json"), "all"))
 
 
 def test_huggingface_path_uses_datasets(monkeypatch):

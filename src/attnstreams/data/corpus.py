@@ -89,7 +89,10 @@ def _read_jsonl(path: Path, field: str) -> Iterator[str]:
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise ConfigError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                raise ConfigError(
+                    f"{path}:{n}: not valid JSON ({e.msg}); {path.suffix} corpora hold one "
+                    "JSON object a line (JSON Lines), not a pretty-printed document"
+                ) from None
             if not isinstance(obj, dict) or field not in obj:
                 raise ConfigError(f"{path}:{n}: no {field!r} field (choose one with --text-field)")
             if not isinstance(obj[field], str):
@@ -105,13 +108,29 @@ def _read_parquet(path: Path, field: str) -> Iterator[str]:
         raise ConfigError(
             "reading parquet needs pyarrow: pip install 'attnstreams[data]'"
         ) from None
-    pf = pq.ParquetFile(path)
+    import pyarrow as pa
+
+    try:
+        pf = pq.ParquetFile(path)
+    except pa.ArrowException as e:
+        raise ConfigError(f"{path} is not a parquet file ({_one_line(e)})") from None
     if field not in pf.schema_arrow.names:
         raise ConfigError(f"{path}: no column {field!r} (choose one with --text-field)")
-    for batch in pf.iter_batches(columns=[field]):
-        for t in batch.column(0).to_pylist():
-            if t and t.strip():
-                yield t
+    if not pa.types.is_string(t := pf.schema_arrow.field(field).type) and not (
+        pa.types.is_large_string(t)
+    ):
+        raise ConfigError(f"{path}: column {field!r} holds {t}, not text")
+    try:
+        for batch in pf.iter_batches(columns=[field]):
+            for t in batch.column(0).to_pylist():
+                if t and t.strip():
+                    yield t
+    except pa.ArrowException as e:  # a file damaged past its footer
+        raise ConfigError(f"{path}: unreadable parquet ({_one_line(e)})") from None
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())[:200]
 
 
 def _read_hf(split: str, field: str) -> Iterator[str]:
