@@ -37,7 +37,7 @@ def train_alone(cfg: ICLTrainConfig, stream: str, seed: int) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("variant", ["value", "key-learned"])
+@pytest.mark.parametrize("variant", ["value", "key-learned", "key-smear"])
 def test_run_in_grid_equals_run_alone(variant):
     grid = ICLGrid(["none", variant, "query"], [3, 4], CFG)
     for _ in range(CFG.steps):
@@ -49,6 +49,8 @@ def test_run_in_grid_equals_run_alone(variant):
     # It did train: the parameters moved away from their initial values.
     init = dict(init_model(CFG, variant, 4).named_parameters())
     assert (mine["attn.0.qkv.weight"] - init["attn.0.qkv.weight"]).abs().max() > 1e-3
+    for name in (n for n in init if "stream_" in n):  # a learned mix or smear too
+        assert (mine[name] - init[name]).abs().max() > 1e-5, name
 
 
 def test_variants_share_their_seeds_initial_weights():
@@ -243,7 +245,7 @@ def test_icl_bad_arguments(capsys, argv):
 )
 def test_compiled_grid_equals_eager_grid():
     """The GPU path compiles the stacked step and the evaluation forward."""
-    variants, seeds = ["none", "value-learned"], [0, 1]
+    variants, seeds = ["none", "value-learned", "key-smear"], [0, 1]
     eager, comp = ICLGrid(variants, seeds, CFG), ICLGrid(variants, seeds, CFG, compile=True)
     for _ in range(6):
         eager.train_step()
