@@ -188,6 +188,9 @@ def test_grids_trained_apart_merge_and_pair_by_seed(tmp_path, capsys):
         "- **key-smear**: 11.5% sooner than none (4 seeds, no interval below 5: 500->500, "
         "600->500, 700->600, 800->700" in text
     )
+    (a / "summary.json").write_text(json.dumps(job | {"device": "NVIDIA H200"}))
+    with pytest.raises(ValueError, match="on the CPU and on a GPU"):  # other data a seed
+        merge_grids([a, b], tmp_path / "c")
     cfg = json.loads((b / "config.json").read_text())
     cfg["config"]["lr"] = 0.02
     (b / "config.json").write_text(json.dumps(cfg))

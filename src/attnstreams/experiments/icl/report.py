@@ -61,7 +61,8 @@ def merge_grids(sources: list[Path], out: Path) -> Path:
     variant and seed), metrics.jsonl (every run's rows) and summary.json (each job's). A seed
     fixes a run's initial weights, class means and data whatever trains beside it, so the runs
     pair by seed as if trained together (a variant added later beside a finished grid, say).
-    Refuses other settings, or a variant and seed found in two sources."""
+    Refuses other settings, a variant and seed found in two sources, or jobs on the CPU and
+    on a GPU (a seed's data is drawn on the device: they would not pair)."""
     if len(sources) < 2:
         raise ConfigError("merging needs at least two grid folders")
     refuse_overwrite(out, "config.json", METRICS, "summary.json")
@@ -86,6 +87,11 @@ def merge_grids(sources: list[Path], out: Path) -> Path:
         if (src / "summary.json").is_file():
             summary = json.loads((src / "summary.json").read_text())
             summaries += summary if isinstance(summary, list) else [summary]
+    if len({s.get("device") == "cpu" for s in summaries}) > 1:
+        raise ConfigError(
+            "these grids were trained on the CPU and on a GPU; a seed's data is drawn on the "
+            "device, so their runs would not pair by seed"
+        )
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out / METRICS, "\n".join(lines) + "\n")
