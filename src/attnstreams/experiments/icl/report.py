@@ -56,7 +56,7 @@ def load_runs(run: Path) -> tuple[dict, dict[str, dict[int, list[dict]]]]:
     return config, rows
 
 
-def merge_grids(sources: list[Path], out: Path) -> Path:
+def merge_grids(sources: list[str | Path], out: str | Path) -> Path:
     """Grids trained apart with the same settings as one grid folder `out`: config.json (every
     variant and seed), metrics.jsonl (every run's rows) and summary.json (each job's). A seed
     fixes a run's initial weights, class means and data whatever trains beside it, so the runs
