@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The cross-layer value variants on one GPU: the commands behind results/icl-grid's gated and
-# shared rows and BENCHMARKS.md's variant rows.
+# shared rows and BENCHMARKS.md's variant rows, and the smeared-key control's toy grid.
 #   experiments/variants.sh toy OUT      value-gated, value-shared x 10 seeds on the toy task
+#   experiments/variants.sh smear OUT    key-smear, key-smear-sum x 10 seeds on the toy task,
+#                                        merged with results/icl-grid (paired by seed), reported
 #   experiments/variants.sh speed8m OUT  step time of every variant at 8M (GPT-2 and modern block)
 #   experiments/variants.sh speed124m OUT   the same at 124M (GPT-2 block)
 #   experiments/variants.sh speedmodern124m OUT   the modern block at 124M, with the value stream
@@ -15,6 +17,14 @@ toy)
   python3 -m attnstreams.cli icl grid --variants value-gated,value-shared --seeds 10 \
     --device cuda --compile --precision tf32 --out "$OUT/icl-variants" > "$OUT/icl-variants.log" 2>&1
   echo "toy grid exit $?"; tail -2 "$OUT/icl-variants.log"
+  ;;
+smear)
+  set -e
+  python3 -m attnstreams.cli icl grid --variants key-smear,key-smear-sum --seeds 10 \
+    --device cuda --compile --precision tf32 --out "$OUT/icl-smear" > "$OUT/icl-smear.log" 2>&1
+  tail -2 "$OUT/icl-smear.log"
+  python3 -m attnstreams.cli icl merge results/icl-grid "$OUT/icl-smear" --out "$OUT/icl-grid-smear"
+  python3 -m attnstreams.cli icl report "$OUT/icl-grid-smear"
   ;;
 speed8m)
   set -e

@@ -102,7 +102,9 @@ def _spellings() -> dict[str, StreamConfig]:
 
 SPELLINGS = _spellings()
 STREAMS = sorted({c.name for c in SPELLINGS.values()})
-HF_STREAMS = [n for n in STREAMS if SPELLINGS[n].learned and SPELLINGS[n].source != "embed"]
+HF_STREAMS = [
+    n for n in STREAMS if SPELLINGS[n].learned and SPELLINGS[n].source not in ("embed", "smear")
+]
 PIECES = [*KINDS, *SOURCES, *MIXES, "learned-per", "per-head", "gatd", "frist", "embedd", "Value",
           "VALUE", "values", "prev", "", " ", "-", "sum ", "0", "1", "first-first"]  # fmt: skip
 

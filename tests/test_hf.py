@@ -149,6 +149,8 @@ def test_unsupported_models_and_streams_are_refused():
         add_streams(bert, "value-learned")
     with pytest.raises(ConfigError, match="learned mix"):
         add_streams(llama(), "value")  # unit weights: would change the model
+    with pytest.raises(ConfigError, match="'key-smear' mixes keys across positions"):
+        add_streams(llama(), "key-smear")
     model = add_streams(llama(), "value-learned")
     with pytest.raises(ConfigError, match="already has a stream"):
         add_streams(model, "value-learned")

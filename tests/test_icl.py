@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from attnstreams.cli import main
-from attnstreams.experiments.icl.report import steps_to, write_report
+from attnstreams.experiments.icl.report import merge_grids, steps_to, write_report
 from attnstreams.experiments.icl.task import make_task
 from attnstreams.experiments.icl.train import ICLGrid, ICLTrainConfig, init_model, train
 from attnstreams.run import checkpoint
@@ -37,7 +37,7 @@ def train_alone(cfg: ICLTrainConfig, stream: str, seed: int) -> torch.nn.Module:
     return model
 
 
-@pytest.mark.parametrize("variant", ["value", "key-learned"])
+@pytest.mark.parametrize("variant", ["value", "key-learned", "key-smear"])
 def test_run_in_grid_equals_run_alone(variant):
     grid = ICLGrid(["none", variant, "query"], [3, 4], CFG)
     for _ in range(CFG.steps):
@@ -49,6 +49,8 @@ def test_run_in_grid_equals_run_alone(variant):
     # It did train: the parameters moved away from their initial values.
     init = dict(init_model(CFG, variant, 4).named_parameters())
     assert (mine["attn.0.qkv.weight"] - init["attn.0.qkv.weight"]).abs().max() > 1e-3
+    for name in (n for n in init if "stream_" in n):  # a learned mix or smear too
+        assert (mine[name] - init[name]).abs().max() > 1e-5, name
 
 
 def test_variants_share_their_seeds_initial_weights():
@@ -190,6 +192,44 @@ def test_report_interval_and_paper_claim_at_ten_seeds(tmp_path):
     assert "Settings that differ from the authors' experiment: steps = 1000 (theirs: 75000)" in text
 
 
+def test_grids_trained_apart_merge_and_pair_by_seed(tmp_path, capsys):
+    """A variant trained in a later job beside a finished grid: merged, it is reported against
+    the grid's baseline seed by seed; other settings, a run in two folders or an --out that
+    holds a grid are refused."""
+    a, b, out = tmp_path / "a", tmp_path / "b", tmp_path / "both"
+    a.mkdir(), b.mkdir()
+    fake_grid(a, {"none": [500, 600, 700, 800], "value": [400, 400, 500, 900]})
+    fake_grid(b, {"key-smear": [500, 500, 600, 700]})
+    job = {"wall_s": 8.0, "steps": 1000, "runs": 4, "variants": ["key-smear"], "device": "cpu"}
+    (b / "summary.json").write_text(json.dumps(job | {"torch": torch.__version__}))
+    assert main(["icl", "merge", str(a), str(b), "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["variants"] == ["none", "value", "key-smear"]
+    assert json.loads((out / "summary.json").read_text())[0]["variants"] == ["key-smear"]
+    text = write_report(out).read_text()
+    assert "| key-smear | 4/4 |" in text and "Grid of 4 runs (key-smear x 4 seeds)" in text
+    # (500+500+600+700) / (500+600+700+800) - 1 = -11.5%, each seed against its own baseline
+    assert (
+        "- **key-smear**: 11.5% sooner than none (4 seeds, no interval below 5: 500->500, "
+        "600->500, 700->600, 800->700" in text
+    )
+    (a / "summary.json").write_text(json.dumps(job | {"device": "NVIDIA H200"}))
+    with pytest.raises(ValueError, match="on the CPU and on a GPU"):  # other data a seed
+        merge_grids([a, b], tmp_path / "c")
+    cfg = json.loads((b / "config.json").read_text())
+    cfg["config"]["lr"] = 0.02
+    (b / "config.json").write_text(json.dumps(cfg))
+    refusals = [
+        ([a, b], "other settings than .* \\(lr: 0.01 -> 0.02\\)"),
+        ([a, a], "both hold none seed 0"),
+        ([a], "at least two"),
+    ]
+    for sources, match in refusals:
+        with pytest.raises(ValueError, match=match):
+            merge_grids(sources, tmp_path / "c")
+    assert main(["icl", "merge", str(a), str(b), "--out", str(out)]) == 2  # holds a grid
+    assert "already holds config.json" in capsys.readouterr().err
+
+
 def test_cli_grid_and_report(tmp_path, capsys):
     out = tmp_path / "g"
     argv = [
@@ -246,6 +286,7 @@ def test_cli_grid_and_report(tmp_path, capsys):
     "argv",
     [
         ["icl", "grid", "--variants", "none,values"],
+        ["icl", "grid", "--variants", "none,value+key-smear"],
         ["icl", "grid", "--seeds", "0"],
         ["icl", "train", "--steps", "-5"],
         ["icl", "train", "--device", "tpu"],
@@ -254,6 +295,7 @@ def test_cli_grid_and_report(tmp_path, capsys):
         ["icl", "report", "/nonexistent/folder"],
         ["icl", "report", "/nonexistent/folder", "--thresholds", "abc"],
         ["icl", "report", "/nonexistent/folder", "--thresholds", "0.5,1.5"],
+        ["icl", "merge", "/nonexistent/a", "/nonexistent/b", "--out", "/nonexistent/c"],
     ],
 )
 def test_icl_bad_arguments(capsys, argv):
@@ -267,7 +309,7 @@ def test_icl_bad_arguments(capsys, argv):
 )
 def test_compiled_grid_equals_eager_grid():
     """The GPU path compiles the stacked step and the evaluation forward."""
-    variants, seeds = ["none", "value-learned"], [0, 1]
+    variants, seeds = ["none", "value-learned", "key-smear"], [0, 1]
     eager, comp = ICLGrid(variants, seeds, CFG), ICLGrid(variants, seeds, CFG, compile=True)
     for _ in range(6):
         eager.train_step()

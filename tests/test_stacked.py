@@ -24,6 +24,9 @@ VARIANTS = [
     "query-gated",
     "value-shared",
     "key-shared",
+    "key-smear",
+    "key-smear-learned",
+    "key-smear-sum",
 ]
 
 
@@ -37,7 +40,7 @@ def make_runs(variants, seeds, layers, scaled=False, **kw):
             m = ToyICL(cfg).double()  # float64: differences are the method's, not rounding
             with torch.no_grad():  # learned mixes and gates away from their initial values
                 for n, p in m.named_parameters():
-                    if n.endswith("stream_mix"):
+                    if n.endswith(("stream_mix", "stream_smear")):
                         p.copy_(torch.rand_like(p) + 0.5)
                     if "stream_gate" in n:
                         p.copy_(torch.randn_like(p))
@@ -76,7 +79,9 @@ def test_forward_and_gradients_equal_each_toyicl(layers, scaled, kw):
 
 
 def test_run_state_round_trip_and_learned_only_where_learned():
-    runs = make_runs(["none", "value-learned", "key-first-learned-per-head"], [0, 1, 2], 3)
+    runs = make_runs(
+        ["none", "value-learned", "key-first-learned-per-head", "key-smear"], [0, 1, 2], 3
+    )
     stacked = StackedToyICL(runs)
     for v, row in enumerate(runs):
         for s, model in enumerate(row):
@@ -91,6 +96,9 @@ def test_run_state_round_trip_and_learned_only_where_learned():
     assert torch.count_nonzero(grad[0]) == 0  # 'none' has no learned coefficient
     assert torch.count_nonzero(grad[1, :, 1:, 2]) > 0  # value-learned: layers 2-3, value slot
     assert torch.count_nonzero(grad[1, :, :, :2]) == 0
+    assert torch.count_nonzero(grad[3]) == 0  # key-smear: its coefficient is apart
+    smear = stacked.params["smear"].grad
+    assert torch.count_nonzero(smear[:3]) == 0 and torch.all(smear[3] != 0)  # every layer
     stacked.load_run(0, slice(None), {n: t + 1 for n, t in stacked.run_state(0).items()})
     assert torch.equal(stacked.run_state(0, 1)["mlp.0.bias"], runs[0][1].mlp[0].bias + 1)
 

@@ -40,6 +40,9 @@ VARIANTS = [
     "key-shared",
     "value-embed",
     "value-embed-learned",
+    "key-smear",
+    "key-smear-learned",
+    "key-smear-sum",
 ]
 MODERN = dict(pos="rope", norm="rmsnorm", mlp="swiglu", bias=False)
 
@@ -163,7 +166,14 @@ GQA = dict(n_head=4, n_kv_head=2)
 
 # Every stream with GPT-2's block and 4 key/value heads; one of each mechanism in both blocks
 # (RoPE positions continue from the cache) with 4, 2 and 1 key/value heads.
-ONE_OF_EACH = ["none", "value-learned-per-head", "key-first-gated", "value-shared", "value-embed"]
+ONE_OF_EACH = [
+    "none",
+    "value-learned-per-head",
+    "key-first-gated",
+    "value-shared",
+    "value-embed",
+    "key-smear",
+]
 KV_CASES = [(s, "mha", "gpt2") for s in VARIANTS] + [
     (s, h, b) for s in ONE_OF_EACH for h in ("mha", "gqa", "mqa") for b in ("gpt2", "modern")
     if (h, b) != ("mha", "gpt2")
@@ -176,6 +186,10 @@ def test_kv_cache_decoding_equals_full_forward(spec, heads, block):
     torch.manual_seed(1)
     kw = {"mha": {}, "gqa": GQA, "mqa": {"n_kv_head": 1}}[heads]
     model = GPT(tiny(spec, **kw, **(MODERN if block == "modern" else {}))).eval()
+    with torch.no_grad():  # a learned smear off its start (0: no smear to decode)
+        for name, p in model.named_parameters():
+            if name.endswith("stream_smear"):
+                p.normal_()
     idx = torch.randint(97, (2, 12))
     full, _ = model(idx)
     cache = model.new_cache()

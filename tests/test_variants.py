@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from attnstreams.experiments.lm.train import _decays
 from attnstreams.models.gpt import GPT, PRESETS, GPTConfig, preset
-from attnstreams.models.toy import ToyICLConfig
+from attnstreams.models.toy import ToyICL, ToyICLConfig
 from attnstreams.run.config import ConfigError
 from attnstreams.streams import StreamAttention, StreamConfig, embed_layers, rope
 
@@ -194,8 +194,119 @@ def test_value_embed_counts_as_an_embedding():
     assert emb.flops_per_token() == base.flops_per_token() + 6 * mixes
 
 
+# -- the smeared key -------------------------------------------------------------------------
+@pytest.mark.parametrize("rope_theta", [None, 10000.0])
+def test_a_smeared_key_is_its_formula_written_out(rope_theta):
+    """k_t + a_h k_{t-1} (position 0 as it is), a per key/value head, over the raw keys, which
+    are then rotated (RoPE), against attention written out: float64, GQA, biases."""
+    torch.manual_seed(4)
+    B, T, C, H, Hkv, hd = 2, 6, 32, 4, 2, 8
+    layer = StreamAttention(C, H, 1, "key-smear", n_kv_head=Hkv, bias=True, rope_theta=rope_theta)
+    layer = layer.double()
+    a = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    with torch.no_grad():
+        layer.stream_smear.copy_(a.view(Hkv, 1, 1))
+    x = torch.randn(B, T, C, dtype=torch.float64)
+    qkv = F.linear(x, layer.qkv.weight, layer.qkv.bias).split([H * hd, Hkv * hd, Hkv * hd], -1)
+    q, k, v = (t.unflatten(-1, (-1, hd)).transpose(1, 2) for t in qkv)
+    smeared = k.clone()
+    for h in range(Hkv):
+        for t in range(1, T):
+            smeared[:, h, t] = k[:, h, t] + a[h] * k[:, h, t - 1]
+
+    def attend(q, k):
+        if rope_theta is not None:
+            q, k = rope(q, torch.arange(T), rope_theta), rope(k, torch.arange(T), rope_theta)
+        k, vv = k.repeat_interleave(H // Hkv, 1), v.repeat_interleave(H // Hkv, 1)
+        s = (q @ k.mT) * hd**-0.5
+        s = s.masked_fill(~torch.ones(T, T, dtype=torch.bool).tril(), float("-inf"))
+        return layer.proj((s.softmax(-1) @ vv).transpose(1, 2).flatten(-2))
+
+    got, carry = layer(x)
+    assert carry is None  # nothing is handed on to the next layer
+    torch.testing.assert_close(got, attend(q, smeared), rtol=0, atol=1e-12)
+    assert (got - attend(q, k)).abs().max() > 1e-3  # not the unsmeared keys
+    if rope_theta is not None:  # rotated, then smeared: another model
+        pos = torch.arange(T)
+        kr = rope(k, pos, rope_theta)
+        after = kr + a.view(Hkv, 1, 1) * F.pad(kr[:, :, :-1], (0, 0, 1, 0))
+        k_back = rope(after, -pos, rope_theta)  # attend() rotates it again
+        assert (got - attend(q, k_back)).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("spec", ["key-smear", "key-smear-learned"])
+@pytest.mark.parametrize("block", [{}, MODERN])
+def test_a_smear_at_zero_is_the_baseline_exactly(spec, block):
+    """Zero-initialised and drawing no random numbers: a seed gives the baseline's weights and
+    its logits, bit for bit; a nonzero coefficient changes them."""
+    torch.manual_seed(0)
+    base = GPT(tiny(n_kv_head=2, **block)).eval()
+    torch.manual_seed(0)
+    smear = GPT(tiny(spec, n_kv_head=2, **block)).eval()
+    own = smear.state_dict()
+    assert {k for k in own if k not in base.state_dict()} == {
+        f"blocks.{i}.attn.stream_smear" for i in range(4)
+    }
+    for k, v in base.state_dict().items():
+        assert torch.equal(own[k], v), k
+    assert torch.equal(smear(IDX)[0], base(IDX)[0])
+    torch.manual_seed(0)
+    toy_base, toy = ToyICL(ToyICLConfig()), ToyICL(ToyICLConfig(stream=spec))
+    toy.load_state_dict(toy_base.state_dict(), strict=False)
+    x = torch.randn(3, 9, 150)
+    assert torch.equal(toy(x), toy_base(x))
+    with torch.no_grad():
+        for block in smear.blocks:
+            block.attn.stream_smear.fill_(0.5)
+    assert (smear(IDX)[0] - base(IDX)[0]).abs().max() > 1e-4
+
+
 @pytest.mark.parametrize(
-    "bad", ["key-embed", "value-embed-shared", "query-embed-learned", "value-last-gated"]
+    "spec,shape", [("key-smear", (2, 1, 1)), ("key-smear-learned", (1,)), ("key-smear-sum", None)]
+)
+def test_the_smear_coefficient_learns_and_is_not_decayed(spec, shape):
+    """A per key/value head, one a layer, or none (a = 1); every layer's gets a gradient and
+    none is weight-decayed."""
+    torch.manual_seed(0)
+    model = GPT(tiny(spec, n_kv_head=2))
+    coefs = [b.attn.stream_smear for b in model.blocks]
+    if shape is None:
+        assert coefs == [None] * 4 and model.num_params() == GPT(tiny(n_kv_head=2)).num_params()
+        return
+    assert all(c.shape == shape for c in coefs)
+    _, loss = model(IDX, targets=IDX)
+    loss.backward()
+    assert all((c.grad != 0).all() for c in coefs)
+    assert not any(_decays(n, p) for n, p in model.named_parameters() if "stream_smear" in n)
+
+
+def test_a_smear_needs_one_layer_and_skips_padding():
+    """One layer is enough (nothing is handed on). Left padding: the first token's key does not
+    take the padding key before it, so the row gives, at its tokens, what it gives alone."""
+    GPT(tiny("key-smear", n_layer=1))
+    ToyICLConfig(n_attn_layers=1, stream="key-smear-sum")
+    torch.manual_seed(0)
+    layer = StreamAttention(32, 4, 0, "key-smear-sum").eval()
+    x = torch.randn(1, 4, 32)
+    padded = torch.cat([torch.randn(1, 2, 32) * 100, x], 1)
+    keep = torch.tensor([[False] * 2 + [True] * 4])
+    got, _ = layer(padded, key_padding_mask=keep)
+    torch.testing.assert_close(got[:, 2:], layer(x)[0], rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "key-embed",
+        "value-embed-shared",
+        "query-embed-learned",
+        "value-last-gated",
+        "value-smear",
+        "key-smear-half",
+        "key-smear-gated",
+        "key-first-smear",
+        "value+key-smear",
+    ],
 )
 def test_bad_variants_are_refused(bad):
     with pytest.raises(ConfigError):
@@ -218,7 +329,7 @@ def test_a_carry_into_layer_0_is_an_error():
         StreamAttention(32, 4, 0, "value-embed")(x)
 
 
-@pytest.mark.parametrize("spec", ["value-first-gated", "value-embed", "value-shared"])
+@pytest.mark.parametrize("spec", ["value-first-gated", "value-embed", "value-shared", "key-smear"])
 def test_every_parameter_is_made_on_the_default_device(spec):
     """As `with torch.device("cuda"):` builds a model (the benchmarks do): the gate was left
     on the CPU, and the compiled GPU step failed."""
@@ -237,16 +348,18 @@ def test_no_stream_parameter_is_decayed():
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
 )
 @pytest.mark.parametrize(
-    "spec,block", [("value-embed", MODERN), ("value-first-gated", MODERN), ("value-shared", {})]
-)
+    "spec,block",
+    [("value-embed", MODERN), ("value-first-gated", MODERN), ("value-shared", {}),
+     ("key-smear", MODERN)],
+)  # fmt: skip
 def test_compile_matches_eager(spec, block):
     """A whole GPT (GQA) compiled, against eager: logits, loss and every gradient. (The
     value-learned stream compiled: the compiled 2-process runs of tests/test_parallel.py.)"""
     torch.manual_seed(5)
     model = GPT(tiny(spec, n_kv_head=2, n_layer=3, **block)).eval()
-    with torch.no_grad():  # open the zero-initialised gates, so that their input path counts
+    with torch.no_grad():  # zero-initialised gates and smears moved, so that their paths count
         for name, p in model.named_parameters():
-            if "stream_gate" in name:
+            if "stream_gate" in name or name.endswith("stream_smear"):
                 p.normal_()
     targets = IDX.roll(-1, 1)
     targets[:, -1] = -100  # ignored: the compiled-only form of the loss handles them too

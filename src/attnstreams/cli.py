@@ -79,6 +79,10 @@ def _values(text: str | list[str], option: str | None = None) -> list[str]:
 
 
 MAX_NEW_TOKENS = 100_000  # lm sample: a longer text is a mistake, not a request
+STREAM_HELP = (
+    "kind[-source][-mix]: none, value, key, query, value-learned, value-first-gated, "
+    "value-shared, value-embed, key-smear, ... (streams.py lists them)"
+)
 MAX_SEEDS = 10_000  # --seeds of a grid: its seeds are listed before any work
 
 
@@ -335,6 +339,22 @@ def cmd_icl_report(args: argparse.Namespace) -> int:
         raise ConfigError("--thresholds needs at least one number in (0, 1]")
     report = write_report(args.run, thresholds=thresholds)
     print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
+    return 0
+
+
+def cmd_icl_merge(args: argparse.Namespace) -> int:
+    """`icl merge`: grids of the same settings trained in separate jobs, as one folder."""
+    from attnstreams.experiments.icl.report import merge_grids
+
+    config = json.loads(merge_grids(args.runs, Path(args.out)).read_text())
+    done = {"out": args.out, "variants": config["variants"], "seeds": config["seeds"]}
+    if args.json:
+        print(json.dumps(done))
+    else:
+        print(
+            f"{len(config['variants'])} variants x {len(config['seeds'])} seeds in {args.out}; "
+            f"`attnstreams icl report {args.out}` reports on them"
+        )
     return 0
 
 
@@ -819,12 +839,14 @@ def build_parser() -> Parser:
     icl = verbs.add_parser("icl", help="in-context classification with ToyICL (paper section 3)")
     sub = icl.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("train", help="train one ToyICL run")
-    p.add_argument("--stream", default="none", help="none|value|key|query[-first][-learned]")
+    p.add_argument("--stream", default="none", help=STREAM_HELP)
     p.add_argument("--seed", type=int, default=0)
     _icl_args(p)
     p.set_defaults(func=cmd_icl_train, config_parser=p)
     p = sub.add_parser("grid", help="variants x seeds, trained together on one device")
-    p.add_argument("--variants", default="none,value,key,query", help="comma-separated streams")
+    p.add_argument(
+        "--variants", default="none,value,key,query", help=f"comma-separated; {STREAM_HELP}"
+    )
     p.add_argument("--seeds", type=int, default=10, help="number of seeds")
     p.add_argument("--seed", type=int, default=0, help="first seed")
     _icl_args(p)
@@ -834,6 +856,13 @@ def build_parser() -> Parser:
     p.add_argument("--thresholds", default="0.5,0.95", help="accuracy thresholds")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_icl_report)
+    p = sub.add_parser(
+        "merge", help="grids of the same settings trained apart, as one folder (paired by seed)"
+    )
+    p.add_argument("runs", nargs="+", help="folders written by `icl grid`")
+    p.add_argument("--out", required=True, help="new folder for the merged grid")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_icl_merge)
 
     lm = verbs.add_parser("lm", help="language models with streams, IOI (paper section 4)")
     sub = lm.add_subparsers(dest="cmd", required=True)
@@ -842,7 +871,7 @@ def build_parser() -> Parser:
     _lm_args(p)
     p.set_defaults(func=cmd_lm_prepare, config_parser=p)
     p = sub.add_parser("train", help="train one GPT language model")
-    p.add_argument("--stream", default="none", help="none|value|key|query[-first][-learned]")
+    p.add_argument("--stream", default="none", help=STREAM_HELP)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data-dir", help="token files to (re)use (default: OUT/data)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
@@ -857,7 +886,7 @@ def build_parser() -> Parser:
     _lm_args(p)
     p.set_defaults(func=cmd_lm_train, config_parser=p)
     p = sub.add_parser("grid", help="streams x seeds, paired by seed; resumable; writes a report")
-    p.add_argument("--stream", default="none,value", help="comma-separated streams")
+    p.add_argument("--stream", default="none,value", help=f"comma-separated; {STREAM_HELP}")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument(

@@ -21,10 +21,18 @@ a stream does (GPT, ToyICL, the stacked toy grid, `lm train`, `icl grid`, the be
     value-embed           w0 V_n + w1_h E[token], E a token value-embedding table (modded-
                           nanogpt), w1 per (key/value) head from 0.5, w0 from 1; tables at the
                           first and last layers (`embed_layers`)
+    key-smear             k_t + a_h k_{t-1} in every layer: each position's key mixes in the
+                          key one position back (raw keys, before RoPE; position 0 as it is),
+                          a_h per (key/value) head from 0, so it starts as `none`. The smeared
+                          key (Olsson et al. 2022; modded-nanogpt's key offset), the known
+                          shortcut to induction heads: the control for the value stream.
+                          key-smear-learned: one a a layer; key-smear-sum: a = 1, fixed
 
 `-sum`, `-half`, `-learned`, `-learned-per-head` and `-gated` combine with any kind and
-source. The tensor handed on is always a layer's own, un-mixed projection (layer 1's for
-source `first`), so no stream is cumulative.
+source but `smear`, which is for keys only and takes `-learned-per-head` (its default),
+`-learned` or `-sum`. A model has one stream: key-smear does not combine with the others. The
+tensor handed on is always a layer's own, un-mixed projection (layer 1's for source `first`),
+so no stream is cumulative.
 """
 
 from __future__ import annotations
@@ -38,9 +46,15 @@ import torch.nn.functional as F
 from attnstreams.run.config import ConfigError, check_choice
 
 KINDS = ("none", "value", "key", "query")
-SOURCES = ("previous", "first", "embed")
+SOURCES = ("previous", "first", "embed", "smear")
 MIXES = ("sum", "half", "learned", "learned-per-head", "gated", "shared")
-DEFAULT_MIX = {"previous": "sum", "first": "half", "embed": "learned-per-head"}
+DEFAULT_MIX = {
+    "previous": "sum",
+    "first": "half",
+    "embed": "learned-per-head",
+    "smear": "learned-per-head",
+}
+SMEAR_MIXES = ("learned-per-head", "learned", "sum")  # a per head, a per layer (from 0), a = 1
 # Where a learned mix (weight on own, weight on the handed-on projection) starts.
 LEARNED_INIT = {"previous": (1.0, 1.0), "first": (0.5, 0.5), "embed": (1.0, 0.5)}
 EMBED_TABLES = 3  # modded-nanogpt: 3 value-embedding tables, at the first and last 3 layers
@@ -52,11 +66,14 @@ class StreamConfig:
     name such as 'value-first-gated')."""
 
     kind: str = "none"  # which projection is streamed
-    # previous: layer n-1 (the paper); first: layer 1 (ResFormer); embed: a token table
+    # previous: layer n-1 (the paper); first: layer 1 (ResFormer); embed: a token table;
+    # smear: the same layer's key one position back (keys only)
     source: str = "previous"
     # sum: unit weights; half: 0.5/0.5; learned: a scalar pair per layer; learned-per-head;
     # gated: a sigmoid gate per token and head; shared: the source replaces the layer's own.
-    # None: the source's default (sum for previous, half for first, learned-per-head for embed).
+    # A smear's weight on its own key is 1; on the one before, a learned a (from 0) or 1 (sum).
+    # None: the source's default (sum for previous, half for first, learned-per-head for embed
+    # and smear).
     mix: str | None = None
 
     def __post_init__(self) -> None:
@@ -72,16 +89,23 @@ class StreamConfig:
                 "a value embedding mixes into values only, with sum, half, learned or gated "
                 f"weights (got kind {self.kind!r}, mix {self.mix!r})"
             )
+        if self.smear and (self.kind != "key" or self.mix not in SMEAR_MIXES):
+            raise ConfigError(
+                f"a smear is for keys only, with mix {', '.join(SMEAR_MIXES)} (got kind "
+                f"{self.kind!r}, mix {self.mix!r})"
+            )
 
     @classmethod
     def parse(cls, spec: str | StreamConfig) -> StreamConfig:
         """'value', 'value-first' (0.5/0.5), 'value-first-sum', 'value-learned',
         'value-first-gated', 'value-shared', 'value-embed', 'key-first-learned-per-head',
-        'none'."""
+        'key-smear', 'none'."""
         if isinstance(spec, StreamConfig):
             return spec
         if not isinstance(spec, str):
             raise ConfigError(f"stream must be a name like 'value' or 'value-first', got {spec!r}")
+        if "+" in spec:
+            raise ConfigError(f"a model has one stream; streams do not combine (got {spec!r})")
         kind, _, rest = spec.strip().partition("-")
         if kind == "none" and rest:
             raise ConfigError(f"stream 'none' takes no source or mix, got {spec!r}")
@@ -115,18 +139,25 @@ class StreamConfig:
 
     @property
     def learned(self) -> bool:
-        """Whether the mix has learned weights (a pair a layer or a pair a head)."""
+        """Whether the mix has learned weights (a pair a layer or a pair a head; a smear's
+        coefficient a layer or a head)."""
         return self.active and self.mix.startswith("learned")
 
+    @property
+    def smear(self) -> bool:
+        """Whether this is the smeared key: each layer mixes in its own key one position back,
+        nothing is handed from layer to layer."""
+        return self.source == "smear"
+
     def receives(self, layer_idx: int) -> bool:
-        """Whether layer `layer_idx` (0-based) mixes something in: every layer after the first,
-        and, for a value embedding, the first too."""
-        return self.active and (layer_idx > 0 or self.source == "embed")
+        """Whether layer `layer_idx` (0-based) mixes in a projection handed on to it: every
+        layer after the first, and, for a value embedding, the first too; none for a smear."""
+        return self.active and not self.smear and (layer_idx > 0 or self.source == "embed")
 
 
 def check_stream_layers(stream: StreamConfig, n_layer: int) -> None:
-    """A stream needs a layer to hand on and one to receive."""
-    if stream.active and n_layer < 2:
+    """A stream needs a layer to hand on and one to receive (a smear, one layer)."""
+    if stream.active and not stream.smear and n_layer < 2:
         raise ConfigError(
             f"stream {stream.name!r} needs at least 2 attention layers, got {n_layer}"
         )
@@ -155,11 +186,13 @@ def embed_layers(n_layer: int, layers: tuple[int, ...] | None = None) -> list[in
 
 
 class KVCache:
-    """Keys and values of one layer for incremental decoding (post-mix, as attended to)."""
+    """Keys and values of one layer for incremental decoding (post-mix, as attended to); for a
+    smeared key also the last raw key, the k_{t-1} of the next call's first position."""
 
     def __init__(self) -> None:
         self.k: torch.Tensor | None = None
         self.v: torch.Tensor | None = None
+        self.raw_key: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return 0 if self.k is None else self.k.size(2)
@@ -206,7 +239,9 @@ def attention_probs(
 def rope(x: torch.Tensor, positions: torch.Tensor, theta: float) -> torch.Tensor:
     """Rotary position embedding (Su et al. 2021) of (B, H, T, hd) at `positions` (T,), the
     half-split layout of Llama in Hugging Face transformers. Linear and per position, so it
-    commutes with every stream mix: the carry is the un-rotated projection."""
+    commutes with every stream mix across layers: the carry is the un-rotated projection. A
+    smear mixes positions, so there the order matters: it smears the raw keys, and the
+    smeared key is rotated at its own position."""
     hd = x.size(-1)
     f = torch.float64 if x.dtype == torch.float64 else torch.float32
     inv = theta ** -(torch.arange(0, hd, 2, device=x.device, dtype=f) / hd)
@@ -236,9 +271,11 @@ class StreamAttention(nn.Module):
     (B, heads of that projection, T, head_dim); it is position-wise, so a KV cache that stores
     post-mix keys and values decodes exactly like the full forward. Layer 0 (`layer_idx=0`)
     receives nothing (but a value embedding), so it has no mix parameters even with a learned
-    stream; it only hands its projection on. causal=False and key_padding_mask make it an
-    encoder layer or one for padded batches (still through SDPA); rope_theta rotates queries
-    and keys (RoPE) at their positions, counted on from the cache's length.
+    stream; it only hands its projection on. A smeared key (`key-smear`) takes no carry: every
+    layer mixes its own raw key one position back into each key, before RoPE (`smear`).
+    causal=False and key_padding_mask make it an encoder layer or one for padded batches (still
+    through SDPA); rope_theta rotates queries and keys (RoPE) at their positions, counted on
+    from the cache's length.
     """
 
     def __init__(
@@ -301,6 +338,12 @@ class StreamAttention(nn.Module):
             self.stream_mix = nn.Parameter(w)
         if self.receives and stream.mix == "gated":
             self.stream_gate = Gate(dim, self.heads[stream.kind])
+        # A learned smear's coefficient a, per key/value head or one a layer: zero-initialised,
+        # so the layer starts as the baseline (and draws no random numbers).
+        self.stream_smear: nn.Parameter | None = None
+        if stream.smear and stream.learned:
+            shape = (n_kv_head, 1, 1) if stream.mix == "learned-per-head" else (1,)
+            self.stream_smear = nn.Parameter(torch.zeros(shape))
 
     def full_rows(self) -> torch.Tensor:
         """Indices, in the full (query, key, value) row layout, of the rows qkv holds."""
@@ -339,6 +382,25 @@ class StreamAttention(nn.Module):
             o, c = own.transpose(1, 2), carry.transpose(1, 2)
             return (o + g * (c - o)).transpose(1, 2)
         return learned_mix(self.stream_mix, own, carry)
+
+    def smear(
+        self, k: torch.Tensor, cache: KVCache | None, key_padding_mask: torch.Tensor | None
+    ) -> torch.Tensor:
+        """k_t + a k_{t-1} over raw keys (B, kv heads, T, head_dim): k_{t-1} of this call's
+        first position is the cache's last raw key, or zero at position 0; a padding key is
+        not smeared in (it is never attended to either)."""
+        before = None if cache is None else cache.raw_key
+        if cache is not None:
+            cache.raw_key = k[:, :, -1:]
+        if before is None:  # position 0: nothing before it
+            shifted = F.pad(k[:, :, :-1], (0, 0, 1, 0))
+        else:
+            shifted = torch.cat([before, k[:, :, :-1]], dim=2)
+        if key_padding_mask is not None:  # (B, keys): whether each key's predecessor is a token
+            was_token = F.pad(key_padding_mask.to(k.dtype), (1, 0))[:, -k.size(2) - 1 : -1]
+            shifted = shifted * was_token[:, None, :, None]
+        a = 1.0 if self.stream_smear is None else self.stream_smear.to(k.dtype)
+        return k + a * shifted
 
     def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """qkv(x), and a gated stream's gate logits (B, T, heads): the gate's rows ride on
@@ -384,7 +446,9 @@ class StreamAttention(nn.Module):
             for p, t in zip(self.projections, qkv.split(sizes, dim=-1), strict=True)
         }
         carry_out = None
-        if self.stream.active:
+        if self.stream.smear:  # before RoPE: the raw key one position back
+            parts["key"] = self.smear(parts["key"], cache, key_padding_mask)
+        elif self.stream.active:
             kind = self.stream.kind
             own = parts.get(kind)
             if self.receives:

@@ -86,6 +86,11 @@ def add_streams(model: nn.Module, stream: str | StreamConfig) -> nn.Module:
     'value-first-learned', 'key-learned', ...). The mix weights start at (1, 0), so the
     patched model's outputs equal the original's until training moves them."""
     cfg = StreamConfig.parse(stream)
+    if cfg.smear:  # a hook sees one call's keys: in cached decoding, not the one before
+        raise ConfigError(
+            f"add_streams mixes projections across layers; {cfg.name!r} mixes keys across "
+            "positions, which a projection hook cannot do in cached decoding (GPT has it)"
+        )
     if not cfg.learned or cfg.source == "embed":
         raise ConfigError(
             "add_streams adds a learned mix from a layer's projection (e.g. 'value-learned', "

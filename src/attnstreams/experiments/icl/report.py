@@ -1,4 +1,5 @@
-"""`attnstreams icl report DIR`: steps-to-threshold statistics and curves of a grid run."""
+"""`attnstreams icl report DIR`: steps-to-threshold statistics and curves of a grid run;
+`attnstreams icl merge`: grids trained in separate jobs as one folder to report on."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import numpy as np
 from attnstreams.experiments.icl.task import TEST_SETS
 from attnstreams.experiments.icl.train import deviations
 from attnstreams.run import stats
-from attnstreams.run.config import ConfigError, existing_folder
-from attnstreams.run.logs import METRICS, write_text_atomic
+from attnstreams.run.config import ConfigError, differences, existing_folder
+from attnstreams.run.logs import METRICS, refuse_overwrite, write_text_atomic
 from attnstreams.run.plots import plot_bands, plot_paired
 
 TITLES = {
@@ -68,6 +69,50 @@ def load_runs(run: Path) -> tuple[dict, dict[str, dict[int, list[dict]]]]:
     if not rows:
         raise ConfigError(f"{run / METRICS} holds no rows yet")
     return config, rows
+
+
+def merge_grids(sources: list[str | Path], out: str | Path) -> Path:
+    """Grids trained apart with the same settings as one grid folder `out`: config.json (every
+    variant and seed), metrics.jsonl (every run's rows) and summary.json (each job's). A seed
+    fixes a run's initial weights, class means and data whatever trains beside it, so the runs
+    pair by seed as if trained together (a variant added later beside a finished grid, say).
+    Refuses other settings, a variant and seed found in two sources, or jobs on the CPU and
+    on a GPU (a seed's data is drawn on the device: they would not pair)."""
+    if len(sources) < 2:
+        raise ConfigError("merging needs at least two grid folders")
+    refuse_overwrite(out, "config.json", METRICS, "summary.json")
+    merged: dict | None = None
+    owner: dict[tuple[str, int], Path] = {}
+    lines, summaries = [], []
+    for src in map(Path, sources):
+        config, rows = load_runs(src)
+        if merged is None:
+            merged = config | {"variants": [], "seeds": []}
+        elif config["config"] != merged["config"]:
+            changed = "; ".join(differences(merged["config"], config["config"]))
+            raise ConfigError(f"{src} has other settings than {sources[0]} ({changed})")
+        merged["variants"] += [v for v in config["variants"] if v not in merged["variants"]]
+        merged["seeds"] = sorted(set(merged["seeds"]) | set(config["seeds"]))
+        for v, by_seed in rows.items():
+            for seed, rs in by_seed.items():
+                if (v, seed) in owner:
+                    raise ConfigError(f"{owner[v, seed]} and {src} both hold {v} seed {seed}")
+                owner[v, seed] = src
+                lines += [json.dumps(r) for r in rs]
+        if (src / "summary.json").is_file():
+            summary = json.loads((src / "summary.json").read_text())
+            summaries += summary if isinstance(summary, list) else [summary]
+    if len({s.get("device") == "cpu" for s in summaries}) > 1:
+        raise ConfigError(
+            "these grids were trained on the CPU and on a GPU; a seed's data is drawn on the "
+            "device, so their runs would not pair by seed"
+        )
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / METRICS, "\n".join(lines) + "\n")
+    if summaries:
+        write_text_atomic(out / "summary.json", json.dumps(summaries, indent=1))
+    return write_text_atomic(out / "config.json", json.dumps(merged, indent=1))
 
 
 def steps_to(rows: list[dict], key: str, threshold: float) -> int | None:

@@ -10,7 +10,8 @@ the same kernels, each run's stream is written as mixing coefficients: layer n u
 with (a, b) = (1, 1) for the streamed projection in `sum` mode, (0.5, 0.5) in `half` mode,
 (0, 1) in `shared` mode, (1, 0) for the others (exact in floating point: 1 * x + 0 * y == x),
 and learned (a, b) where the variant learns its mix; a gated variant adds g (src - own) with its
-per-token gate g (0 for the others). Two
+per-token gate g (0 for the others), and a smeared key adds c * (its key one position back) to
+its key in every layer (c: 1 for `key-smear-sum`, learned from 0, or 0 for the others). Two
 shortcuts keep the result and drop work: the input is shared by a seed's variants (broadcast
 into one batched matmul, never copied per variant by hand), and the last attention layer
 computes its query for the last token only,
@@ -43,7 +44,7 @@ def _mix_init(stream: StreamConfig, n_layers: int) -> tuple[torch.Tensor, torch.
     coef = torch.zeros(n_layers, 3, 2)
     coef[:, :, 0] = 1.0
     learned = torch.zeros(n_layers, 3, 2, dtype=torch.bool)
-    if stream.active:
+    if stream.active and not stream.smear:
         j = PROJECTIONS.index(stream.kind)
         if stream.mix == "half":
             coef[1:, j] = 0.5
@@ -105,10 +106,19 @@ class StackedToyICL:
                 gsel[v, 0, PROJECTIONS.index(st.kind)] = 1.0
         self.any_gated = bool(gsel.any())
         self.gate_sel = gsel.to(device, dtype)
+        L = self.n_layers
         if self.any_gated:
-            L = self.n_layers
             self.params["gate_w"] = torch.zeros(V, S, L, self.dp, device=device, dtype=dtype)
             self.params["gate_b"] = torch.zeros(V, S, L, device=device, dtype=dtype)
+        # Smeared keys: a fixed coefficient (V, 1, L) (1 for key-smear-sum, else 0) and, where a
+        # variant learns it, one (V, S, L) tensor from 0, used where learned.
+        self.any_smear = any(st.smear for st in self.streams)
+        fixed = [float(st.smear and not st.learned) for st in self.streams]
+        self.smear_fixed = torch.tensor(fixed, device=device, dtype=dtype).view(V, 1, 1)
+        learned_smear = [st.smear and st.learned for st in self.streams]
+        self.smear_learned = torch.tensor(learned_smear, device=device).view(V, 1, 1)
+        if any(learned_smear):
+            self.params["smear"] = torch.zeros(V, S, L, device=device, dtype=dtype)
         for v, r in enumerate(runs):
             for s, m in enumerate(r):
                 self.load_run(v, s, m.state_dict())
@@ -124,6 +134,12 @@ class StackedToyICL:
         if "mix" not in self.params:
             return self.coef
         return torch.where(self.learned, self.params["mix"], self.coef)
+
+    def _smear_coefficients(self) -> torch.Tensor:
+        """(V, 1 or S, L): each run's smear coefficient a layer (0 where it does not smear)."""
+        if "smear" not in self.params:
+            return self.smear_fixed
+        return torch.where(self.smear_learned, self.params["smear"], self.smear_fixed)
 
     def _attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Single-head attention over the last two dims; causal where q covers every position."""
@@ -141,6 +157,7 @@ class StackedToyICL:
         if x.size(-1) != dp:
             x = self.pad(x)
         coef = self._coefficients()[..., None, None, None]  # (V, S, L, 3, 2, 1, 1, 1)
+        smear = self._smear_coefficients()[..., None, None, None]  # (V, S, L, 1, 1, 1)
         h = x.unsqueeze(0)  # (1 or V, S, B, T, dp): the residual stream
         first = prev = None
         for i in range(self.n_layers):
@@ -172,6 +189,9 @@ class StackedToyICL:
                         m + (gs[..., j] * g[..., -o.size(-2) :, :]) * (s[..., -o.size(-2) :, :] - o)
                         for j, (m, o, s) in enumerate(zip(mixed, own, src, strict=True))
                     ]
+            if self.any_smear:  # k_t + c k_{t-1}: the raw key one position back, 0 before 0
+                before = F.pad(own[1][..., :-1, :], (0, 0, 1, 0))
+                mixed = [mixed[0], mixed[1] + smear[:, :, i] * before, mixed[2]]
             a = self._attend(*mixed)
             first = own if first is None else first
             prev = own
@@ -209,7 +229,7 @@ class StackedToyICL:
         stream = self.streams[v]
         out = {}
         for n, t in of.items():
-            if n in ("mix", "gate_w", "gate_b"):
+            if n in ("mix", "gate_w", "gate_b", "smear"):
                 continue
             view = t[v, s]
             if n.endswith("qkv.weight"):
@@ -225,7 +245,12 @@ class StackedToyICL:
                 w, b = of["gate_w"][v, s, i, ..., :d], of["gate_b"][v, s, i]
                 out[f"attn.{i}.stream_gate.weight"] = (w, (*w.shape[:-1], 1, d))
                 out[f"attn.{i}.stream_gate.bias"] = (b, (*b.shape, 1))
-        if stream.learned:
+        if stream.smear and stream.learned:
+            shape = (1, 1, 1) if stream.mix == "learned-per-head" else (1,)
+            for i in range(self.n_layers):
+                c = of["smear"][v, s, i]
+                out[f"attn.{i}.stream_smear"] = (c, (*c.shape, *shape))
+        elif stream.learned:
             j = PROJECTIONS.index(stream.kind)
             for i in range(1, self.n_layers):
                 m = of["mix"][v, s, i, j]  # (..., 2)
