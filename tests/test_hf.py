@@ -159,6 +159,11 @@ def test_unsupported_models_and_streams_are_refused():
     (enable or checkpointed.gradient_checkpointing_enable)()
     with pytest.raises(ConfigError, match="gradient checkpointing"):
         add_streams(checkpointed, "value-learned")
+    patched = add_streams(llama(), "value-learned")  # enabled after the patch: refused too
+    for name in ("activation_checkpointing_enable", "gradient_checkpointing_enable"):
+        if hasattr(patched, name):
+            with pytest.raises(ConfigError, match="gradient checkpointing"):
+                getattr(patched, name)()
 
 
 # -- lm train --init-from ----------------------------------------------------------------------

@@ -124,7 +124,17 @@ def add_streams(model: nn.Module, stream: str | StreamConfig) -> nn.Module:
         last = i == len(attns) - 1
         proj.register_forward_hook(_hook(cfg, i, last, holder, heads, head_dim, part))
     setattr(model.config, CONFIG_KEY, cfg.name)
+    for enable in ("activation_checkpointing_enable", "gradient_checkpointing_enable"):
+        if hasattr(model, enable):  # the order a Trainer uses: patched first, then enabled
+            setattr(model, enable, _no_checkpointing)
     return model
+
+
+def _no_checkpointing(*args, **kwargs) -> None:
+    raise ConfigError(
+        "streams do not work with gradient checkpointing (layers are re-run, and each hands "
+        "its projection on): leave it off for a model with a stream"
+    )
 
 
 def _hook(
