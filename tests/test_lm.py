@@ -503,6 +503,33 @@ def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):
     assert (tmp_path / "g" / "none-s0" / "metrics.jsonl").read_text() == before
 
 
+def test_an_interrupted_grid_says_to_run_the_same_command(tmp_path, capsys, monkeypatch):
+    """lm grid has no --resume: the same command continues it, and the message says so (also
+    when the interruption comes from a worker process, pickled across)."""
+    import pickle
+    import signal
+
+    from attnstreams.experiments.lm import train as lm_train
+    from attnstreams.run.logs import TrainingInterrupted
+
+    stop = TrainingInterrupted(3, tmp_path / "g" / "none-s0", signal.SIGINT)
+    back = pickle.loads(pickle.dumps(stop))
+    assert (str(back), back.signum, back.step) == (str(stop), signal.SIGINT, 3)
+
+    def interrupted(*args, **kwargs):
+        raise stop
+
+    monkeypatch.setattr(lm_train, "_grid_run", interrupted)
+    argv = [
+        "lm", "grid", "--preset", "tiny", "--data", str(FIXTURE), "--train-tokens", "20000",
+        "--val-tokens", "2000", "--vocab-size", "400", "--steps", "4", "--batch", "4",
+        "--block-size", "32", "--seeds", "1", "--out", str(tmp_path / "g"),
+    ]  # fmt: skip
+    assert main(argv) == 128 + signal.SIGINT
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "run the same `lm grid` command again" in err and "--resume" not in err
+
+
 def test_resume_takes_the_runs_own_settings(tmp_path, capsys):
     """`lm train --out RUN --resume` alone continues the run with its saved settings (no
     corpus read, no token files made); an option that changes the run is refused before any

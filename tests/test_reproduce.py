@@ -26,3 +26,9 @@ def test_reproduce_quick_writes_report_with_figures(tmp_path, monkeypatch, capsy
     assert (tmp_path / "lm" / "value-s0" / "checkpoint.safetensors").exists()
     lm = (tmp_path / "lm" / "report.md").read_text()  # one seed: values, not "± 0.000"
     assert "| held-out loss (nats/token) | value |" in lm and not re.search(r"\d ± 0\.000 ", lm)
+    # A used folder is refused before anything is written: nothing is overwritten.
+    before = {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()}
+    assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a reproduction" in err and "--resume" not in err
+    assert {p: p.stat().st_mtime_ns for p in tmp_path.rglob("*") if p.is_file()} == before

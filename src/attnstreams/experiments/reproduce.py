@@ -10,6 +10,7 @@ import torch
 from tqdm import tqdm
 
 from attnstreams import __version__, amicl
+from attnstreams.run.config import ConfigError
 from attnstreams.run.logs import CSVLog, new_run_dir, write_text_atomic
 from attnstreams.run.plots import plot_attention, plot_sweep
 
@@ -247,7 +248,19 @@ def lm_section(out: Path, quick: bool, seed: int) -> str:
 
 
 def reproduce(out: str | Path | None, quick: bool = True, seed: int = 0) -> Path:
-    """Run every section and write report.md; returns its path."""
+    """Run every section and write report.md; returns its path. A folder that holds any of
+    its outputs is refused before anything is written (a reproduction starts afresh)."""
+    if out is not None and Path(out).is_dir():
+        held = sorted(
+            p.name
+            for p in Path(out).iterdir()
+            if p.name in ("report.md", "icl", "lm") or p.name.startswith("amicl_")
+        )
+        if held:
+            raise ConfigError(
+                f"{out} already holds a reproduction ({', '.join(held)}): choose another "
+                "--out or remove them (a reproduction does not resume)"
+            )
     run_dir = new_run_dir(out)
     t0 = time.perf_counter()
     sections = [

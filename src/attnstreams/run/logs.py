@@ -267,13 +267,18 @@ class NullLog:
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint of `step` was saved."""
+    """SIGINT/SIGTERM arrived; a checkpoint of `step` was saved (step None: a grid's runs
+    each kept theirs). `again` says how to continue."""
 
-    def __init__(self, step: int, folder: Path, signum: int) -> None:
-        super().__init__(
-            f"interrupted at step {step}: checkpoint saved in {folder}; continue with --resume"
-        )
-        self.signum = signum
+    def __init__(
+        self, step: int | None, folder: Path, signum: int, again: str = "continue with --resume"
+    ) -> None:
+        where = "checkpoints kept" if step is None else f"at step {step}: checkpoint saved"
+        super().__init__(f"interrupted {where} in {folder}; {again}")
+        self.step, self.folder, self.signum, self.again = step, folder, signum, again
+
+    def __reduce__(self):  # from a grid's worker process to its parent
+        return type(self), (self.step, self.folder, self.signum, self.again)
 
 
 class NonFiniteLoss(Exception):

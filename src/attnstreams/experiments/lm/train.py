@@ -633,6 +633,16 @@ def run_grid(
     (small models leave most of a GPU idle; several processes fill it). device: one, or a
     list that the runs take in turn (`grid_devices`): a group of runs a GPU."""
     out = new_run_dir(out, lock=True)  # one grid a folder; each run's, by its process
+    try:
+        return _run_grid(streams, seeds, data_cfg, cfg, out, device, progress, real_eval,
+                         data_dir, workers)  # fmt: skip
+    except (TrainingInterrupted, KeyboardInterrupt) as e:
+        signum = getattr(e, "signum", signal.SIGINT)
+        again = "run the same `lm grid` command again to continue it"
+        raise TrainingInterrupted(None, out, signum, again) from None
+
+
+def _run_grid(streams, seeds, data_cfg, cfg, out, device, progress, real_eval, data_dir, workers):
     data_dir = prepare_data(data_cfg, data_dir or out / "data", progress=progress)
     cfg = with_epochs(cfg, data_dir)
     jobs = [(stream, seed) for stream in streams for seed in seeds]
