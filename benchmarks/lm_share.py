@@ -1,0 +1,134 @@
+"""Runs finished per GPU-minute when N `lm train` processes share one GPU, with and without
+CUDA MPS (which lets their kernels run on the GPU at once instead of taking turns).
+
+    python benchmarks/lm_share.py --data-dir TOKENS --procs 10 --steps 1000 --modes plain,mps
+
+Each mode launches the same N runs (seeds 0..N-1, the 8M model, compile + CUDA graphs, the
+log-spaced evaluation schedule of results/lm-long) at once and times them from launch to the
+last exit: compilation and evaluations included, as a grid pays them. "steady" is the sum of
+the runs' rates between their second evaluation and their last (compiling left out). MPS
+needs a CUDA machine where this user may start `nvidia-cuda-mps-control`; the table says
+when it could not be started. Nothing here changes the GPU's settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TRAIN = [
+    "--preset", "tinystories-8m", "--batch", "64", "--eval-batches", "0", "--ioi-prompts",
+    "1024", "--eval-every", "50", "--compile", "--cuda-graphs", "--json",
+]  # fmt: skip
+CPU_CHECK = [
+    "--preset", "tiny", "--batch", "4", "--block-size", "32", "--eval-batches", "2",
+    "--ioi-prompts", "16", "--eval-every", "5", "--json",
+]  # fmt: skip
+
+
+def _mps(start: bool, pipe: Path) -> bool:
+    """Start (or stop) an MPS control daemon on `pipe`; False where that is not possible."""
+    ctl = shutil.which("nvidia-cuda-mps-control")
+    if ctl is None:
+        return False
+    env = {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(pipe)}
+    if start:
+        pipe.mkdir(parents=True, exist_ok=True)
+        return subprocess.run([ctl, "-d"], env=env).returncode == 0
+    subprocess.run([ctl], input=b"quit\n", env=env)
+    return True
+
+
+def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
+    """N runs at once in `mode` (plain | mps); their wall time and rates."""
+    pipe = work / "mps-pipe"
+    env = dict(os.environ)
+    started = mode == "mps" and _mps(True, pipe)
+    if mode == "mps" and not started:
+        return {"mode": mode, "error": "MPS daemon could not be started"}
+    if started:
+        env |= {"CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(pipe)}
+    cli = [sys.executable, "-m", "attnstreams.cli", "--threads", "1", "lm", "train"]
+    procs = []
+    t0 = time.perf_counter()
+    try:
+        for i in range(args.procs):
+            out = work / f"{mode}-{i}"
+            cmd = [*cli, "--data-dir", args.data_dir, "--data", args.data, "--train-tokens", "0",
+                   "--vocab-size", str(args.vocab_size), "--val-tokens", str(args.val_tokens),
+                   "--names", args.names, "--steps", str(args.steps), "--eval-log",
+                   str(args.eval_log), "--seed", str(i), "--device", args.device, "--out",
+                   str(out), *(CPU_CHECK if args.device == "cpu" else TRAIN)]  # fmt: skip
+            log = (work / f"{mode}-{i}.log").open("w")
+            procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=log), out))
+        codes = [p.wait() for p, _ in procs]
+    finally:
+        if started:
+            _mps(False, pipe)
+    wall = time.perf_counter() - t0
+    steady, tokens = 0.0, 0
+    for _, out in procs:
+        rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+        tokens += rows[-1]["tokens"]
+        if len(rows) >= 4:
+            a, b = rows[2], rows[-1]
+            steady += (b["tokens"] - a["tokens"]) / (b["elapsed_s"] - a["elapsed_s"])
+    return {
+        "mode": mode,
+        "procs": args.procs,
+        "failed": sum(c != 0 for c in codes),
+        "wall_s": wall,
+        "tokens_per_s": tokens / wall,
+        "steady_tokens_per_s": steady,
+        "runs_per_gpu_minute": args.procs / (wall / 60),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--data-dir", required=True, help="prepared token files (lm prepare)")
+    p.add_argument("--data", required=True, help="the corpus they were prepared from")
+    p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--val-tokens", type=int, default=1_000_000)
+    p.add_argument("--names", default="original")
+    p.add_argument("--procs", type=int, default=10)
+    p.add_argument("--steps", type=int, default=1000)
+    p.add_argument("--eval-log", type=int, default=12)
+    p.add_argument("--modes", default="plain,mps")
+    p.add_argument("--device", default="cuda", help="cpu: a tiny model, to check the script")
+    p.add_argument("--json", help="write the rows here too")
+    args = p.parse_args()
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in args.modes.split(","):
+            rows.append(run_mode(mode, args, Path(tmp)))
+            print(json.dumps(rows[-1]), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    base = next((r for r in rows if "error" not in r), None)
+    print(
+        "\n| mode | procs | failed | wall s | tokens/s | steady tokens/s | runs/GPU-min | "
+        f"x {rows[0]['mode']} |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if "error" in r:
+            print(f"| {r['mode']} | {r['error']} |")
+            continue
+        x = r["runs_per_gpu_minute"] / base["runs_per_gpu_minute"] if base else float("nan")
+        print(
+            f"| {r['mode']} | {r['procs']} | {r['failed']} | {r['wall_s']:.1f} | "
+            f"{r['tokens_per_s']:,.0f} | {r['steady_tokens_per_s']:,.0f} | "
+            f"{r['runs_per_gpu_minute']:.2f} | {x:.2f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
