@@ -377,9 +377,19 @@ def test_bf16_precision_autocasts_and_tracks_fp32():
     assert ((acc >= 0) & (acc <= 1)).all()
 
 
-def test_refused_out_leaves_no_trace(tmp_path, capsys):
-    """--resume of a folder that does not exist creates nothing; --out naming a file says so."""
+def test_refused_out_leaves_no_trace(tmp_path, capsys, monkeypatch):
+    """--resume of a folder that does not exist creates nothing, and is refused before the
+    grid and its test sets are built; --out naming a file says so."""
+    from attnstreams.experiments.icl import train as icl_train
+
+    def built(*args, **kwargs):
+        raise AssertionError("the grid was built before the refusal")
+
     missing = tmp_path / "doesnotexist"
+    with monkeypatch.context() as m:
+        m.setattr(icl_train, "ICLGrid", built)
+        assert main(["icl", "grid", "--seeds", "2", "--resume", "--out", str(missing)]) == 2
+    assert "nothing to resume" in capsys.readouterr().err and not missing.exists()
     argv = ["icl", "train", "--steps", "2", "--eval-size", "8", "--resume", "--out", str(missing)]
     assert main(argv) == 2
     assert "nothing to resume" in capsys.readouterr().err and not missing.exists()
