@@ -556,6 +556,11 @@ def test_resume_takes_the_runs_own_settings(tmp_path, capsys):
     assert (cfg["stream"], cfg["seed"], cfg["lr"]) == ("value-learned", 4, 3e-3)
     assert {f: f.stat().st_mtime_ns for f in data.iterdir()} == made  # nothing made again
     assert not (tmp_path / "run" / "data").exists()
+    # one run's folder is reported as a grid of one run (it was "holds no LM runs")
+    assert main(["lm", "report", str(tmp_path / "run")]) == 0
+    assert "Runs finished (of those started): value-learned 1/1." in (
+        tmp_path / "run" / "report.md"
+    ).read_text()
 
 
 @pytest.mark.parametrize(

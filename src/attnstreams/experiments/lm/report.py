@@ -77,7 +77,9 @@ def load_grid(grid: Path) -> tuple[dict[str, dict[int, list[dict]]], dict]:
     """Metric rows of every run folder in a grid, by stream and seed; and one run's config."""
     runs: dict[str, dict[int, list[dict]]] = defaultdict(dict)
     config = None
-    for cfg_path in sorted(existing_folder(grid, "grid folder").glob("*/config.json")):
+    folder = existing_folder(grid, "grid folder")
+    single = folder / "config.json"  # one run's folder: reported as a grid of one run
+    for cfg_path in [single] if single.is_file() else sorted(folder.glob("*/config.json")):
         metrics = cfg_path.parent / "metrics.jsonl"
         if not metrics.exists():
             continue
@@ -89,7 +91,10 @@ def load_grid(grid: Path) -> tuple[dict[str, dict[int, list[dict]]], dict]:
             runs[saved["config"]["stream"]][saved["config"]["seed"]] = rows
             config = config or saved
     if not runs:
-        raise ConfigError(f"{grid} holds no LM runs (folders with config.json and metrics.jsonl)")
+        raise ConfigError(
+            f"{grid} holds no LM runs: give an `lm grid` folder (run folders with config.json "
+            "and metrics.jsonl) or one run's folder"
+        )
     return runs, config
 
 
