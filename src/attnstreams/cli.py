@@ -748,8 +748,8 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
     }
     res |= behaviour_metrics(model, tok, device, ioi_set)
     res.pop("ioi_by_template", None)
-    if args.data:
-        res["heldout_loss"] = heldout_loss(
+    if args.data:  # the train split's loss is no held-out loss: named for what it is
+        res["train_loss" if args.split == "train" else "heldout_loss"] = heldout_loss(
             model,
             tok,
             args.data,
@@ -906,7 +906,8 @@ def build_parser() -> Parser:
     p.add_argument(
         "--split",
         default="validation",
-        help="validation (the corpus's held-out split) | all (a local file held out as a whole)",
+        help="validation (the corpus's held-out split) | all (a local file held out as a "
+        "whole) | train (the split trained on: its loss, to compare, not a held-out one)",
     )
     p.add_argument("--text-field", default="text", help="of .jsonl/.parquet records")
     p.add_argument(
