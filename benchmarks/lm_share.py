@@ -41,7 +41,16 @@ def _mps(start: bool, pipe: Path) -> bool:
     env = {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(pipe)}
     if start:
         pipe.mkdir(parents=True, exist_ok=True)
-        return subprocess.run([ctl, "-d"], env=env).returncode == 0
+        if subprocess.run([ctl, "-d"], env=env).returncode != 0:
+            return False
+        probe = "import torch; torch.ones(4, device='cuda').sum().item()"
+        try:  # a client must be able to use it
+            ok = subprocess.run([sys.executable, "-c", probe], env=env, timeout=60).returncode == 0
+        except subprocess.TimeoutExpired:
+            ok = False
+        if not ok:
+            subprocess.run([ctl], input=b"quit\n", env=env)
+        return ok
     subprocess.run([ctl], input=b"quit\n", env=env)
     return True
 

@@ -27,6 +27,13 @@ if [ "${MPS:-0}" = 1 ]; then
   export CUDA_MPS_PIPE_DIRECTORY=$WORK/mps-pipe CUDA_MPS_LOG_DIRECTORY=$WORK/mps-log
   mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
   nvidia-cuda-mps-control -d && stamp "MPS daemon started"
+  # a client must be able to use it; else the runs go without (the daemon is stopped)
+  if ! timeout 60 python3 -c "import torch; print(float(torch.ones(4, device='cuda').sum()))"; then
+    echo quit | nvidia-cuda-mps-control
+    unset CUDA_MPS_PIPE_DIRECTORY CUDA_MPS_LOG_DIRECTORY
+    MPS=0
+    stamp "MPS refused its client: running without it"
+  fi
 fi
 for NAMES in original resampled; do  # only the settings asked for
   case " $* " in *" $NAMES "*) ;; *) continue ;; esac
