@@ -93,6 +93,9 @@ def test_amicl_attention_png(capsys, tmp_path):
         ["amicl", "bogus"],
         ["amicl", "sweep", "--over", "a", "--values", "1", "--similarity", ","],
         ["icl", "grid", "--variants", ","],
+        ["icl", "grid", "--stream", "vlaue"],  # --stream as in lm grid
+        ["lm", "prepare", "--data-dir", "never", "--device", "cuda"],  # not a data setting
+        ["lm", "prepare", "--data-dir", "never", "--lr", "0.1"],
         ["icl", "grid", "--seeds", "100000000000"],  # was a MemoryError listing them
         ["lm", "grid", "--stream", ","],  # was an IndexError
         ["lm", "grid", "--seeds", "100000000000"],

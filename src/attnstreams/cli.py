@@ -23,6 +23,7 @@ from attnstreams.run.logs import (
     refuse_overwrite,
 )
 from attnstreams.run.parallel import RankLost
+from attnstreams.streams import KINDS, MIXES, SOURCES
 
 if TYPE_CHECKING:
     from attnstreams.experiments.icl.train import ICLTrainConfig
@@ -80,8 +81,10 @@ def _values(text: str | list[str], option: str | None = None) -> list[str]:
 
 MAX_NEW_TOKENS = 100_000  # lm sample: a longer text is a mistake, not a request
 STREAM_HELP = (
-    "kind[-source][-mix]: none, value, key, query, value-learned, value-first-gated, "
-    "value-shared, value-embed, key-smear, ... (streams.py lists them)"
+    f"kind[-source][-mix], kind {' | '.join(KINDS)}; source {' | '.join(SOURCES)} (default "
+    f"previous); mix {' | '.join(MIXES)}; e.g. none, value (the paper's), value-learned, "
+    "value-first, value-first-gated, value-shared, value-embed, key-smear (attnstreams.streams "
+    "says what each does)"
 )
 MAX_SEEDS = 10_000  # --seeds of a grid: its seeds are listed before any work
 
@@ -323,7 +326,7 @@ def cmd_icl_train(args: argparse.Namespace) -> int:
 
 def cmd_icl_grid(args: argparse.Namespace) -> int:
     """`icl grid`: every variant x seed of the toy experiment at once."""
-    return _icl_run(args, _values(args.variants, "--variants"), _seeds(args))
+    return _icl_run(args, _values(args.variants, "--stream"), _seeds(args))
 
 
 def cmd_icl_report(args: argparse.Namespace) -> int:
@@ -360,7 +363,7 @@ def cmd_icl_merge(args: argparse.Namespace) -> int:
     return 0
 
 
-def _lm_args(p: argparse.ArgumentParser) -> None:
+def _lm_args(p: argparse.ArgumentParser, train: bool = True) -> None:
     from attnstreams.experiments.lm.data import DataConfig
     from attnstreams.experiments.lm.train import LMTrainConfig
 
@@ -420,6 +423,21 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
         "--epochs", type=float, default=None, help="passes over the train split (sets --steps)"
     )
     p.add_argument("--batch", type=int, default=t.batch, help="sequences a step, all processes")
+    p.add_argument("--block-size", type=int, default=None, help="context (default: the preset's)")
+    if train:
+        _lm_train_args(p, t)
+    else:  # `lm prepare` makes token files: the training settings are not its to take
+        unused = argparse.ArgumentParser(add_help=False)
+        _lm_train_args(unused, t)
+        p.set_defaults(**{a.dest: a.default for a in unused._actions})
+    p.add_argument("--config", help="JSON file of option values (flags given here win)")
+    p.add_argument("--json", action="store_true")
+
+
+def _lm_train_args(p: argparse.ArgumentParser, t) -> None:
+    """The options of `lm train` and `lm grid` that do not shape the token files."""
+    from attnstreams.experiments.lm.evals import IOI_ROUND
+
     p.add_argument(
         "--grad-accum",
         type=int,
@@ -427,7 +445,6 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
         help="split each process's share of the batch into this many pieces (less memory, "
         "the same step)",
     )
-    p.add_argument("--block-size", type=int, default=None, help="context (default: the preset's)")
     p.add_argument("--lr", type=float, default=t.lr)
     p.add_argument("--warmup", type=int, default=t.warmup)
     p.add_argument("--weight-decay", type=float, default=t.weight_decay)
@@ -442,7 +459,13 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
         "sparse late) instead of one every --eval-every steps",
     )
     p.add_argument("--eval-batches", type=int, default=t.eval_batches)
-    p.add_argument("--ioi-prompts", type=int, default=t.ioi_prompts)
+    p.add_argument(
+        "--ioi-prompts",
+        type=int,
+        default=t.ioi_prompts,
+        help=f"templated IOI prompts, rounded up to whole rounds of {IOI_ROUND} (every "
+        "template, both names as the IO, both orders)",
+    )
     p.add_argument(
         "--icl-positions",
         default=f"{t.icl_early},{t.icl_late}",
@@ -465,8 +488,6 @@ def _lm_args(p: argparse.ArgumentParser) -> None:
         "with --workers 16: a group of runs a GPU)",
     )
     p.add_argument("--out", help="output folder (default runs/<timestamp>)")
-    p.add_argument("--config", help="JSON file of option values (flags given here win)")
-    p.add_argument("--json", action="store_true")
 
 
 GENERATED_FLOOR = 1_000_000  # generated train tokens at least (a BPE and windows to draw)
@@ -846,8 +867,13 @@ def build_parser() -> Parser:
     _icl_args(p)
     p.set_defaults(func=cmd_icl_train, config_parser=p)
     p = sub.add_parser("grid", help="variants x seeds, trained together on one device")
-    p.add_argument(
-        "--variants", default="none,value,key,query", help=f"comma-separated; {STREAM_HELP}"
+    p.add_argument(  # --stream as in `lm grid`; --variants, its older name, still works
+        "--stream",
+        "--variants",
+        dest="variants",
+        metavar="STREAMS",
+        default="none,value,key,query",
+        help=f"comma-separated; {STREAM_HELP}",
     )
     p.add_argument("--seeds", type=int, default=10, help="number of seeds")
     p.add_argument("--seed", type=int, default=0, help="first seed")
@@ -870,7 +896,7 @@ def build_parser() -> Parser:
     sub = lm.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("prepare", help="tokenise a corpus once (train the BPE) into --data-dir")
     p.add_argument("--data-dir", required=True, help="folder for the token files")
-    _lm_args(p)
+    _lm_args(p, train=False)
     p.set_defaults(func=cmd_lm_prepare, config_parser=p)
     p = sub.add_parser("train", help="train one GPT language model")
     p.add_argument("--stream", default="none", help=STREAM_HELP)
@@ -888,7 +914,10 @@ def build_parser() -> Parser:
     _lm_args(p)
     p.set_defaults(func=cmd_lm_train, config_parser=p)
     p = sub.add_parser("grid", help="streams x seeds, paired by seed; resumable; writes a report")
-    p.add_argument("--stream", default="none,value", help=f"comma-separated; {STREAM_HELP}")
+    p.add_argument(  # --variants: the name `icl grid` had
+        "--stream", "--variants", dest="stream", metavar="STREAMS", default="none,value",
+        help=f"comma-separated; {STREAM_HELP}",
+    )  # fmt: skip
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="first seed")
     p.add_argument(

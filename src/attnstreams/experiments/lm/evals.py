@@ -194,6 +194,9 @@ def single_token_names(
     return out
 
 
+IOI_ROUND = 4 * len(TEMPLATES)  # prompts a round: every template, each name the IO, both orders
+
+
 def make_ioi_set(
     names: list[str],
     n: int = 600,
@@ -211,7 +214,7 @@ def make_ioi_set(
         raise ValueError("IOI needs at least 2 names")
     rng = random.Random(seed)
     out = []
-    rounds = -(-n // (4 * len(TEMPLATES)))
+    rounds = -(-n // IOI_ROUND)
     for _ in range(rounds):
         for t, template in enumerate(TEMPLATES):
             x, y = rng.sample(list(names), 2)

@@ -12,6 +12,7 @@ import bisect
 import json
 import math
 import signal
+import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -548,6 +549,12 @@ def train(
                 },
                 indent=1,
             ),
+        )
+    if progress and main and cfg.warmup >= cfg.steps:
+        print(
+            f"note: the warmup ({cfg.warmup} steps) is not shorter than the run ({cfg.steps}): "
+            "the learning rate never reaches --lr (a shorter --warmup does)",
+            file=sys.stderr,
         )
     t0, start, saved = time.perf_counter(), trainer.step, False
     schedule = [0, *cfg.eval_steps()]
