@@ -73,7 +73,9 @@ def test_amicl_sweep_writes_csv_and_png(capsys, tmp_path):
 
 def test_amicl_attention_png(capsys, tmp_path):
     code, out, _ = cli(capsys, "amicl", "attention", "--out", str(tmp_path), "--json")
-    assert code == 0 and json.loads(out)["png"].endswith("attention.png")
+    got = json.loads(out)
+    assert code == 0 and got["png"].endswith("attention.png")
+    assert got["right"] == (got["picked"] in got["labels"]) and got["labels"]  # the read-out
     assert (tmp_path / "attention.png").stat().st_size > 1000
     code, _, err = cli(capsys, "amicl", "attention", "--out", str(tmp_path))
     assert code == 2 and "already holds attention.png" in err

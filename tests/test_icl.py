@@ -255,9 +255,14 @@ def test_cli_grid_and_report(tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert res["runs"] == 4 and len(res["final"]) == 4
     assert {r["step"] for r in res["final"]} == {12}
-    assert main(["icl", "report", str(out)]) == 0
-    assert (out / "report.md").exists()
     capsys.readouterr()
+    assert main(["icl", "report", str(out), "--json"]) == 0
+    assert (out / "report.md").exists()
+    got = json.loads(capsys.readouterr().out)  # the statistics, not only the report's path
+    assert got["report"] == str(out / "report.md") and got["step"] == 12
+    steps = got["results"]["icl@0.5"]["steps"]
+    assert set(steps) == set(got["results"]["icl@0.5"]["vs_baseline"]) | {got["baseline"]}
+    assert all(len(v) == len(got["seeds"]) for v in steps.values())
     assert (
         main(
             [

@@ -1,5 +1,6 @@
 """`attnstreams reproduce`: every section runs and the report links its figures."""
 
+import json
 import re
 
 from attnstreams.cli import main
@@ -14,8 +15,12 @@ def test_reproduce_quick_writes_report_with_figures(tmp_path, monkeypatch, capsy
     monkeypatch.setattr(reproduce, "QUICK_LM_TOKENS", 20_000)
     monkeypatch.setitem(reproduce.QUICK_LM, "steps", 4)
     monkeypatch.setitem(reproduce.QUICK_LM, "eval_every", 2)
-    assert main(["reproduce", "--quick", "--out", str(tmp_path)]) == 0
-    assert str(tmp_path / "report.md") in capsys.readouterr().out
+    assert main(["reproduce", "--quick", "--out", str(tmp_path), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out.strip().splitlines()[-1])  # the numbers, too
+    assert got["report"] == str(tmp_path / "report.md")
+    assert len(got["amicl"]) > 3 and {"accuracy", "trials"} <= set(got["amicl"][0])
+    assert set(got["icl"]["results"]["icl@0.95"]["steps"]) >= {"none", "value"}
+    assert {c["arm"] for c in got["lm"]} == {"value"} and "paired" in got["lm"][0]
     text = (tmp_path / "report.md").read_text()
     assert "## 1. AMICL" in text and "## 2. In-context classification" in text
     assert "## 3. Language models" in text and "IOI accuracy" in text

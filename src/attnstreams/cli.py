@@ -193,18 +193,23 @@ def cmd_amicl_sweep(args: argparse.Namespace) -> int:
 
 def cmd_amicl_attention(args: argparse.Namespace) -> int:
     """`amicl attention`: score, softmax and argmax maps of one trial."""
-    from attnstreams.amicl import attention_maps
+    from attnstreams.amicl import attention_trial
     from attnstreams.run.plots import plot_attention
 
     cfg = _amicl_config(args)
     refuse_overwrite(args.out, "attention.png")
     out = new_run_dir(args.out)
+    maps, query = attention_trial(cfg, args.seed)
     png = plot_attention(
-        attention_maps(cfg, args.seed),
+        maps,
         out / "attention.png",
         title=f"AMICL attention, a={cfg.a}, T={cfg.length}, {cfg.similarity}",
     )
-    print(json.dumps({"png": str(png)}) if args.json else f"wrote {png}")
+    if args.json:  # the query's read-out too: which key won, and whether it holds the label
+        print(json.dumps({"png": str(png), **query}))
+    else:
+        right = "right" if query["right"] else "wrong"
+        print(f"wrote {png}; the query picks key {query['picked']}: {right}")
     return 0
 
 
@@ -331,7 +336,7 @@ def cmd_icl_grid(args: argparse.Namespace) -> int:
 
 def cmd_icl_report(args: argparse.Namespace) -> int:
     """`icl report`: steps to each threshold, paired statistics and curves."""
-    from attnstreams.experiments.icl.report import write_report
+    from attnstreams.experiments.icl.report import grid_results, write_report
 
     thresholds = []
     for t in _values(args.thresholds):
@@ -343,7 +348,10 @@ def cmd_icl_report(args: argparse.Namespace) -> int:
     if not thresholds:
         raise ConfigError("--thresholds needs at least one number in (0, 1]")
     report = write_report(args.run, thresholds=thresholds)
-    print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
+    if args.json:  # the numbers too, not only where they were written
+        print(json.dumps({"report": str(report), **grid_results(args.run, tuple(thresholds))}))
+    else:
+        print(f"report: {report}")
     return 0
 
 
@@ -818,10 +826,13 @@ def cmd_lm_report(args: argparse.Namespace) -> int:
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
     """`reproduce`: both experiments and the report (the demo with --quick)."""
-    from attnstreams.experiments.reproduce import reproduce
+    from attnstreams.experiments.reproduce import reproduce, reproduction_results
 
     report = reproduce(args.out, quick=args.quick, seed=args.seed)
-    print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
+    if args.json:  # the numbers too, not only where they were written
+        print(json.dumps({"report": str(report), **reproduction_results(report.parent)}))
+    else:
+        print(f"report: {report}")
     return 0
 
 

@@ -282,3 +282,24 @@ def reproduce(out: str | Path | None, quick: bool = True, seed: int = 0) -> Path
         "",
     ]
     return write_text_atomic(run_dir / "report.md", "\n".join(header + sections) + "\n")
+
+
+def reproduction_results(run_dir: Path) -> dict:
+    """A reproduction's numbers as data (`reproduce --json`): the AMICL table's rows, the toy
+    grid's steps to threshold with their statistics, and the LM arms against the baseline."""
+    import csv
+
+    from attnstreams.experiments.icl.report import grid_results
+    from attnstreams.experiments.lm.report import final_comparisons, load_grid
+
+    with (run_dir / "amicl_table.csv").open() as f:
+        table = list(csv.DictReader(f))
+    runs, _ = load_grid(run_dir / "lm")
+    arms = list(runs)
+    rows, _ = final_comparisons(runs, arms, "none" if "none" in runs else arms[0])
+    lm = [
+        {k: c[k] for k in ("key", "arm", "step", "seeds", "paired")}
+        | {"base": c["base"].tolist(), "values": c["values"].tolist()}
+        for c in rows
+    ]
+    return {"amicl": table, "icl": grid_results(run_dir / "icl"), "lm": lm}

@@ -197,13 +197,38 @@ def threshold_table(
     return lines, per
 
 
-def write_report(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> Path:
-    """Write report.md (with curves.png and steps_to_icl.png) into a grid folder."""
-    run = Path(run)
+def _grid(run: Path) -> tuple[dict, dict, list[str], list[int], str]:
+    """A grid folder's config and rows, its variants, the seeds every variant ran, and the
+    baseline the others are compared with."""
     config, rows = load_runs(run)
     variants = [v for v in config["variants"] if v in rows]
     seeds = sorted(set.intersection(*(set(rows[v]) for v in variants)))
-    baseline = "none" if "none" in variants else variants[0]
+    return config, rows, variants, seeds, "none" if "none" in variants else variants[0]
+
+
+def grid_results(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> dict:
+    """The report's numbers as data (`icl report --json`): for each test set and threshold,
+    every variant's steps per seed (None: never reached) and, against the baseline, the
+    paired statistics and the comparison that counts never-reached runs."""
+    config, rows, variants, seeds, baseline = _grid(Path(run))
+    done = min(rows[v][s][-1]["step"] for v in variants for s in seeds)
+    out: dict = {"baseline": baseline, "seeds": seeds, "step": done, "results": {}}
+    for test in TEST_SETS:
+        for thr in thresholds:
+            per = {v: [steps_to(rows[v][s], f"acc_{test}", thr) for s in seeds] for v in variants}
+            vs = {}
+            for v in variants:
+                if v != baseline:
+                    _, paired, censored = versus(seeds, per[baseline], per[v], done)
+                    vs[v] = {"paired": paired, "censored": censored}
+            out["results"][f"{test}@{thr:g}"] = {"steps": per, "vs_baseline": vs}
+    return out
+
+
+def write_report(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> Path:
+    """Write report.md (with curves.png and steps_to_icl.png) into a grid folder."""
+    run = Path(run)
+    config, rows, variants, seeds, baseline = _grid(run)
     summary = (
         json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     )
