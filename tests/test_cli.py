@@ -318,3 +318,16 @@ def test_amicl_run_reports_progress_on_stderr(capsys):
     assert code == 0 and "amicl: 3,000/3,000 trial (100%)" in err
     code, out, err = cli(capsys, "amicl", "run", "--trials", "3000", "--json")
     assert code == 0 and err == ""
+
+
+def test_a_csv_stopped_before_its_first_row_leaves_no_file(tmp_path):
+    """A header alone would read as a result with no rows (an amicl sweep interrupted)."""
+    from attnstreams.run.logs import CSVLog
+
+    with pytest.raises(KeyboardInterrupt), CSVLog(tmp_path / "a.csv", ["x"]):
+        raise KeyboardInterrupt
+    assert not (tmp_path / "a.csv").exists()
+    with pytest.raises(KeyboardInterrupt), CSVLog(tmp_path / "b.csv", ["x"]) as log:
+        log.write({"x": 1})
+        raise KeyboardInterrupt
+    assert (tmp_path / "b.csv").read_text().splitlines() == ["x", "1"]  # kept what it measured

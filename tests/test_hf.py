@@ -218,7 +218,9 @@ def test_lm_train_continues_a_local_model_with_a_stream(tmp_path, capsys):
     assert capsys.readouterr().out.startswith("Once")
 
 
-@pytest.mark.parametrize("what", ["no-config", "bert", "stream-none-tokenizer"])
+@pytest.mark.parametrize(
+    "what", ["no-config", "bert", "stream-none-tokenizer", "stream-not-learned"]
+)
 def test_init_from_errors_are_one_line(tmp_path, capsys, what):
     from attnstreams.cli import main
 
@@ -233,12 +235,16 @@ def test_init_from_errors_are_one_line(tmp_path, capsys, what):
         local_tok._tok.save(str(folder / "tokenizer.json"))
     if what == "stream-none-tokenizer":
         llama_with_vocab(64).save_pretrained(folder)  # no tokenizer.json
+    if what == "stream-not-learned":
+        local_model(folder)
     capsys.readouterr()  # what making the folder printed
-    argv = ["lm", "train", "--init-from", str(folder), "--stream", "value-learned", "--data",
+    stream = "value" if what == "stream-not-learned" else "value-learned"
+    argv = ["lm", "train", "--init-from", str(folder), "--stream", stream, "--data",
             str(FIXTURE), "--steps", "1", "--out", str(tmp_path / "run")]  # fmt: skip
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("attnstreams: error:"), err
     want = {"no-config": "config.json", "bert": "supports model types llama",
-            "stream-none-tokenizer": "tokenizer"}  # fmt: skip
+            "stream-none-tokenizer": "tokenizer", "stream-not-learned": "learned mix"}  # fmt: skip
     assert want[what] in err[0], err
+    assert not (tmp_path / "run").exists()  # refused before any folder was made

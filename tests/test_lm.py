@@ -561,9 +561,10 @@ def test_resume_takes_the_runs_own_settings(tmp_path, capsys):
     assert not (tmp_path / "run" / "data").exists()
     # one run's folder is reported as a grid of one run (it was "holds no LM runs")
     assert main(["lm", "report", str(tmp_path / "run")]) == 0
-    assert "Runs finished (of those started): value-learned 1/1." in (
-        tmp_path / "run" / "report.md"
-    ).read_text()
+    assert (
+        "Runs finished (of those started): value-learned 1/1."
+        in (tmp_path / "run" / "report.md").read_text()
+    )
 
 
 @pytest.mark.parametrize(

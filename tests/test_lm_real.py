@@ -154,6 +154,18 @@ def test_one_data_folder_is_prepared_once_and_its_tokenizer_checked(tmp_path):
     with pytest.raises(lm.ConfigError):
         prepare_data(DataConfig(data=str(bad), train_tokens=2000), tmp_path / "f", False)
     assert not (tmp_path / "f").exists()
+    # lm train on it: its run folder, made before the data, goes too
+    argv = [
+        "lm",
+        "train",
+        "--data",
+        str(bad),
+        "--train-tokens",
+        "2000",
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    assert main(argv) == 2 and not (tmp_path / "r").exists()
 
 
 def test_original_setting_reads_ioi_names_from_the_train_text(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -17,6 +18,7 @@ from attnstreams.data.corpus import check_corpus
 from attnstreams.run.config import ConfigError, check_range, differences
 from attnstreams.run.logs import (
     CHECKPOINT,
+    LOCK,
     NonFiniteLoss,
     TrainingInterrupted,
     new_run_dir,
@@ -577,6 +579,7 @@ def _lm_train_ranked(args, data, cfg, d, device):
     if d.is_main:
         _check_corpus_unless_prepared(data, args.data_dir, args.out)
         # made and checked writable before any data work
+        new = not (args.out and Path(args.out).exists())
         out = new_run_dir(args.out, resume=args.resume, lock=True)  # before its token files
     elif args.out:
         out = Path(args.out)
@@ -584,7 +587,12 @@ def _lm_train_ranked(args, data, cfg, d, device):
         raise ConfigError("under torchrun, give every process the same --out")
     data_dir = Path(args.data_dir) if args.data_dir else out / "data"
     if d.is_main:
-        prepare_data(data, data_dir, progress=not args.json)
+        try:
+            prepare_data(data, data_dir, progress=not args.json)
+        except ConfigError:  # refused data: a run folder made for it goes too
+            if new and not any(p.name != LOCK for p in out.iterdir()):
+                shutil.rmtree(out, ignore_errors=True)
+            raise
     parallel.barrier(d)
     data_dir = prepare_data(data, data_dir, progress=False)
     trainer = LMTrainer(with_epochs(cfg, data_dir), data_dir, device, d)

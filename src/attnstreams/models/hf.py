@@ -79,12 +79,8 @@ def _heads(model: nn.Module, kind: str) -> tuple[int, int]:
     return (heads if kind == "query" else kv), head_dim
 
 
-def add_streams(model: nn.Module, stream: str | StreamConfig) -> nn.Module:
-    """Add a learned residual stream to a transformers causal LM, in place; returns it.
-
-    `stream`: a learned stream name ('value-learned', 'value-learned-per-head',
-    'value-first-learned', 'key-learned', ...). The mix weights start at (1, 0), so the
-    patched model's outputs equal the original's until training moves them."""
+def check_stream(stream: str | StreamConfig) -> StreamConfig:
+    """The stream if `add_streams` can add it, else a one-line ConfigError."""
     cfg = StreamConfig.parse(stream)
     if cfg.smear:  # a hook sees one call's keys: in cached decoding, not the one before
         raise ConfigError(
@@ -96,6 +92,16 @@ def add_streams(model: nn.Module, stream: str | StreamConfig) -> nn.Module:
             "add_streams adds a learned mix from a layer's projection (e.g. 'value-learned', "
             f"'value-first-learned-per-head'), which can start at zero weight; got {cfg.name!r}"
         )
+    return cfg
+
+
+def add_streams(model: nn.Module, stream: str | StreamConfig) -> nn.Module:
+    """Add a learned residual stream to a transformers causal LM, in place; returns it.
+
+    `stream`: a learned stream name ('value-learned', 'value-learned-per-head',
+    'value-first-learned', 'key-learned', ...). The mix weights start at (1, 0), so the
+    patched model's outputs equal the original's until training moves them."""
+    cfg = check_stream(stream)
     attns, mtype = _layers(model)
     if len(attns) < 2:
         raise ConfigError(f"a stream needs at least 2 attention layers, the model has {len(attns)}")

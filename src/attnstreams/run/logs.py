@@ -205,18 +205,21 @@ def truncate_metrics(path: Path, step: int) -> None:
 
 
 class CSVLog:
-    """Append rows to a CSV as they come, so a killed run keeps what it measured."""
+    """Append rows to a CSV as they come, so a killed run keeps what it measured; a run
+    stopped before its first row leaves no file (a header alone would read as a result)."""
 
     def __init__(self, path: Path, fields: list[str]) -> None:
         self.path = Path(path)
         self._f = self.path.open("w", newline="")
         self._w = csv.DictWriter(self._f, fieldnames=fields, extrasaction="ignore")
         self._w.writeheader()
+        self.rows = 0
 
     def write(self, row: dict) -> None:
         """Append one row (keys not among the fields are ignored) and flush."""
         self._w.writerow(row)
         self._f.flush()
+        self.rows += 1
 
     def close(self) -> None:
         """Close the file."""
@@ -225,8 +228,10 @@ class CSVLog:
     def __enter__(self) -> CSVLog:
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, *exc) -> None:
         self.close()
+        if kind is not None and not self.rows:
+            self.path.unlink(missing_ok=True)
 
 
 class JSONLLog:

@@ -131,11 +131,13 @@ class LMTrainConfig:
         if self.init_from is not None and self.parallel == "fsdp":
             raise ConfigError("--init-from trains on one process or under DDP, not FSDP")
         if self.init_from is not None:
-            from attnstreams.models.hf import check_model_folder
+            from attnstreams.models.hf import check_model_folder, check_stream
 
             if not isinstance(self.init_from, str):
                 raise ConfigError(f"init_from must be a folder path, got {self.init_from!r}")
             check_model_folder(self.init_from)
+            if self.model_config(1000).stream.active:  # refused here, before any work
+                check_stream(self.stream)
 
     def model_config(self, vocab_size: int) -> GPTConfig:
         """The preset's GPTConfig with this run's stream, block size and dropout."""
