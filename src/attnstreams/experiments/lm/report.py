@@ -51,6 +51,7 @@ CURVES = (
     "induction_score",
     "prefix_matching",
     "context_gain",
+    "icl_score",
 )
 #: Long runs (evaluated on a log-spaced schedule): every quantity the question needs.
 LONG_CURVES = (
