@@ -103,7 +103,7 @@ def test_prepare_resampled_copies(tmp_path):
     one = prepare_data(cfg, tmp_path / "one", progress=False, workers=1)  # the same files
     for f in ("train.bin", "train.json", "validation.bin", lm.IOI_VOCAB, "tokenizer.json"):
         assert (one / f).read_bytes() == (d / f).read_bytes(), f
-    tok = lm.load_tokenizer(d)
+    tok = lm_data.load_tokenizer(d)
     text = tok.decode(TokenWindows(d / "train.bin").tokens.tolist())
     copies = text.split("<|endoftext|>")
     n = len(copies) // 3
