@@ -361,6 +361,15 @@ def test_stop_after_keeps_the_work_and_speed_settings_may_change_on_resume(data_
     assert again.step == 4
 
 
+def test_a_batch_whose_logits_cannot_fit_is_refused_before_any_work(data_dir, monkeypatch):
+    import attnstreams.experiments.lm.train as lm_train
+
+    monkeypatch.setattr(lm_train, "GPT", None)  # the model must not be built
+    cfg = LMTrainConfig(**{**TINY.__dict__, "block_size": 1_000_000, "batch": 64})
+    with pytest.raises(ValueError, match=r"logits of a batch need at least \d[\d,]* GiB"):
+        LMTrainer(cfg, data_dir)
+
+
 def test_gradient_accumulation_takes_the_same_steps(data_dir):
     """batch 4 in 2 or 4 pieces: the same losses and weights as the whole batch at once (no
     dropout: its masks are drawn per piece)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import json
 import math
+import os
 import signal
 import sys
 import time
@@ -189,6 +190,7 @@ class LMTrainer:
         torch.manual_seed(cfg.seed)
         if cfg.init_from is None:
             self.model_cfg = cfg.model_config(self.tokenizer.vocab_size)
+            check_logits_fit(cfg, self.model_cfg, self.device)
             self.model = GPT(self.model_cfg).to(self.device)
         else:  # a transformers model with a stream added (models/hf.py)
             from attnstreams.models.hf import HFCausalLM
@@ -410,6 +412,25 @@ class LMTrainer:
         if cuda is not None and self.device.type == "cuda":
             torch.cuda.set_rng_state(cuda, self.device)
         self.step = meta["step"]
+
+
+def check_logits_fit(cfg: LMTrainConfig, model_cfg: GPTConfig, device) -> None:
+    """Refuse, before any work, a batch whose logits alone cannot fit the device: evaluation
+    takes the whole batch at once, its float32 logits and their log-softmax. A lower bound of
+    the need, so nothing that fits is refused."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        total = torch.cuda.mem_get_info(device)[1]
+    else:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    T, V = model_cfg.block_size, model_cfg.vocab_size
+    need = 2 * cfg.batch * T * V * 4
+    if need > total:
+        raise ConfigError(
+            f"the logits of a batch need at least {need / 2**30:,.0f} GiB (batch {cfg.batch} x "
+            f"context {T:,} x vocabulary {V:,}), more than the {total / 2**30:,.0f} GiB of "
+            f"{device.type}: use a smaller --batch or --block-size"
+        )
 
 
 def _rng_key(kind: str, rank: int) -> str:
