@@ -298,6 +298,11 @@ class StreamAttention(nn.Module):
         n_kv_head = n_kv_head or n_head
         if n_head % n_kv_head:
             raise ConfigError(f"n_head ({n_head}) must be a multiple of n_kv_head ({n_kv_head})")
+        if head_dim is None and dim % n_head:  # dim // n_head would drop the remainder
+            raise ConfigError(
+                f"width {dim} is not divisible by {n_head} heads: give head_dim, or a width "
+                f"that {n_head} heads split evenly"
+            )
         head_dim = head_dim or dim // n_head
         if not out_proj and n_head * head_dim != dim:
             raise ConfigError("without an output projection, n_head * head_dim must equal dim")
