@@ -481,7 +481,8 @@ def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):
         "induction_score",
         "heldout_loss",
     } <= set(ev) and ev["stream"] == "value"
-    assert main(["lm", "eval", ckpt, "--data", str(FIXTURE), "--split", "train", "--json"]) == 0
+    run = str(tmp_path / "r")  # the run's folder names its checkpoint
+    assert main(["lm", "eval", run, "--data", str(FIXTURE), "--split", "train", "--json"]) == 0
     on_train = json.loads(capsys.readouterr().out)  # named for what it is: no held-out loss
     assert "train_loss" in on_train and "heldout_loss" not in on_train
     assert main(["lm", "sample", ckpt, "--prompt", "Once upon", "--max-new-tokens", "5"]) == 0

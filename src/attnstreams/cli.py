@@ -762,6 +762,10 @@ def _trained_model(args):
 
     device = _device(args.device)
     ckpt = Path(args.checkpoint)
+    if ckpt.is_dir():  # a run's folder: its checkpoint
+        if not (ckpt / CHECKPOINT).is_file():
+            raise ConfigError(f"{ckpt} is a folder without a {CHECKPOINT}: give a run's folder")
+        ckpt = ckpt / CHECKPOINT
     model, meta = load_model(ckpt, device)
     tok = load_tokenizer(ckpt.parent)
     if tok.vocab_size != meta["vocab_size"]:
@@ -949,7 +953,7 @@ def build_parser() -> Parser:
     _lm_args(p)
     p.set_defaults(func=cmd_lm_grid, config_parser=p)
     p = sub.add_parser("eval", help="IOI, induction and held-out loss of a checkpoint")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint.safetensors, or the run folder holding it")
     p.add_argument("--data", help="corpus for a held-out loss (tokenised with the run's tokenizer)")
     p.add_argument(
         "--split",
@@ -966,7 +970,7 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lm_eval)
     p = sub.add_parser("sample", help="generate text from a checkpoint")
-    p.add_argument("checkpoint")
+    p.add_argument("checkpoint", help="a checkpoint.safetensors, or the run folder holding it")
     p.add_argument("--prompt", default="Once upon a time")
     p.add_argument("--max-new-tokens", type=int, default=100)
     p.add_argument("--temperature", type=float, default=0.8)
