@@ -234,11 +234,12 @@ def test_fuzz_train_cli_validation(monkeypatch, capsys, verb, pairs):
 
     monkeypatch.setattr(attnstreams.experiments.icl.train, "ICLGrid", icl_grid_checks)
     monkeypatch.setattr(attnstreams.experiments.lm.train, "prepare_data", stop)
-    argv = [verb, "train", "--out", tempfile.mkdtemp()] + [x for p in pairs for x in p]
-    try:
-        code = call(argv)
-    except Stop:
-        code = 0  # everything validated; training would start here
+    with tempfile.TemporaryDirectory() as out:
+        argv = [verb, "train", "--out", out] + [x for p in pairs for x in p]
+        try:
+            code = call(argv)
+        except Stop:
+            code = 0  # everything validated; training would start here
     err = capsys.readouterr().err
     assert code in (0, 2), err
     assert "Traceback" not in err
