@@ -113,6 +113,28 @@ def test_trial_structure():
     assert (t.keys[:, -1] - t.query).abs().amax() > 1e-3
 
 
+@pytest.mark.parametrize("a", [2.0, 1.0])
+def test_attention_maps_are_what_the_report_caption_says(a):
+    """reproduce's caption: all three panels blank (NaN) above the diagonal; below it, rows
+    before the last score their own key as |q_t|^2 (k_t = q_t), the query row's own cell is
+    the random last key's chance match, and the picked key is the last row's argmax."""
+    cfg = AMICLConfig(a=a)
+    maps, answer = amicl.attention_trial(cfg, seed=3)
+    above = torch.ones(cfg.length, cfg.length, dtype=torch.bool).triu(1)
+    for name, m in maps.items():
+        assert m[above].isnan().all() and m[~above].isfinite().all(), name
+    torch.testing.assert_close(maps["softmax"].nansum(-1), torch.ones(cfg.length))
+    assert torch.equal(maps["argmax"].nansum(-1), torch.ones(cfg.length))
+    t = sample_trials(cfg, 1, torch.Generator().manual_seed(3))
+    prev = torch.cat([torch.zeros(1, 1, cfg.dim), t.tokens[:, :-1]], dim=1)
+    q = ((cfg.a * prev + t.tokens) / (cfg.a + 1))[0]
+    own = maps["scores"].diagonal()
+    torch.testing.assert_close(own[:-1], (q[:-1] ** 2).sum(-1))
+    torch.testing.assert_close(own[-1], q[-1] @ t.keys[0, -1])
+    assert own[-1] < (q[-1] ** 2).sum() / 3  # dark: far below a self-match
+    assert answer["picked"] == int(maps["argmax"][-1].nan_to_num(0).argmax())
+
+
 def test_noise_scale_default_is_one_over_dim():
     cfg = AMICLConfig(dim=50, classes=1, eps=1.0)
     t = sample_trials(cfg, 2000, torch.Generator().manual_seed(2))

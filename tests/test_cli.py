@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import subprocess
 import sys
 
@@ -140,6 +141,39 @@ def test_console_script_entry_point():
     assert (
         proc.stderr.strip() == "attnstreams: error: length must be even (item/label pairs), got 7"
     )
+
+
+def test_python_dash_m_runs_the_cli():
+    """`python -m attnstreams` is the command: its usage, and its exit code passed through."""
+    run = [sys.executable, "-m", "attnstreams"]
+    proc = subprocess.run([*run, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: "), proc.stderr
+    proc = subprocess.run([*run, "amicl", "run", "--length", "7"], capture_output=True, text=True)
+    assert proc.returncode == 2 and "length must be even" in proc.stderr
+
+
+def test_package_help_points_to_the_entry_points():
+    """help(attnstreams) names the main entry points, and each exists where it says."""
+    import pydoc
+
+    import attnstreams
+    from attnstreams.amicl import AMICLConfig, run
+    from attnstreams.models.gpt import GPT, preset
+    from attnstreams.models.hf import add_streams, from_pretrained
+    from attnstreams.streams import StreamAttention, StreamConfig
+
+    text = pydoc.render_doc(attnstreams, renderer=pydoc.plaintext)
+    named = [AMICLConfig, run, GPT, preset, add_streams, from_pretrained, StreamAttention]
+    for obj in [*named, StreamConfig]:
+        assert f"`{obj.__module__}`" in text and re.search(rf"\b{obj.__name__}\b", text), obj
+    assert "attnstreams --help" in text and "python -m attnstreams" in text
+
+
+def test_import_attnstreams_loads_no_torch():
+    """The package's own import is light (its help names submodules, loaded on use)."""
+    code = "import sys, attnstreams; print('torch' in sys.modules)"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stdout + proc.stderr
 
 
 def test_start_up_leaves_fsdp_unloaded():

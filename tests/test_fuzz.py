@@ -232,15 +232,16 @@ def test_fuzz_train_cli_validation(monkeypatch, capsys, verb, pairs):
     """Argument and config validation of the training verbs, --stream included (training
     itself stubbed out)."""
     import attnstreams.experiments.icl.train
-    import attnstreams.experiments.lm.train
+    import attnstreams.experiments.lm.data
 
     monkeypatch.setattr(attnstreams.experiments.icl.train, "ICLGrid", icl_grid_checks)
-    monkeypatch.setattr(attnstreams.experiments.lm.train, "prepare_data", stop)
-    argv = [verb, "train", "--out", tempfile.mkdtemp()] + [x for p in pairs for x in p]
-    try:
-        code = call(argv)
-    except Stop:
-        code = 0  # everything validated; training would start here
+    monkeypatch.setattr(attnstreams.experiments.lm.data, "prepare_data", stop)
+    with tempfile.TemporaryDirectory() as out:
+        argv = [verb, "train", "--out", out] + [x for p in pairs for x in p]
+        try:
+            code = call(argv)
+        except Stop:
+            code = 0  # everything validated; training would start here
     err = capsys.readouterr().err
     assert code in (0, 2), err
     assert "Traceback" not in err
@@ -272,10 +273,11 @@ def test_fuzz_every_verb(monkeypatch, capsys, verb, data):
     """Every verb's options once more: exit 0 or 2, never a traceback, one line on error (the
     work itself stubbed out once everything is validated)."""
     import attnstreams.experiments.icl.train
+    import attnstreams.experiments.lm.data
     import attnstreams.experiments.lm.train
 
     monkeypatch.setattr(attnstreams.experiments.icl.train, "ICLGrid", icl_grid_checks)
-    monkeypatch.setattr(attnstreams.experiments.lm.train, "prepare_data", stop)
+    monkeypatch.setattr(attnstreams.experiments.lm.data, "prepare_data", stop)
     monkeypatch.setattr(attnstreams.experiments.lm.train, "run_grid", stop)
     prefix, flags = VERBS[verb]
     with tempfile.TemporaryDirectory() as d:
@@ -329,9 +331,9 @@ json_values = st.recursive(
     )
 )
 def test_fuzz_config_files(monkeypatch, capsys, data):
-    import attnstreams.experiments.lm.train
+    import attnstreams.experiments.lm.data
 
-    monkeypatch.setattr(attnstreams.experiments.lm.train, "prepare_data", stop)
+    monkeypatch.setattr(attnstreams.experiments.lm.data, "prepare_data", stop)
     with tempfile.TemporaryDirectory() as d:
         cfg = Path(d) / "c.json"
         cfg.write_text(json.dumps(data))

@@ -135,6 +135,31 @@ def test_report_counts_never_reached_and_states_result(tmp_path):
     assert (tmp_path / "steps_to_icl.png").exists()
 
 
+@pytest.mark.parametrize(
+    ("seeds", "caption"),
+    [
+        (4, "Thick lines: the mean over the 4 seeds; thin lines: each seed; dashed: the"),
+        (5, "Each line: the mean over the 5 seeds, its band ± 1 sd; dashed: the"),
+    ],
+)
+def test_report_curves_label_their_thresholds_and_caption_what_is_drawn(
+    tmp_path, monkeypatch, seeds, caption
+):
+    """Each dashed line of curves.png names its threshold; the caption says band or seeds, as
+    plot_bands draws them (a band from 5 seeds on)."""
+    from attnstreams.run import plots
+
+    figures = []
+    save = plots._save
+    monkeypatch.setattr(plots, "_save", lambda fig, path: figures.append(fig) or save(fig, path))
+    fake_grid(tmp_path, {"none": [500] * seeds, "value": [400] * seeds})
+    text = " ".join(write_report(tmp_path, thresholds=(0.5, 0.975)).read_text().split())
+    assert f"{caption} thresholds, each labelled on its line." in text
+    for ax in figures[0].axes:
+        labels = {t.get_text(): t.get_position()[1] for t in ax.texts}
+        assert labels == {"threshold 50%": 0.5, "threshold 97.5%": 0.975}, ax.get_title()
+
+
 def test_report_says_so_when_no_run_reaches_the_threshold(tmp_path):
     fake_grid(tmp_path, {"none": [None, None], "value": [None, None]})
     text = write_report(tmp_path).read_text()

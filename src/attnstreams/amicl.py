@@ -312,7 +312,10 @@ def attention_maps(cfg: AMICLConfig, seed: int = 0) -> dict[str, torch.Tensor]:
 
 def attention_trial(cfg: AMICLConfig, seed: int = 0) -> tuple[dict[str, torch.Tensor], dict]:
     """The maps of one trial, and what the query's row does: the key position its argmax
-    picks, the positions holding the right label, and whether the read-out is right."""
+    picks, the positions holding the right label, and whether the read-out is right. Row t
+    attends to keys i <= t; every map is NaN above the diagonal, so a figure leaves those
+    cells blank in each panel alike (a weight of 0 drawn there would look like a key the row
+    could attend to)."""
     check_range("seed", seed, lo=0, hi=2**63 - 1)
     g = torch.Generator().manual_seed(seed)
     t = sample_trials(cfg, 1, g)
@@ -326,7 +329,8 @@ def attention_trial(cfg: AMICLConfig, seed: int = 0) -> tuple[dict[str, torch.Te
     hard = torch.zeros_like(soft).scatter_(1, scores.argmax(-1, keepdim=True), 1.0)
     picked = int(scores[-1].argmax())
     labels = [i for i in range(1, T - 1, 2) if torch.equal(t.tokens[0, i], t.target[0])]
-    maps = {"scores": scores.masked_fill(~causal, math.nan), "softmax": soft, "argmax": hard}
+    maps = {"scores": scores, "softmax": soft, "argmax": hard}
+    maps = {name: m.masked_fill(~causal, math.nan) for name, m in maps.items()}
     return maps, {"picked": picked, "labels": labels, "right": picked in labels}
 
 

@@ -111,9 +111,16 @@ def amicl_section(out: Path, quick: bool, seed: int) -> str:
         "### Attention maps",
         "",
         f"One trial each (D={base.dim}, K={base.classes}, T={base.length}, seed {seed}). Rows: "
-        "query position t (the last row is the query); columns: key position i <= t (causal; "
-        "blank above the diagonal). Left: scores k_i·q_t; middle: their softmax; right: the "
-        "argmax, one cell a row. The read-out is the value at the last row's argmax.",
+        "query position t; the last row is the query, whose label is hidden. Columns: key "
+        "position i. Attention is causal (i <= t), so all three panels are blank above the "
+        "diagonal. Left: scores k_i·q_t; middle: their softmax over the row "
+        f"(β={base.beta:g}: the scores are small, so the weights stay near 1/(t+1) and fade "
+        "down the rows); right: the argmax, one cell a row. In every row but the last the key "
+        "is that position's own query (k_t = q_t), so a row's own cell is usually its best "
+        "match: the bright diagonal. The last key alone is a random vector, so that the query "
+        "cannot pick its own position, whose value is the hidden (zero) label: the query "
+        "row's own cell, bottom right, is dark, a chance match that still counts. The read-out "
+        "is the value at the last row's argmax.",
         "",
     ]
     for a in (2.0, 1.0):

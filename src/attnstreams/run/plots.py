@@ -72,12 +72,15 @@ def plot_bands(
     hlines: tuple[float, ...] | dict[str, tuple[float, ...]] = (),
     logx: bool = False,
     ylims: dict[str, tuple[float, float]] | None = None,
+    hline_labels: dict[float, str] | None = None,
 ) -> Path:
     """One panel per entry; in each, one line per label: the mean over seeds and a +/- 1 sd
     band, or under 5 seeds every seed's own thin line beside the mean (a band of 2 seeds says
     little). panels[title][label] = (x (P,), y (seeds, P)). ylabel and hlines (dashed
-    reference lines, such as chance) apply to every panel or, as dicts, by title; ylims fixes
-    some panels' ranges (an accuracy from 0 to 1, not auto-scaled to a 1e-3 wobble)."""
+    reference lines, such as chance) apply to every panel or, as dicts, by title;
+    hline_labels[value] is written on the line at that value wherever one is drawn (dashed
+    lines all look alike, so a legend could not tell them apart); ylims fixes some panels'
+    ranges (an accuracy from 0 to 1, not auto-scaled to a 1e-3 wobble)."""
 
     n = len(panels)
     cols = 2 if n > 1 else 1
@@ -98,6 +101,16 @@ def plot_bands(
                     ax.plot(x, seed, color=line.get_color(), lw=0.6, alpha=0.5)
         for h in hlines.get(title, ()) if isinstance(hlines, dict) else hlines:
             ax.axhline(h, color="grey", lw=0.6, ls="--")
+            if hline_labels and h in hline_labels:  # x in axes units: at the left, any scale
+                ax.text(
+                    0.01,
+                    h,
+                    hline_labels[h],
+                    transform=ax.get_yaxis_transform(),
+                    fontsize=7,
+                    color="grey",
+                    va="bottom",
+                )
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel.get(title, "") if isinstance(ylabel, dict) else ylabel)

@@ -324,14 +324,20 @@ def write_report(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> Path
             n = min(len(rows[v][s]) for s in seeds)
             x = [r["step"] for r in rows[v][seeds[0]][:n]]
             panels[TITLES[t]][v] = (x, [[r[f"acc_{t}"] for r in rows[v][s][:n]] for s in seeds])
-    curves = plot_bands(panels, run / "curves.png", ylabel="accuracy", hlines=tuple(thresholds))
+    curves = plot_bands(
+        panels,
+        run / "curves.png",
+        ylabel="accuracy",
+        hlines=tuple(thresholds),
+        hline_labels={t: f"threshold {100 * t:g}%" for t in thresholds},
+    )
     thr = max(thresholds)
     per_seed = {v: [steps_to(rows[v][s], "acc_icl", thr) for s in seeds] for v in variants}
     lines += [
         "",
         "## Curves",
         "",
-        "Each line: the mean over seeds; band: ± 1 sd; dashed: the thresholds.",
+        _curves_caption(len(seeds)),
         "",
         f"![accuracy curves]({curves.name})",
         "",
@@ -350,6 +356,17 @@ def write_report(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> Path
         (run / "steps_to_icl.png").unlink(missing_ok=True)
         lines += [f"No run reached {thr:.0%} ICL accuracy, so there is no per-seed plot.", ""]
     return write_text_atomic(run / "report.md", "\n".join(lines) + "\n")
+
+
+def _curves_caption(n_seeds: int) -> str:
+    """What curves.png draws: plot_bands shows a band from 5 seeds on, each seed's line below."""
+    if n_seeds >= 5:
+        shown = f"Each line: the mean over the {n_seeds} seeds, its band ± 1 sd"
+    elif n_seeds > 1:
+        shown = f"Thick lines: the mean over the {n_seeds} seeds; thin lines: each seed"
+    else:
+        shown = "One seed a line"
+    return f"{shown}; dashed: the thresholds, each labelled on its line."
 
 
 def _pct(sooner: float) -> str:
