@@ -69,13 +69,13 @@ def qkv_slice(attn: StreamAttention, kind: str) -> slice:
     return slice(start, start + size)
 
 
-
 def test_a_width_the_heads_do_not_split_is_refused():
     """StreamAttention(65, 4) silently used head size 16 (64 of the 65 features)."""
     with pytest.raises(ConfigError, match="width 65 is not divisible by 4 heads"):
         StreamAttention(65, 4, 0)
     assert StreamAttention(65, 4, 0, head_dim=16).head_dim == 16  # said outright: allowed
     assert StreamAttention(64, 4, 0).head_dim == 16
+
 
 @pytest.mark.parametrize("spec", VARIANTS)
 def test_parse_name_roundtrip(spec):
