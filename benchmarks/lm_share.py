@@ -1,7 +1,7 @@
 """Runs finished per GPU-minute when N `lm train` processes share one GPU, with and without
 CUDA MPS (which lets their kernels run on the GPU at once instead of taking turns).
 
-    python benchmarks/lm_share.py --data-dir TOKENS --procs 10 --steps 1000 --modes plain,mps
+    python benchmarks/lm_share.py --data CORPUS --procs 10 --steps 1000 --modes plain,mps
 
 Each mode launches the same N runs (seeds 0..N-1, the 8M model, compile + CUDA graphs, the
 log-spaced evaluation schedule of results/lm-long) at once and times them from launch to the
@@ -102,8 +102,8 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--data-dir", required=True, help="prepared token files (lm prepare)")
-    p.add_argument("--data", required=True, help="the corpus they were prepared from")
+    p.add_argument("--data", required=True, help="the corpus (a folder of TinyStories files)")
+    p.add_argument("--data-dir", help="its token files, if prepared (default: made here)")
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--val-tokens", type=int, default=1_000_000)
     p.add_argument("--names", default="original")
@@ -116,6 +116,13 @@ def main() -> None:
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
+        if args.data_dir is None:  # the runs' own token files, made once for every mode
+            args.data_dir = str(Path(tmp) / "tokens")
+            prep = [sys.executable, "-m", "attnstreams.cli", "lm", "prepare", "--data", args.data,
+                    "--train-tokens", "0", "--vocab-size", str(args.vocab_size), "--val-tokens",
+                    str(args.val_tokens), "--names", args.names, "--data-dir", args.data_dir,
+                    "--json"]  # fmt: skip
+            subprocess.run(prep, check=True, stdout=subprocess.DEVNULL)
         for mode in args.modes.split(","):
             rows.append(run_mode(mode, args, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)

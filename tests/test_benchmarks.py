@@ -56,6 +56,24 @@ CASES = {
         "1",
         "--profile",
     ],
+    "lm_share.py": [  # a tiny model on the CPU; MPS (a CUDA daemon) is reported missing
+        "--device",
+        "cpu",
+        "--data",
+        str(ROOT / "tests" / "fixtures" / "tinystories-sample.txt"),
+        "--vocab-size",
+        "400",
+        "--val-tokens",
+        "2000",
+        "--procs",
+        "2",
+        "--steps",
+        "6",
+        "--eval-log",
+        "3",
+        "--modes",
+        "plain,mps",
+    ],  # fmt: skip
     "profile_steps.py": ["--device", "cpu", "ceilings", "attention"],  # profiles: on GPUs
     "soak.py": ["--cycles", "0"],  # the table alone; tests/test_faults.py runs 10 cycles
     "stories.py": ["--n", "300", "--vocab-size", "400"],

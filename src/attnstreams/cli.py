@@ -287,8 +287,8 @@ def _icl_run(args, variants: list[str], seeds: list[int]) -> int:
 
     if args.resume and not args.out:
         raise ConfigError("--resume needs --out (the run folder to continue)")
-    if args.resume and not (Path(args.out) / CHECKPOINT).is_file():  # before the test sets
-        raise ConfigError(f"nothing to resume: {Path(args.out) / CHECKPOINT} does not exist")
+    if args.resume:  # a folder in use or without a checkpoint: refused before the test sets
+        new_run_dir(args.out, resume=True, lock=True)
     if args.stop_after is not None:
         check_range("stop_after", args.stop_after, lo=1)
     cfg = ICLTrainConfig(
