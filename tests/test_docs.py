@@ -470,6 +470,100 @@ def fuzz() -> tuple[str, str, str]:
 
 
 # -- the table ------------------------------------------------------------------------------------
+# -- experiment 2, long training: results/lm-long/pilot -------------------------------------------
+PILOT = "results/lm-long/pilot/README.md"
+ARMS = ("none", "value")
+
+
+@cache
+def pilot() -> dict[str, list[dict]]:
+    """The pilot's runs (seed 0 of each arm, names resampled), by arm."""
+    runs, _ = load_grid(RESULTS / "lm-long" / "pilot" / "resampled")
+    return {arm: runs[arm][0] for arm in ARMS}
+
+
+def both(f: Callable[[list[dict]], str]) -> tuple[str, str]:
+    """A figure of each arm's run, none first."""
+    return tuple(f(pilot()[arm]) for arm in ARMS)
+
+
+def lowest(rows: list[dict]) -> dict:
+    return min(rows, key=lambda r: r["val_loss"])
+
+
+def pilot_tokens() -> tuple[str, str]:
+    last = pilot()["none"][-1]
+    assert all(pilot()[a][-1]["step"] == last["step"] for a in ARMS)
+    return f"{last['tokens'] / 1e6:.1f}M", n(last["step"])
+
+
+def pilot_loss() -> tuple:
+    low_at = {f"{lowest(rows)['tokens'] / 1e6:.1f}M" for rows in pilot().values()}
+    assert len(low_at) == 1  # both at the same evaluation, as the text says
+    return (
+        *both(lambda r: f"{lowest(r)['val_loss']:.3f}"),
+        low_at.pop(),
+        *both(lambda r: f"{r[-1]['val_loss']:.3f}"),
+        *both(lambda r: f"{r[-1]['train_loss']:.3f}"),
+    )
+
+
+def pilot_ioi() -> tuple:
+    top = max(r["ioi_accuracy"] for rows in pilot().values() for r in rows)
+    return (f"{top:.3f}", *both(lambda r: f"{r[-1]['ioi_accuracy']:.3f}"))
+
+
+def pilot_induction() -> tuple:
+    def peak(rows):
+        return max(rows, key=lambda r: r["induction_score"])
+
+    def negative_from(rows):
+        after = [r for r in rows if r["tokens"] > peak(rows)["tokens"]]
+        first = next(i for i, r in enumerate(after) if r["induction_score"] < 0)
+        assert all(r["induction_score"] < 0 for r in after[first:])  # and stays so
+        return f"{after[first]['tokens'] / 1e6:.1f}M"
+
+    starts = set(both(negative_from))
+    assert len(starts) == 1  # "in both runs"
+    pm = max(r["prefix_matching"] for rows in pilot().values() for r in rows)
+    return (
+        f"{peak(pilot()['none'])['induction_score']:.3f}",
+        f"{peak(pilot()['none'])['tokens'] / 1e6:.1f}M",
+        f"{peak(pilot()['value'])['induction_score']:.3f}",
+        f"{peak(pilot()['value'])['tokens'] / 1e6:.1f}M",
+        starts.pop(),
+        f"{pm:.3f}",
+    )
+
+
+def pilot_paper() -> tuple:
+    def spread(key):
+        def f(rows):
+            late = [r[key] for r in rows if r["tokens"] >= 15e6]
+            return f"{min(late):.4f}-{max(late):.4f}"
+
+        return both(f)
+
+    return (
+        *spread("paper_ioi_p_io"),
+        *spread("paper_ioi_p_s"),
+        *both(lambda r: f"{r[-1]['paper_ioi_p_io']:.4f}"),
+        *both(lambda r: f"{r[-1]['paper_ioi_p_s']:.4f}"),
+    )
+
+
+def pilot_speed() -> tuple:
+    summaries = [
+        json.loads((RESULTS / "lm-long/pilot/resampled" / f"{a}-s0/summary.json").read_text())
+        for a in ARMS
+    ]
+    walls = {f"{s['wall_s']:.0f}" for s in summaries}
+    assert len(walls) == 1
+    log = (RESULTS / "lm-long/pilot/job.log").read_text()
+    prep = re.search(r"\[(\d+) s\] prepared", log).group(1)
+    return (*(n(s["tokens_per_s"]) for s in summaries), walls.pop(), prep)
+
+
 @dataclass(frozen=True)
 class Claim:
     file: str
@@ -489,6 +583,45 @@ README, GRID, TOY, LM, SOAK = (
 )
 
 CLAIMS = [
+    # results/lm-long/pilot/README.md
+    Claim(
+        PILOT,
+        "were trained for 150 passes ({} tokens, {} steps) over the ~13,400 real training",
+        pilot_tokens,
+    ),
+    Claim(
+        PILOT,
+        "Held-out loss falls to its lowest, {} (none) and {} (value) nats/token, at {} tokens, "
+        "and then rises for the rest of the run, to {} and {} at the end, while the training "
+        "loss keeps falling ({} and {} at the end)",
+        pilot_loss,
+    ),
+    Claim(
+        PILOT,
+        "accuracy never exceeds {} in either run (the threshold is 0.6) and ends at {} (none) "
+        "and {} (value)",
+        pilot_ioi,
+    ),
+    Claim(
+        PILOT,
+        "the score peaks at {} nats (none, at {} tokens) and {} (value, at {}), below the 1-nat "
+        "threshold, and turns negative from {} tokens in both runs",
+        lambda: pilot_induction()[:5],
+    ),
+    Claim(PILOT, "the best reaches {} of its attention", lambda: pilot_induction()[5:]),
+    Claim(
+        PILOT,
+        "after 15M tokens P(right name) ranges over {} (none) and {} (value), and P(repeated "
+        "name) over {} and {}. At the end: P(right name) {} (none) and {} (value), P(repeated "
+        "name) {} and {}.",
+        pilot_paper,
+    ),
+    Claim(
+        PILOT,
+        "both runs at once under CUDA MPS: {} and {} tokens/s a run, {} s each, evaluations "
+        "and compiling included; preparing the 150 copies took {} s",
+        pilot_speed,
+    ),
     # README.md, results: experiment 2
     Claim(
         README,
@@ -1072,3 +1205,16 @@ def test_a_changed_figure_fails():
     values = list(claim.values())
     values[3] = "10"  # "lower in 10 of 10 seeds", as the text once said
     assert claim.fragment.format(*values) not in text(claim.file)
+
+
+def test_the_pilot_says_nothing_emerged_and_right_names_stay_improbable():
+    """results/lm-long/pilot: no ability passes its threshold in any run, and the templated
+    set's P(right name) "stays below 0.0005 throughout"."""
+    from attnstreams.experiments.lm.report import ABILITIES, first_step
+
+    assert "nothing in-context emerges by 400M tokens" in text(PILOT)
+    for rows in pilot().values():
+        for key, (_, thr, times) in ABILITIES.items():
+            assert first_step(rows, key, thr, times) is None, key
+    assert "stays below 0.0005 throughout" in text(PILOT)
+    assert max(r["ioi_p_io"] for rows in pilot().values() for r in rows) < 0.0005

@@ -229,7 +229,7 @@ def _emergence_section(runs, arms, baseline) -> list[str]:
                 ""
                 if seen is None
                 else f" (highest at any evaluation {seen[0]:.3f}; runs end at "
-                f"{seen[1]:.3f}-{seen[2]:.3f})"
+                f"{seen[1]:.3f} to {seen[2]:.3f})"
             )
             verdicts.append(
                 f"- **{what}: never**, in no run of any arm; no arm can be sooner{where}."
