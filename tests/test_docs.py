@@ -583,6 +583,23 @@ README, GRID, TOY, LM, SOAK = (
 )
 
 CLAIMS = [
+    # README.md, results: experiment 2, long training
+    Claim(
+        README,
+        "one seed each so far, 150 passes ({} tokens) on an H100",
+        lambda: pilot_tokens()[:1],
+    ),
+    Claim(
+        README,
+        "held-out loss is lowest at {} tokens ({} and {} nats/token) and rises to {} and {} by "
+        "the end while the training loss keeps falling",
+        lambda: (pilot_loss()[2], *pilot_loss()[:2], *pilot_loss()[3:5]),
+    ),
+    Claim(
+        README,
+        "turns negative from {} tokens; templated IOI accuracy never exceeds {}",
+        lambda: (pilot_induction()[4], pilot_ioi()[0]),
+    ),
     # results/lm-long/pilot/README.md
     Claim(
         PILOT,
@@ -1218,3 +1235,6 @@ def test_the_pilot_says_nothing_emerged_and_right_names_stay_improbable():
             assert first_step(rows, key, thr, times) is None, key
     assert "stays below 0.0005 throughout" in text(PILOT)
     assert max(r["ioi_p_io"] for rows in pilot().values() for r in rows) < 0.0005
+    for arm in ARMS:  # "on an H100"
+        summary = RESULTS / "lm-long/pilot/resampled" / f"{arm}-s0/summary.json"
+        assert "H100" in json.loads(summary.read_text())["device"]
