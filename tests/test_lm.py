@@ -327,6 +327,39 @@ def test_log_schedule_logs_each_windows_mean_loss(data_dir, tmp_path):
         )
 
 
+def test_a_signal_during_an_evaluation_ends_it_and_the_resume_equals_the_full_run(
+    data_dir, tmp_path
+):
+    """SIGTERM in the middle of step 6's evaluation stops it between batches; the run ends
+    with step 3's checkpoint, and a resume gives the uninterrupted run's rows and weights."""
+    import os
+    import signal
+
+    from attnstreams.run.logs import TrainingInterrupted
+
+    full = LMTrainer(TINY, data_dir)
+    train(full, tmp_path / "a", progress=False)
+    stopped = LMTrainer(TINY, data_dir)
+    calls, sequential = [], stopped.val_data.sequential
+
+    def signalled(*args, **kwargs):
+        calls.append(1)
+        for i, batch in enumerate(sequential(*args, **kwargs)):
+            if len(calls) == 3 and i == 0:  # the evaluations of steps 0, 3 and 6
+                os.kill(os.getpid(), signal.SIGTERM)
+            yield batch
+
+    stopped.val_data.sequential = signalled
+    with pytest.raises(TrainingInterrupted, match="evaluation of step 6: the checkpoint of step 3"):
+        train(stopped, tmp_path / "b", progress=False)
+    resumed = LMTrainer(TINY, data_dir)
+    train(resumed, tmp_path / "b", resume=True, progress=False)
+    assert rows(tmp_path / "a" / "metrics.jsonl") == rows(tmp_path / "b" / "metrics.jsonl")
+    after = resumed.model.state_dict().values()
+    for a, b in zip(full.model.state_dict().values(), after, strict=True):
+        assert torch.equal(a, b)
+
+
 def test_checkpoint_loads_with_its_own_architecture(data_dir, tmp_path):
     trainer = LMTrainer(TINY, data_dir)
     train(trainer, tmp_path, progress=False)

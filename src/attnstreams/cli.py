@@ -589,7 +589,7 @@ def _lm_train_ranked(args, data, cfg, d, device):
     if d.is_main:
         try:
             prepare_data(data, data_dir, progress=not args.json)
-        except ConfigError:  # refused data: a run folder made for it goes too
+        except (ConfigError, OSError):  # refused data: a run folder made for it goes too
             if new and not any(p.name != LOCK for p in out.iterdir()):
                 shutil.rmtree(out, ignore_errors=True)
             raise

@@ -276,14 +276,20 @@ class TrainingInterrupted(Exception):
     each kept theirs). `again` says how to continue."""
 
     def __init__(
-        self, step: int | None, folder: Path, signum: int, again: str = "continue with --resume"
+        self,
+        step: int | None,
+        folder: Path,
+        signum: int,
+        again: str = "continue with --resume",
+        text: str | None = None,
     ) -> None:
         where = "checkpoints kept" if step is None else f"at step {step}: checkpoint saved"
-        super().__init__(f"interrupted {where} in {folder}; {again}")
+        super().__init__(text or f"interrupted {where} in {folder}; {again}")
         self.step, self.folder, self.signum, self.again = step, folder, signum, again
+        self.text = text
 
     def __reduce__(self):  # from a grid's worker process to its parent
-        return type(self), (self.step, self.folder, self.signum, self.again)
+        return type(self), (self.step, self.folder, self.signum, self.again, self.text)
 
 
 class NonFiniteLoss(Exception):

@@ -287,14 +287,18 @@ class LMTrainer:
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self) -> dict:
+    def evaluate(self, stop: GracefulStop | None = None) -> dict:
         """Held-out loss and bits per byte, the ICL score within held-out stories, IOI and
-        induction; in eval mode (no dropout)."""
+        induction; in eval mode (no dropout). `stop`: a signal it has caught ends the
+        evaluation between batches (EvaluationStopped), so a long one does not hold it up."""
         self.model.eval()
         T = self.model_cfg.block_size
         total, n = 0.0, 0
         batches = self.cfg.eval_batches or None
         for x, y in self.val_data.sequential(self.cfg.batch, T, batches):
+            if stop is not None and stop.signum is not None and self.dist.world == 1:
+                self.model.train()
+                raise EvaluationStopped(stop.signum)
             with self.autocast:
                 logits, _ = self.model(x.to(self.device))
             nll = torch.nn.functional.cross_entropy(
@@ -580,6 +584,7 @@ def train(
             file=sys.stderr,
         )
     t0, start, saved = time.perf_counter(), trainer.step, False
+    on_disk = trainer.step if resume else None  # the step of the checkpoint written last
     schedule = [0, *cfg.eval_steps()]
     evals = set(schedule[1:])
     tokens_per_step = cfg.batch * trainer.model_cfg.block_size
@@ -592,7 +597,7 @@ def train(
         ) as bar,
     ):
         if trainer.step == 0:
-            log.write({"step": 0, "tokens": 0, **trainer.evaluate()})
+            log.write({"step": 0, "tokens": 0, **evaluate(trainer, stop, out, None)})
         while trainer.step < end:
             trainer.train_step()
             bar.update()
@@ -607,11 +612,12 @@ def train(
                     "lr": cfg.lr_at(trainer.step - 1),
                 }
                 check_finite([row], trainer.step, since)
-                row |= {**trainer.evaluate(), "elapsed_s": time.perf_counter() - t0}
+                got = evaluate(trainer, stop, out, on_disk)
+                row |= {**got, "elapsed_s": time.perf_counter() - t0}
                 trainer.loss_sum.zero_()
                 log.write(row)
                 trainer.save(ckpt)
-                saved = True
+                saved, on_disk = True, trainer.step
                 parallel.barrier(d)
                 bar.set_postfix(
                     val=f"{row['val_loss']:.3f}", ioi=f"{row.get('ioi_accuracy', float('nan')):.2f}"
@@ -643,6 +649,38 @@ def train(
             trainer.model.save_pretrained(out / "hf")
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     return summary
+
+
+class EvaluationStopped(Exception):
+    """A signal arrived during an evaluation, which was left unfinished."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def evaluate(trainer: LMTrainer, stop: GracefulStop, out: Path, kept: int | None) -> dict:
+    """trainer.evaluate(), stopped between batches by a signal: the run then ends with the
+    checkpoint of step `kept`, the last one written (None: no checkpoint yet), whose metrics
+    rows are the last in the file, so a resume repeats the steps since and their evaluation."""
+    try:
+        return trainer.evaluate(stop)
+    except EvaluationStopped as e:
+        if kept is None:
+            raise TrainingInterrupted(
+                0,
+                out,
+                e.signum,
+                text=f"interrupted in an evaluation before the first checkpoint: nothing to "
+                f"resume in {out}; start the run again in another folder",
+            ) from None
+        raise TrainingInterrupted(
+            kept,
+            out,
+            e.signum,
+            text=f"interrupted in the evaluation of step {trainer.step}: "
+            f"the checkpoint of step {kept} is kept in {out}; continue with --resume",
+        ) from None
 
 
 def run_grid(
