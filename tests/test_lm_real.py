@@ -363,7 +363,7 @@ def test_report_counts_seeds_each_way_and_gives_single_runs_range(tmp_path):
     text = write_report(tmp_path).read_text()
     row = next(ln for ln in text.splitlines() if ln.startswith("| held-out loss (nats/token)"))
     assert row.endswith("| 2 / 1 |")
-    assert "highest at any evaluation 0.580; runs end at 0.400-0.520)" in text
+    assert "highest at any evaluation 0.580; runs end at 0.400 to 0.520)" in text
 
 
 def test_report_refuses_a_folder_of_other_runs(tmp_path, capsys):
