@@ -166,6 +166,20 @@ def test_one_data_folder_is_prepared_once_and_its_tokenizer_checked(tmp_path):
         str(tmp_path / "r"),
     ]
     assert main(argv) == 2 and not (tmp_path / "r").exists()
+    # a --data-dir that cannot be made (under a file): one line, and no run folder left
+    (tmp_path / "a-file").write_text("")
+    data_dir = str(tmp_path / "a-file" / "tokens")
+    argv = [
+        "lm",
+        "train",
+        "--data",
+        str(FIXTURE),
+        "--data-dir",
+        data_dir,
+        "--out",
+        str(tmp_path / "r2"),
+    ]
+    assert main(argv) == 1 and not (tmp_path / "r2").exists()
 
 
 def test_original_setting_reads_ioi_names_from_the_train_text(tmp_path):
