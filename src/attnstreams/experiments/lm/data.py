@@ -97,7 +97,8 @@ def prepare_data(
     train split (renamed in the resampled setting). In the resampled setting the validation
     split is renamed once too, so held-out loss measures the distribution trained on.
     workers: processes that make the renamed copies (default: every core); the files are the
-    same whatever their number."""
+    same whatever their number. They are spawned, so a script that calls this with several
+    copies needs Python's `if __name__ == "__main__":` guard (the CLI has it)."""
     folder = Path(folder)
     new = not folder.exists()
     with locked(folder):  # a second prepare into the folder waits, then reuses or refuses
