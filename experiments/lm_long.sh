@@ -12,10 +12,12 @@
 set -u
 CORPUS=$1 WORK=$2 OUT=$3
 shift 3
-EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540}
+# COPIES: renamed copies to draw from (default: one a pass); fewer than EPOCHS cycle them
+EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540} COPIES=${COPIES:-}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
 CLI="python3 -m attnstreams.cli --threads 1"
 DATA="--data $CORPUS --train-tokens 0 --val-tokens 1000000 --vocab-size 8192 --epochs $EPOCHS"
+copies() { [ "$1" = resampled ] && echo "${COPIES:+--copies $COPIES}"; }  # renamed settings only
 # TRAIN: the run settings (a CPU check of this script sets a tiny model here)
 TRAIN=${TRAIN:-"--preset tinystories-8m --batch 64 --eval-batches 0 --ioi-prompts 1024 \
   --device cuda --compile --cuda-graphs --eval-every 50 --eval-log $EVALS --json"}
@@ -37,7 +39,7 @@ if [ "${MPS:-0}" = 1 ]; then
 fi
 for NAMES in original resampled; do  # only the settings asked for
   case " $* " in *" $NAMES "*) ;; *) continue ;; esac
-  $CLI lm prepare $DATA --names "$NAMES" --data-dir "$WORK/data-$NAMES" --json \
+  $CLI lm prepare $DATA $(copies "$NAMES") --names "$NAMES" --data-dir "$WORK/data-$NAMES" --json \
     > "$WORK/prep-$NAMES.json" 2> "$WORK/prep-$NAMES.err" &
 done
 wait
@@ -48,7 +50,8 @@ while [ $# -ge 4 ]; do
   shift 4
   RUNS=$(( $(echo "$ARMS" | tr ',' '\n' | wc -l) * SEEDS ))
   G="$WORK/$NAMES-s$SEED"
-  timeout "$LIMIT" $CLI lm grid $DATA $TRAIN --names "$NAMES" --data-dir "$WORK/data-$NAMES" \
+  timeout "$LIMIT" $CLI lm grid $DATA $(copies "$NAMES") $TRAIN --names "$NAMES" \
+    --data-dir "$WORK/data-$NAMES" \
     --stream "$ARMS" --seed "$SEED" --seeds "$SEEDS" --workers "$RUNS" --out "$G" \
     > "$G.json" 2> "$G.err" &
 done
