@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from attnstreams.experiments.icl.report import load_runs, steps_to, threshold_table, versus
-from attnstreams.experiments.lm.report import final_comparisons, load_grid, value_range
+from attnstreams.experiments.lm.report import final_comparisons, load_grid, lowest, value_range
 from attnstreams.run import stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -487,10 +487,6 @@ def both(f: Callable[[list[dict]], str]) -> tuple[str, str]:
     return tuple(f(pilot()[arm]) for arm in ARMS)
 
 
-def lowest(rows: list[dict]) -> dict:
-    return min(rows, key=lambda r: r["val_loss"])
-
-
 def pilot_tokens() -> tuple[str, str]:
     last = pilot()["none"][-1]
     assert all(pilot()[a][-1]["step"] == last["step"] for a in ARMS)
@@ -509,7 +505,8 @@ def pilot_loss() -> tuple:
 
 
 def pilot_ioi() -> tuple:
-    top = max(r["ioi_accuracy"] for rows in pilot().values() for r in rows)
+    runs = {arm: {0: rows} for arm, rows in pilot().items()}
+    top = value_range(runs, ARMS, "ioi_accuracy")[0]
     return (f"{top:.3f}", *both(lambda r: f"{r[-1]['ioi_accuracy']:.3f}"))
 
 

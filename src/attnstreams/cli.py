@@ -647,9 +647,7 @@ def _check_resume(out: str, data, cfg) -> None:
     if not path.is_file():
         return
     saved = json.loads(path.read_text())
-    changed = differences(
-        run_defining({"eval_log": 0, **saved["config"]}), run_defining(asdict(cfg))
-    )
+    changed = differences(run_defining(saved["config"]), run_defining(asdict(cfg)))
     if saved.get("data"):
         changed += differences(saved["data"], asdict(data))
     if changed:
@@ -1059,11 +1057,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.func is cmd_lm_train and args.resume:  # the run's settings, then --config
+        resumed = args.func is cmd_lm_train and args.resume
+        if resumed:  # the run's settings, then --config, then the options given
             args.config_parser.set_defaults(**_saved_run_defaults(args.out))
         if getattr(args, "config", None):
             args.config_parser.set_defaults(**_config_defaults(args.config_parser, args.config))
-        if args.func is cmd_lm_train and args.resume or getattr(args, "config", None):
+        if resumed or getattr(args, "config", None):
             args = parser.parse_args(argv)
         _set_threads(args.threads)
         return args.func(args)

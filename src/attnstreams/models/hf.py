@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
+from attnstreams.models.sampling import sample
 from attnstreams.run.config import ConfigError, check_int
 from attnstreams.streams import StreamConfig, learned_mix
 
@@ -265,18 +266,7 @@ class HFCausalLM(nn.Module):
         n = sum(p.numel() for p in self.parameters())
         return n - self.hf.get_input_embeddings().weight.numel() if non_embedding else n
 
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        generator: torch.Generator | None = None,
-    ) -> torch.Tensor:
-        """Sample as GPT.generate does (without a cache: a full forward a token)."""
-        from attnstreams.models.gpt import sample
-
-        return sample(self, idx, max_new_tokens, temperature, top_k, generator)
+    generate = sample  # as GPT's, without a cache: a full forward a token
 
     def save_pretrained(self, folder: Path) -> None:
         """The model as a transformers folder (stream and mix weights included), with the

@@ -197,21 +197,21 @@ def threshold_table(
     return lines, per
 
 
-def _grid(run: Path) -> tuple[dict, dict, list[str], list[int], str]:
-    """A grid folder's config and rows, its variants, the seeds every variant ran, and the
-    baseline the others are compared with."""
+def _grid(run: Path) -> tuple[dict, dict, list[str], list[int], str, int]:
+    """A grid folder's config and rows, its variants, the seeds every variant ran, the
+    baseline the others are compared with, and the last step every one of those runs reached."""
     config, rows = load_runs(run)
     variants = [v for v in config["variants"] if v in rows]
     seeds = sorted(set.intersection(*(set(rows[v]) for v in variants)))
-    return config, rows, variants, seeds, "none" if "none" in variants else variants[0]
+    done = min(rows[v][s][-1]["step"] for v in variants for s in seeds)
+    return config, rows, variants, seeds, "none" if "none" in variants else variants[0], done
 
 
 def grid_results(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> dict:
     """The report's numbers as data (`icl report --json`): for each test set and threshold,
     every variant's steps per seed (None: never reached) and, against the baseline, the
     paired statistics and the comparison that counts never-reached runs."""
-    config, rows, variants, seeds, baseline = _grid(Path(run))
-    done = min(rows[v][s][-1]["step"] for v in variants for s in seeds)
+    _, rows, variants, seeds, baseline, done = _grid(Path(run))
     out: dict = {"baseline": baseline, "seeds": seeds, "step": done, "results": {}}
     for test in TEST_SETS:
         for thr in thresholds:
@@ -228,13 +228,12 @@ def grid_results(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> dict
 def write_report(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> Path:
     """Write report.md (with curves.png and steps_to_icl.png) into a grid folder."""
     run = Path(run)
-    config, rows, variants, seeds, baseline = _grid(run)
+    config, rows, variants, seeds, baseline, steps_done = _grid(run)
     summary = (
         json.loads((run / "summary.json").read_text()) if (run / "summary.json").exists() else {}
     )
     cfg = config["config"]
     last = {v: [rows[v][s][-1] for s in seeds] for v in variants}
-    steps_done = min(r["step"] for v in variants for r in last[v])
 
     lines = [
         "# In-context classification: residual streams in a two-layer transformer",

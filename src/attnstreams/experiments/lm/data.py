@@ -192,11 +192,11 @@ def _prepare(cfg: DataConfig, folder: Path, progress: bool, workers: int | None)
 def data_tokenizer(folder: Path) -> Tokenizer:
     """The tokenizer of a token-file folder, refused if it is not the one the token files
     were made with (their train.json records its digest; older folders did not)."""
-    tok = load_tokenizer(folder)
+    tok, have = load_tokenizer(folder), tokenizer_digest(folder)
     for split in ("train", "validation"):
         meta = Path(folder) / f"{split}.json"
         want = json.loads(meta.read_text()).get("tokenizer_sha256") if meta.is_file() else None
-        if want is not None and want != tokenizer_digest(folder):
+        if want is not None and want != have:
             raise ConfigError(
                 f"the tokenizer in {folder} is not the one its {split} tokens were made with "
                 "(was another `lm prepare` pointed at the folder?); prepare it again in a new "

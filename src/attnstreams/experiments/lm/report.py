@@ -378,6 +378,12 @@ def steepest(rows: list[dict], key: str) -> tuple[int, float, float] | None:
     return pts[i + 1][0], float(d[i]), abs(float(d[i])) / span
 
 
+def lowest(rows: list[dict], key: str = "val_loss") -> dict:
+    """The evaluation row where `key` (held-out loss) is lowest: where memorisation, if any,
+    begins."""
+    return min((r for r in rows if key in r), key=lambda r: r[key])
+
+
 def _changes_section(runs, arms) -> list[str]:
     lines = [
         "## Where each quantity changes most (every run)",
@@ -395,9 +401,8 @@ def _changes_section(runs, arms) -> list[str]:
     ]
     for a in arms:
         for seed, rows in sorted(runs[a].items()):
-            val = [(r["val_loss"], r["tokens"]) for r in rows if "val_loss" in r]
-            low, at = min(val)
-            cells = [f"{low:.3f} @ {at / 1e6:.1f}M, {val[-1][0] - low:+.3f}"]
+            low, end = lowest(rows), rows[-1]["val_loss"] - lowest(rows)["val_loss"]
+            cells = [f"{low['val_loss']:.3f} @ {low['tokens'] / 1e6:.1f}M, {end:+.3f}"]
             for key in CHANGES:
                 got = steepest(rows, key)
                 d = _digits(key)

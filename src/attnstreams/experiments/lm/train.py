@@ -373,9 +373,7 @@ class LMTrainer:
         tensors, meta = checkpoint.load(path)
         if meta.get("kind") != "lm":
             raise ConfigError(f"{path} is not a language-model checkpoint")
-        # eval_log 0 is what a checkpoint from before the setting did
-        saved = run_defining({"eval_log": 0, **meta["config"]})
-        mine = run_defining(asdict(self.cfg))
+        saved, mine = run_defining(meta["config"]), run_defining(asdict(self.cfg))
         if saved != mine:
             changed = "; ".join(differences(saved, mine))
             raise ConfigError(
@@ -512,9 +510,10 @@ def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -
 
 
 def run_defining(config: dict) -> dict:
-    """A config without the settings that change speed only (a resume may change them)."""
+    """A config without the settings that change speed only (a resume may change them); a
+    config saved before eval_log existed evaluated as eval_log 0 does."""
     speed_only = ("compile", "cuda_graphs", "ddp_bucket_mb", "grad_accum")
-    return {k: v for k, v in config.items() if k not in speed_only}
+    return {k: v for k, v in {"eval_log": 0, **config}.items() if k not in speed_only}
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -597,7 +596,7 @@ def train(
         ) as bar,
     ):
         if trainer.step == 0:
-            log.write({"step": 0, "tokens": 0, **evaluate(trainer, stop, out, None)})
+            log.write({"step": 0, "tokens": 0, **evaluate(trainer, stop, out, on_disk)})
         while trainer.step < end:
             trainer.train_step()
             bar.update()
@@ -702,38 +701,33 @@ def run_grid(
     list that the runs take in turn (`grid_devices`): a group of runs a GPU."""
     out = new_run_dir(out, lock=True)  # one grid a folder; each run's, by its process
     try:
-        return _run_grid(streams, seeds, data_cfg, cfg, out, device, progress, real_eval,
-                         data_dir, workers)  # fmt: skip
-    except (TrainingInterrupted, KeyboardInterrupt) as e:
+        data_dir = prepare_data(data_cfg, data_dir or out / "data", progress=progress)
+        cfg = with_epochs(cfg, data_dir)
+        jobs = [(stream, seed) for stream in streams for seed in seeds]
+        devices = grid_devices(device, len(jobs))
+        if workers <= 1:
+            return [
+                _grid_run(asdict(cfg), st, sd, out, data_dir, dev, real_eval, progress)
+                for (st, sd), dev in zip(jobs, devices, strict=True)
+            ]
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+            futures = [
+                pool.submit(_grid_run, asdict(cfg), st, sd, out, data_dir, dev, real_eval)
+                for (st, sd), dev in zip(jobs, devices, strict=True)
+            ]
+            summaries = []
+            with progress_bar(len(jobs), "lm grid", "run", progress) as bar:
+                for f in futures:
+                    summaries.append(f.result())
+                    bar.update()
+        return summaries
+    except (TrainingInterrupted, KeyboardInterrupt) as e:  # a grid has no --resume
         signum = getattr(e, "signum", signal.SIGINT)
         again = "run the same `lm grid` command again to continue it"
         raise TrainingInterrupted(None, out, signum, again) from None
-
-
-def _run_grid(streams, seeds, data_cfg, cfg, out, device, progress, real_eval, data_dir, workers):
-    data_dir = prepare_data(data_cfg, data_dir or out / "data", progress=progress)
-    cfg = with_epochs(cfg, data_dir)
-    jobs = [(stream, seed) for stream in streams for seed in seeds]
-    devices = grid_devices(device, len(jobs))
-    if workers <= 1:
-        return [
-            _grid_run(asdict(cfg), st, sd, out, data_dir, dev, real_eval, progress)
-            for (st, sd), dev in zip(jobs, devices, strict=True)
-        ]
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-        futures = [
-            pool.submit(_grid_run, asdict(cfg), st, sd, out, data_dir, dev, real_eval)
-            for (st, sd), dev in zip(jobs, devices, strict=True)
-        ]
-        summaries = []
-        with progress_bar(len(jobs), "lm grid", "run", progress) as bar:
-            for f in futures:
-                summaries.append(f.result())
-                bar.update()
-    return summaries
 
 
 def grid_devices(device: str | torch.device | list, n: int) -> list[str]:
