@@ -119,7 +119,7 @@ def plot_bands(
         if ylims and title in ylims:
             ax.set_ylim(*ylims[title])
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+        ax.legend(fontsize=7, loc="lower right" if hline_labels else "best")  # labels: left
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     return _save(fig, path)
