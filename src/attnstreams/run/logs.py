@@ -272,24 +272,20 @@ class NullLog:
 
 
 class TrainingInterrupted(Exception):
-    """SIGINT/SIGTERM arrived; a checkpoint of `step` was saved (step None: a grid's runs
-    each kept theirs). `again` says how to continue."""
+    """SIGINT/SIGTERM arrived; a checkpoint of `step` was saved. `text` says otherwise where
+    the usual line does not hold (a grid continues by its own command, say)."""
 
     def __init__(
-        self,
-        step: int | None,
-        folder: Path,
-        signum: int,
-        again: str = "continue with --resume",
-        text: str | None = None,
+        self, step: int | None, folder: Path, signum: int, text: str | None = None
     ) -> None:
-        where = "checkpoints kept" if step is None else f"at step {step}: checkpoint saved"
-        super().__init__(text or f"interrupted {where} in {folder}; {again}")
-        self.step, self.folder, self.signum, self.again = step, folder, signum, again
-        self.text = text
+        super().__init__(
+            text
+            or f"interrupted at step {step}: checkpoint saved in {folder}; continue with --resume"
+        )
+        self.step, self.folder, self.signum, self.text = step, folder, signum, text
 
     def __reduce__(self):  # from a grid's worker process to its parent
-        return type(self), (self.step, self.folder, self.signum, self.again, self.text)
+        return type(self), (self.step, self.folder, self.signum, self.text)
 
 
 class NonFiniteLoss(Exception):

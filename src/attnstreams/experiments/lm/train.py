@@ -725,9 +725,13 @@ def run_grid(
                     bar.update()
         return summaries
     except (TrainingInterrupted, KeyboardInterrupt) as e:  # a grid has no --resume
-        signum = getattr(e, "signum", signal.SIGINT)
-        again = "run the same `lm grid` command again to continue it"
-        raise TrainingInterrupted(None, out, signum, again) from None
+        raise TrainingInterrupted(
+            None,
+            out,
+            getattr(e, "signum", signal.SIGINT),
+            text=f"interrupted: the runs keep their checkpoints in {out}; run the same `lm grid` "
+            "command again to continue it",
+        ) from None
 
 
 def grid_devices(device: str | torch.device | list, n: int) -> list[str]:
