@@ -116,10 +116,9 @@ def _read_parquet(path: Path, field: str) -> Iterator[str]:
         raise ConfigError(f"{path} is not a parquet file ({_one_line(e)})") from None
     if field not in pf.schema_arrow.names:
         raise ConfigError(f"{path}: no column {field!r} (choose one with --text-field)")
-    if not pa.types.is_string(t := pf.schema_arrow.field(field).type) and not (
-        pa.types.is_large_string(t)
-    ):
-        raise ConfigError(f"{path}: column {field!r} holds {t}, not text")
+    kind = pf.schema_arrow.field(field).type
+    if not (pa.types.is_string(kind) or pa.types.is_large_string(kind)):
+        raise ConfigError(f"{path}: column {field!r} holds {kind}, not text")
     try:
         for batch in pf.iter_batches(columns=[field]):
             for t in batch.column(0).to_pylist():

@@ -11,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from attnstreams.run.stats import MIN_INTERVAL_N  # noqa: E402
+
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
@@ -93,7 +95,7 @@ def plot_bands(
             y = np.asarray(y, dtype=float)
             mean = y.mean(0)
             (line,) = ax.plot(x, mean, label=f"{label} (n={y.shape[0]})", lw=1.4)
-            if y.shape[0] >= 5:
+            if y.shape[0] >= MIN_INTERVAL_N:
                 sd = y.std(0)
                 ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)
             elif y.shape[0] > 1:

@@ -359,7 +359,7 @@ def write_report(run: Path, thresholds: tuple[float, ...] = (0.5, 0.95)) -> Path
 
 def _curves_caption(n_seeds: int) -> str:
     """What curves.png draws: plot_bands shows a band from 5 seeds on, each seed's line below."""
-    if n_seeds >= 5:
+    if n_seeds >= stats.MIN_INTERVAL_N:
         shown = f"Each line: the mean over the {n_seeds} seeds, its band ± 1 sd"
     elif n_seeds > 1:
         shown = f"Thick lines: the mean over the {n_seeds} seeds; thin lines: each seed"

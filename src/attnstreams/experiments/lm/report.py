@@ -128,8 +128,8 @@ def _digits(key: str) -> int:
 
 
 def _mean_sd(v: np.ndarray, d: int = 3) -> str:
-    """Mean ± sd; under 5 seeds every seed's value instead of the sd."""
-    if len(v) < 5:
+    """Mean ± sd; under stats.MIN_INTERVAL_N (5) seeds every seed's value instead of the sd."""
+    if len(v) < stats.MIN_INTERVAL_N:
         each = f" ({', '.join(f'{x:.{d}f}' for x in v)})" if len(v) > 1 else ""
         return f"{v.mean():.{d}f}{each}"
     return f"{v.mean():.{d}f} ± {v.std(ddof=1):.{d}f}"
