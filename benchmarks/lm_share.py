@@ -14,6 +14,7 @@ when it could not be started. Nothing here changes the GPU's settings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -33,12 +34,24 @@ CPU_CHECK = [
 ]  # fmt: skip
 
 
+def _mps_env(pipe: Path) -> dict[str, str]:
+    """Where the MPS daemon and its clients meet."""
+    return {"CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(pipe)}
+
+
+def _data_flags(args: argparse.Namespace) -> list[str]:
+    """The options that name the token files: `lm prepare` and every run give the same."""
+    return ["--data", args.data, "--data-dir", args.data_dir, "--train-tokens", "0",
+            "--vocab-size", str(args.vocab_size), "--val-tokens", str(args.val_tokens),
+            "--names", args.names]  # fmt: skip
+
+
 def _mps(start: bool, pipe: Path) -> bool:
     """Start (or stop) an MPS control daemon on `pipe`; False where that is not possible."""
     ctl = shutil.which("nvidia-cuda-mps-control")
     if ctl is None:
         return False
-    env = {**os.environ, "CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(pipe)}
+    env = {**os.environ, **_mps_env(pipe)}
     if start:
         pipe.mkdir(parents=True, exist_ok=True)
         if subprocess.run([ctl, "-d"], env=env).returncode != 0:
@@ -58,26 +71,23 @@ def _mps(start: bool, pipe: Path) -> bool:
 def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
     """N runs at once in `mode` (plain | mps); their wall time and rates."""
     pipe = work / "mps-pipe"
-    env = dict(os.environ)
     started = mode == "mps" and _mps(True, pipe)
     if mode == "mps" and not started:
         return {"mode": mode, "error": "MPS daemon could not be started"}
-    if started:
-        env |= {"CUDA_MPS_PIPE_DIRECTORY": str(pipe), "CUDA_MPS_LOG_DIRECTORY": str(pipe)}
+    env = {**os.environ, **(_mps_env(pipe) if started else {})}
     cli = [sys.executable, "-m", "attnstreams.cli", "--threads", "1", "lm", "train"]
     procs = []
     t0 = time.perf_counter()
     try:
-        for i in range(args.procs):
-            out = work / f"{mode}-{i}"
-            cmd = [*cli, "--data-dir", args.data_dir, "--data", args.data, "--train-tokens", "0",
-                   "--vocab-size", str(args.vocab_size), "--val-tokens", str(args.val_tokens),
-                   "--names", args.names, "--steps", str(args.steps), "--eval-log",
-                   str(args.eval_log), "--seed", str(i), "--device", args.device, "--out",
-                   str(out), *(CPU_CHECK if args.device == "cpu" else TRAIN)]  # fmt: skip
-            log = (work / f"{mode}-{i}.log").open("w")
-            procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=log), out))
-        codes = [p.wait() for p, _ in procs]
+        with contextlib.ExitStack() as logs:
+            for i in range(args.procs):
+                out = work / f"{mode}-{i}"
+                cmd = [*cli, *_data_flags(args), "--steps", str(args.steps), "--eval-log",
+                       str(args.eval_log), "--seed", str(i), "--device", args.device, "--out",
+                       str(out), *(CPU_CHECK if args.device == "cpu" else TRAIN)]  # fmt: skip
+                log = logs.enter_context((work / f"{mode}-{i}.log").open("w"))
+                procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=log), out))
+            codes = [p.wait() for p, _ in procs]
     finally:
         if started:
             _mps(False, pipe)
@@ -118,9 +128,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         if args.data_dir is None:  # the runs' own token files, made once for every mode
             args.data_dir = str(Path(tmp) / "tokens")
-            prep = [sys.executable, "-m", "attnstreams.cli", "lm", "prepare", "--data", args.data,
-                    "--train-tokens", "0", "--vocab-size", str(args.vocab_size), "--val-tokens",
-                    str(args.val_tokens), "--names", args.names, "--data-dir", args.data_dir,
+            prep = [sys.executable, "-m", "attnstreams.cli", "lm", "prepare", *_data_flags(args),
                     "--json"]  # fmt: skip
             subprocess.run(prep, check=True, stdout=subprocess.DEVNULL)
         for mode in args.modes.split(","):
@@ -128,10 +136,10 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1))
-    base = next((r for r in rows if "error" not in r), None)
+    base = next((r for r in rows if "error" not in r), None)  # the first mode that ran
     print(
         "\n| mode | procs | failed | wall s | tokens/s | steady tokens/s | runs/GPU-min | "
-        f"x {rows[0]['mode']} |"
+        f"x {base['mode'] if base else '-'} |"
     )
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
