@@ -1,11 +1,14 @@
-"""Runs finished per GPU-minute when N `lm train` processes share one GPU, with and without
-CUDA MPS (which lets their kernels run on the GPU at once instead of taking turns).
+"""Runs finished per GPU-minute when N runs share one GPU: N `lm train` processes, with and
+without CUDA MPS (which lets their kernels run on the GPU at once instead of taking turns), or
+the N runs stacked into one batched computation (`lm grid --stack`).
 
-    python benchmarks/lm_share.py --data CORPUS --procs 10 --steps 1000 --modes plain,mps
+    python benchmarks/lm_share.py --data CORPUS --procs 10 --steps 1000 \
+        --modes plain,mps,stack,stack-mps
 
-Each mode launches the same N runs (seeds 0..N-1, the 8M model, compile + CUDA graphs, the
-log-spaced evaluation schedule of results/lm-long) at once and times them from launch to the
-last exit: compilation and evaluations included, as a grid pays them. "steady" is the sum of
+Each mode trains the same N runs (seeds 0..N-1, the 8M model, compile + CUDA graphs, the
+log-spaced evaluation schedule of results/lm-long) and times them from launch to the last
+exit: compilation and evaluations included, as a grid pays them. plain and mps: N processes;
+stack: one process, one stack of N; stack-mps: 2 processes of N/2 under MPS. "steady" is the sum of
 the runs' rates between their second evaluation and their last (compiling left out). MPS
 needs a CUDA machine where this user may start `nvidia-cuda-mps-control`; the table says
 when it could not be started. Nothing here changes the GPU's settings.
@@ -68,32 +71,59 @@ def _mps(start: bool, pipe: Path) -> bool:
     return True
 
 
+MODES = ("plain", "stack", "mps", "stack-mps")
+
+
+def _commands(mode: str, args: argparse.Namespace, work: Path) -> tuple[list, list[Path], int]:
+    """The commands a mode launches, the run folders they fill, and the processes training."""
+    cli = [sys.executable, "-m", "attnstreams.cli", "--threads", "1", "lm"]
+    common = [*_data_flags(args), "--steps", str(args.steps), "--eval-log", str(args.eval_log),
+              "--device", args.device, *(CPU_CHECK if args.device == "cpu" else TRAIN)]  # fmt: skip
+    n = args.procs
+    if mode in ("plain", "mps"):
+        outs = [work / f"{mode}-{i}" for i in range(n)]
+        cmds = [
+            [*cli, "train", *common, "--seed", str(i), "--out", str(o)] for i, o in enumerate(outs)
+        ]
+        return cmds, outs, n
+    procs = 1 if mode == "stack" else 2
+    size = -(-n // procs)
+    grid = work / mode
+    cmd = [*cli, "grid", *common, "--stream", "none", "--seeds", str(n), "--stack", str(size),
+           "--workers", str(procs), "--out", str(grid)]  # fmt: skip
+    return [cmd], [grid / f"none-s{i}" for i in range(n)], procs
+
+
 def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
-    """N runs at once in `mode` (plain | mps); their wall time and rates."""
+    """N runs in `mode` (MODES); their wall time and rates."""
     pipe = work / "mps-pipe"
-    started = mode == "mps" and _mps(True, pipe)
-    if mode == "mps" and not started:
+    mps = mode.endswith("mps")
+    started = mps and _mps(True, pipe)
+    if mps and not started:
         return {"mode": mode, "error": "MPS daemon could not be started"}
     env = {**os.environ, **(_mps_env(pipe) if started else {})}
-    cli = [sys.executable, "-m", "attnstreams.cli", "--threads", "1", "lm", "train"]
-    procs = []
+    cmds, outs, training = _commands(mode, args, work)
     t0 = time.perf_counter()
     try:
         with contextlib.ExitStack() as logs:
-            for i in range(args.procs):
-                out = work / f"{mode}-{i}"
-                cmd = [*cli, *_data_flags(args), "--steps", str(args.steps), "--eval-log",
-                       str(args.eval_log), "--seed", str(i), "--device", args.device, "--out",
-                       str(out), *(CPU_CHECK if args.device == "cpu" else TRAIN)]  # fmt: skip
+            procs = []
+            for i, cmd in enumerate(cmds):
                 log = logs.enter_context((work / f"{mode}-{i}.log").open("w"))
-                procs.append((subprocess.Popen(cmd, env=env, stdout=log, stderr=log), out))
-            codes = [p.wait() for p, _ in procs]
+                procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log))
+            codes = [p.wait() for p in procs]
     finally:
         if started:
             _mps(False, pipe)
     wall = time.perf_counter() - t0
-    steady, tokens = 0.0, 0
-    for _, out in procs:
+    for i, code in enumerate(codes):  # what went wrong, where it can be read
+        if code:
+            tail = (work / f"{mode}-{i}.log").read_text().splitlines()[-15:]
+            print(f"{mode} process {i} exited {code}:", *tail, sep="\n", file=sys.stderr)
+    steady, tokens, finished = 0.0, 0, 0
+    for out in outs:
+        if not (out / "summary.json").is_file():
+            continue
+        finished += 1
         rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
         tokens += rows[-1]["tokens"]
         if len(rows) >= 4:
@@ -101,12 +131,13 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
             steady += (b["tokens"] - a["tokens"]) / (b["elapsed_s"] - a["elapsed_s"])
     return {
         "mode": mode,
-        "procs": args.procs,
-        "failed": sum(c != 0 for c in codes),
+        "procs": training,
+        "runs": len(outs),
+        "failed": len(outs) - finished + sum(c != 0 for c in codes),
         "wall_s": wall,
         "tokens_per_s": tokens / wall,
         "steady_tokens_per_s": steady,
-        "runs_per_gpu_minute": args.procs / (wall / 60),
+        "runs_per_gpu_minute": finished / (wall / 60),
     }
 
 
@@ -117,12 +148,14 @@ def main() -> None:
     p.add_argument("--vocab-size", type=int, default=8192)
     p.add_argument("--val-tokens", type=int, default=1_000_000)
     p.add_argument("--names", default="original")
-    p.add_argument("--procs", type=int, default=10)
+    p.add_argument("--procs", type=int, default=10, help="runs (N)")
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--eval-log", type=int, default=12)
-    p.add_argument("--modes", default="plain,mps")
+    p.add_argument(
+        "--modes", default="plain,stack,mps,stack-mps", help=f"comma list of {', '.join(MODES)}"
+    )
     p.add_argument("--device", default="cuda", help="cpu: a tiny model, to check the script")
-    p.add_argument("--json", help="write the rows here too")
+    p.add_argument("--json", help="write the rows here too, each as its mode ends")
     args = p.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -134,21 +167,21 @@ def main() -> None:
         for mode in args.modes.split(","):
             rows.append(run_mode(mode, args, Path(tmp)))
             print(json.dumps(rows[-1]), flush=True)
-    if args.json:
-        Path(args.json).write_text(json.dumps(rows, indent=1))
+            if args.json:  # kept if a later mode runs out of time
+                Path(args.json).write_text(json.dumps(rows, indent=1))
     base = next((r for r in rows if "error" not in r), None)  # the first mode that ran
     print(
-        "\n| mode | procs | failed | wall s | tokens/s | steady tokens/s | runs/GPU-min | "
+        "\n| mode | procs | runs | failed | wall s | tokens/s | steady tokens/s | runs/GPU-min | "
         f"x {base['mode'] if base else '-'} |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         if "error" in r:
             print(f"| {r['mode']} | {r['error']} |")
             continue
         x = r["runs_per_gpu_minute"] / base["runs_per_gpu_minute"] if base else float("nan")
         print(
-            f"| {r['mode']} | {r['procs']} | {r['failed']} | {r['wall_s']:.1f} | "
+            f"| {r['mode']} | {r['procs']} | {r['runs']} | {r['failed']} | {r['wall_s']:.1f} | "
             f"{r['tokens_per_s']:,.0f} | {r['steady_tokens_per_s']:,.0f} | "
             f"{r['runs_per_gpu_minute']:.2f} | {x:.2f} |"
         )

@@ -6,14 +6,15 @@
 # $EPOCHS passes over the train split (names resampled: a freshly renamed copy each pass),
 # evaluated at $EVALS log-spaced steps. All groups run at once on one GPU, one process a run;
 # every run must end inside the job (a checkpoint is not kept between jobs). MPS=1 starts a
-# CUDA MPS daemon first, so that the processes' kernels can share the GPU at once.
+# CUDA MPS daemon first, so that the processes' kernels can share the GPU at once. STACK=K
+# trains up to K seeds of an arm as one batched computation (`lm grid --stack`), a process each.
 # CORPUS: a folder of TinyStories text files; WORK: scratch; OUT: the metrics and logs (no
 # checkpoints) packed into one file, plus timings.
 set -u
 CORPUS=$1 WORK=$2 OUT=$3
 shift 3
 # COPIES: renamed copies to draw from (default: one a pass); fewer than EPOCHS cycle them
-EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540} COPIES=${COPIES:-}
+EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540} COPIES=${COPIES:-} STACK=${STACK:-1}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
 CLI="python3 -m attnstreams.cli --threads 1"
 DATA="--data $CORPUS --train-tokens 0 --val-tokens 1000000 --vocab-size 8192 --epochs $EPOCHS"
@@ -48,11 +49,11 @@ cat "$WORK"/prep-*.json
 while [ $# -ge 4 ]; do
   NAMES=$1 ARMS=$2 SEED=$3 SEEDS=$4
   shift 4
-  RUNS=$(( $(echo "$ARMS" | tr ',' '\n' | wc -l) * SEEDS ))
+  JOBS=$(( $(echo "$ARMS" | tr ',' '\n' | wc -l) * ((SEEDS + STACK - 1) / STACK) ))
   G="$WORK/$NAMES-s$SEED"
   timeout "$LIMIT" $CLI lm grid $DATA $(copies "$NAMES") $TRAIN --names "$NAMES" \
     --data-dir "$WORK/data-$NAMES" \
-    --stream "$ARMS" --seed "$SEED" --seeds "$SEEDS" --workers "$RUNS" --out "$G" \
+    --stream "$ARMS" --seed "$SEED" --seeds "$SEEDS" --workers "$JOBS" --stack "$STACK" --out "$G" \
     > "$G.json" 2> "$G.err" &
 done
 wait

@@ -14,12 +14,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnstreams.experiments.lm.data import DataConfig, prepare_data
 from attnstreams.experiments.lm.train import (
-    DataConfig,
     LMTrainConfig,
     LMTrainer,
     load_model_state,
-    prepare_data,
 )
 from attnstreams.experiments.lm.train import train as lm_train
 from attnstreams.models.gpt import GPT, preset

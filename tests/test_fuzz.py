@@ -23,7 +23,8 @@ from attnstreams.data.corpus import iter_texts
 from attnstreams.data.tokenizer import BPETokenizer
 from attnstreams.experiments.icl.task import ICLTaskConfig
 from attnstreams.experiments.icl.train import ICLTrainConfig
-from attnstreams.experiments.lm.train import DataConfig, LMTrainConfig
+from attnstreams.experiments.lm.data import DataConfig
+from attnstreams.experiments.lm.train import LMTrainConfig
 from attnstreams.models.gpt import GPT, MLPS, NORMS, POSITIONS, GPTConfig, preset
 from attnstreams.models.toy import ToyICLConfig
 from attnstreams.run import checkpoint
@@ -253,8 +254,8 @@ VERBS = {  # argv prefix, the flags fuzzed (each with a weird value, or stream n
     "amicl attention": (["amicl", "attention"], ["--a", "--length", "--similarity", "--beta"]),
     "lm prepare": (["lm", "prepare", "--data-dir"], ["--names", "--copies", "--separator",
                    "--vocab-size", "--train-tokens", "--val-tokens", "--tokenizer", "--epochs"]),
-    "lm grid": (["lm", "grid"], ["--workers", "--seeds", "--stream", "--epochs", "--names",
-                "--icl-positions", "--eval-batches", "--ioi-prompts", "--block-size",
+    "lm grid": (["lm", "grid"], ["--workers", "--stack", "--seeds", "--stream", "--epochs",
+                "--names", "--icl-positions", "--eval-batches", "--ioi-prompts", "--block-size",
                 "--dropout", "--copies", "--separator"]),
     "lm train": (["lm", "train"], ["--icl-positions", "--epochs", "--names", "--threads",
                  "--stop-after", "--parallel", "--nonfinite", "--preset", "--warmup",
@@ -274,11 +275,11 @@ def test_fuzz_every_verb(monkeypatch, capsys, verb, data):
     work itself stubbed out once everything is validated)."""
     import attnstreams.experiments.icl.train
     import attnstreams.experiments.lm.data
-    import attnstreams.experiments.lm.train
+    import attnstreams.experiments.lm.grid
 
     monkeypatch.setattr(attnstreams.experiments.icl.train, "ICLGrid", icl_grid_checks)
     monkeypatch.setattr(attnstreams.experiments.lm.data, "prepare_data", stop)
-    monkeypatch.setattr(attnstreams.experiments.lm.train, "run_grid", stop)
+    monkeypatch.setattr(attnstreams.experiments.lm.grid, "run_grid", stop)
     prefix, flags = VERBS[verb]
     with tempfile.TemporaryDirectory() as d:
         argv = [x.replace("--data-dir", f"--data-dir={d}/data") for x in prefix]

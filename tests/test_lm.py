@@ -13,12 +13,11 @@ from attnstreams.cli import main
 from attnstreams.data.corpus import iter_texts
 from attnstreams.data.tokenizer import BPETokenizer
 from attnstreams.experiments.lm import evals as ioi
+from attnstreams.experiments.lm.data import DataConfig, prepare_data
 from attnstreams.experiments.lm.train import (
-    DataConfig,
     LMTrainConfig,
     LMTrainer,
     load_model,
-    prepare_data,
     train,
 )
 from attnstreams.models.gpt import GPT, preset
@@ -441,7 +440,7 @@ def test_resume_refuses_other_token_files_and_another_model_shape(data_dir, tmp_
 
 
 def test_grid_runs_take_the_devices_in_turn():
-    from attnstreams.experiments.lm.train import grid_devices
+    from attnstreams.experiments.lm.grid import grid_devices
 
     assert grid_devices("cpu", 3) == ["cpu"] * 3
     gpus = [torch.device(f"cuda:{i}") for i in range(3)]
@@ -555,7 +554,7 @@ def test_an_interrupted_grid_says_to_run_the_same_command(tmp_path, capsys, monk
     import pickle
     import signal
 
-    from attnstreams.experiments.lm import train as lm_train
+    from attnstreams.experiments.lm import grid as lm_grid
     from attnstreams.run.logs import TrainingInterrupted
 
     stop = TrainingInterrupted(3, tmp_path / "g" / "none-s0", signal.SIGINT)
@@ -565,7 +564,7 @@ def test_an_interrupted_grid_says_to_run_the_same_command(tmp_path, capsys, monk
     def interrupted(*args, **kwargs):
         raise stop
 
-    monkeypatch.setattr(lm_train, "_grid_run", interrupted)
+    monkeypatch.setattr(lm_grid, "_grid_job", interrupted)
     argv = [
         "lm", "grid", "--preset", "tiny", "--data", str(FIXTURE), "--train-tokens", "20000",
         "--val-tokens", "2000", "--vocab-size", "400", "--steps", "4", "--batch", "4",

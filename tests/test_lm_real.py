@@ -20,13 +20,12 @@ from attnstreams.data.shards import TokenWindows, write_tokens
 from attnstreams.data.tokenizer import BPETokenizer
 from attnstreams.experiments.lm import data as lm_data
 from attnstreams.experiments.lm import train as lm
+from attnstreams.experiments.lm.data import DataConfig, prepare_data
 from attnstreams.experiments.lm.report import first_step, write_report
 from attnstreams.experiments.lm.train import (
-    DataConfig,
     LMTrainConfig,
     LMTrainer,
     heldout_loss,
-    prepare_data,
 )
 from attnstreams.models.gpt import GPT, preset
 from attnstreams.run import parallel

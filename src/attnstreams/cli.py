@@ -719,13 +719,17 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
 
 def cmd_lm_grid(args: argparse.Namespace) -> int:
     """`lm grid`: every stream x seed, one after another or in parallel processes."""
-    from attnstreams.experiments.lm.train import run_grid
+    from attnstreams.experiments.lm.grid import run_grid
+    from attnstreams.experiments.lm.stack import check_stack_config
 
     streams = _values(args.stream, "--stream")
     seeds = _seeds(args)
     devices = [_device(d) for d in _values(args.device, "--device")]
     check_range("workers", args.workers, lo=1, hi=256)
+    check_range("stack", args.stack, lo=1, hi=MAX_SEEDS)
     data, cfg = _lm_configs(args, streams[0], args.seed)
+    if args.stack > 1:
+        check_stack_config(cfg)
     for s in streams:
         _lm_configs(args, s, args.seed)  # validate every arm before any work
     _check_corpus_unless_prepared(data, args.data_dir, args.out)
@@ -741,6 +745,7 @@ def cmd_lm_grid(args: argparse.Namespace) -> int:
         real_eval=args.real_eval,
         data_dir=Path(args.data_dir) if args.data_dir else None,
         workers=args.workers,
+        stack=args.stack,
     )
     from attnstreams.experiments.lm.report import write_report
 
@@ -946,7 +951,14 @@ def build_parser() -> Parser:
     )
     p.add_argument("--data-dir", help="token files to (re)use (default: OUT/data)")
     p.add_argument(
-        "--workers", type=int, default=1, help="runs at once, one process each (fills a GPU)"
+        "--workers", type=int, default=1, help="jobs at once, one process each (fills a GPU)"
+    )
+    p.add_argument(
+        "--stack",
+        type=int,
+        default=1,
+        help="train up to this many seeds of a stream as one batched computation, one job "
+        "(each run still its own folder and checkpoint; with dropout, other masks)",
     )
     _lm_args(p)
     p.set_defaults(func=cmd_lm_grid, config_parser=p)

@@ -208,8 +208,9 @@ def lm_section(out: Path, quick: bool, seed: int) -> str:
     """Experiment 2 (paper.md section 4): baseline vs value-stream LMs with IOI metrics."""
     from attnstreams.experiments.icl.report import plural
     from attnstreams.experiments.lm.data import DataConfig
+    from attnstreams.experiments.lm.grid import run_grid
     from attnstreams.experiments.lm.report import write_report
-    from attnstreams.experiments.lm.train import LMTrainConfig, run_grid
+    from attnstreams.experiments.lm.train import LMTrainConfig
 
     device = "cuda" if torch.cuda.is_available() and not quick else "cpu"
     if quick:  # tiny preset on generated stories: the pipeline, not the paper's scale

@@ -162,6 +162,7 @@ def write_report(grid: Path, title: str | None = None) -> Path:
         "runs reached (named in each row); the same seed means the same data order and, where "
         "shapes agree, the same initial weights.",
         "",
+        *_stack_lines(grid),
     ]
     lines += _emergence_section(runs, arms, baseline)
     lines += _final_section(runs, arms, baseline)
@@ -180,6 +181,24 @@ def write_report(grid: Path, title: str | None = None) -> Path:
     ]
     lines += [f"![curves]({png.name})", ""]
     return write_text_atomic(grid / "report.md", "\n".join(lines) + "\n")
+
+
+def _stack_lines(grid: Path) -> list[str]:
+    """Which runs were trained in stacks (lm/stack.py), where any were."""
+    single = grid / "config.json"
+    configs = [single] if single.is_file() else sorted(grid.glob("*/config.json"))
+    stacks = [json.loads(p.read_text()).get("stack") for p in configs]
+    sizes = sorted({s["size"] for s in stacks if s})
+    if not sizes:
+        return []
+    n = sum(1 for s in stacks if s)
+    return [
+        f"{n} of {len(stacks)} runs trained in stacks of "
+        + ", ".join(map(str, sizes))
+        + " (`lm grid --stack`: one batched computation; a run's own weights, batches and "
+        "evaluations, but other dropout masks than it draws alone).",
+        "",
+    ]
 
 
 def _setting_line(cfg: dict, data: dict, config: dict, planned: int) -> str:

@@ -9,6 +9,7 @@ checkpoints that resume bitwise on CPU.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import json
 import math
 import os
@@ -28,9 +29,7 @@ from attnstreams.data.tokenizer import Tokenizer
 from attnstreams.experiments.lm.data import (
     IOI_VOCAB,
     MIN_SINGLE,
-    DataConfig,
     data_tokenizer,
-    prepare_data,
 )
 from attnstreams.experiments.lm.evals import (
     behaviour_metrics,
@@ -42,15 +41,12 @@ from attnstreams.models.gpt import GPT, preset
 from attnstreams.run import checkpoint, parallel
 from attnstreams.run.config import ConfigError, check_choice, check_range, differences
 from attnstreams.run.logs import (
-    CHECKPOINT,
-    METRICS,
     GracefulStop,
     JSONLLog,
     NullLog,
     TrainingInterrupted,
     check_finite,
     device_name,
-    new_run_dir,
     open_run,
     progress_bar,
     write_text_atomic,
@@ -247,6 +243,20 @@ class LMTrainer:
             if long
             else None
         )
+
+    # -- the runner interface of `train_runs` (lm/stack.py's LMStack runs several) ----------
+    stack_info: dict | None = None  # the runs trained together with this one; None: alone
+
+    @property
+    def members(self) -> list[LMTrainer]:
+        """The runs this runner advances: itself."""
+        return [self]
+
+    def loaded(self) -> None:
+        """After every member has loaded its checkpoint: nothing to gather for one run."""
+
+    def sync(self) -> None:
+        """Before members are saved: their state is already their own."""
 
     # -- training --------------------------------------------------------------------------
     def train_step(self) -> torch.Tensor:
@@ -547,107 +557,148 @@ def train(
 ) -> dict:
     """Train to cfg.steps with evaluations, metrics rows and a checkpoint every eval_every.
     stop_after: leave at that step with a checkpoint (continue later with resume=True)."""
+    return train_runs(trainer, [out], resume, progress, stop_after)[0]
 
-    def restore(ckpt: Path) -> int:
-        trainer.load(ckpt)
-        return trainer.step
 
-    cfg, d, main = trainer.cfg, trainer.dist, trainer.dist.is_main
-    out, ckpt, metrics = open_run(out, resume, restore, main)
+def train_runs(
+    runner: LMTrainer,
+    outs: list[Path],
+    resume: bool = False,
+    progress: bool = True,
+    stop_after: int | None = None,
+) -> list[dict]:
+    """`train` for a runner that advances one run or several at once (`runner.members`, a
+    folder each in `outs`; lm/stack.py): every run gets its own metrics rows, evaluations,
+    checkpoints and summary, as if it had been trained alone."""
+    members, cfg, d = runner.members, runner.cfg, runner.dist
+    main = d.is_main
+    runs = [
+        open_run(out, resume, lambda ck, m=m: m.load(ck) or m.step, main)
+        for m, out in zip(members, outs, strict=True)
+    ]
+    if resume:
+        runner.loaded()
     if main:
-        trainer.tokenizer.save(out)
-        vocab = trainer.data_dir / IOI_VOCAB
-        if vocab.is_file():  # `lm eval` of this run's checkpoint asks the same IOI set
-            write_text_atomic(out / IOI_VOCAB, vocab.read_text())
-        data_cfg = trainer.data_dir / "data_config.json"
-        write_text_atomic(
-            out / "config.json",
-            json.dumps(
-                {
-                    "config": asdict(cfg),
-                    "model": trainer.model_cfg.to_dict(),
-                    "data": json.loads(data_cfg.read_text()) if data_cfg.is_file() else None,
-                    "data_dir": str(trainer.data_dir.resolve()),  # where a resume finds them
-                    "ioi_names": len(trainer.ioi_names),
-                    "ioi_prompts": len(trainer.ioi_set),
-                    "icl_positions": [trainer.icl_early, trainer.icl_late],
-                    "icl_stories": 0 if trainer.icl_stories is None else len(trainer.icl_stories),
-                },
-                indent=1,
-            ),
-        )
+        for m, (out, _, _) in zip(members, runs, strict=True):
+            write_run_files(m, out, runner.stack_info)
     if progress and main and cfg.warmup >= cfg.steps:
         print(
             f"note: the warmup ({cfg.warmup} steps) is not shorter than the run ({cfg.steps}): "
             "the learning rate never reaches --lr (a shorter --warmup does)",
             file=sys.stderr,
         )
-    t0, start, saved = time.perf_counter(), trainer.step, False
-    on_disk = trainer.step if resume else None  # the step of the checkpoint written last
+    t0, start, saved = time.perf_counter(), runner.step, False
+    on_disk = runner.step if resume else None  # the step of the checkpoints written last
     schedule = [0, *cfg.eval_steps()]
     evals = set(schedule[1:])
-    tokens_per_step = cfg.batch * trainer.model_cfg.block_size
+    tokens_per_step = cfg.batch * runner.model_cfg.block_size
     end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+
+    def save_all() -> None:
+        runner.sync()
+        for m, (_, ckpt, _) in zip(members, runs, strict=True):
+            m.save(ckpt)
+
     with (
         GracefulStop() as stop,
-        JSONLLog(metrics, append=resume) if main else NullLog() as log,
+        contextlib.ExitStack() as files,
         progress_bar(
-            cfg.steps, f"lm {cfg.stream}", "step", progress and main, initial=trainer.step
+            cfg.steps, f"lm {cfg.stream}", "step", progress and main, initial=runner.step
         ) as bar,
     ):
-        if trainer.step == 0:
-            log.write({"step": 0, "tokens": 0, **evaluate(trainer, stop, out, on_disk)})
-        while trainer.step < end:
-            trainer.train_step()
+        logs = [
+            files.enter_context(JSONLLog(metrics, append=resume) if main else NullLog())
+            for _, _, metrics in runs
+        ]
+        if runner.step == 0:
+            for m, (out, _, _), log in zip(members, runs, logs, strict=True):
+                log.write({"step": 0, "tokens": 0, **evaluate(m, stop, out, on_disk)})
+        while runner.step < end:
+            runner.train_step()
             bar.update()
             saved = False
-            if trainer.step in evals:
-                since = trainer.step - schedule[bisect.bisect_left(schedule, trainer.step) - 1]
-                row = {
-                    "step": trainer.step,
-                    "tokens": trainer.step * tokens_per_step,
-                    "train_loss": float(parallel.mean(trainer.loss_sum, d)) / since,
-                    "skipped_steps": trainer.skipped,
-                    "lr": cfg.lr_at(trainer.step - 1),
-                }
-                check_finite([row], trainer.step, since)
-                got = evaluate(trainer, stop, out, on_disk)
-                row |= {**got, "elapsed_s": time.perf_counter() - t0}
-                trainer.loss_sum.zero_()
-                log.write(row)
-                trainer.save(ckpt)
-                saved, on_disk = True, trainer.step
+            if runner.step in evals:
+                since = runner.step - schedule[bisect.bisect_left(schedule, runner.step) - 1]
+                for m, (out, _, _), log in zip(members, runs, logs, strict=True):
+                    row = {
+                        "step": m.step,
+                        "tokens": m.step * tokens_per_step,
+                        "train_loss": float(parallel.mean(m.loss_sum, d)) / since,
+                        "skipped_steps": m.skipped,
+                        "lr": cfg.lr_at(m.step - 1),
+                    }
+                    check_finite([row], m.step, since)
+                    got = evaluate(m, stop, out, on_disk)
+                    row |= {**got, "elapsed_s": time.perf_counter() - t0}
+                    m.loss_sum.zero_()
+                    log.write(row)
+                save_all()
+                saved, on_disk = True, runner.step
                 parallel.barrier(d)
                 bar.set_postfix(
                     val=f"{row['val_loss']:.3f}", ioi=f"{row.get('ioi_accuracy', float('nan')):.2f}"
                 )
-            if parallel.any_rank(stop.signum is not None, d, trainer.device):
+            if parallel.any_rank(stop.signum is not None, d, runner.device):
                 if not saved:
-                    trainer.save(ckpt)
+                    save_all()
                 parallel.barrier(d)
-                raise TrainingInterrupted(trainer.step, out, stop.signum or signal.SIGTERM)
-        if trainer.step < cfg.steps and not saved:  # left at stop_after: keep the work
-            trainer.save(ckpt)
+                folders = ", ".join(str(out) for out, _, _ in runs)
+                raise TrainingInterrupted(
+                    runner.step,
+                    runs[0][0],
+                    stop.signum or signal.SIGTERM,
+                    text=None
+                    if len(runs) == 1
+                    else f"interrupted at step {runner.step}: checkpoints saved in {folders}",
+                )
+        if runner.step < cfg.steps and not saved:  # left at stop_after: keep the work
+            save_all()
             parallel.barrier(d)
     wall = time.perf_counter() - t0
-    summary = {
-        "wall_s": wall,
-        "steps": trainer.step - start,
-        "step": trainer.step,
-        "tokens_per_s": (trainer.step - start) * tokens_per_step / wall if wall else None,
-        "device": device_name(trainer.device),
-        "torch": torch.__version__,
-        "params": trainer.model.num_params(),
-        "parallel": trainer.parallel,  # what was built: fsdp | ddp | none
-        "ddp_bucket_bytes": getattr(trainer.forward, "bucket_bytes_cap", None),
-        "param_elems": sum(p.numel() for p in trainer.model.parameters()),
-        "param_elems_on_rank0": trainer.local_param_elems,
+    summaries = []
+    for m, (out, _, _) in zip(members, runs, strict=True):
+        summary = {
+            "wall_s": wall,
+            "steps": m.step - start,
+            "step": m.step,
+            "tokens_per_s": (m.step - start) * tokens_per_step / wall if wall else None,
+            "device": device_name(m.device),
+            "torch": torch.__version__,
+            "params": m.model.num_params(),
+            "parallel": m.parallel,  # what was built: fsdp | ddp | none
+            "ddp_bucket_bytes": getattr(m.forward, "bucket_bytes_cap", None),
+            "param_elems": sum(p.numel() for p in m.model.parameters()),
+            "param_elems_on_rank0": m.local_param_elems,
+            "stack": len(members),  # runs trained together (lm/stack.py); 1: alone
+        }
+        if main:
+            if cfg.init_from is not None and m.step == cfg.steps:  # a transformers folder
+                m.model.save_pretrained(out / "hf")
+            write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
+        summaries.append(summary)
+    return summaries
+
+
+def write_run_files(trainer: LMTrainer, out: Path, stack: dict | None = None) -> None:
+    """What a run's folder holds besides its metrics and checkpoint: its tokenizer, IOI
+    vocabulary and config.json (`stack`: the runs it was trained with, lm/stack.py)."""
+    trainer.tokenizer.save(out)
+    vocab = trainer.data_dir / IOI_VOCAB
+    if vocab.is_file():  # `lm eval` of this run's checkpoint asks the same IOI set
+        write_text_atomic(out / IOI_VOCAB, vocab.read_text())
+    data_cfg = trainer.data_dir / "data_config.json"
+    config = {
+        "config": asdict(trainer.cfg),
+        "model": trainer.model_cfg.to_dict(),
+        "data": json.loads(data_cfg.read_text()) if data_cfg.is_file() else None,
+        "data_dir": str(trainer.data_dir.resolve()),  # where a resume finds them
+        "ioi_names": len(trainer.ioi_names),
+        "ioi_prompts": len(trainer.ioi_set),
+        "icl_positions": [trainer.icl_early, trainer.icl_late],
+        "icl_stories": 0 if trainer.icl_stories is None else len(trainer.icl_stories),
+        "stack": stack,
     }
-    if main:
-        if cfg.init_from is not None and trainer.step == cfg.steps:  # a transformers folder
-            trainer.model.save_pretrained(out / "hf")
-        write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
-    return summary
+    write_text_atomic(out / "config.json", json.dumps(config, indent=1))
 
 
 class EvaluationStopped(Exception):
@@ -682,97 +733,6 @@ def evaluate(trainer: LMTrainer, stop: GracefulStop, out: Path, kept: int | None
         ) from None
 
 
-def run_grid(
-    streams: list[str],
-    seeds: list[int],
-    data_cfg: DataConfig,
-    cfg: LMTrainConfig,
-    out: Path,
-    device: str | torch.device | list = "cpu",
-    progress: bool = True,
-    real_eval: str | None = None,
-    data_dir: Path | None = None,
-    workers: int = 1,
-) -> list[dict]:
-    """Every (stream, seed) run in out/<stream>-s<seed>/, sharing the token files in
-    out/data (or data_dir). Finished runs are skipped and interrupted ones resumed, so the
-    same command continues a grid. workers > 1: that many runs at once, one process each
-    (small models leave most of a GPU idle; several processes fill it). device: one, or a
-    list that the runs take in turn (`grid_devices`): a group of runs a GPU."""
-    out = new_run_dir(out, lock=True)  # one grid a folder; each run's, by its process
-    try:
-        data_dir = prepare_data(data_cfg, data_dir or out / "data", progress=progress)
-        cfg = with_epochs(cfg, data_dir)
-        jobs = [(stream, seed) for stream in streams for seed in seeds]
-        devices = grid_devices(device, len(jobs))
-        if workers <= 1:
-            return [
-                _grid_run(asdict(cfg), st, sd, out, data_dir, dev, real_eval, progress)
-                for (st, sd), dev in zip(jobs, devices, strict=True)
-            ]
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
-
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
-            futures = [
-                pool.submit(_grid_run, asdict(cfg), st, sd, out, data_dir, dev, real_eval)
-                for (st, sd), dev in zip(jobs, devices, strict=True)
-            ]
-            summaries = []
-            with progress_bar(len(jobs), "lm grid", "run", progress) as bar:
-                for f in futures:
-                    summaries.append(f.result())
-                    bar.update()
-        return summaries
-    except (TrainingInterrupted, KeyboardInterrupt) as e:  # a grid has no --resume
-        raise TrainingInterrupted(
-            None,
-            out,
-            getattr(e, "signum", signal.SIGINT),
-            text=f"interrupted: the runs keep their checkpoints in {out}; run the same `lm grid` "
-            "command again to continue it",
-        ) from None
-
-
-def grid_devices(device: str | torch.device | list, n: int) -> list[str]:
-    """The device of each of n runs: one device for all, or a list taken in turn. The pool
-    starts runs in order, so the runs going at any time are spread evenly over the list."""
-    devices = device if isinstance(device, list) else [device]
-    return [str(devices[i % len(devices)]) for i in range(n)]
-
-
-def _grid_run(
-    cfg: dict,
-    stream: str,
-    seed: int,
-    out: Path,
-    data_dir: Path,
-    device: str,
-    real_eval: str | None,
-    progress: bool = False,
-) -> dict:
-    """One run of a grid (in a worker process when the grid has several)."""
-    run_dir = out / f"{stream}-s{seed}"
-    done = run_dir / "summary.json"
-    run_cfg = LMTrainConfig(**{**cfg, "stream": stream, "seed": seed})
-    if done.exists() and json.loads(done.read_text())["step"] >= run_cfg.steps:
-        return json.loads(done.read_text())
-    trainer = LMTrainer(run_cfg, data_dir, device)
-    resume = (run_dir / CHECKPOINT).exists()
-    summary = train(trainer, run_dir, resume=resume, progress=progress)
-    if real_eval:
-        summary["real_val_loss"] = heldout_loss(
-            trainer.model,
-            trainer.tokenizer,
-            real_eval,
-            trainer.model_cfg.block_size,
-            trainer.device,
-        )
-        _append_to_last_row(run_dir / METRICS, {"real_val_loss": summary["real_val_loss"]})
-        write_text_atomic(run_dir / "summary.json", json.dumps(summary, indent=1))
-    return summary
-
-
 def with_epochs(cfg: LMTrainConfig, data_dir: Path) -> LMTrainConfig:
     """cfg with `steps` set from `epochs` (passes over one copy of the train split) when given."""
     if cfg.epochs is None:
@@ -782,12 +742,6 @@ def with_epochs(cfg: LMTrainConfig, data_dir: Path) -> LMTrainConfig:
     T = cfg.model_config(meta["vocab_size"]).block_size
     steps = max(1, math.ceil(cfg.epochs * per_copy / (cfg.batch * T)))
     return LMTrainConfig(**{**asdict(cfg), "steps": steps})
-
-
-def _append_to_last_row(path: Path, extra: dict) -> None:
-    lines = path.read_text().splitlines()
-    lines[-1] = json.dumps(json.loads(lines[-1]) | extra)
-    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 @torch.no_grad()
