@@ -8,8 +8,10 @@ the N runs stacked into one batched computation (`lm grid --stack`).
 Each mode trains the same N runs (seeds 0..N-1, the 8M model, compile + CUDA graphs, the
 log-spaced evaluation schedule of results/lm-long) and times them from launch to the last
 exit: compilation and evaluations included, as a grid pays them. plain and mps: N processes;
-stack: one process, one stack of N; stack-mps: 2 processes of N/2 under MPS. "steady" is the sum of
-the runs' rates between their second evaluation and their last (compiling left out). MPS
+stack: one process, one stack of N; stack-mps: 2 processes of N/2 under MPS. "steady" is the
+sum of the runs' rates between their second evaluation and their last (compiling left out):
+where runs start apart (separate processes compiling) these windows do not coincide and the
+sum overstates the card's rate, so runs/GPU-minute, from wall time, is the measure. MPS
 needs a CUDA machine where this user may start `nvidia-cuda-mps-control`; the table says
 when it could not be started. Nothing here changes the GPU's settings.
 """
@@ -133,7 +135,7 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
         "mode": mode,
         "procs": training,
         "runs": len(outs),
-        "failed": len(outs) - finished + sum(c != 0 for c in codes),
+        "failed": len(outs) - finished,  # runs that wrote no summary
         "wall_s": wall,
         "tokens_per_s": tokens / wall,
         "steady_tokens_per_s": steady,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -475,90 +476,140 @@ PILOT = "results/lm-long/pilot/README.md"
 ARMS = ("none", "value")
 
 
+SEEDS = (0, 1)
+
+
 @cache
-def pilot() -> dict[str, list[dict]]:
-    """The pilot's runs (seed 0 of each arm, names resampled), by arm."""
+def pilot() -> dict[str, dict[int, list[dict]]]:
+    """The pilot's runs (names resampled), by arm and seed."""
     runs, _ = load_grid(RESULTS / "lm-long" / "pilot" / "resampled")
-    return {arm: runs[arm][0] for arm in ARMS}
+    assert {a: sorted(runs[a]) for a in runs} == {a: list(SEEDS) for a in ARMS}
+    return {arm: runs[arm] for arm in ARMS}
 
 
-def both(f: Callable[[list[dict]], str]) -> tuple[str, str]:
-    """A figure of each arm's run, none first."""
-    return tuple(f(pilot()[arm]) for arm in ARMS)
+def each(f: Callable[[list[dict]], str]) -> tuple:
+    """A figure of every run: none seed 0, none seed 1, value seed 0, value seed 1."""
+    return tuple(f(pilot()[arm][seed]) for arm in ARMS for seed in SEEDS)
+
+
+def pilot_runs() -> list[list[dict]]:
+    return [pilot()[arm][seed] for arm in ARMS for seed in SEEDS]
+
+
+def low_high(values) -> tuple[str, str]:
+    """The lowest and the highest of figures formatted alike."""
+    return min(values, key=float), max(values, key=float)
 
 
 def pilot_tokens() -> tuple[str, str]:
-    last = pilot()["none"][-1]
-    assert all(pilot()[a][-1]["step"] == last["step"] for a in ARMS)
+    last = pilot()["none"][0][-1]
+    assert all(rows[-1]["step"] == last["step"] for rows in pilot_runs())
     return f"{last['tokens'] / 1e6:.1f}M", n(last["step"])
 
 
 def pilot_loss() -> tuple:
-    low_at = {f"{lowest(rows)['tokens'] / 1e6:.1f}M" for rows in pilot().values()}
-    assert len(low_at) == 1  # both at the same evaluation, as the text says
+    low_at = {f"{lowest(rows)['tokens'] / 1e6:.1f}M" for rows in pilot_runs()}
+    assert len(low_at) == 1  # all at the same evaluation, as the text says
     return (
-        *both(lambda r: f"{lowest(r)['val_loss']:.3f}"),
         low_at.pop(),
-        *both(lambda r: f"{r[-1]['val_loss']:.3f}"),
-        *both(lambda r: f"{r[-1]['train_loss']:.3f}"),
+        *each(lambda r: f"{lowest(r)['val_loss']:.3f}"),
+        *each(lambda r: f"{r[-1]['val_loss']:.3f}"),
+        *low_high(each(lambda r: f"{r[-1]['train_loss']:.3f}")),
     )
 
 
 def pilot_ioi() -> tuple:
-    runs = {arm: {0: rows} for arm, rows in pilot().items()}
+    runs = {arm: dict(pilot()[arm]) for arm in ARMS}
     top = value_range(runs, ARMS, "ioi_accuracy")[0]
-    return (f"{top:.3f}", *both(lambda r: f"{r[-1]['ioi_accuracy']:.3f}"))
-
-
-def pilot_induction() -> tuple:
-    def peak(rows):
-        return max(rows, key=lambda r: r["induction_score"])
-
-    def negative_from(rows):
-        after = [r for r in rows if r["tokens"] > peak(rows)["tokens"]]
-        first = next(i for i, r in enumerate(after) if r["induction_score"] < 0)
-        assert all(r["induction_score"] < 0 for r in after[first:])  # and stays so
-        return f"{after[first]['tokens'] / 1e6:.1f}M"
-
-    starts = set(both(negative_from))
-    assert len(starts) == 1  # "in both runs"
-    pm = max(r["prefix_matching"] for rows in pilot().values() for r in rows)
+    p_io = max(r["ioi_p_io"] for rows in pilot_runs() for r in rows)
     return (
-        f"{peak(pilot()['none'])['induction_score']:.3f}",
-        f"{peak(pilot()['none'])['tokens'] / 1e6:.1f}M",
-        f"{peak(pilot()['value'])['induction_score']:.3f}",
-        f"{peak(pilot()['value'])['tokens'] / 1e6:.1f}M",
-        starts.pop(),
-        f"{pm:.3f}",
+        f"{top:.3f}",
+        *low_high(each(lambda r: f"{r[-1]['ioi_accuracy']:.3f}")),
+        f"{math.ceil(p_io * 1e4) / 1e4:.4f}",  # "stays below"
     )
 
 
-def pilot_paper() -> tuple:
-    def spread(key):
-        def f(rows):
-            late = [r[key] for r in rows if r["tokens"] >= 15e6]
-            return f"{min(late):.4f}-{max(late):.4f}"
+def _peak(rows: list[dict]) -> dict:
+    return max(rows, key=lambda r: r["induction_score"])
 
-        return both(f)
+
+def _negative_from(rows: list[dict]) -> str:
+    """Where the induction score turns negative after its peak, for good."""
+    after = [r for r in rows if r["tokens"] > _peak(rows)["tokens"]]
+    first = next(i for i, r in enumerate(after) if r["induction_score"] < 0)
+    assert all(r["induction_score"] < 0 for r in after[first:])  # and stays so
+    return f"{after[first]['tokens'] / 1e6:.1f}M"
+
+
+def pilot_induction() -> tuple:
+    peaks = each(lambda r: f"{_peak(r)['induction_score']:.3f}")
+    at = each(lambda r: f"{_peak(r)['tokens'] / 1e6:.1f}M")
+    pm = max(r["prefix_matching"] for rows in pilot_runs() for r in rows)
+    return (
+        peaks[0], peaks[1], at[0], at[1], peaks[2], peaks[3], at[2], at[3],
+        *each(_negative_from),
+        f"{pm:.3f}",
+    )  # fmt: skip
+
+
+def pilot_induction_short() -> tuple[str, str]:
+    """The README's: the highest peak, and the latest point from which the score is negative."""
+    latest = max(each(_negative_from), key=lambda s: float(s[:-1]))
+    return max(each(lambda r: f"{_peak(r)['induction_score']:.3f}"), key=float), latest
+
+
+def pilot_paper() -> tuple:
+    def spread(arm, key):
+        late = [r[key] for rows in pilot()[arm].values() for r in rows if r["tokens"] >= 15e6]
+        return f"{min(late):.4f}-{max(late):.4f}"
 
     return (
-        *spread("paper_ioi_p_io"),
-        *spread("paper_ioi_p_s"),
-        *both(lambda r: f"{r[-1]['paper_ioi_p_io']:.4f}"),
-        *both(lambda r: f"{r[-1]['paper_ioi_p_s']:.4f}"),
+        spread("none", "paper_ioi_p_io"),
+        spread("value", "paper_ioi_p_io"),
+        spread("none", "paper_ioi_p_s"),
+        spread("value", "paper_ioi_p_s"),
+        *each(lambda r: f"{r[-1]['paper_ioi_p_io']:.4f}"),
+        *each(lambda r: f"{r[-1]['paper_ioi_p_s']:.4f}"),
     )
 
 
 def pilot_speed() -> tuple:
-    summaries = [
-        json.loads((RESULTS / "lm-long/pilot/resampled" / f"{a}-s0/summary.json").read_text())
-        for a in ARMS
-    ]
-    walls = {f"{s['wall_s']:.0f}" for s in summaries}
-    assert len(walls) == 1
-    log = (RESULTS / "lm-long/pilot/job.log").read_text()
-    prep = re.search(r"\[(\d+) s\] prepared", log).group(1)
-    return (*(n(s["tokens_per_s"]) for s in summaries), walls.pop(), prep)
+    def summary(arm, seed):
+        path = RESULTS / "lm-long/pilot/resampled" / f"{arm}-s{seed}/summary.json"
+        return json.loads(path.read_text())
+
+    s = {(a, sd): summary(a, sd) for a in ARMS for sd in SEEDS}
+    walls0 = {f"{s[a, 0]['wall_s']:.0f}" for a in ARMS}
+    assert len(walls0) == 1  # "433 s each"
+    logs = [(RESULTS / "lm-long/pilot" / f).read_text() for f in ("job.log", "job-s1.log")]
+    preps = [re.search(r"\[(\d+) s\] prepared", log).group(1) for log in logs]
+    return (
+        n(s["none", 0]["tokens_per_s"]),
+        n(s["value", 0]["tokens_per_s"]),
+        walls0.pop(),
+        n(s["none", 1]["tokens_per_s"]),
+        n(s["value", 1]["tokens_per_s"]),
+        f"{s['none', 1]['wall_s']:.0f}",
+        f"{s['value', 1]['wall_s']:.0f}",
+        *preps,
+    )
+
+
+def share() -> tuple:
+    """results/benchmarks/2026-12-07-lm-share-h100.json: wall s, tokens/s and runs per
+    GPU-minute of plain and mps, and their ratio."""
+    rows = {r["mode"]: r for r in json.loads((RESULTS / SHARE).read_text())}
+    assert rows["stack"]["runs_per_gpu_minute"] == 0 == rows["stack-mps"]["runs_per_gpu_minute"]
+    out = []
+    for mode in ("plain", "mps"):
+        r = rows[mode]
+        assert r["failed"] == 0 and r["runs"] == 10
+        out += [f"{r['wall_s']:.1f}", n(r["tokens_per_s"]), f"{r['runs_per_gpu_minute']:.2f}"]
+    ratio = rows["mps"]["runs_per_gpu_minute"] / rows["plain"]["runs_per_gpu_minute"]
+    return (*out, f"{ratio:.2f}")
+
+
+SHARE = "benchmarks/2026-12-07-lm-share-h100.json"
 
 
 @dataclass(frozen=True)
@@ -580,60 +631,69 @@ README, GRID, TOY, LM, SOAK = (
 )
 
 CLAIMS = [
+    # BENCHMARKS.md: 10 runs sharing one card
+    Claim(
+        "BENCHMARKS.md",
+        "| plain (the baseline) | 10 | 10 | {} | {} | {} | 1.00 | | mps | 10 | 10 | {} | {} | {} "
+        "| **{}** |",
+        share,
+    ),
+    Claim(
+        "BENCHMARKS.md",
+        "under MPS **{} runs per GPU-minute**; baseline 10 plain processes {}: **{}x**",
+        lambda: (share()[5], share()[2], share()[6]),
+    ),
     # README.md, results: experiment 2, long training
+    Claim(README, "two seeds each, 150 passes ({} tokens) on an H100", lambda: pilot_tokens()[:1]),
     Claim(
         README,
-        "one seed each so far, 150 passes ({} tokens) on an H100",
-        lambda: pilot_tokens()[:1],
+        "in all 4 runs held-out loss is lowest at {} tokens ({} to {} nats/token) and rises to {} "
+        "to {} by the end while the training loss keeps falling",
+        lambda: (pilot_loss()[0], *low_high(pilot_loss()[1:5]), *low_high(pilot_loss()[5:9])),
     ),
     Claim(
         README,
-        "held-out loss is lowest at {} tokens ({} and {} nats/token) and rises to {} and {} by "
-        "the end while the training loss keeps falling",
-        lambda: (pilot_loss()[2], *pilot_loss()[:2], *pilot_loss()[3:5]),
-    ),
-    Claim(
-        README,
-        "turns negative from {} tokens; templated IOI accuracy never exceeds {}",
-        lambda: (pilot_induction()[4], pilot_ioi()[0]),
+        "the induction score peaks below 1 nat (at most {}) and is negative in every run from {} "
+        "tokens on; templated IOI accuracy never exceeds {}",
+        lambda: (*pilot_induction_short(), pilot_ioi()[0]),
     ),
     # results/lm-long/pilot/README.md
+    Claim(PILOT, "were trained for 150 passes ({} tokens, {} steps) over the", pilot_tokens),
     Claim(
         PILOT,
-        "were trained for 150 passes ({} tokens, {} steps) over the ~13,400 real training",
-        pilot_tokens,
-    ),
-    Claim(
-        PILOT,
-        "Held-out loss falls to its lowest, {} (none) and {} (value) nats/token, at {} tokens, "
-        "and then rises for the rest of the run, to {} and {} at the end, while the training "
-        "loss keeps falling ({} and {} at the end)",
+        "Held-out loss falls to its lowest at {} tokens in all four runs, {} and {} (none, seeds "
+        "0 and 1) and {} and {} (value) nats/token, and then rises for the rest of the run, to {} "
+        "and {} (none) and {} and {} (value) at the end, while the training loss keeps falling "
+        "({} to {} at the end)",
         pilot_loss,
     ),
     Claim(
         PILOT,
-        "accuracy never exceeds {} in either run (the threshold is 0.6) and ends at {} (none) "
-        "and {} (value)",
-        pilot_ioi,
+        "accuracy never exceeds {} in any run (the threshold is 0.6) and ends at {} to {}, below "
+        "the exact chance of 0.5",
+        lambda: pilot_ioi()[:3],
     ),
+    Claim(PILOT, "right name stays below {} throughout", lambda: pilot_ioi()[3:]),
     Claim(
         PILOT,
-        "the score peaks at {} nats (none, at {} tokens) and {} (value, at {}), below the 1-nat "
-        "threshold, and turns negative from {} tokens in both runs",
-        lambda: pilot_induction()[:5],
+        "the score peaks at {} and {} nats (none, at {} and {} tokens) and {} and {} (value, at {} "
+        "and {}), below the 1-nat threshold, and is negative for good from {} and {} tokens "
+        "(none) and {} and {} (value)",
+        lambda: pilot_induction()[:12],
     ),
-    Claim(PILOT, "the best reaches {} of its attention", lambda: pilot_induction()[5:]),
+    Claim(PILOT, "the best reaches {} of its attention", lambda: pilot_induction()[12:]),
     Claim(
         PILOT,
-        "after 15M tokens P(right name) ranges over {} (none) and {} (value), and P(repeated "
-        "name) over {} and {}. At the end: P(right name) {} (none) and {} (value), P(repeated "
-        "name) {} and {}.",
+        "after 15M tokens P(right name) ranges over {} (none, both seeds) and {} (value), and "
+        "P(repeated name) over {} and {}. At the end P(right name) is {} and {} (none, seeds 0 "
+        "and 1) and {} and {} (value), and P(repeated name) {} and {} (none) and {} and {} "
+        "(value).",
         pilot_paper,
     ),
     Claim(
         PILOT,
-        "both runs at once under CUDA MPS: {} and {} tokens/s a run, {} s each, evaluations "
-        "and compiling included; preparing the 150 copies took {} s",
+        "seed 0, {} and {} tokens/s a run (none, value), {} s each; seed 1, {} and {} tokens/s, {} "
+        "and {} s. Preparing the 150 copies took {} s and {} s",
         pilot_speed,
     ),
     # README.md, results: experiment 2
@@ -1222,16 +1282,20 @@ def test_a_changed_figure_fails():
 
 
 def test_the_pilot_says_nothing_emerged_and_right_names_stay_improbable():
-    """results/lm-long/pilot: no ability passes its threshold in any run, and the templated
-    set's P(right name) "stays below 0.0005 throughout"."""
+    """results/lm-long/pilot: no ability passes its threshold in any run; "the value stream's
+    P(right name) is the higher in both seeds at the end", and its exact p is 0.5."""
     from attnstreams.experiments.lm.report import ABILITIES, first_step
+    from attnstreams.run.stats import sign_flip_p
 
     assert "nothing in-context emerges by 400M tokens" in text(PILOT)
-    for rows in pilot().values():
+    for rows in pilot_runs():
         for key, (_, thr, times) in ABILITIES.items():
             assert first_step(rows, key, thr, times) is None, key
-    assert "stays below 0.0005 throughout" in text(PILOT)
-    assert max(r["ioi_p_io"] for rows in pilot().values() for r in rows) < 0.0005
+    end = {(a, s): pilot()[a][s][-1]["paper_ioi_p_io"] for a in ARMS for s in SEEDS}
+    assert all(end["value", s] > end["none", s] for s in SEEDS)
+    assert "P(right name) is the higher in both seeds at the end" in text(PILOT)
+    assert sign_flip_p([end["value", s] - end["none", s] for s in SEEDS]) == 0.5
     for arm in ARMS:  # "on an H100"
-        summary = RESULTS / "lm-long/pilot/resampled" / f"{arm}-s0/summary.json"
-        assert "H100" in json.loads(summary.read_text())["device"]
+        for seed in SEEDS:
+            summary = RESULTS / "lm-long/pilot/resampled" / f"{arm}-s{seed}/summary.json"
+            assert "H100" in json.loads(summary.read_text())["device"]

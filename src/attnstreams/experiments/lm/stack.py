@@ -13,9 +13,11 @@ it as any other. Without dropout a stacked run equals the run trained alone up t
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import asdict, replace
 
 import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attnstreams.experiments.lm.train import LMTrainConfig, LMTrainer, _decays, run_defining
 from attnstreams.models.stack import ModelStack
@@ -82,6 +84,12 @@ class LMStack:
             return forward(params, x, y)[1]
 
         self.losses = losses
+        # On CUDA, attention through the math kernel: under vmap and Inductor, the backward of
+        # the memory-efficient kernel fails ("LSE is not correctly aligned (strideH)", torch
+        # 2.11, H100); the math kernel is plain batched matmuls, which vmap stacks.
+        math = [SDPBackend.MATH]
+        cuda = self.device.type == "cuda"
+        self.attention = (lambda: sdpa_kernel(math)) if cuda else contextlib.nullcontext
         if cfg.compile:
             self.losses = torch.compile(losses, mode="reduce-overhead" if cfg.cuda_graphs else None)
 
@@ -100,7 +108,7 @@ class LMStack:
         for xi, yi in zip(x.chunk(k, dim=1), y.chunk(k, dim=1), strict=True):
             if cfg.cuda_graphs:
                 torch.compiler.cudagraph_mark_step_begin()
-            with self.members[0].autocast:
+            with self.members[0].autocast, self.attention():
                 loss = self.losses(params, xi, yi)
             # each run's parameters get the gradient of its own loss alone
             (loss.sum() if k == 1 else loss.sum() / k).backward()
