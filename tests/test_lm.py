@@ -640,3 +640,34 @@ def test_cuda_graphs_need_compile_and_one_cuda_device(data_dir):
     cfg = LMTrainConfig(**{**TINY.__dict__, "compile": True, "cuda_graphs": True})
     with pytest.raises(ValueError, match="one CUDA device"):
         LMTrainer(cfg, data_dir, device="cpu")
+
+
+def test_report_times_the_thresholds_asked_for(tmp_path, capsys):
+    """`lm report --thresholds`: the paper's abilities first, then the ones asked for (the
+    pilot's set by name), each run's crossing in tokens; a bad threshold is one line, exit 2,
+    before the report is touched."""
+    import shutil
+
+    from attnstreams.experiments.lm.report import ABILITIES, abilities
+    from attnstreams.run.config import ConfigError
+
+    table = abilities("pilot")
+    assert [a[0] for a in table[:3]] == list(ABILITIES)
+    assert [a[0] for a in table[3:]] == ["induction_score", "context_gain", "paper_ioi_p_io"]
+    assert abilities("context_gain>0.3")[-1] == ("context_gain", "context gain > 0.3 nats", 0.3, 2)
+    for bad in ("val_loss>3", "induction_score=0.5", "induction_score>x", "nope>1"):
+        with pytest.raises(ConfigError):
+            abilities(bad)
+    grid = tmp_path / "pilot"
+    for run in ("none-s0", "value-s0"):  # the committed pilot's first seed of each arm
+        src = Path(__file__).parents[1] / "results/lm-long/pilot/resampled" / run
+        shutil.copytree(src, grid / run)
+    assert main(["lm", "report", str(grid), "--thresholds", "pilot"]) == 0
+    report = (grid / "report.md").read_text()
+    assert "| none s0 | never | never | never | 17.0M | 19.4M | 28.8M |" in report
+    assert "- induction score > 0.5 nats: in 2 of 2 runs." in report
+    before = report
+    assert main(["lm", "report", str(grid), "--thresholds", "val_loss>3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "KEY>VALUE" in err[0]
+    assert (grid / "report.md").read_text() == before

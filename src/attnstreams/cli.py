@@ -834,7 +834,7 @@ def cmd_lm_report(args: argparse.Namespace) -> int:
     """`lm report`: what emerged in a grid, and when, compared by seed."""
     from attnstreams.experiments.lm.report import write_report
 
-    report = write_report(Path(args.run))
+    report = write_report(Path(args.run), thresholds=args.thresholds)
     print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
     return 0
 
@@ -991,6 +991,12 @@ def build_parser() -> Parser:
     p.set_defaults(func=cmd_lm_sample)
     p = sub.add_parser("report", help="curves and paired statistics of an lm grid folder")
     p.add_argument("run")
+    p.add_argument(
+        "--thresholds",
+        default="",
+        help="abilities to time besides the paper's: KEY>VALUE,... (e.g. induction_score>0.5), "
+        "or 'pilot' (those fixed from results/lm-long/pilot)",
+    )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lm_report)
 
