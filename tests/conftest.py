@@ -10,13 +10,29 @@
   is reproducible; locally it explores new ones each time."""
 
 import os
+from pathlib import Path
 
 os.environ["OMP_NUM_THREADS"] = "1"
 os.environ["MKL_NUM_THREADS"] = "1"
 os.environ["TORCHINDUCTOR_COMPILE_THREADS"] = "1"
 
+import pytest  # noqa: E402
 from hypothesis import settings  # noqa: E402
+
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 
 settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    """Token files of the fixture stories (512-token BPE) for LM trainer tests; a module that
+    needs others defines its own `data_dir`."""
+    from attnstreams.experiments.lm.data import DataConfig, prepare_data
+
+    cfg = DataConfig(
+        data=str(FIXTURE), vocab_size=512, tokenizer_docs=100, train_tokens=None, val_tokens=1000
+    )
+    return prepare_data(cfg, tmp_path_factory.mktemp("data"), progress=False)

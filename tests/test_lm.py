@@ -246,14 +246,6 @@ def test_lr_schedule():
     assert cfg.lr_at(55) == pytest.approx(1e-4 + 0.9e-3 * 0.5)
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    cfg = DataConfig(
-        data=str(FIXTURE), vocab_size=512, tokenizer_docs=100, train_tokens=None, val_tokens=1000
-    )
-    return prepare_data(cfg, tmp_path_factory.mktemp("data"), progress=False)
-
-
 TINY = LMTrainConfig(
     preset="tiny",
     stream="value",

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from attnstreams.cli import main
-from attnstreams.experiments.lm.data import DataConfig, prepare_data
 from attnstreams.experiments.lm.stack import LMStack
 from attnstreams.experiments.lm.train import LMTrainConfig, LMTrainer, train, train_runs
 from attnstreams.models.gpt import GPT, preset
@@ -106,14 +105,6 @@ def test_the_vmapped_forward_compiles():
     torch.testing.assert_close(compiled, eager, rtol=1e-12, atol=1e-12)
     for n, p in stacked.named_parameters():
         torch.testing.assert_close(p.grad, grads[n], rtol=1e-10, atol=1e-12)
-
-
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    cfg = DataConfig(
-        data=str(FIXTURE), vocab_size=512, tokenizer_docs=100, train_tokens=None, val_tokens=1000
-    )
-    return prepare_data(cfg, tmp_path_factory.mktemp("data"), progress=False)
 
 
 RUN = LMTrainConfig(
