@@ -255,9 +255,9 @@ def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says)
     assert not out.exists()
 
 
-def test_lm_train_saves_and_loads_a_denseformer(tmp_path):
+def test_lm_train_saves_and_loads_a_denseformer(tmp_path, capsys):
     """A short run: the checkpoint names the residual and loads back as the trained model,
-    whose DWA weights moved."""
+    whose DWA weights moved; `lm eval` names it."""
     data = DataConfig(data=str(FIXTURE), vocab_size=512, tokenizer_docs=50, val_tokens=1000)
     data_dir = prepare_data(data, tmp_path / "data", progress=False)
     cfg = LMTrainConfig(preset="tiny", residual="denseformer-d2", steps=3, batch=2, block_size=16,
@@ -270,3 +270,7 @@ def test_lm_train_saves_and_loads_a_denseformer(tmp_path):
     for n, p in trainer.model.named_parameters():
         torch.testing.assert_close(dict(model.named_parameters())[n], p, rtol=0, atol=0)
     assert all(w[-1] != 1 for w in model.residual.weights.values())
+    ckpt = str(tmp_path / "run" / "checkpoint.safetensors")
+    capsys.readouterr()
+    assert main(["lm", "eval", ckpt, "--ioi-prompts", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["residual"] == "denseformer-d2"

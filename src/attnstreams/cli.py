@@ -796,6 +796,7 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
         "checkpoint": str(ckpt),
         "step": meta["step"],
         "stream": meta["model"]["stream"],
+        "residual": meta["model"].get("residual", "plain"),  # older checkpoints: plain
         "ioi_names": len(names),
     }
     res |= behaviour_metrics(model, tok, device, ioi_set)

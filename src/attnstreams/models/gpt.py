@@ -2,7 +2,9 @@
 one, and their presets.
 
 Like `ToyICL` (toy.py) it threads the residual stream through its attention layers: each layer
-returns the projection it hands on (`carry`) and the next layer takes it (streams.py).
+returns the projection it hands on (`carry`) and the next layer takes it (streams.py). Between
+blocks, what each block reads is the residual module's (residual.py): the plain sum, or
+DenseFormer's depth-weighted average of the outputs before it.
 """
 
 from __future__ import annotations
@@ -264,7 +266,8 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """Decoder LM: GPT-2's block by default (learned positions, GELU MLP 4x, tied embeddings,
-    dropout), or the modern block (GPTConfig). A `value-embed` stream adds its token tables."""
+    dropout), or the modern block (GPTConfig). A `value-embed` stream adds its token tables; a
+    `denseformer` residual its DWA weights (`residual.weights`)."""
 
     # Training on CUDA: the output layer and its loss as one autograd function that writes the
     # logits' gradient in the forward pass (fused_loss.py; the same function, fewer passes over
