@@ -1,8 +1,9 @@
-"""Run under `torchrun --nproc_per_node 2`: every stream variant in both blocks, wrapped by
-DDP and by FSDP (`attnstreams.run.parallel.wrap`, as `lm train` wraps it), trains a few AdamW
-steps on its rows of each global batch; each rank also trains an unwrapped copy on the whole
-batch. Writes, per rank, the largest difference between the two after the steps and the
-parameters that never moved (tests/test_parallel.py reads it).
+"""Run under `torchrun --nproc_per_node 2`: every stream variant in both blocks (with a
+residual such as DenseFormer's where a case names one), wrapped by DDP and by FSDP
+(`attnstreams.run.parallel.wrap`, as `lm train` wraps it), trains a few AdamW steps on its rows
+of each global batch; each rank also trains an unwrapped copy on the whole batch. Writes, per
+rank, the largest difference between the two after the steps and the parameters that never
+moved (tests/test_parallel.py and tests/test_residual.py read it).
 
 One launch serves every case: process start, imports and the process group are paid once.
 """
@@ -23,12 +24,12 @@ from attnstreams.run import parallel
 STEPS, BATCH, T = 3, 8, 16
 
 
-def config(stream: str, block: str) -> GPTConfig:
+def config(stream: str, block: str, residual: str = "plain") -> GPTConfig:
     """A small GPT with 2 key/value heads (GQA), GPT-2's block or the modern one."""
     extra = MODERN if block == "modern" else {}
     return GPTConfig(
         vocab_size=61, block_size=T, n_layer=3, n_head=4, n_kv_head=2, n_embd=32, dropout=0.0,
-        stream=stream, **extra,
+        stream=stream, residual=residual, **extra,
     )  # fmt: skip
 
 
@@ -45,14 +46,14 @@ def train(model: torch.nn.Module, forward: torch.nn.Module, rows: slice) -> None
 
 
 def main(cases: list[str], out: Path) -> None:
-    """cases: "stream/block" names, block gpt2 or modern."""
+    """cases: "stream/block" or "stream/block/residual" names, block gpt2 or modern."""
     d, device = parallel.init_distributed(torch.device("cpu"))
     rows = d.rows(BATCH)
     report = {}
     for case_name in cases:
-        stream, block = case_name.split("/")
+        stream, block, *residual = case_name.split("/")
         torch.manual_seed(0)
-        start = GPT(config(stream, block)).double()  # float64: differences are rounding
+        start = GPT(config(stream, block, *residual)).double()  # float64: differences are rounding
         ref = copy.deepcopy(start)
         train(ref, ref, slice(None))
         want = ref.state_dict()

@@ -151,11 +151,23 @@ stream_values = st.one_of(
 )
 
 
+# --residual: a name (DenseFormer's dilation and period up to 5), or anything
+residual_values = st.one_of(
+    st.builds("denseformer-d{}-p{}".format, st.integers(0, 5), st.integers(0, 5)),
+    st.sampled_from(["plain", "denseformer", "denseformer-p2", "plain-d2"]),
+    weird,
+)
+
+
 def flag_values(flags: list[str]) -> st.SearchStrategy[tuple[str, str]]:
-    """(flag, value) pairs: stream names for the stream options, weird values for all."""
-    return st.sampled_from(flags).flatmap(
-        lambda f: st.tuples(st.just(f), stream_values if f in ("--stream", "--variants") else weird)
-    )
+    """(flag, value) pairs: stream and residual names for those options, weird values for all."""
+
+    def values(flag: str) -> st.SearchStrategy[str]:
+        if flag in ("--stream", "--variants"):
+            return stream_values
+        return residual_values if flag == "--residual" else weird
+
+    return st.sampled_from(flags).flatmap(lambda f: st.tuples(st.just(f), values(f)))
 
 
 AMICL_FLAGS = [
@@ -256,10 +268,10 @@ VERBS = {  # argv prefix, the flags fuzzed (each with a weird value, or stream n
                    "--vocab-size", "--train-tokens", "--val-tokens", "--tokenizer", "--epochs"]),
     "lm grid": (["lm", "grid"], ["--workers", "--stack", "--seeds", "--stream", "--epochs",
                 "--names", "--icl-positions", "--eval-batches", "--ioi-prompts", "--block-size",
-                "--dropout", "--copies", "--separator"]),
+                "--dropout", "--copies", "--separator", "--residual"]),
     "lm train": (["lm", "train"], ["--icl-positions", "--epochs", "--names", "--threads",
                  "--stop-after", "--parallel", "--nonfinite", "--preset", "--warmup",
-                 "--stream"]),
+                 "--stream", "--residual"]),
     "icl grid": (["icl", "grid"], ["--variants", "--seeds", "--init", "--eval-size"]),
     "lm eval": (["lm", "eval", "missing.safetensors"], ["--split", "--separator", "--device"]),
     "lm sample": (["lm", "sample", "missing.safetensors"], ["--top-k", "--temperature"]),

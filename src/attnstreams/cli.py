@@ -449,6 +449,13 @@ def _lm_train_args(p: argparse.ArgumentParser, t) -> None:
     from attnstreams.experiments.lm.evals import IOI_ROUND
 
     p.add_argument(
+        "--residual",
+        default=t.residual,
+        help="how blocks pass the residual stream on: plain | denseformer (DenseFormer's "
+        "depth-weighted average after every block) | denseformer-dK-pP (every K-th earlier "
+        "output, a DWA after every P-th block)",
+    )
+    p.add_argument(
         "--grad-accum",
         type=int,
         default=t.grad_accum,
@@ -530,6 +537,7 @@ def _lm_configs(args, stream: str, seed: int):
     cfg = LMTrainConfig(
         preset=args.preset,
         stream=stream,
+        residual=args.residual,
         steps=args.steps,
         epochs=args.epochs,
         batch=args.batch,
@@ -604,8 +612,8 @@ def _lm_train_ranked(args, data, cfg, d, device):
 
 #: `lm train` options that are LMTrainConfig fields of the same name.
 _TRAIN_KEYS = (
-    "preset", "stream", "steps", "epochs", "batch", "grad_accum", "block_size", "lr", "warmup",
-    "weight_decay", "grad_clip", "dropout", "eval_every", "eval_log", "eval_batches",
+    "preset", "stream", "residual", "steps", "epochs", "batch", "grad_accum", "block_size", "lr",
+    "warmup", "weight_decay", "grad_clip", "dropout", "eval_every", "eval_log", "eval_batches",
     "ioi_prompts", "seed", "precision", "compile", "cuda_graphs", "nonfinite", "parallel",
     "ddp_bucket_mb", "init_from",
 )  # fmt: skip
@@ -788,6 +796,7 @@ def cmd_lm_eval(args: argparse.Namespace) -> int:
         "checkpoint": str(ckpt),
         "step": meta["step"],
         "stream": meta["model"]["stream"],
+        "residual": meta["model"].get("residual", "plain"),  # older checkpoints: plain
         "ioi_names": len(names),
     }
     res |= behaviour_metrics(model, tok, device, ioi_set)

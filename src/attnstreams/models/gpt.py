@@ -2,7 +2,9 @@
 one, and their presets.
 
 Like `ToyICL` (toy.py) it threads the residual stream through its attention layers: each layer
-returns the projection it hands on (`carry`) and the next layer takes it (streams.py).
+returns the projection it hands on (`carry`) and the next layer takes it (streams.py). Between
+blocks, what each block reads is the residual module's (residual.py): the plain sum, or
+DenseFormer's depth-weighted average of the outputs before it.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attnstreams.models.fused_loss import linear_cross_entropy
+from attnstreams.models.residual import ResidualConfig, check_residual_layers, residual_module
 from attnstreams.models.sampling import sample
 from attnstreams.run.config import (
     ConfigError,
@@ -87,6 +90,9 @@ class GPTConfig:
     dropout: float = 0.1
     bias: bool = True
     stream: StreamConfig = field(default_factory=StreamConfig)
+    # How blocks pass the residual stream on: plain, or DenseFormer's depth-weighted average
+    # (residual.py); a name given here is parsed.
+    residual: ResidualConfig = field(default_factory=ResidualConfig)
     # Embedding rows rounded up to a multiple of this: GPT-2's 50,257 logits a token make an
     # odd-width output matmul; 50,304 runs on faster kernels. Extra rows are never read and
     # their logits are sliced off, so the model is exactly the unpadded one.
@@ -104,6 +110,7 @@ class GPTConfig:
     def __post_init__(self) -> None:
         # The stream first: the checks below read it (a name given here is parsed).
         object.__setattr__(self, "stream", StreamConfig.parse(self.stream))
+        object.__setattr__(self, "residual", ResidualConfig.parse(self.residual))
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd", "vocab_multiple"):
             check_int(name, getattr(self, name), lo=1)
         check_bool("bias", self.bias)
@@ -140,11 +147,13 @@ class GPTConfig:
                     f"n_head ({self.n_head}) must be a multiple of n_kv_head ({self.n_kv_head})"
                 )
         check_stream_layers(self.stream, self.n_layer)
+        check_residual_layers(self.residual, self.n_layer)
 
     def to_dict(self) -> dict:
-        """JSON-ready, the stream by its name."""
+        """JSON-ready, the stream and the residual by their names."""
         d = asdict(self)
         d["stream"] = self.stream.name
+        d["residual"] = self.residual.name
         return d
 
     @property
@@ -196,6 +205,8 @@ def preset(name: str, **overrides) -> GPTConfig:
     check_choice("preset", name, PRESETS)
     if "stream" in overrides:
         overrides["stream"] = StreamConfig.parse(overrides["stream"])
+    if "residual" in overrides:
+        overrides["residual"] = ResidualConfig.parse(overrides["residual"])
     return replace(PRESETS[name], **overrides)
 
 
@@ -255,7 +266,8 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
     """Decoder LM: GPT-2's block by default (learned positions, GELU MLP 4x, tied embeddings,
-    dropout), or the modern block (GPTConfig). A `value-embed` stream adds its token tables."""
+    dropout), or the modern block (GPTConfig). A `value-embed` stream adds its token tables; a
+    `denseformer` residual its DWA weights (`residual.weights`)."""
 
     # Training on CUDA: the output layer and its loss as one autograd function that writes the
     # logits' gradient in the forward pass (fused_loss.py; the same function, fewer passes over
@@ -275,6 +287,8 @@ class GPT(nn.Module):
             Block(cfg, i, StreamConfig() if embed and self.embed_table[i] is None else cfg.stream)
             for i in range(cfg.n_layer)
         )
+        # How each block's input is made from the outputs before it (draws no random numbers)
+        self.residual = residual_module(cfg.residual, cfg.n_layer)
         self.ln_f = norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab, bias=False)
         if cfg.tie_embeddings:
@@ -356,12 +370,14 @@ class GPT(nn.Module):
         x = self.drop(x)
         carry = None
         embeds = [self.value_embed(t, idx) for t in self.value_embeds or ()]
+        state = self.residual.start(x)
         for i, block in enumerate(self.blocks):
             if self.embed_table is not None:  # value-embed: each layer reads its own table
                 table = self.embed_table[i]
                 carry = None if table is None else embeds[table]
-            x, carry = block(x, carry, cache[i] if cache else None)
-        x = self.ln_f(x)
+            out, carry = block(self.residual.read(state, i), carry, cache[i] if cache else None)
+            state = self.residual.write(state, i, out)
+        x = self.ln_f(self.residual.end(state))
         V = self.cfg.vocab_size
         if targets is not None and self.fused_loss and x.is_cuda and torch.is_grad_enabled():
             loss, logits = linear_cross_entropy(x, self.lm_head.weight, targets, V)

@@ -63,6 +63,7 @@ class LMTrainConfig:
 
     preset: str = "tinystories-8m"
     stream: str = "none"
+    residual: str = "plain"  # how blocks pass the stream on: plain | denseformer[-dK][-pP]
     steps: int = 2000
     epochs: float | None = None  # set: steps = epochs passes over one copy of the train split
     batch: int = 64  # sequences a step, over all processes
@@ -122,9 +123,11 @@ class LMTrainConfig:
         check_range("seed", self.seed, lo=0, hi=2**62)
         if self.dropout is not None:
             check_range("dropout", self.dropout, lo=0.0, hi=1.0)
-        self.model_config(1000)  # validates preset, stream and block size
+        self.model_config(1000)  # validates preset, stream, residual and block size
         if self.cuda_graphs and not self.compile:
             raise ConfigError("cuda_graphs needs compile")
+        if self.init_from is not None and self.model_config(1000).residual.active:
+            raise ConfigError("--init-from continues a transformers model as it is: no --residual")
         if self.init_from is not None and self.parallel == "fsdp":
             raise ConfigError("--init-from trains on one process or under DDP, not FSDP")
         if self.init_from is not None:
@@ -137,8 +140,8 @@ class LMTrainConfig:
                 check_stream(self.stream)
 
     def model_config(self, vocab_size: int) -> GPTConfig:
-        """The preset's GPTConfig with this run's stream, block size and dropout."""
-        over = {"vocab_size": vocab_size, "stream": self.stream}
+        """The preset's GPTConfig with this run's stream, residual, block size and dropout."""
+        over = {"vocab_size": vocab_size, "stream": self.stream, "residual": self.residual}
         if self.block_size is not None:
             over["block_size"] = self.block_size
         if self.dropout is not None:
@@ -454,8 +457,13 @@ def _rank_seed(seed: int, rank: int) -> int:
     return (seed + 1_000_003 * rank) % 2**63
 
 
+#: Parameter names of mixing weights, never weight-decayed (decay would pull a DWA's weight on
+#: the current output, which starts at 1, towards 0): stream mixes and gates, DWA weights.
+NO_DECAY = ("stream_", "residual.weights.")
+
+
 def _decays(name: str, p: torch.nn.Parameter) -> bool:
-    return p.dim() >= 2 and "stream_" not in name  # no stream mix or gate is decayed
+    return p.dim() >= 2 and not any(s in name for s in NO_DECAY)
 
 
 def ioi_set_for(data_dir: Path, tokenizer: Tokenizer, n: int) -> tuple[list, list[str]]:
@@ -521,9 +529,10 @@ def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -
 
 def run_defining(config: dict) -> dict:
     """A config without the settings that change speed only (a resume may change them); a
-    config saved before eval_log existed evaluated as eval_log 0 does."""
+    config saved before eval_log (residual) existed evaluated as eval_log 0 does (was plain)."""
     speed_only = ("compile", "cuda_graphs", "ddp_bucket_mb", "grad_accum")
-    return {k: v for k, v in {"eval_log": 0, **config}.items() if k not in speed_only}
+    older = {"eval_log": 0, "residual": "plain"}
+    return {k: v for k, v in {**older, **config}.items() if k not in speed_only}
 
 
 def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:

@@ -1,0 +1,276 @@
+"""DenseFormer's depth-weighted average (models/residual.py) in GPT: it starts as the plain model,
+computes the paper's formula, decodes with the cache, compiles, trains under DDP/FSDP and in a
+stack as each model alone."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from attnstreams.cli import main
+from attnstreams.experiments.lm.data import DataConfig, prepare_data
+from attnstreams.experiments.lm.train import (
+    LMTrainConfig,
+    LMTrainer,
+    _decays,
+    load_model,
+    run_defining,
+    train,
+)
+from attnstreams.models.gpt import GPT, GPTConfig, preset
+from attnstreams.models.residual import ResidualConfig
+from attnstreams.models.stack import ModelStack
+from attnstreams.run.config import ConfigError
+
+DENSE = ["denseformer", "denseformer-d2", "denseformer-p2", "denseformer-d2-p2"]
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
+WORKER = Path(__file__).parent / "parallel_variants.py"
+# vmap runs CPU attention one model at a time (PyTorch has no CPU batching rule for it)
+pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
+
+
+def gpt(name: str, residual: str, stream: str = "none", seed: int = 0) -> GPT:
+    """A float64 preset GPT (the CPU's loss path) from `seed`."""
+    torch.manual_seed(seed)
+    model = GPT(preset(name, residual=residual, stream=stream)).double()
+    model.fused_loss = False
+    return model
+
+
+def perturb(model: GPT, seed: int = 1) -> None:
+    """DWA weights off their start (identity): each a random vector."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.residual.weights.values():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def tokens(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, 512, shape, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("name", ["tiny", "modern-tiny"])
+@pytest.mark.parametrize(
+    "residual,stream", [(r, "none") for r in DENSE] + [("denseformer-d2", "value-learned")]
+)
+def test_a_new_denseformer_is_the_plain_model(name, residual, stream):
+    """Same seed: the same other weights (DWA draws no random numbers) and the same logits."""
+    plain, dense = gpt(name, "plain", stream), gpt(name, residual, stream)
+    state = dense.state_dict()
+    assert all(torch.equal(v, state[k]) for k, v in plain.state_dict().items())
+    assert set(state) - set(plain.state_dict()) == {f"residual.weights.{i}" for i in range(4)
+        if (i + 1) % ResidualConfig.parse(residual).period == 0}  # fmt: skip
+    x = tokens((2, 24))
+    assert torch.equal(dense(x)[0], plain(x)[0])
+
+
+def reference_logits(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """The paper's DWA written out (no stream): X_0 the embedding output, X_{i+1} = B_i(Y_i);
+    after block i with (i+1) % p == 0, Y_{i+1} = sum over j <= i+1, j = i+1 mod k of
+    alpha_{i,j} X_j (oldest first), else Y_{i+1} = X_{i+1}; logits from Y_L."""
+    k, p = model.cfg.residual.dilation, model.cfg.residual.period
+    x = model.wte(idx)
+    if model.wpe is not None:
+        x = x + model.wpe(torch.arange(idx.size(1)))
+    outputs, y = [x], x
+    for i, block in enumerate(model.blocks):
+        out, _ = block(y)
+        outputs.append(out)
+        if (i + 1) % p:
+            y = out
+            continue
+        alpha = model.residual.weights[str(i)]
+        mixed = [outputs[j] for j in range(i + 2) if j % k == (i + 1) % k]
+        y = sum(a * o for a, o in zip(alpha, mixed, strict=True))
+    return model.lm_head(model.ln_f(y))[..., : model.cfg.vocab_size]
+
+
+@pytest.mark.parametrize("name", ["tiny", "modern-tiny"])
+@pytest.mark.parametrize("residual", DENSE)
+def test_weights_are_used_as_the_paper_writes(name, residual):
+    model = gpt(name, residual)
+    x = tokens((2, 24))
+    start = model(x)[0]
+    perturb(model)
+    got = model(x)[0]
+    assert (got - start).abs().max() > 1e-3  # the weights are read
+    torch.testing.assert_close(got, reference_logits(model, x), rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", ["tiny", "modern-tiny"])
+@pytest.mark.parametrize(
+    "residual,stream", [("denseformer", "none"), ("denseformer-d2-p2", "value-learned")]
+)
+def test_kv_cache_decoding_equals_full_forward(name, residual, stream):
+    """A prefix, a chunk of 2, then token by token through the cache: the full forward."""
+    model = gpt(name, residual, stream).eval()
+    perturb(model)
+    idx = tokens((2, 12))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = model.new_cache()
+        steps = [model(idx[:, :4], cache=cache)[0], model(idx[:, 4:6], cache=cache)[0]]
+        steps += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(6, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-10)
+
+
+def test_compiled_equals_eager():
+    """torch.compile (aot_eager: the traced graph, no Inductor code) gives eager's loss and
+    gradients, DWA weights included."""
+    model = gpt("modern-tiny", "denseformer-d2-p2")
+    perturb(model)
+    twin = copy.deepcopy(model)
+    x, y = tokens((2, 16), 1), tokens((2, 16), 2)
+    _, loss = model(x, y)
+    loss.backward()
+    _, compiled_loss = torch.compile(twin, backend="aot_eager", fullgraph=True)(x, y)
+    compiled_loss.backward()
+    torch.testing.assert_close(compiled_loss, loss, rtol=0, atol=1e-12)
+    grads = dict(twin.named_parameters())
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n].grad, p.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("residual", DENSE)
+def test_every_dwa_weight_gets_a_gradient_from_the_start(residual):
+    model = gpt("tiny", residual)
+    _, loss = model(tokens((2, 16), 1), tokens((2, 16), 2))
+    loss.backward()
+    weights = dict(model.residual.weights.items())
+    assert weights and all((w.grad != 0).all() for w in weights.values()), weights
+
+
+def test_ddp_and_fsdp_match_one_process(tmp_path):
+    """2 processes (DDP, then FSDP) against the whole batch in one (tests/parallel_variants.py),
+    float64: the same weights to rounding, every DWA weight moved."""
+    cases = ["none/gpt2/denseformer-d2", "value-learned/modern/denseformer-p2"]
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [*run, "2", str(WORKER), ",".join(cases), str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    for rank in (0, 1):
+        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        assert list(report) == cases
+        for case, r in report.items():
+            assert r["still"] == [], (case, r["still"])
+            assert r["ddp"] < 1e-10 and r["fsdp"] < 1e-10, (case, r)
+
+
+@pytest.mark.parametrize(
+    "name,residual", [("tiny", "denseformer"), ("modern-tiny", "denseformer-d2-p2")]
+)
+def test_a_stack_computes_what_each_model_computes_alone(name, residual):
+    alone = [gpt(name, residual, seed=s) for s in range(2)]
+    for i, m in enumerate(alone):
+        perturb(m, seed=10 + i)
+    stacked = ModelStack(copy.deepcopy(alone))
+    x, y = tokens((2, 2, 16), 1), tokens((2, 2, 16), 2)
+    _, loss = stacked(x, y)
+    loss.sum().backward()
+    for i, m in enumerate(alone):
+        _, own = m(x[i], y[i])
+        own.backward()
+        torch.testing.assert_close(loss[i], own, rtol=1e-12, atol=1e-12)
+        for n, p in m.named_parameters():
+            torch.testing.assert_close(stacked.stacked(n).grad[i], p.grad, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "spec,name",
+    [
+        ("plain", "plain"),
+        ("denseformer", "denseformer"),
+        ("denseformer-d2", "denseformer-d2"),
+        ("denseformer-p3", "denseformer-p3"),
+        ("denseformer-d2-p2", "denseformer-d2-p2"),
+        ("denseformer-p2-d2", "denseformer-d2-p2"),
+        ("denseformer-d1-p1", "denseformer"),
+    ],
+)
+def test_parse_name_roundtrip(spec, name):
+    cfg = ResidualConfig.parse(spec)
+    assert cfg.name == name and ResidualConfig.parse(cfg.name) == cfg
+    model_cfg = preset("tiny", residual=spec)
+    saved = model_cfg.to_dict()
+    assert saved["residual"] == name and GPTConfig(**saved) == model_cfg
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["bogus", "", "dense", "denseformer-d0", "denseformer-x2", "denseformer-d2-d3", "plain-d2",
+     "denseformer-d", "denseformer-d2.5", "denseformer+value", 3, None],
+)  # fmt: skip
+def test_bad_names_are_one_line(bad):
+    with pytest.raises(ConfigError) as e:
+        ResidualConfig.parse(bad)
+    assert "\n" not in str(e.value)
+
+
+def test_a_period_past_the_last_block_is_refused():
+    with pytest.raises(ConfigError, match="no DWA in 4 layers"):
+        preset("tiny", residual="denseformer-p5")
+
+
+def test_old_configs_are_plain():
+    """A model config or run config saved before the field existed reads as plain."""
+    saved = preset("tiny").to_dict()
+    del saved["residual"]
+    assert GPTConfig(**saved).residual == ResidualConfig()
+    run = asdict(LMTrainConfig())
+    del run["residual"]
+    assert run_defining(run) == run_defining(asdict(LMTrainConfig()))
+    assert run_defining(run) != run_defining(asdict(LMTrainConfig(residual="denseformer")))
+
+
+def test_dwa_weights_are_not_decayed():
+    model = gpt("tiny", "denseformer")
+    decayed = {n for n, p in model.named_parameters() if _decays(n, p)}
+    assert decayed and not any(n.startswith("residual.") for n in decayed)
+    assert _decays("blocks.0.mlp.fc.weight", torch.nn.Parameter(torch.zeros(2, 2)))
+    assert not _decays("residual.weights.3", torch.nn.Parameter(torch.zeros(2, 2)))
+
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["lm", "train", "--residual", "bogus"], "unknown residual 'bogus'"),
+        (["lm", "grid", "--residual", "denseformer-q2"], "unknown residual"),
+        (["lm", "train", "--residual", "denseformer", "--init-from", "m"], "no --residual"),
+    ],
+)
+def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says):
+    out = tmp_path / "o"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert not out.exists()
+
+
+def test_lm_train_saves_and_loads_a_denseformer(tmp_path, capsys):
+    """A short run: the checkpoint names the residual and loads back as the trained model,
+    whose DWA weights moved; `lm eval` names it."""
+    data = DataConfig(data=str(FIXTURE), vocab_size=512, tokenizer_docs=50, val_tokens=1000)
+    data_dir = prepare_data(data, tmp_path / "data", progress=False)
+    cfg = LMTrainConfig(preset="tiny", residual="denseformer-d2", steps=3, batch=2, block_size=16,
+                        warmup=1, eval_every=3, eval_batches=1, ioi_prompts=20)  # fmt: skip
+    trainer = LMTrainer(cfg, data_dir, "cpu")
+    train(trainer, tmp_path / "run", progress=False)
+    model, meta = load_model(tmp_path / "run" / "checkpoint.safetensors")
+    assert meta["model"]["residual"] == "denseformer-d2"
+    assert model.cfg.residual == ResidualConfig("denseformer", dilation=2)
+    for n, p in trainer.model.named_parameters():
+        torch.testing.assert_close(dict(model.named_parameters())[n], p, rtol=0, atol=0)
+    assert all(w[-1] != 1 for w in model.residual.weights.values())
+    ckpt = str(tmp_path / "run" / "checkpoint.safetensors")
+    capsys.readouterr()
+    assert main(["lm", "eval", ckpt, "--ioi-prompts", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["residual"] == "denseformer-d2"
