@@ -663,3 +663,16 @@ def test_report_times_the_thresholds_asked_for(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "KEY>VALUE" in err[0]
     assert (grid / "report.md").read_text() == before
+
+
+def test_the_report_names_a_residual_that_is_not_plain(data_dir, tmp_path):
+    """How blocks pass the residual stream on is in force for a run: its report says so (and
+    says nothing for the plain sum)."""
+    from attnstreams.experiments.lm.report import write_report
+
+    for residual in ("plain", "denseformer-d2"):
+        cfg = LMTrainConfig(**{**TINY.__dict__, "steps": 2, "eval_every": 2, "residual": residual})
+        out = tmp_path / residual
+        train(LMTrainer(cfg, data_dir), out, progress=False)
+        said = "residual denseformer-d2;" in write_report(out).read_text()
+        assert said == (residual != "plain")

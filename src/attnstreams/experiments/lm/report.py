@@ -245,6 +245,9 @@ def _setting_line(cfg: dict, data: dict, config: dict, planned: int) -> str:
         f"dropout {'preset' if cfg['dropout'] is None else cfg['dropout']}",
         f"{planned:,} steps" + (f" ({cfg['epochs']:g} epochs)" if cfg.get("epochs") else ""),
     ]
+    residual = config.get("model", {}).get("residual", "plain")
+    if residual != "plain":  # how blocks pass the residual stream on (models/residual.py)
+        parts.append(f"residual {residual}")
     if data:
         parts.append(
             f"data {Path(str(data['data'])).name} ({data['tokenizer']} tokenizer"
