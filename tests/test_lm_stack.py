@@ -230,3 +230,22 @@ def test_lm_grid_stacks_seeds_and_continues(tmp_path, capsys):
     assert "stack" in capsys.readouterr().err and not (tmp_path / "h").exists()
     assert main([*argv[:-1], str(tmp_path / "k"), "--nonfinite", "skip"]) == 2
     assert "non-finite" in capsys.readouterr().err and not (tmp_path / "k").exists()
+
+
+def test_the_readme_example_runs():
+    """README's "Many seeds as one computation" block, with a model maker and a batch."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Many seeds as one computation")[1]
+    code = section.split("```python\n")[1].split("```")[0]
+
+    def make_model(seed):
+        torch.manual_seed(seed)
+        return GPT(preset("tiny", stream="value"))
+
+    x = torch.randint(0, 512, (10, 2, 16))
+    scope = {"torch": torch, "make_model": make_model, "x": x, "y": x}
+    before = make_model(3).lm_head.weight.detach().clone()
+    exec(code, scope)
+    stack = scope["stack"]
+    assert len(stack.models) == 10 and scope["losses"].shape == (10,)
+    assert not torch.equal(stack.models[3].lm_head.weight, before)  # model 3 took a step
