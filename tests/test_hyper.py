@@ -16,12 +16,20 @@ import torch
 import torch.nn.functional as F
 
 from attnstreams.cli import main
-from attnstreams.experiments.lm.train import LMTrainConfig, _decays
+from attnstreams.experiments.lm.data import DataConfig, prepare_data
+from attnstreams.experiments.lm.train import (
+    LMTrainConfig,
+    LMTrainer,
+    _decays,
+    load_model,
+    train,
+)
 from attnstreams.models.gpt import GPT, GPTConfig, preset
 from attnstreams.models.residual import ResidualConfig
 from attnstreams.models.stack import ModelStack
 from attnstreams.run.config import ConfigError
 
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 WORKER = Path(__file__).parent / "parallel_variants.py"
 # vmap runs CPU attention one model at a time (PyTorch has no CPU batching rule for it)
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
@@ -392,3 +400,26 @@ def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0], err
     assert not out.exists()
+
+
+def test_lm_train_saves_and_loads_a_hyper_connection_model(tmp_path, capsys):
+    """A short run: the checkpoint names the residual and loads back as the trained model,
+    whose hyper-connection weights moved; `lm eval` names it."""
+    data = DataConfig(data=str(FIXTURE), vocab_size=512, tokenizer_docs=50, val_tokens=1000)
+    data_dir = prepare_data(data, tmp_path / "data", progress=False)
+    cfg = LMTrainConfig(preset="tiny", residual="dhc-n2", steps=3, batch=2, block_size=16,
+                        warmup=1, eval_every=3, eval_batches=1, ioi_prompts=20)  # fmt: skip
+    trainer = LMTrainer(cfg, data_dir, "cpu")
+    start = copy.deepcopy(trainer.model.residual.state_dict())
+    train(trainer, tmp_path / "run", progress=False)
+    model, meta = load_model(tmp_path / "run" / "checkpoint.safetensors")
+    assert meta["model"]["residual"] == "dhc-n2"
+    assert model.cfg.residual == ResidualConfig("dhc", n=2)
+    for n, p in trainer.model.named_parameters():
+        torch.testing.assert_close(dict(model.named_parameters())[n], p, rtol=0, atol=0)
+    moved = model.residual.state_dict()
+    assert all(not torch.equal(moved[k], v) for k, v in start.items() if "scale" not in k)
+    ckpt = str(tmp_path / "run" / "checkpoint.safetensors")
+    capsys.readouterr()
+    assert main(["lm", "eval", ckpt, "--ioi-prompts", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["residual"] == "dhc-n2"
