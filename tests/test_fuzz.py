@@ -151,10 +151,14 @@ stream_values = st.one_of(
 )
 
 
-# --residual: a name (DenseFormer's dilation and period up to 5), or anything
+# --residual: a name (DenseFormer's dilation and period up to 5, a hyper-connection's expansion
+# rate up to 5), or anything
 residual_values = st.one_of(
     st.builds("denseformer-d{}-p{}".format, st.integers(0, 5), st.integers(0, 5)),
-    st.sampled_from(["plain", "denseformer", "denseformer-p2", "plain-d2"]),
+    st.builds("{}-n{}".format, st.sampled_from(["hc", "dhc", "mhc"]), st.integers(0, 5)),
+    st.sampled_from(
+        ["plain", "denseformer", "denseformer-p2", "plain-d2", "hc", "dhc", "mhc", "hc-d2"]
+    ),
     weird,
 )
 
@@ -472,6 +476,7 @@ GOOD = {  # every GPTConfig field: values that may well build, and values that m
     "mlp_hidden": st.sampled_from([None, 5, 32]),
     "tie_embeddings": st.booleans(),
     "value_embed_layers": st.one_of(st.none(), st.lists(st.integers(0, 3), max_size=3).map(tuple)),
+    "residual": st.sampled_from(["plain", "denseformer-d2", "hc-n2", "dhc", "mhc-n1", "mhc-n3"]),
 }
 ODD = {name: odd_number for name in GOOD} | {
     "dropout": st.sampled_from([-0.1, 1.5, float("nan"), "0.1", None, True]),
@@ -484,6 +489,7 @@ ODD = {name: odd_number for name in GOOD} | {
     "value_embed_layers": st.sampled_from(
         ["0", (0.5,), (True,), (-1,), (0, 0), (), [1, 2], 3, (99,), (None,)]
     ),  # fmt: skip
+    "residual": st.one_of(residual_values, anything),
 }
 TINY_BASE = dict(vocab_size=64, block_size=8, n_layer=2, n_head=2, n_embd=16, dropout=0.0)
 

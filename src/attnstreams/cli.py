@@ -453,7 +453,9 @@ def _lm_train_args(p: argparse.ArgumentParser, t) -> None:
         default=t.residual,
         help="how blocks pass the residual stream on: plain | denseformer (DenseFormer's "
         "depth-weighted average after every block) | denseformer-dK-pP (every K-th earlier "
-        "output, a DWA after every P-th block)",
+        "output, a DWA after every P-th block) | hc, dhc, mhc (hyper-connections: static, "
+        "dynamic, manifold-constrained; 4 copies of the stream) | hc-nN, dhc-nN, mhc-nN (N "
+        "copies)",
     )
     p.add_argument(
         "--grad-accum",

@@ -2,9 +2,10 @@
 one, and their presets.
 
 Like `ToyICL` (toy.py) it threads the residual stream through its attention layers: each layer
-returns the projection it hands on (`carry`) and the next layer takes it (streams.py). Between
-blocks, what each block reads is the residual module's (residual.py): the plain sum, or
-DenseFormer's depth-weighted average of the outputs before it.
+returns the projection it hands on (`carry`) and the next layer takes it (streams.py). What
+each sublayer (attention, MLP) reads and how its update is added is the residual module's
+(residual.py): the plain sum, DenseFormer's depth-weighted average of the block outputs before
+it, or hyper-connections (n copies of the stream, mixed by learned weights).
 """
 
 from __future__ import annotations
@@ -17,7 +18,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from attnstreams.models.fused_loss import linear_cross_entropy
-from attnstreams.models.residual import ResidualConfig, check_residual_layers, residual_module
+from attnstreams.models.residual import (
+    PLAIN,
+    ResidualConfig,
+    check_residual_layers,
+    residual_module,
+)
 from attnstreams.models.sampling import sample
 from attnstreams.run.config import (
     ConfigError,
@@ -90,8 +96,8 @@ class GPTConfig:
     dropout: float = 0.1
     bias: bool = True
     stream: StreamConfig = field(default_factory=StreamConfig)
-    # How blocks pass the residual stream on: plain, or DenseFormer's depth-weighted average
-    # (residual.py); a name given here is parsed.
+    # How sublayers pass the residual stream on: plain, DenseFormer's depth-weighted average,
+    # hyper-connections (residual.py); a name given here is parsed.
     residual: ResidualConfig = field(default_factory=ResidualConfig)
     # Embedding rows rounded up to a multiple of this: GPT-2's 50,257 logits a token make an
     # odd-width output matmul; 50,304 runs on faster kernels. Extra rows are never read and
@@ -256,18 +262,37 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
 
     def forward(
+        self,
+        state,
+        carry: torch.Tensor | None = None,
+        cache: KVCache | None = None,
+        residual: nn.Module = PLAIN,
+        i: int = 0,
+    ):
+        """The residual state through attention (sublayer 2i) and MLP (2i + 1), each read and
+        written through `residual` (residual.py; plain: x + update, x the stream); the carry in
+        and out (streams.py). One call a block: FSDP gathers the block's weights around it."""
+        h, mix = residual.read(state, 2 * i)
+        a, carry = self.attend(h, carry, cache)
+        h, mix = residual.read(residual.write(mix, 2 * i, a), 2 * i + 1)
+        return residual.write(mix, 2 * i + 1, self.feed(h)), carry
+
+    def attend(
         self, x: torch.Tensor, carry: torch.Tensor | None = None, cache: KVCache | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The residual stream x through attention and MLP; the carry in and out (streams.py)."""
-        a, carry = self.attn(self.ln1(x), carry, cache)
-        x = x + a
-        return x + self.mlp(self.ln2(x)), carry
+        """Attention's update to the stream x (its branch output, no residual add)."""
+        return self.attn(self.ln1(x), carry, cache)
+
+    def feed(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP's update to the stream x."""
+        return self.mlp(self.ln2(x))
 
 
 class GPT(nn.Module):
     """Decoder LM: GPT-2's block by default (learned positions, GELU MLP 4x, tied embeddings,
     dropout), or the modern block (GPTConfig). A `value-embed` stream adds its token tables; a
-    `denseformer` residual its DWA weights (`residual.weights`)."""
+    `denseformer` residual its DWA weights (`residual.weights`), a hyper-connection residual
+    its mixing weights (`residual.*`)."""
 
     # Training on CUDA: the output layer and its loss as one autograd function that writes the
     # logits' gradient in the forward pass (fused_loss.py; the same function, fewer passes over
@@ -287,8 +312,8 @@ class GPT(nn.Module):
             Block(cfg, i, StreamConfig() if embed and self.embed_table[i] is None else cfg.stream)
             for i in range(cfg.n_layer)
         )
-        # How each block's input is made from the outputs before it (draws no random numbers)
-        self.residual = residual_module(cfg.residual, cfg.n_layer)
+        # How each sublayer's input is made and its update added (draws no random numbers)
+        self.residual = residual_module(cfg.residual, cfg.n_layer, cfg.n_embd)
         self.ln_f = norm(cfg)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab, bias=False)
         if cfg.tie_embeddings:
@@ -375,8 +400,7 @@ class GPT(nn.Module):
             if self.embed_table is not None:  # value-embed: each layer reads its own table
                 table = self.embed_table[i]
                 carry = None if table is None else embeds[table]
-            out, carry = block(self.residual.read(state, i), carry, cache[i] if cache else None)
-            state = self.residual.write(state, i, out)
+            state, carry = block(state, carry, cache[i] if cache else None, self.residual, i)
         x = self.ln_f(self.residual.end(state))
         V = self.cfg.vocab_size
         if targets is not None and self.fused_loss and x.is_cuda and torch.is_grad_enabled():

@@ -1,11 +1,15 @@
-"""How `GPT`'s blocks pass the residual stream on: the plain sum, or DenseFormer's
-depth-weighted average (Pagliardini et al. 2024, arXiv 2402.02622).
+"""How `GPT`'s blocks pass the residual stream on: the plain sum, DenseFormer's depth-weighted
+average (Pagliardini et al. 2024, arXiv 2402.02622), or hyper-connections: n parallel copies of
+the stream with learned mixing (Zhu et al. 2024, arXiv 2409.19606), their manifold-constrained
+form (mHC, Xie et al. 2025, arXiv 2512.24880).
 
-GPT's block loop talks to a residual module through four calls, so that other ways of wiring
-blocks together can sit beside these two: `start(x)` takes the embedding output and returns
-a state; `read(state, i)` is block i's input; `write(state, i, out)` takes block i's output
-(its input plus attention and MLP) and returns the new state; `end(state)` is what the final
-norm reads. Everything is per position, so cached decoding needs no extra state.
+Each block is two sublayers, attention and MLP, numbered k = 2i and 2i + 1 in block i. A
+residual module talks to them through four calls: `start(x)` takes the embedding output and
+returns a state; `read(state, k)` returns sublayer k's input and what `write` needs;
+`write(mix, k, update)` takes that and the sublayer's update (its branch output, without the
+residual add) and returns the new state; `end(state)` is what the final norm reads.
+Everything is per position, so cached decoding needs no extra state. The states that pass
+between blocks are tensors or tuples of them, which FSDP's hooks see through.
 """
 
 from __future__ import annotations
@@ -14,52 +18,65 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from attnstreams.run.config import ConfigError, check_choice, check_int
 
-RESIDUALS = ("plain", "denseformer")
+RESIDUALS = ("plain", "denseformer", "hc", "dhc", "mhc")
+HYPER = ("hc", "dhc", "mhc")
+#: Expansion rate of the hyper-connection kinds when the name gives none (both papers' n).
+DEFAULT_N = 4
+NAMES = "plain, denseformer[-dK][-pP], hc[-nN], dhc[-nN], mhc[-nN]"
+#: Options each kind takes in its name: d(ilation), p(eriod), n (expansion rate).
+OPTIONS = {"plain": "", "denseformer": "dp", "hc": "n", "dhc": "n", "mhc": "n"}
+#: Sinkhorn-Knopp iterations of mHC's residual matrix (the paper's t_max).
+SINKHORN_ITERS = 20
 
 
 @dataclass(frozen=True)
 class ResidualConfig:
-    """The stream between blocks: `plain` (x_{i+1} = block_i(x_i)) or `denseformer`, with
-    dilation k (a DWA mixes every k-th earlier output) and period p (a DWA after every p-th
-    block); `parse` reads names such as 'denseformer-d2-p2'."""
+    """The stream between sublayers: `plain` (x + update), `denseformer` with dilation k (a DWA
+    mixes every k-th earlier block output) and period p (a DWA after every p-th block), or a
+    hyper-connection kind with expansion rate n: `hc` (static), `dhc` (dynamic), `mhc`
+    (manifold-constrained). `parse` reads names such as 'denseformer-d2-p2' or 'dhc-n2'."""
 
     kind: str = "plain"
     dilation: int = 1
     period: int = 1
+    n: int | None = None  # hyper-connection kinds only; None there: DEFAULT_N
 
     def __post_init__(self) -> None:
         check_choice("residual", self.kind, RESIDUALS)
         check_int("residual dilation", self.dilation, lo=1)
         check_int("residual period", self.period, lo=1)
-        if self.kind == "plain" and (self.dilation, self.period) != (1, 1):
-            raise ConfigError("the plain residual takes no dilation or period")
+        if self.kind != "denseformer" and (self.dilation, self.period) != (1, 1):
+            raise ConfigError(f"the {self.kind} residual takes no dilation or period")
+        if self.kind in HYPER:
+            if self.n is None:
+                object.__setattr__(self, "n", DEFAULT_N)
+            check_int("residual expansion rate n", self.n, lo=1)
+        elif self.n is not None:
+            raise ConfigError(f"the {self.kind} residual takes no expansion rate")
 
     @classmethod
     def parse(cls, spec: str | ResidualConfig) -> ResidualConfig:
         """'plain', 'denseformer', 'denseformer-d2' (dilation 2), 'denseformer-p2' (period 2),
-        'denseformer-d2-p2'."""
+        'denseformer-d2-p2'; 'hc', 'dhc', 'mhc' (expansion rate 4), 'hc-n2' (rate 2)."""
         if isinstance(spec, ResidualConfig):
             return spec
         if not isinstance(spec, str):
             raise ConfigError(f"residual must be a name like 'denseformer', got {spec!r}")
         kind, *options = spec.strip().split("-")
         if kind not in RESIDUALS:
-            raise ConfigError(
-                f"unknown residual {spec!r}: one of plain, denseformer, denseformer-dK-pP"
-            )
+            raise ConfigError(f"unknown residual {spec!r}: one of {NAMES}")
         found: dict[str, int] = {}
         for opt in options:
             key, digits = opt[:1], opt[1:]
             number = digits.isascii() and digits.isdigit()
-            if kind == "plain" or key not in ("d", "p") or key in found or not number:
-                raise ConfigError(
-                    f"unknown residual {spec!r}: one of plain, denseformer, denseformer-dK-pP"
-                )
+            if not key or key not in OPTIONS[kind] or key in found or not number:
+                raise ConfigError(f"unknown residual {spec!r}: one of {NAMES}")
             found[key] = int(digits)
-        return cls(kind, found.get("d", 1), found.get("p", 1))
+        return cls(kind, found.get("d", 1), found.get("p", 1), found.get("n"))
 
     @property
     def name(self) -> str:
@@ -69,6 +86,8 @@ class ResidualConfig:
             parts.append(f"d{self.dilation}")
         if self.period != 1:
             parts.append(f"p{self.period}")
+        if self.n is not None and self.n != DEFAULT_N:
+            parts.append(f"n{self.n}")
         return "-".join(parts)
 
     @property
@@ -79,54 +98,56 @@ class ResidualConfig:
 
 def check_residual_layers(cfg: ResidualConfig, n_layer: int) -> None:
     """A DenseFormer needs at least one DWA: period at most n_layer."""
-    if cfg.active and cfg.period > n_layer:
+    if cfg.kind == "denseformer" and cfg.period > n_layer:
         raise ConfigError(
             f"residual {cfg.name!r} has period {cfg.period}: no DWA in {n_layer} layers"
         )
 
 
-def residual_module(cfg: ResidualConfig, n_layer: int) -> nn.Module:
-    """The module GPT's block loop reads and writes through."""
+def residual_module(cfg: ResidualConfig, n_layer: int, width: int) -> nn.Module:
+    """The module GPT's sublayers read and write through (width: n_embd)."""
     if cfg.kind == "denseformer":
         return DepthWeightedAverage(n_layer, cfg.dilation, cfg.period)
+    if cfg.kind in ("hc", "dhc"):
+        return HyperConnections(2 * n_layer, width, cfg.n, dynamic=cfg.kind == "dhc")
+    if cfg.kind == "mhc":
+        return ManifoldHyperConnections(2 * n_layer, width, cfg.n)
     return PlainResidual()
 
 
 class PlainResidual(nn.Module):
-    """Each block reads what the one before wrote (no parameters: checkpoints unchanged)."""
+    """x + update after each sublayer (no parameters: checkpoints unchanged)."""
 
     def start(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
-    def read(self, state: torch.Tensor, i: int) -> torch.Tensor:
-        return state
+    def read(self, state: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return state, state
 
-    def write(self, state: torch.Tensor, i: int, out: torch.Tensor) -> torch.Tensor:
-        return out
+    def write(self, state: torch.Tensor, k: int, update: torch.Tensor) -> torch.Tensor:
+        return state + update
 
     def end(self, state: torch.Tensor) -> torch.Tensor:
         return state
 
 
-@dataclass
-class DWAState:
-    """The outputs so far (0: the embedding, j: block j-1's) and the stream the next block
-    reads."""
-
-    outputs: list[torch.Tensor]
-    x: torch.Tensor
+#: The residual of a Block called on its own.
+PLAIN = PlainResidual()
 
 
 class DepthWeightedAverage(nn.Module):
-    """DenseFormer's DWA: after block i (0-based) with (i + 1) % period == 0, the stream passed
-    on is sum_m alpha_{i,m} X_m over the outputs X_m with m = i + 1, i + 1 - k, ... >= 0
-    (k the dilation; X_0 the embedding output, X_m block m-1's output before any DWA). After
-    other blocks the block output is passed on as it is.
+    """DenseFormer's DWA: after block i (0-based; its MLP, sublayer 2i + 1) with
+    (i + 1) % period == 0, the stream passed on is sum_m alpha_{i,m} X_m over the outputs X_m
+    with m = i + 1, i + 1 - k, ... >= 0 (k the dilation; X_0 the embedding output, X_m block
+    m-1's output before any DWA). After other blocks the block output is passed on as it is;
+    inside a block, attention's update is added as usual.
 
     `weights[str(i)]` holds alpha_i, oldest output first. It starts as (0, ..., 0, 1): the model
     starts as the plain transformer, and no random number is drawn (a seed gives the other
     weights of the plain model). The sum is written term by term so that autograd keeps no
-    stacked copy of the outputs (it keeps the outputs themselves, which it keeps anyway)."""
+    stacked copy of the outputs (it keeps the outputs themselves, which it keeps anyway).
+
+    The state is (stream, outputs so far)."""
 
     def __init__(self, n_layer: int, dilation: int = 1, period: int = 1) -> None:
         super().__init__()
@@ -142,21 +163,152 @@ class DepthWeightedAverage(nn.Module):
         """The outputs DWA i mixes: indices i + 1, i + 1 - k, ... >= 0, oldest first."""
         return range((i + 1) % self.dilation, i + 2, self.dilation)
 
-    def start(self, x: torch.Tensor) -> DWAState:
-        return DWAState([x], x)
+    def start(self, x: torch.Tensor) -> tuple:
+        return x, (x,)
 
-    def read(self, state: DWAState, i: int) -> torch.Tensor:
-        return state.x
+    def read(self, state: tuple, k: int) -> tuple[torch.Tensor, tuple]:
+        return state[0], state
 
-    def write(self, state: DWAState, i: int, out: torch.Tensor) -> DWAState:
-        outputs = [*state.outputs, out]
+    def write(self, state: tuple, k: int, update: torch.Tensor) -> tuple:
+        x, outputs = state
+        out = x + update
+        if k % 2 == 0:  # after attention: inside the block
+            return out, outputs
+        i = k // 2
+        outputs = (*outputs, out)
         if str(i) not in self.weights:
-            return DWAState(outputs, out)
+            return out, outputs
         w = self.weights[str(i)].to(out.dtype)  # under autocast: the stream's dtype
         x = None
         for m, j in enumerate(self.sources(i)):
             x = w[m] * outputs[j] if x is None else x + w[m] * outputs[j]
-        return DWAState(outputs, x)
+        return x, outputs
 
-    def end(self, state: DWAState) -> torch.Tensor:
-        return state.x
+    def end(self, state: tuple) -> torch.Tensor:
+        return state[0]
+
+
+class HyperConnections(nn.Module):
+    """Hyper-connections (Zhu et al. 2024) around every sublayer, expansion rate n.
+
+    The state is the hyper hidden matrix H, n copies of the stream a position, (..., n, d);
+    `start` copies the embedding output into all n, `end` sums them (what the final norm reads).
+    Sublayer k reads h = sum_s A_m[s] H_s (width connections) and writes
+    H'_j = B_j T(h) + sum_s A_r[s, j] H_s (depth connections). Static (`hc`): A_m, A_r, B are
+    learned, stored as `static_alpha[k]` = [A_m | A_r] (n x (1 + n)) and `static_beta[k]` = B.
+    Dynamic (`dhc`): each also gets a per-position term, [A_m | A_r] + s_a tanh(norm(H) W_a) and
+    B + s_b tanh(norm(H) W_b), norm a LayerNorm over d without weights, W_a (d x (1 + n)) and
+    W_b (d) starting at 0 and s_a, s_b at 0.01 (`dynamic_alpha`, `dynamic_beta`,
+    `alpha_scale`, `beta_scale`).
+
+    The paper's start: A_m = e_{k mod n}, A_r = I, B = 1. Then every copy is the plain model's
+    stream, exactly (each product is by 0 or 1), and the final norm reads n times it (the sum of
+    the copies). No random number is drawn."""
+
+    def __init__(self, n_sublayers: int, width: int, n: int, dynamic: bool = False) -> None:
+        super().__init__()
+        self.n, self.dynamic = n, dynamic
+        alpha = torch.zeros(n_sublayers, n, 1 + n)
+        for k in range(n_sublayers):
+            alpha[k, k % n, 0] = 1.0
+            alpha[k, :, 1:] = torch.eye(n)
+        self.static_alpha = nn.Parameter(alpha)
+        self.static_beta = nn.Parameter(torch.ones(n_sublayers, n))
+        if dynamic:
+            self.dynamic_alpha = nn.Parameter(torch.zeros(n_sublayers, width, 1 + n))
+            self.dynamic_beta = nn.Parameter(torch.zeros(n_sublayers, width))
+            self.alpha_scale = nn.Parameter(torch.full((n_sublayers,), 0.01))
+            self.beta_scale = nn.Parameter(torch.full((n_sublayers,), 0.01))
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(-2).expand(*x.shape[:-1], self.n, x.size(-1))
+
+    def read(self, H: torch.Tensor, k: int) -> tuple[torch.Tensor, tuple]:
+        alpha = self.static_alpha[k].to(H.dtype)  # under autocast: the stream's dtype
+        beta = self.static_beta[k].to(H.dtype)
+        if self.dynamic:
+            normed = F.layer_norm(H, H.shape[-1:])
+            w_a, w_b = self.dynamic_alpha[k].to(H.dtype), self.dynamic_beta[k].to(H.dtype)
+            alpha = alpha + self.alpha_scale[k].to(H.dtype) * torch.tanh(normed @ w_a)
+            beta = beta + self.beta_scale[k].to(H.dtype) * torch.tanh(normed @ w_b)
+        mixed = torch.einsum("...st,...sd->...td", alpha, H)  # (..., 1 + n, d)
+        return mixed[..., 0, :], (mixed[..., 1:, :], beta)
+
+    def write(self, mix: tuple, k: int, update: torch.Tensor) -> torch.Tensor:
+        kept, beta = mix
+        return kept + beta.unsqueeze(-1) * update.unsqueeze(-2)
+
+    def end(self, H: torch.Tensor) -> torch.Tensor:
+        return H.sum(-2)
+
+
+def sinkhorn(logits: torch.Tensor, iters: int = SINKHORN_ITERS) -> torch.Tensor:
+    """Sinkhorn-Knopp on exp(logits) over the last two dimensions: each iteration scales the
+    rows, then the columns, to sum 1 (the columns sum to 1 exactly, the rows nearly). The
+    largest logit of each matrix is subtracted first (the result is the same)."""
+    m = torch.exp(logits - logits.amax((-2, -1), keepdim=True).detach())
+    for _ in range(iters):
+        m = m / m.sum(-1, keepdim=True)
+        m = m / m.sum(-2, keepdim=True)
+    return m
+
+
+class ManifoldHyperConnections(nn.Module):
+    """mHC (Xie et al. 2025): hyper-connections whose residual matrix is doubly stochastic and
+    whose read and write weights are non-negative, all per position.
+
+    Sublayer k with X the state (n x d a position): x' = RMSNorm(vec(X)) over all n d numbers
+    (no weight: it folds into phi), then with phi = `phi[k]` (n d x (2n + n^2)) and gates
+    a = `gates[k]` (3 numbers), H_pre = sigmoid(a_0 x' phi_pre + b_pre),
+    H_post = 2 sigmoid(a_1 x' phi_post + b_post), H_res = SinkhornKnopp(a_2 mat(x' phi_res) +
+    b_res) (20 iterations); the sublayer reads h = sum_j H_pre[j] X_j and writes
+    X'_i = sum_j H_res[i, j] X_j + H_post[i] T(h). `start` copies, `end` sums, as in
+    `HyperConnections`.
+
+    Start (draws no random number): phi = 0, gates 0.01, and the biases are hyper-connections'
+    start in logits: b_pre = e_{k mod n}, b_res = I, b_post = 0. Then H_pre = sigmoid(e_{k mod
+    n}), H_post = 1 and H_res = ((e - 1) I + J) / (e + n - 1), which is doubly stochastic: every
+    copy is the stream of the plain model whose sublayers read c = sigmoid(1) + (n - 1) / 2
+    times their input (before their norm; to rounding), and the final norm reads n times it.
+    Not the plain model: a sigmoid is never 0 or 1. Biases all 0 would keep the n copies equal
+    for ever (every copy gets the same gradient); the one-hot b_pre breaks that symmetry, as
+    A_m does in hyper-connections.
+    """
+
+    def __init__(self, n_sublayers: int, width: int, n: int) -> None:
+        super().__init__()
+        self.n = n
+        self.phi = nn.Parameter(torch.zeros(n_sublayers, n * width, 2 * n + n * n))
+        self.gates = nn.Parameter(torch.full((n_sublayers, 3), 0.01))
+        b_pre = torch.zeros(n_sublayers, n)
+        for k in range(n_sublayers):
+            b_pre[k, k % n] = 1.0
+        self.b_pre = nn.Parameter(b_pre)
+        self.b_post = nn.Parameter(torch.zeros(n_sublayers, n))
+        self.b_res = nn.Parameter(torch.eye(n).repeat(n_sublayers, 1, 1))
+
+    def start(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(-2).expand(*x.shape[:-1], self.n, x.size(-1))
+
+    def maps(self, X: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """H_pre (..., n), H_post (..., n), H_res (..., n, n) of sublayer k at state X."""
+        n, dt = self.n, X.dtype
+        flat = F.rms_norm(X.flatten(-2), (X.size(-2) * X.size(-1),), eps=1e-6)
+        z = flat @ self.phi[k].to(dt)
+        a = self.gates[k].to(dt)
+        pre = torch.sigmoid(a[0] * z[..., :n] + self.b_pre[k].to(dt))
+        post = 2 * torch.sigmoid(a[1] * z[..., n : 2 * n] + self.b_post[k].to(dt))
+        res = a[2] * z[..., 2 * n :].unflatten(-1, (n, n)) + self.b_res[k].to(dt)
+        return pre, post, sinkhorn(res)
+
+    def read(self, X: torch.Tensor, k: int) -> tuple[torch.Tensor, tuple]:
+        pre, post, res = self.maps(X, k)
+        h = torch.einsum("...s,...sd->...d", pre, X)
+        return h, (res @ X, post)
+
+    def write(self, mix: tuple, k: int, update: torch.Tensor) -> torch.Tensor:
+        kept, post = mix
+        return kept + post.unsqueeze(-1) * update.unsqueeze(-2)
+
+    def end(self, X: torch.Tensor) -> torch.Tensor:
+        return X.sum(-2)

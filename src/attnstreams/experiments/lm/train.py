@@ -63,7 +63,7 @@ class LMTrainConfig:
 
     preset: str = "tinystories-8m"
     stream: str = "none"
-    residual: str = "plain"  # how blocks pass the stream on: plain | denseformer[-dK][-pP]
+    residual: str = "plain"  # plain | denseformer[-dK][-pP] | hc, dhc, mhc [-nN] (residual.py)
     steps: int = 2000
     epochs: float | None = None  # set: steps = epochs passes over one copy of the train split
     batch: int = 64  # sequences a step, over all processes
@@ -458,8 +458,10 @@ def _rank_seed(seed: int, rank: int) -> int:
 
 
 #: Parameter names of mixing weights, never weight-decayed (decay would pull a DWA's weight on
-#: the current output, which starts at 1, towards 0): stream mixes and gates, DWA weights.
-NO_DECAY = ("stream_", "residual.weights.")
+#: the current output, which starts at 1, towards 0, and a hyper-connection's identity and
+#: ones likewise): stream mixes and gates, the residual module's weights (DWA,
+#: hyper-connections).
+NO_DECAY = ("stream_", "residual.")
 
 
 def _decays(name: str, p: torch.nn.Parameter) -> bool:
