@@ -183,7 +183,7 @@ def reference_hc(model: GPT, idx: torch.Tensor) -> torch.Tensor:
 
 
 def reference_mhc(model: GPT, idx: torch.Tensor) -> torch.Tensor:
-    """mHC as Xie et al. write it: x' = RMSNorm(vec(X)); H_pre = sigmoid(a_pre x' phi_pre +
+    """mHC as its paper writes it: x' = RMSNorm(vec(X)); H_pre = sigmoid(a_pre x' phi_pre +
     b_pre), H_post = 2 sigmoid(a_post x' phi_post + b_post), H_res = Sinkhorn-Knopp of
     exp(a_res mat(x' phi_res) + b_res) (20 times rows then columns to sum 1);
     X' = H_res X + H_post^T T(H_pre X); the final norm reads the sum of the rows of X."""

@@ -1,7 +1,7 @@
 """How `GPT`'s blocks pass the residual stream on: the plain sum, DenseFormer's depth-weighted
 average (Pagliardini et al. 2024, arXiv 2402.02622), or hyper-connections: n parallel copies of
 the stream with learned mixing (Zhu et al. 2024, arXiv 2409.19606), their manifold-constrained
-form (mHC, Xie et al. 2025, arXiv 2512.24880).
+form (mHC, DeepSeek-AI 2025, arXiv 2512.24880).
 
 Each block is two sublayers, attention and MLP, numbered k = 2i and 2i + 1 in block i. A
 residual module talks to them through four calls: `start(x)` takes the embedding output and
@@ -254,7 +254,7 @@ def sinkhorn(logits: torch.Tensor, iters: int = SINKHORN_ITERS) -> torch.Tensor:
 
 
 class ManifoldHyperConnections(nn.Module):
-    """mHC (Xie et al. 2025): hyper-connections whose residual matrix is doubly stochastic and
+    """mHC (DeepSeek-AI 2025): hyper-connections whose residual matrix is doubly stochastic and
     whose read and write weights are non-negative, all per position.
 
     Sublayer k with X the state (n x d a position): x' = RMSNorm(vec(X)) over all n d numbers
