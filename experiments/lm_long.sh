@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Experiment 2, long training (results/lm-long): the commands behind its numbers.
 #   experiments/lm_long.sh CORPUS WORK OUT NAMES ARMS SEED SEEDS [NAMES ARMS SEED SEEDS ...]
-# Each NAMES ARMS SEED SEEDS group (NAMES original|resampled, ARMS a comma list of streams,
-# seeds SEED..SEED+SEEDS-1) is one `lm grid` of 8M models on a 8,192-token BPE, trained for
+# Each NAMES ARMS SEED SEEDS group (NAMES original|resampled, ARMS a comma list of `lm grid`
+# arms: streams, residuals or STREAM+RESIDUAL; seeds SEED..SEED+SEEDS-1) is one `lm grid` of
+# 8M models on a 8,192-token BPE, trained for
 # $EPOCHS passes over the train split (names resampled: a freshly renamed copy each pass),
 # evaluated at $EVALS log-spaced steps. All groups run at once on one GPU, one process a run;
 # every run must end inside the job (a checkpoint is not kept between jobs). MPS=1 starts a

@@ -665,14 +665,51 @@ def test_report_times_the_thresholds_asked_for(tmp_path, capsys):
     assert (grid / "report.md").read_text() == before
 
 
-def test_the_report_names_a_residual_that_is_not_plain(data_dir, tmp_path):
-    """How blocks pass the residual stream on is in force for a run: its report says so (and
-    says nothing for the plain sum)."""
-    from attnstreams.experiments.lm.report import write_report
+def test_arms_name_a_stream_a_residual_or_both():
+    from attnstreams.experiments.lm.arms import arm_name, parse_arm
+    from attnstreams.run.config import ConfigError
 
-    for residual in ("plain", "denseformer-d2"):
-        cfg = LMTrainConfig(**{**TINY.__dict__, "steps": 2, "eval_every": 2, "residual": residual})
-        out = tmp_path / residual
-        train(LMTrainer(cfg, data_dir), out, progress=False)
-        said = "residual denseformer-d2;" in write_report(out).read_text()
-        assert said == (residual != "plain")
+    for name, parts in {
+        "none": ("none", "plain"),
+        "value-first-half": ("value-first", "plain"),
+        "denseformer-d2": ("none", "denseformer-d2"),
+        "hc-n4": ("none", "hc"),
+        "value+dhc-n2": ("value", "dhc-n2"),
+        "none+plain": ("none", "plain"),
+    }.items():
+        assert parse_arm(name) == parts
+        assert parse_arm(arm_name(*parts)) == parts  # the canonical name reads back
+    assert parse_arm("value", "denseformer") == ("value", "denseformer")  # the grid's residual
+    assert arm_name("value", "denseformer-d1") == "value+denseformer"
+    for bad in ("bogus", "value+bogus", "bogus+hc", "value+key"):
+        with pytest.raises(ConfigError):
+            parse_arm(bad)
+
+
+def test_a_grid_compares_residuals_and_streams_as_arms(tmp_path, capsys):
+    """`lm grid --stream none,denseformer-d2,value+hc-n2`: a folder an arm and seed, each run
+    configured as its arm says, the report comparing each arm with none; a bad arm is one
+    line before anything is written."""
+    argv = [
+        "lm", "grid", "--preset", "tiny", "--data", str(FIXTURE), "--train-tokens", "20000",
+        "--val-tokens", "2000", "--vocab-size", "400", "--steps", "2", "--batch", "2",
+        "--block-size", "16", "--eval-every", "2", "--eval-batches", "1", "--ioi-prompts", "8",
+        "--seeds", "1", "--json", "--stream", "none,denseformer-d2,value+hc-n2",
+    ]  # fmt: skip
+    assert main([*argv, "--out", str(tmp_path / "g")]) == 0
+    for arm, (stream, residual) in {
+        "none": ("none", "plain"),
+        "denseformer-d2": ("none", "denseformer-d2"),
+        "value+hc-n2": ("value", "hc-n2"),
+    }.items():
+        config = json.loads((tmp_path / "g" / f"{arm}-s0" / "config.json").read_text())
+        assert (config["config"]["stream"], config["model"]["residual"]) == (stream, residual)
+    report = (tmp_path / "g" / "report.md").read_text()
+    finished = next(ln for ln in report.splitlines() if ln.startswith("Runs finished"))
+    assert all(f"{arm} 1/1" in finished for arm in ("none", "denseformer-d2", "value+hc-n2"))
+    assert "Each arm is compared with none" in finished
+    capsys.readouterr()
+    argv[-1] = "none,bogus"
+    assert main([*argv, "--out", str(tmp_path / "h")]) == 2
+    assert "an arm is a stream, a residual" in capsys.readouterr().err
+    assert not (tmp_path / "h").exists()

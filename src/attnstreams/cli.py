@@ -512,7 +512,9 @@ def _lm_train_args(p: argparse.ArgumentParser, t) -> None:
 GENERATED_FLOOR = 1_000_000  # generated train tokens at least (a BPE and windows to draw)
 
 
-def _lm_configs(args, stream: str, seed: int):
+def _lm_configs(args, stream: str, seed: int, residual: str | None = None):
+    """The token files' and the run's configs from the options; `residual` in place of
+    --residual (a grid arm's own)."""
     import math
 
     from attnstreams.experiments.lm.data import DataConfig
@@ -539,7 +541,7 @@ def _lm_configs(args, stream: str, seed: int):
     cfg = LMTrainConfig(
         preset=args.preset,
         stream=stream,
-        residual=args.residual,
+        residual=args.residual if residual is None else residual,
         steps=args.steps,
         epochs=args.epochs,
         batch=args.batch,
@@ -728,24 +730,26 @@ def cmd_lm_train(args: argparse.Namespace) -> int:
 
 
 def cmd_lm_grid(args: argparse.Namespace) -> int:
-    """`lm grid`: every stream x seed, one after another or in parallel processes."""
+    """`lm grid`: every arm x seed, one after another or in parallel processes."""
+    from attnstreams.experiments.lm.arms import parse_arm
     from attnstreams.experiments.lm.grid import run_grid
     from attnstreams.experiments.lm.stack import check_stack_config
 
-    streams = _values(args.stream, "--stream")
+    arms = _values(args.stream, "--stream")
     seeds = _seeds(args)
     devices = [_device(d) for d in _values(args.device, "--device")]
     check_range("workers", args.workers, lo=1, hi=256)
     check_range("stack", args.stack, lo=1, hi=MAX_SEEDS)
-    data, cfg = _lm_configs(args, streams[0], args.seed)
-    if args.stack > 1:
-        check_stack_config(cfg)
-    for s in streams:
-        _lm_configs(args, s, args.seed)  # validate every arm before any work
+    data, cfg = _lm_configs(args, "none", args.seed)  # the grid's; each arm sets its own model
+    for arm in arms:  # validate every arm before any work
+        stream, residual = parse_arm(arm, args.residual)
+        arm_cfg = _lm_configs(args, stream, args.seed, residual)[1]
+        if args.stack > 1:
+            check_stack_config(arm_cfg)
     _check_corpus_unless_prepared(data, args.data_dir, args.out)
     out = new_run_dir(args.out)
     summaries = run_grid(
-        streams,
+        arms,
         seeds,
         data,
         cfg,
@@ -952,8 +956,9 @@ def build_parser() -> Parser:
     p.set_defaults(func=cmd_lm_train, config_parser=p)
     p = sub.add_parser("grid", help="streams x seeds, paired by seed; resumable; writes a report")
     p.add_argument(  # --variants: the name `icl grid` had
-        "--stream", "--variants", dest="stream", metavar="STREAMS", default="none,value",
-        help=f"comma-separated; {STREAM_HELP}",
+        "--stream", "--variants", dest="stream", metavar="ARMS", default="none,value",
+        help=f"comma-separated arms: a stream, a residual (--residual's names; no stream), or "
+        f"STREAM+RESIDUAL (e.g. none,value,denseformer,value+hc); streams: {STREAM_HELP}",
     )  # fmt: skip
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--seed", type=int, default=0, help="first seed")

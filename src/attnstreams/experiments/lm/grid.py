@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from attnstreams.experiments.lm.arms import arm_name, parse_arm
 from attnstreams.experiments.lm.data import DataConfig, prepare_data
 from attnstreams.experiments.lm.stack import LMStack
 from attnstreams.experiments.lm.train import (
@@ -37,7 +38,7 @@ from attnstreams.run.logs import (
 
 
 def run_grid(
-    streams: list[str],
+    arms: list[str],
     seeds: list[int],
     data_cfg: DataConfig,
     cfg: LMTrainConfig,
@@ -49,10 +50,12 @@ def run_grid(
     workers: int = 1,
     stack: int = 1,
 ) -> list[dict]:
-    """Every (stream, seed) run in out/<stream>-s<seed>/, sharing the token files in
-    out/data (or data_dir). workers > 1: that many jobs at once, one process each (small
-    models leave most of a GPU idle; several processes fill it). stack > 1: a stream's seeds
-    in groups of up to `stack`, each group one job that trains its runs as one computation.
+    """Every (arm, seed) run in out/<arm>-s<seed>/, sharing the token files in out/data (or
+    data_dir). An arm is a stream, a residual, or STREAM+RESIDUAL (`parse_arm`; one that
+    names no residual takes cfg's). workers > 1: that many jobs at once, one process each
+    (small models leave most of a GPU idle; several processes fill it). stack > 1: an arm's
+    seeds in groups of up to `stack`, each group one job that trains its runs as one
+    computation.
     device: one, or a list that the jobs take in turn (`grid_devices`): a group a GPU."""
     if not isinstance(stack, int) or isinstance(stack, bool) or stack < 1:
         raise ConfigError(f"stack must be a whole number of runs >= 1, got {stack!r}")
@@ -60,11 +63,7 @@ def run_grid(
     try:
         data_dir = prepare_data(data_cfg, data_dir or out / "data", progress=progress)
         cfg = with_epochs(cfg, data_dir)
-        jobs = [
-            (stream, seeds[i : i + stack])
-            for stream in streams
-            for i in range(0, len(seeds), stack)
-        ]
+        jobs = [(arm, seeds[i : i + stack]) for arm in arms for i in range(0, len(seeds), stack)]
         devices = grid_devices(device, len(jobs))
         if workers <= 1:
             return [
@@ -105,7 +104,7 @@ def grid_devices(device: str | torch.device | list, n: int) -> list[str]:
 
 def _grid_job(
     cfg: dict,
-    stream: str,
+    arm: str,
     seeds: list[int],
     out: Path,
     data_dir: Path,
@@ -113,14 +112,15 @@ def _grid_job(
     real_eval: str | None,
     progress: bool = False,
 ) -> list[dict]:
-    """The runs of one stream's `seeds` (in a worker process when the grid has several):
+    """The runs of one arm's `seeds` (in a worker process when the grid has several):
     finished ones read back, the others trained together where they stand at one step (all
     new, or all checkpointed at the same step), else one after another."""
     summaries: dict[int, dict] = {}
     todo = []
+    stream, residual = parse_arm(arm, cfg["residual"])
     for seed in seeds:
-        run_cfg = LMTrainConfig(**{**cfg, "stream": stream, "seed": seed})
-        run_dir = out / f"{stream}-s{seed}"
+        run_cfg = LMTrainConfig(**{**cfg, "stream": stream, "residual": residual, "seed": seed})
+        run_dir = out / f"{arm_name(stream, residual)}-s{seed}"
         done = run_dir / "summary.json"
         if done.exists() and json.loads(done.read_text())["step"] >= run_cfg.steps:
             summaries[seed] = json.loads(done.read_text())

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from attnstreams.experiments.lm.arms import arm_name
 from attnstreams.run import stats
 from attnstreams.run.config import ConfigError, existing_folder
 from attnstreams.run.logs import write_text_atomic
@@ -93,7 +94,8 @@ def load_grid(grid: Path) -> tuple[dict[str, dict[int, list[dict]]], dict]:
             raise ConfigError(f"{cfg_path.parent} is not a run of `lm train` or `lm grid`")
         rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
         if rows:
-            runs[saved["config"]["stream"]][saved["config"]["seed"]] = rows
+            c = saved["config"]
+            runs[arm_name(c["stream"], c.get("residual", "plain"))][c["seed"]] = rows
             config = config or saved
     if not runs:
         raise ConfigError(
@@ -245,9 +247,6 @@ def _setting_line(cfg: dict, data: dict, config: dict, planned: int) -> str:
         f"dropout {'preset' if cfg['dropout'] is None else cfg['dropout']}",
         f"{planned:,} steps" + (f" ({cfg['epochs']:g} epochs)" if cfg.get("epochs") else ""),
     ]
-    residual = config.get("model", {}).get("residual", "plain")
-    if residual != "plain":  # how blocks pass the residual stream on (models/residual.py)
-        parts.append(f"residual {residual}")
     if data:
         parts.append(
             f"data {Path(str(data['data'])).name} ({data['tokenizer']} tokenizer"
