@@ -1,8 +1,10 @@
-"""GPT training throughput: tokens/s, ms/step, MFU and peak memory per preset x stream x mode.
+"""GPT training throughput: tokens/s, ms/step, MFU and peak memory per preset x arm x mode.
 
     python benchmarks/lm_throughput.py --device cuda            # the paper's presets on a GPU
     python benchmarks/lm_throughput.py --device cpu --presets tiny --modes eager --steps 2
 
+An arm (--streams) is a stream, a residual (denseformer, hc, ...) or STREAM+RESIDUAL, as in
+`lm grid`; each row gives its parameters, so what a method adds is its row minus none's.
 Training steps on random tokens (AdamW, bf16 autocast on CUDA), after warm-up; data is made on
 the device so the number is the model's. Modes: eager, compile (torch.compile), and
 compile+cudagraphs (torch.compile's reduce-overhead mode, as `lm train --cuda-graphs`), and
@@ -32,6 +34,7 @@ from pathlib import Path
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from attnstreams.experiments.lm.arms import parse_arm
 from attnstreams.models.gpt import GPT, preset
 from attnstreams.run.logs import device_name, profile_steps
 
@@ -122,7 +125,8 @@ def measure(
     name, stream, mode, device, batch, block, steps, warmup, over, profile=False, peer=None,
     authors_dir=AUTHORS_DIR, loss="fused",
 ) -> dict:  # fmt: skip
-    over = {"stream": "none" if peer else stream, "block_size": block, **over}
+    arm = ("none", "plain") if peer else parse_arm(stream)
+    over = {"stream": arm[0], "residual": arm[1], "block_size": block, **over}
     torch.compiler.reset()  # the previous row's compiled graphs and their memory
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -192,16 +196,17 @@ def measure(
         "ms_per_step": 1000 * dt,
         "tokens_per_s": tok_s,
         "flops_per_token": flops,  # the same shapes: the same FLOPs
+        "params": None if peer else sum(p.numel() for p in model.parameters()),
         "peak_gb": peak,
     }
 
 
 def summary(rows: list[dict]) -> None:
     """The closing table: for each preset and mode, our first row, every other row's tokens/s
-    over it, and the matmul floor."""
+    over it, the matmul floor, and the parameters each row adds to the first."""
     print("\nsummary (ratio: tokens/s over our first row of the preset and mode)")
     print(f"{'preset':<15} {'mode':<18} {'model':<26} {'tokens/s':>12} {'ratio':>6} "
-          f"{'ms/step':>8} {'floor ms':>8} {'peak GB':>8}")  # fmt: skip
+          f"{'ms/step':>8} {'floor ms':>8} {'peak GB':>8} {'+params':>9}")  # fmt: skip
     firsts = {}
     for r in rows:
         key = (r["preset"], r["mode"])
@@ -212,9 +217,11 @@ def summary(rows: list[dict]) -> None:
         who = r["model"] if r["model"] != "attnstreams" else f"ours {r['stream']} ({r['loss']})"
         who += f" {r['sdpa']}" if r.get("sdpa", "default") != "default" else ""
         peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "-"
+        ours = r["params"] is not None and first["params"] is not None
+        added = f"{r['params'] - first['params']:+,}" if ours else "-"
         print(f"{key[0]:<15} {key[1]:<18} {who:<26} {r['tokens_per_s']:>12,.0f} "
               f"{r['tokens_per_s'] / first['tokens_per_s']:>6.3f} {r['ms_per_step']:>8.2f} "
-              f"{r['floor_ms']:>8.2f} {peak:>8}")  # fmt: skip
+              f"{r['floor_ms']:>8.2f} {peak:>8} {added:>9}")  # fmt: skip
 
 
 def main() -> None:
@@ -224,7 +231,8 @@ def main() -> None:
     p.add_argument(
         "--streams",
         default="none,value,value-first,value-learned",
-        help="comma list; stream:fused or stream:compiled fixes that row's loss",
+        help="comma list of arms (a stream, a residual, or STREAM+RESIDUAL); arm:fused or "
+        "arm:compiled fixes that row's loss",
     )
     p.add_argument("--modes", default="eager,compile,compile+cudagraphs")
     p.add_argument("--steps", type=int, default=30)

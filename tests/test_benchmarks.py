@@ -45,7 +45,7 @@ CASES = {
         "--presets",
         "tiny",
         "--streams",
-        "none,value",
+        "none,value,denseformer,value+hc-n2",
         "--peers",
         "hf-gpt2",
         "--modes",
