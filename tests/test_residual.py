@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import subprocess
-import sys
 from dataclasses import asdict
 from pathlib import Path
 
 import pytest
 import torch
+from residual_helpers import check_parallel, check_stack, gpt, tokens
 
 from attnstreams.cli import main
 from attnstreams.experiments.lm.data import DataConfig, prepare_data
@@ -27,22 +25,12 @@ from attnstreams.experiments.lm.train import (
 )
 from attnstreams.models.gpt import GPT, GPTConfig, preset
 from attnstreams.models.residual import ResidualConfig
-from attnstreams.models.stack import ModelStack
 from attnstreams.run.config import ConfigError
 
 DENSE = ["denseformer", "denseformer-d2", "denseformer-p2", "denseformer-d2-p2"]
 FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
-WORKER = Path(__file__).parent / "parallel_variants.py"
 # vmap runs CPU attention one model at a time (PyTorch has no CPU batching rule for it)
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
-
-
-def gpt(name: str, residual: str, stream: str = "none", seed: int = 0) -> GPT:
-    """A float64 preset GPT (the CPU's loss path) from `seed`."""
-    torch.manual_seed(seed)
-    model = GPT(preset(name, residual=residual, stream=stream)).double()
-    model.fused_loss = False
-    return model
 
 
 def perturb(model: GPT, seed: int = 1) -> None:
@@ -51,10 +39,6 @@ def perturb(model: GPT, seed: int = 1) -> None:
     with torch.no_grad():
         for p in model.residual.weights.values():
             p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype))
-
-
-def tokens(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 512, shape, generator=torch.Generator().manual_seed(seed))
 
 
 @pytest.mark.parametrize("name", ["tiny", "modern-tiny"])
@@ -151,37 +135,14 @@ def test_every_dwa_weight_gets_a_gradient_from_the_start(residual):
 def test_ddp_and_fsdp_match_one_process(tmp_path):
     """2 processes (DDP, then FSDP) against the whole batch in one (tests/parallel_variants.py),
     float64: the same weights to rounding, every DWA weight moved."""
-    cases = ["none/gpt2/denseformer-d2", "value-learned/modern/denseformer-p2"]
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [*run, "2", str(WORKER), ",".join(cases), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for rank in (0, 1):
-        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert list(report) == cases
-        for case, r in report.items():
-            assert r["still"] == [], (case, r["still"])
-            assert r["ddp"] < 1e-10 and r["fsdp"] < 1e-10, (case, r)
+    check_parallel(tmp_path, ["none/gpt2/denseformer-d2", "value-learned/modern/denseformer-p2"])
 
 
 @pytest.mark.parametrize(
     "name,residual", [("tiny", "denseformer"), ("modern-tiny", "denseformer-d2-p2")]
 )
 def test_a_stack_computes_what_each_model_computes_alone(name, residual):
-    alone = [gpt(name, residual, seed=s) for s in range(2)]
-    for i, m in enumerate(alone):
-        perturb(m, seed=10 + i)
-    stacked = ModelStack(copy.deepcopy(alone))
-    x, y = tokens((2, 2, 16), 1), tokens((2, 2, 16), 2)
-    _, loss = stacked(x, y)
-    loss.sum().backward()
-    for i, m in enumerate(alone):
-        _, own = m(x[i], y[i])
-        own.backward()
-        torch.testing.assert_close(loss[i], own, rtol=1e-12, atol=1e-12)
-        for n, p in m.named_parameters():
-            torch.testing.assert_close(stacked.stacked(n).grad[i], p.grad, rtol=1e-10, atol=1e-12)
+    check_stack(name, residual, perturb)
 
 
 @pytest.mark.parametrize(
@@ -245,6 +206,9 @@ def test_dwa_weights_are_not_decayed():
         (["lm", "train", "--residual", "bogus"], "unknown residual 'bogus'"),
         (["lm", "grid", "--residual", "denseformer-q2"], "unknown residual"),
         (["lm", "train", "--residual", "denseformer", "--init-from", "m"], "no --residual"),
+        (["lm", "train", "--residual", "hc-n0"], "residual expansion rate n"),
+        (["lm", "grid", "--residual", "mhc-d2"], "unknown residual"),
+        (["lm", "train", "--residual", "mhc", "--init-from", "m"], "no --residual"),
     ],
 )
 def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says):
@@ -255,22 +219,30 @@ def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says)
     assert not out.exists()
 
 
-def test_lm_train_saves_and_loads_a_denseformer(tmp_path, capsys):
+@pytest.mark.parametrize(
+    "residual,still",  # still: weights whose gradient is zero at the start (dhc: the scales)
+    [("denseformer-d2", None), ("dhc-n2", "scale")],
+)
+def test_lm_train_saves_and_loads_a_residual(tmp_path, capsys, residual, still):
     """A short run: the checkpoint names the residual and loads back as the trained model,
-    whose DWA weights moved; `lm eval` names it."""
+    whose residual weights moved; `lm eval` names it."""
     data = DataConfig(data=str(FIXTURE), vocab_size=512, tokenizer_docs=50, val_tokens=1000)
     data_dir = prepare_data(data, tmp_path / "data", progress=False)
-    cfg = LMTrainConfig(preset="tiny", residual="denseformer-d2", steps=3, batch=2, block_size=16,
+    cfg = LMTrainConfig(preset="tiny", residual=residual, steps=3, batch=2, block_size=16,
                         warmup=1, eval_every=3, eval_batches=1, ioi_prompts=20)  # fmt: skip
     trainer = LMTrainer(cfg, data_dir, "cpu")
+    start = copy.deepcopy(trainer.model.residual.state_dict())
     train(trainer, tmp_path / "run", progress=False)
     model, meta = load_model(tmp_path / "run" / "checkpoint.safetensors")
-    assert meta["model"]["residual"] == "denseformer-d2"
-    assert model.cfg.residual == ResidualConfig("denseformer", dilation=2)
+    assert meta["model"]["residual"] == residual
+    assert model.cfg.residual == ResidualConfig.parse(residual)
     for n, p in trainer.model.named_parameters():
         torch.testing.assert_close(dict(model.named_parameters())[n], p, rtol=0, atol=0)
-    assert all(w[-1] != 1 for w in model.residual.weights.values())
+    moved = model.residual.state_dict()
+    assert start and all(
+        not torch.equal(moved[k], v) for k, v in start.items() if not (still and still in k)
+    )
     ckpt = str(tmp_path / "run" / "checkpoint.safetensors")
     capsys.readouterr()
     assert main(["lm", "eval", ckpt, "--ioi-prompts", "20", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["residual"] == "denseformer-d2"
+    assert json.loads(capsys.readouterr().out)["residual"] == residual
