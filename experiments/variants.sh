@@ -7,6 +7,9 @@
 #   experiments/variants.sh speed8m OUT  step time of every variant at 8M (GPT-2 and modern block)
 #   experiments/variants.sh speed124m OUT   the same at 124M (GPT-2 block)
 #   experiments/variants.sh speedmodern124m OUT   the modern block at 124M, with the value stream
+#   experiments/variants.sh residuals OUT   step time, peak memory and parameters of every
+#                                        residual method against none at 8M and 124M (both
+#                                        blocks), the baseline first and last
 set -u -o pipefail
 PHASE=$1 OUT=$2
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
@@ -44,6 +47,18 @@ speedmodern124m)
   set -e
   python3 benchmarks/lm_throughput.py --device cuda --presets modern-124m \
     --streams none,value,none --modes compile --steps 30 --json "$OUT/speed-modern-124m.json"
+  ;;
+residuals)
+  set -e
+  RES=none,value,denseformer,hc,dhc,mhc,none
+  python3 benchmarks/lm_throughput.py --device cuda --presets tinystories-8m,modern-8m \
+    --streams $RES --modes compile+cudagraphs --steps 50 --json "$OUT/residuals-8m.json"
+  python3 benchmarks/lm_throughput.py --device cuda --presets gpt2-124m,modern-124m \
+    --streams $RES --modes compile --steps 20 --json "$OUT/residuals-124m.json"
+  ;;
+*)
+  echo "unknown phase $PHASE" >&2
+  exit 2
   ;;
 esac
 nvidia-smi --query-gpu=name --format=csv,noheader
