@@ -247,9 +247,12 @@ def continuation_logprobs(
     tokenizer: Tokenizer,
     pairs: list[tuple[str, str]],
     device: str | torch.device,
-    batch: int = 64,
+    batch: int = 256,
 ) -> list[float]:
-    """log P(continuation | prompt) summed over the continuation's tokens, for each pair."""
+    """log P(continuation | prompt) summed over the continuation's tokens, for each pair.
+
+    Only the continuations' positions are normalised, on the device, and only the sums come
+    back: a batch's whole (B, T, vocab) log-probabilities never cross to the host."""
     limit = getattr(getattr(model, "cfg", None), "block_size", None)
     seqs = []
     for prompt, cont in pairs:
@@ -262,13 +265,17 @@ def continuation_logprobs(
         chunk = seqs[i : i + batch]
         T = max(len(s) for s, _, _ in chunk)
         ids = torch.full((len(chunk), T), tokenizer.eot_id, dtype=torch.long)
-        for j, (s, _, _) in enumerate(chunk):
-            ids[j, : len(s)] = torch.tensor(s)
-        logits, _ = model(ids.to(device))
-        logp = F.log_softmax(logits.float(), dim=-1).cpu()
+        rows, cols, targets = [], [], []  # each continuation token: its sequence, position, id
         for j, (s, np_, nc) in enumerate(chunk):
-            pos = torch.arange(np_ - 1, np_ - 1 + nc)
-            out.append(float(logp[j, pos, torch.tensor(s[np_ : np_ + nc])].sum()))
+            ids[j, : len(s)] = torch.tensor(s)
+            rows += [j] * nc
+            cols += range(np_ - 1, np_ - 1 + nc)
+            targets += s[np_ : np_ + nc]
+        logits, _ = model(ids.to(device))
+        r = torch.tensor(rows, device=logits.device)
+        logp = logits[r, torch.tensor(cols, device=r.device)].float().log_softmax(-1)
+        got = logp.gather(-1, torch.tensor(targets, device=r.device)[:, None])[:, 0]
+        out += torch.zeros(len(chunk), device=r.device).index_add_(0, r, got).tolist()
     return out
 
 
