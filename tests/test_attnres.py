@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnstreams.cli import main
 from attnstreams.experiments.lm.train import _decays
 from attnstreams.models.gpt import GPT, GPTConfig, preset
 from attnstreams.models.residual import AttentionResiduals, ResidualConfig, residual_module
@@ -370,3 +371,20 @@ def test_blocks_longer_than_the_model_are_refused_in_one_line():
     with pytest.raises(ConfigError) as e:
         preset("tiny", residual="attnres-b5")
     assert "\n" not in str(e.value) and "attnres-b5" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["lm", "train", "--residual", "attnres-b0"], "residual blocks per AttnRes block"),
+        (["lm", "train", "--residual", "attnres-b9"], "more than the model's 8"),
+        (["lm", "grid", "--residual", "attnres-n2"], "unknown residual"),
+        (["lm", "train", "--residual", "attnres", "--init-from", "m"], "no --residual"),
+    ],
+)
+def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says):
+    out = tmp_path / "o"
+    assert main([*argv, "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and says in err[0], err
+    assert not out.exists()
