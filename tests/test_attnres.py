@@ -16,12 +16,14 @@ import pytest
 import torch
 
 from attnstreams.cli import main
-from attnstreams.experiments.lm.train import _decays
+from attnstreams.experiments.lm.data import DataConfig, prepare_data
+from attnstreams.experiments.lm.train import LMTrainConfig, LMTrainer, _decays, load_model, train
 from attnstreams.models.gpt import GPT, GPTConfig, preset
 from attnstreams.models.residual import AttentionResiduals, ResidualConfig, residual_module
 from attnstreams.models.stack import ModelStack
 from attnstreams.run.config import ConfigError
 
+FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
 WORKER = Path(__file__).parent / "parallel_variants.py"
 # vmap runs CPU attention one model at a time (PyTorch has no CPU batching rule for it)
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
@@ -388,3 +390,46 @@ def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and says in err[0], err
     assert not out.exists()
+
+
+def test_under_autocast_the_sources_keep_the_streams_dtype():
+    """bf16 autocast: the sublayers' updates come out in bfloat16; the sources they join (and
+    the block sums) stay in the embedding's float32, as the plain stream does."""
+    torch.manual_seed(0)
+    model = GPT(preset("modern-tiny", residual="attnres-b2"))
+    perturb(model)
+    seen = []
+    handle = model.ln_f.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    x = tokens((2, 16))
+    with torch.autocast("cpu", torch.bfloat16):
+        _, loss = model(x, x)
+        r = model.residual
+        state = r.write(r.start(torch.zeros(3, 64)), 0, torch.ones(3, 64, dtype=torch.bfloat16))
+        state = r.write(state, 1, torch.ones(3, 64, dtype=torch.bfloat16))
+    handle.remove()
+    assert torch.isfinite(loss) and seen[0].dtype == torch.float32
+    assert [s.dtype for s in state] == [torch.float32, torch.float32]
+
+
+def test_lm_train_saves_and_loads_an_attnres_model(tmp_path, capsys):
+    """A short run: the checkpoint names the residual and loads back as the trained model,
+    whose queries moved (the gains too: the first step moves the queries off 0); `lm eval`
+    names it."""
+    data = DataConfig(data=str(FIXTURE), vocab_size=512, tokenizer_docs=50, val_tokens=1000)
+    data_dir = prepare_data(data, tmp_path / "data", progress=False)
+    cfg = LMTrainConfig(preset="tiny", residual="attnres-b2", steps=3, batch=2, block_size=16,
+                        warmup=1, eval_every=3, eval_batches=1, ioi_prompts=20)  # fmt: skip
+    trainer = LMTrainer(cfg, data_dir, "cpu")
+    start = copy.deepcopy(trainer.model.residual.state_dict())
+    train(trainer, tmp_path / "run", progress=False)
+    model, meta = load_model(tmp_path / "run" / "checkpoint.safetensors")
+    assert meta["model"]["residual"] == "attnres-b2"
+    assert model.cfg.residual == ResidualConfig("attnres", blocks=2)
+    for n, p in trainer.model.named_parameters():
+        torch.testing.assert_close(dict(model.named_parameters())[n], p, rtol=0, atol=0)
+    moved = model.residual.state_dict()
+    assert all(not torch.equal(moved[k], v) for k, v in start.items())
+    ckpt = str(tmp_path / "run" / "checkpoint.safetensors")
+    capsys.readouterr()
+    assert main(["lm", "eval", ckpt, "--ioi-prompts", "20", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["residual"] == "attnres-b2"

@@ -367,9 +367,10 @@ class AttentionResiduals(nn.Module):
     and the gains get no gradient until the queries move (the logits are w . (g * x)).
 
     The state is the tuple of sources (the last one the open block's partial sum while a block
-    is open): a tuple of tensors, which FSDP's hooks see through. Each logit is computed as
-    (v . (g * w)) / rms(v), which keeps no normalised copy of a source for the backward pass;
-    the weighted sum is written term by term for the same reason."""
+    is open): a tuple of tensors, which FSDP's hooks see through. Under autocast the updates are
+    kept in the embedding output's dtype, so block sums add up as the plain stream does. Each
+    logit is computed as (v . (g * w)) / rms(v), which keeps no normalised copy of a source for
+    the backward pass; the weighted sum is written term by term for the same reason."""
 
     eps = 1e-6
 
@@ -402,6 +403,7 @@ class AttentionResiduals(nn.Module):
         return self.attend(sources, k - 1), sources
 
     def write(self, sources: tuple, k: int, update: torch.Tensor) -> tuple:
+        update = update.to(sources[0].dtype)  # under autocast: the stream's dtype, as x + update
         if k % self.size == 0:  # the first sublayer of a block: the previous block is done
             return (*sources, update)
         return (*sources[:-1], sources[-1] + update)
