@@ -6,37 +6,20 @@ stacks, weight decay and the names."""
 from __future__ import annotations
 
 import copy
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
+from residual_helpers import check_parallel, check_stack, gpt, tokens
 
-from attnstreams.cli import main
-from attnstreams.experiments.lm.data import DataConfig, prepare_data
-from attnstreams.experiments.lm.train import LMTrainConfig, LMTrainer, _decays, load_model, train
+from attnstreams.experiments.lm.train import _decays
 from attnstreams.models.gpt import GPT, GPTConfig, preset
 from attnstreams.models.residual import AttentionResiduals, ResidualConfig, residual_module
-from attnstreams.models.stack import ModelStack
 from attnstreams.run.config import ConfigError
 
-FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
-WORKER = Path(__file__).parent / "parallel_variants.py"
 # vmap runs CPU attention one model at a time (PyTorch has no CPU batching rule for it)
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
 # tiny and modern-tiny have 4 layers, 8 sublayers: b1, b2 and b3 (a shorter last block), b4
 FORMS = ["attnres", "attnres-b1", "attnres-b2", "attnres-b3", "attnres-b4"]
-
-
-def gpt(name: str, residual: str, stream: str = "none", seed: int = 0) -> GPT:
-    """A float64 preset GPT (the CPU's loss path) from `seed`."""
-    torch.manual_seed(seed)
-    model = GPT(preset(name, residual=residual, stream=stream)).double()
-    model.fused_loss = False
-    return model
 
 
 def perturb(model: GPT, seed: int = 1) -> None:
@@ -45,10 +28,6 @@ def perturb(model: GPT, seed: int = 1) -> None:
     with torch.no_grad():
         for p in model.residual.parameters():
             p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-
-
-def tokens(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
-    return torch.randint(0, 512, shape, generator=torch.Generator().manual_seed(seed))
 
 
 def embed(model: GPT, idx: torch.Tensor) -> torch.Tensor:
@@ -285,35 +264,12 @@ def test_every_weight_gets_a_gradient(residual):
 def test_ddp_and_fsdp_match_one_process(tmp_path):
     """2 processes (DDP, then FSDP) against the whole batch in one (tests/parallel_variants.py),
     float64: the same weights to rounding, every AttnRes weight moved."""
-    cases = ["none/gpt2/attnres", "value-learned/modern/attnres-b2"]
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [*run, "2", str(WORKER), ",".join(cases), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for rank in (0, 1):
-        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert list(report) == cases
-        for case, r in report.items():
-            assert r["still"] == [], (case, r["still"])
-            assert r["ddp"] < 1e-10 and r["fsdp"] < 1e-10, (case, r)
+    check_parallel(tmp_path, ["none/gpt2/attnres", "value-learned/modern/attnres-b2"])
 
 
 @pytest.mark.parametrize("name,residual", [("tiny", "attnres"), ("modern-tiny", "attnres-b2")])
 def test_a_stack_computes_what_each_model_computes_alone(name, residual):
-    alone = [gpt(name, residual, seed=s) for s in range(2)]
-    for i, m in enumerate(alone):
-        perturb(m, seed=10 + i)
-    stacked = ModelStack(copy.deepcopy(alone))
-    x, y = tokens((2, 2, 16), 1), tokens((2, 2, 16), 2)
-    _, loss = stacked(x, y)
-    loss.sum().backward()
-    for i, m in enumerate(alone):
-        _, own = m(x[i], y[i])
-        own.backward()
-        torch.testing.assert_close(loss[i], own, rtol=1e-12, atol=1e-12)
-        for n, p in m.named_parameters():
-            torch.testing.assert_close(stacked.stacked(n).grad[i], p.grad, rtol=1e-10, atol=1e-12)
+    check_stack(name, residual, perturb)
 
 
 @pytest.mark.parametrize("residual", ["attnres", "attnres-b2"])
@@ -375,23 +331,6 @@ def test_blocks_longer_than_the_model_are_refused_in_one_line():
     assert "\n" not in str(e.value) and "attnres-b5" in str(e.value)
 
 
-@pytest.mark.parametrize(
-    "argv,says",
-    [
-        (["lm", "train", "--residual", "attnres-b0"], "residual blocks per AttnRes block"),
-        (["lm", "train", "--residual", "attnres-b9"], "more than the model's 8"),
-        (["lm", "grid", "--residual", "attnres-n2"], "unknown residual"),
-        (["lm", "train", "--residual", "attnres", "--init-from", "m"], "no --residual"),
-    ],
-)
-def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says):
-    out = tmp_path / "o"
-    assert main([*argv, "--out", str(out)]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and says in err[0], err
-    assert not out.exists()
-
-
 def test_under_autocast_the_sources_keep_the_streams_dtype():
     """bf16 autocast: the sublayers' updates come out in bfloat16; the sources they join (and
     the block sums) stay in the embedding's float32, as the plain stream does."""
@@ -409,27 +348,3 @@ def test_under_autocast_the_sources_keep_the_streams_dtype():
     handle.remove()
     assert torch.isfinite(loss) and seen[0].dtype == torch.float32
     assert [s.dtype for s in state] == [torch.float32, torch.float32]
-
-
-def test_lm_train_saves_and_loads_an_attnres_model(tmp_path, capsys):
-    """A short run: the checkpoint names the residual and loads back as the trained model,
-    whose queries moved (the gains too: the first step moves the queries off 0); `lm eval`
-    names it."""
-    data = DataConfig(data=str(FIXTURE), vocab_size=512, tokenizer_docs=50, val_tokens=1000)
-    data_dir = prepare_data(data, tmp_path / "data", progress=False)
-    cfg = LMTrainConfig(preset="tiny", residual="attnres-b2", steps=3, batch=2, block_size=16,
-                        warmup=1, eval_every=3, eval_batches=1, ioi_prompts=20)  # fmt: skip
-    trainer = LMTrainer(cfg, data_dir, "cpu")
-    start = copy.deepcopy(trainer.model.residual.state_dict())
-    train(trainer, tmp_path / "run", progress=False)
-    model, meta = load_model(tmp_path / "run" / "checkpoint.safetensors")
-    assert meta["model"]["residual"] == "attnres-b2"
-    assert model.cfg.residual == ResidualConfig("attnres", blocks=2)
-    for n, p in trainer.model.named_parameters():
-        torch.testing.assert_close(dict(model.named_parameters())[n], p, rtol=0, atol=0)
-    moved = model.residual.state_dict()
-    assert all(not torch.equal(moved[k], v) for k, v in start.items())
-    ckpt = str(tmp_path / "run" / "checkpoint.safetensors")
-    capsys.readouterr()
-    assert main(["lm", "eval", ckpt, "--ioi-prompts", "20", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out)["residual"] == "attnres-b2"
