@@ -152,13 +152,13 @@ stream_values = st.one_of(
 
 
 # --residual: a name (DenseFormer's dilation and period up to 5, a hyper-connection's expansion
-# rate up to 5), or anything
+# rate up to 5, AttnRes's block size up to 5 layers, more than some models have), or anything
 residual_values = st.one_of(
     st.builds("denseformer-d{}-p{}".format, st.integers(0, 5), st.integers(0, 5)),
     st.builds("{}-n{}".format, st.sampled_from(["hc", "dhc", "mhc"]), st.integers(0, 5)),
-    st.sampled_from(
-        ["plain", "denseformer", "denseformer-p2", "plain-d2", "hc", "dhc", "mhc", "hc-d2"]
-    ),
+    st.builds("attnres-b{}".format, st.integers(0, 5)),
+    st.sampled_from(["plain", "denseformer", "denseformer-p2", "plain-d2", "hc", "dhc", "mhc"]),
+    st.sampled_from(["hc-d2", "attnres", "attnres-n2", "hc-b2"]),
     weird,
 )
 
@@ -476,7 +476,9 @@ GOOD = {  # every GPTConfig field: values that may well build, and values that m
     "mlp_hidden": st.sampled_from([None, 5, 32]),
     "tie_embeddings": st.booleans(),
     "value_embed_layers": st.one_of(st.none(), st.lists(st.integers(0, 3), max_size=3).map(tuple)),
-    "residual": st.sampled_from(["plain", "denseformer-d2", "hc-n2", "dhc", "mhc-n1", "mhc-n3"]),
+    "residual": st.sampled_from(
+        ["plain", "denseformer-d2", "hc-n2", "dhc", "mhc-n1", "mhc-n3", "attnres", "attnres-b1"]
+    ),
 }
 ODD = {name: odd_number for name in GOOD} | {
     "dropout": st.sampled_from([-0.1, 1.5, float("nan"), "0.1", None, True]),

@@ -209,6 +209,10 @@ def test_dwa_weights_are_not_decayed():
         (["lm", "train", "--residual", "hc-n0"], "residual expansion rate n"),
         (["lm", "grid", "--residual", "mhc-d2"], "unknown residual"),
         (["lm", "train", "--residual", "mhc", "--init-from", "m"], "no --residual"),
+        (["lm", "train", "--residual", "attnres-b0"], "residual blocks per AttnRes block"),
+        (["lm", "train", "--residual", "attnres-b9"], "more than the model's 8"),
+        (["lm", "grid", "--residual", "attnres-n2"], "unknown residual"),
+        (["lm", "train", "--residual", "attnres", "--init-from", "m"], "no --residual"),
     ],
 )
 def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says):
@@ -221,7 +225,7 @@ def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says)
 
 @pytest.mark.parametrize(
     "residual,still",  # still: weights whose gradient is zero at the start (dhc: the scales)
-    [("denseformer-d2", None), ("dhc-n2", "scale")],
+    [("denseformer-d2", None), ("dhc-n2", "scale"), ("attnres-b2", None)],
 )
 def test_lm_train_saves_and_loads_a_residual(tmp_path, capsys, residual, still):
     """A short run: the checkpoint names the residual and loads back as the trained model,

@@ -455,7 +455,9 @@ def _lm_train_args(p: argparse.ArgumentParser, t) -> None:
         "depth-weighted average after every block) | denseformer-dK-pP (every K-th earlier "
         "output, a DWA after every P-th block) | hc, dhc, mhc (hyper-connections: static, "
         "dynamic, manifold-constrained; 4 copies of the stream) | hc-nN, dhc-nN, mhc-nN (N "
-        "copies)",
+        "copies) | attnres (Attention Residuals: each sublayer reads a learned softmax over "
+        "the embedding and every earlier sublayer output) | attnres-bK (over the embedding and "
+        "the sums of blocks of K layers)",
     )
     p.add_argument(
         "--grad-accum",

@@ -5,7 +5,8 @@ Like `ToyICL` (toy.py) it threads the residual stream through its attention laye
 returns the projection it hands on (`carry`) and the next layer takes it (streams.py). What
 each sublayer (attention, MLP) reads and how its update is added is the residual module's
 (residual.py): the plain sum, DenseFormer's depth-weighted average of the block outputs before
-it, or hyper-connections (n copies of the stream, mixed by learned weights).
+it, hyper-connections (n copies of the stream, mixed by learned weights), or Attention
+Residuals (a softmax over depth of the embedding and the earlier sublayer outputs).
 """
 
 from __future__ import annotations
@@ -97,7 +98,7 @@ class GPTConfig:
     bias: bool = True
     stream: StreamConfig = field(default_factory=StreamConfig)
     # How sublayers pass the residual stream on: plain, DenseFormer's depth-weighted average,
-    # hyper-connections (residual.py); a name given here is parsed.
+    # hyper-connections, Attention Residuals (residual.py); a name given here is parsed.
     residual: ResidualConfig = field(default_factory=ResidualConfig)
     # Embedding rows rounded up to a multiple of this: GPT-2's 50,257 logits a token make an
     # odd-width output matmul; 50,304 runs on faster kernels. Extra rows are never read and
@@ -292,7 +293,7 @@ class GPT(nn.Module):
     """Decoder LM: GPT-2's block by default (learned positions, GELU MLP 4x, tied embeddings,
     dropout), or the modern block (GPTConfig). A `value-embed` stream adds its token tables; a
     `denseformer` residual its DWA weights (`residual.weights`), a hyper-connection residual
-    its mixing weights (`residual.*`)."""
+    its mixing weights (`residual.*`), an `attnres` one its pseudo-queries and key norms."""
 
     # Training on CUDA: the output layer and its loss as one autograd function that writes the
     # logits' gradient in the forward pass (fused_loss.py; the same function, fewer passes over

@@ -1,7 +1,9 @@
 """How `GPT`'s blocks pass the residual stream on: the plain sum, DenseFormer's depth-weighted
 average (Pagliardini et al. 2024, arXiv 2402.02622), or hyper-connections: n parallel copies of
 the stream with learned mixing (Zhu et al. 2024, arXiv 2409.19606), their manifold-constrained
-form (mHC, DeepSeek-AI 2025, arXiv 2512.24880).
+form (mHC, DeepSeek-AI 2025, arXiv 2512.24880), or Attention Residuals: each sublayer reads a
+softmax over depth of the embedding and the earlier sublayer outputs (Kimi Team 2026, arXiv
+2603.15031).
 
 Each block is two sublayers, attention and MLP, numbered k = 2i and 2i + 1 in block i. A
 residual module talks to them through four calls: `start(x)` takes the embedding output and
@@ -22,13 +24,14 @@ import torch.nn.functional as F
 
 from attnstreams.run.config import ConfigError, check_choice, check_int
 
-RESIDUALS = ("plain", "denseformer", "hc", "dhc", "mhc")
+RESIDUALS = ("plain", "denseformer", "hc", "dhc", "mhc", "attnres")
 HYPER = ("hc", "dhc", "mhc")
 #: Expansion rate of the hyper-connection kinds when the name gives none (both papers' n).
 DEFAULT_N = 4
-NAMES = "plain, denseformer[-dK][-pP], hc[-nN], dhc[-nN], mhc[-nN]"
-#: Options each kind takes in its name: d(ilation), p(eriod), n (expansion rate).
-OPTIONS = {"plain": "", "denseformer": "dp", "hc": "n", "dhc": "n", "mhc": "n"}
+NAMES = "plain, denseformer[-dK][-pP], hc[-nN], dhc[-nN], mhc[-nN], attnres[-bK]"
+#: Options each kind takes in its name: d(ilation), p(eriod), n (expansion rate), b (transformer
+#: blocks per Attention Residuals block).
+OPTIONS = {"plain": "", "denseformer": "dp", "hc": "n", "dhc": "n", "mhc": "n", "attnres": "b"}
 #: Sinkhorn-Knopp iterations of mHC's residual matrix (the paper's t_max).
 SINKHORN_ITERS = 20
 
@@ -38,12 +41,15 @@ class ResidualConfig:
     """The stream between sublayers: `plain` (x + update), `denseformer` with dilation k (a DWA
     mixes every k-th earlier block output) and period p (a DWA after every p-th block), or a
     hyper-connection kind with expansion rate n: `hc` (static), `dhc` (dynamic), `mhc`
-    (manifold-constrained). `parse` reads names such as 'denseformer-d2-p2' or 'dhc-n2'."""
+    (manifold-constrained), or Attention Residuals, `attnres` (full: every earlier sublayer
+    output is a source) or with `blocks` = K transformer blocks (2K sublayers) per AttnRes
+    block. `parse` reads names such as 'denseformer-d2-p2', 'dhc-n2' or 'attnres-b2'."""
 
     kind: str = "plain"
     dilation: int = 1
     period: int = 1
     n: int | None = None  # hyper-connection kinds only; None there: DEFAULT_N
+    blocks: int | None = None  # attnres only: transformer blocks per AttnRes block; None: full
 
     def __post_init__(self) -> None:
         check_choice("residual", self.kind, RESIDUALS)
@@ -57,11 +63,16 @@ class ResidualConfig:
             check_int("residual expansion rate n", self.n, lo=1)
         elif self.n is not None:
             raise ConfigError(f"the {self.kind} residual takes no expansion rate")
+        if self.blocks is not None:
+            if self.kind != "attnres":
+                raise ConfigError(f"the {self.kind} residual takes no block size")
+            check_int("residual blocks per AttnRes block", self.blocks, lo=1)
 
     @classmethod
     def parse(cls, spec: str | ResidualConfig) -> ResidualConfig:
         """'plain', 'denseformer', 'denseformer-d2' (dilation 2), 'denseformer-p2' (period 2),
-        'denseformer-d2-p2'; 'hc', 'dhc', 'mhc' (expansion rate 4), 'hc-n2' (rate 2)."""
+        'denseformer-d2-p2'; 'hc', 'dhc', 'mhc' (expansion rate 4), 'hc-n2' (rate 2); 'attnres'
+        (full), 'attnres-b2' (2 transformer blocks, 4 sublayers, per AttnRes block)."""
         if isinstance(spec, ResidualConfig):
             return spec
         if not isinstance(spec, str):
@@ -76,7 +87,7 @@ class ResidualConfig:
             if not key or key not in OPTIONS[kind] or key in found or not number:
                 raise ConfigError(f"unknown residual {spec!r}: one of {NAMES}")
             found[key] = int(digits)
-        return cls(kind, found.get("d", 1), found.get("p", 1), found.get("n"))
+        return cls(kind, found.get("d", 1), found.get("p", 1), found.get("n"), found.get("b"))
 
     @property
     def name(self) -> str:
@@ -88,6 +99,8 @@ class ResidualConfig:
             parts.append(f"p{self.period}")
         if self.n is not None and self.n != DEFAULT_N:
             parts.append(f"n{self.n}")
+        if self.blocks is not None:
+            parts.append(f"b{self.blocks}")
         return "-".join(parts)
 
     @property
@@ -97,10 +110,16 @@ class ResidualConfig:
 
 
 def check_residual_layers(cfg: ResidualConfig, n_layer: int) -> None:
-    """A DenseFormer needs at least one DWA: period at most n_layer."""
+    """A DenseFormer needs at least one DWA: period at most n_layer; an AttnRes block at most
+    n_layer transformer blocks."""
     if cfg.kind == "denseformer" and cfg.period > n_layer:
         raise ConfigError(
             f"residual {cfg.name!r} has period {cfg.period}: no DWA in {n_layer} layers"
+        )
+    if cfg.kind == "attnres" and cfg.blocks is not None and cfg.blocks > n_layer:
+        raise ConfigError(
+            f"residual {cfg.name!r} has AttnRes blocks of {cfg.blocks} layers: more than "
+            f"the model's {n_layer}"
         )
 
 
@@ -112,6 +131,9 @@ def residual_module(cfg: ResidualConfig, n_layer: int, width: int) -> nn.Module:
         return HyperConnections(2 * n_layer, width, cfg.n, dynamic=cfg.kind == "dhc")
     if cfg.kind == "mhc":
         return ManifoldHyperConnections(2 * n_layer, width, cfg.n)
+    if cfg.kind == "attnres":
+        size = 1 if cfg.blocks is None else 2 * cfg.blocks
+        return AttentionResiduals(2 * n_layer, width, size)
     return PlainResidual()
 
 
@@ -312,3 +334,79 @@ class ManifoldHyperConnections(nn.Module):
 
     def end(self, X: torch.Tensor) -> torch.Tensor:
         return X.sum(-2)
+
+
+class AttentionResiduals(nn.Module):
+    """Attention Residuals (Kimi Team 2026, "Attention Residuals", arXiv 2603.15031): there is
+    no residual sum; sublayer l (0-based k = l - 1) reads h_l = sum_i alpha_i V_i, a softmax
+    over depth of its sources V_i, alpha = softmax_i(w_l . RMSNorm_l(V_i)), with w_l a learned
+    pseudo-query (d numbers, not input-dependent) and RMSNorm_l a gain of d numbers (eps 1e-6);
+    no temperature. What joins the sources is the sublayer's update f(h) (its branch output),
+    not an accumulated stream.
+
+    Sources, with the L = 2 n_layer sublayers cut into blocks of `size` consecutive sublayers
+    (the last one shorter if `size` does not divide L) and b_0 the embedding output: the i-th
+    sublayer (1-based) of block n reads [b_0, ..., b_{n-1}] and, for i >= 2, the partial sum
+    b_n^{i-1} of its own block's updates so far; a finished block's source is the sum of its
+    sublayers' updates (Eq. 5-6). The embedding is only ever b_0 and every update is in exactly
+    one source. `size` 1 (the name `attnres`) is the paper's Full AttnRes (N = L: the sources
+    are the embedding and every earlier update, Eq. 3-4); `attnres-bK` has blocks of K
+    transformer blocks, size 2K (the paper's S; Megatron's block-layers option counts the same
+    way), so it cannot reach N = L. With K = n_layer (N = 1) every sublayer after the first
+    reads two sources, the embedding and the sum of every update so far: the plain stream with
+    the embedding isolated, mixed by a softmax of two logits (a new model: the plain one whose
+    sublayers and final norm read half the stream). After the last sublayer one more depth
+    attention over every source, with its own pseudo-query and gain, makes what the final norm
+    reads.
+
+    `query[k - 1]` and `key_norm[k - 1]` belong to sublayer k = 1, ..., L - 1 and row L - 1 to
+    the final output. Sublayer 0 has none: its only source is the embedding (a softmax of one
+    logit is 1), so a weight there would never get a gradient. The queries start at 0 and the
+    gains at 1, as the paper says (no random number is drawn): every source then weighs the
+    same, so a new model is an equal-weight average of its sources, not the plain transformer,
+    and the gains get no gradient until the queries move (the logits are w . (g * x)).
+
+    The state is the tuple of sources (the last one the open block's partial sum while a block
+    is open): a tuple of tensors, which FSDP's hooks see through. Under autocast the updates are
+    kept in the embedding output's dtype, so block sums add up as the plain stream does. Each
+    logit is computed as (v . (g * w)) / rms(v), which keeps no normalised copy of a source for
+    the backward pass; the weighted sum is written term by term for the same reason."""
+
+    eps = 1e-6
+
+    def __init__(self, n_sublayers: int, width: int, size: int = 1) -> None:
+        super().__init__()
+        self.size = size
+        self.query = nn.Parameter(torch.zeros(n_sublayers, width))
+        self.key_norm = nn.Parameter(torch.ones(n_sublayers, width))
+
+    def start(self, x: torch.Tensor) -> tuple:
+        return (x,)
+
+    def attend(self, sources: tuple, row: int) -> torch.Tensor:
+        """sum_i alpha_i sources[i], alpha = softmax(query[row] . RMSNorm(sources[i]))."""
+        if len(sources) == 1:
+            return sources[0]
+        dt = sources[0].dtype
+        u = (self.key_norm[row] * self.query[row]).to(dt)
+        logits = torch.stack(
+            [(v @ u) * torch.rsqrt(v.pow(2).mean(-1) + self.eps) for v in sources], dim=-1
+        )
+        alpha = torch.softmax(logits, -1, dtype=torch.promote_types(dt, torch.float32)).to(dt)
+        h = None
+        for i, v in enumerate(sources):
+            term = alpha[..., i : i + 1] * v
+            h = term if h is None else h + term
+        return h
+
+    def read(self, sources: tuple, k: int) -> tuple[torch.Tensor, tuple]:
+        return self.attend(sources, k - 1), sources
+
+    def write(self, sources: tuple, k: int, update: torch.Tensor) -> tuple:
+        update = update.to(sources[0].dtype)  # under autocast: the stream's dtype, as x + update
+        if k % self.size == 0:  # the first sublayer of a block: the previous block is done
+            return (*sources, update)
+        return (*sources[:-1], sources[-1] + update)
+
+    def end(self, sources: tuple) -> torch.Tensor:
+        return self.attend(sources, self.query.size(0) - 1)
