@@ -9,7 +9,7 @@ import copy
 
 import pytest
 import torch
-from residual_helpers import check_parallel, check_stack, gpt, tokens
+from residual_helpers import check_stack, gpt, tokens
 
 from attnstreams.experiments.lm.train import _decays
 from attnstreams.models.gpt import GPT, GPTConfig, preset
@@ -259,12 +259,6 @@ def test_every_weight_gets_a_gradient(residual):
     perturb(model)
     grads = residual_grads(model)
     assert all((g != 0).all() for g in grads.values()), grads
-
-
-def test_ddp_and_fsdp_match_one_process(tmp_path):
-    """2 processes (DDP, then FSDP) against the whole batch in one (tests/parallel_variants.py),
-    float64: the same weights to rounding, every AttnRes weight moved."""
-    check_parallel(tmp_path, ["none/gpt2/attnres", "value-learned/modern/attnres-b2"])
 
 
 @pytest.mark.parametrize("name,residual", [("tiny", "attnres"), ("modern-tiny", "attnres-b2")])

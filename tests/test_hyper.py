@@ -9,7 +9,7 @@ import copy
 import pytest
 import torch
 import torch.nn.functional as F
-from residual_helpers import check_parallel, check_stack, gpt, tokens
+from residual_helpers import check_stack, gpt, tokens
 
 from attnstreams.experiments.lm.train import (
     LMTrainConfig,
@@ -279,12 +279,6 @@ def test_every_weight_gets_a_gradient(residual):
     perturb(model)
     grads = residual_grads(model)
     assert all((g != 0).all() for g in grads.values()), grads
-
-
-def test_ddp_and_fsdp_match_one_process(tmp_path):
-    """2 processes (DDP, then FSDP) against the whole batch in one (tests/parallel_variants.py),
-    float64: the same weights to rounding, every hyper-connection weight moved."""
-    check_parallel(tmp_path, ["none/gpt2/dhc-n2", "value-learned/modern/mhc-n2"])
 
 
 @pytest.mark.parametrize("name,residual", [("tiny", "dhc-n2"), ("modern-tiny", "mhc-n2")])

@@ -134,8 +134,18 @@ def test_every_dwa_weight_gets_a_gradient_from_the_start(residual):
 
 def test_ddp_and_fsdp_match_one_process(tmp_path):
     """2 processes (DDP, then FSDP) against the whole batch in one (tests/parallel_variants.py),
-    float64: the same weights to rounding, every DWA weight moved."""
-    check_parallel(tmp_path, ["none/gpt2/denseformer-d2", "value-learned/modern/denseformer-p2"])
+    float64: the same weights to rounding, every weight of the residual moved; two cases of
+    each method, both blocks, with and without a stream (one launch for all: each costs
+    seconds)."""
+    cases = [
+        "none/gpt2/denseformer-d2",
+        "value-learned/modern/denseformer-p2",
+        "none/gpt2/dhc-n2",
+        "value-learned/modern/mhc-n2",
+        "none/gpt2/attnres",
+        "value-learned/modern/attnres-b2",
+    ]
+    check_parallel(tmp_path, cases)
 
 
 @pytest.mark.parametrize(
