@@ -158,7 +158,7 @@ residual_values = st.one_of(
     st.builds("{}-n{}".format, st.sampled_from(["hc", "dhc", "mhc"]), st.integers(0, 5)),
     st.builds("attnres-b{}".format, st.integers(0, 5)),
     st.sampled_from(["plain", "denseformer", "denseformer-p2", "plain-d2", "hc", "dhc", "mhc"]),
-    st.sampled_from(["hc-d2", "attnres", "attnres-n2", "hc-b2"]),
+    st.sampled_from(["hc-d2", "attnres", "attnres-n2", "hc-b2", "mudd", "mudd-n2", "mudd-b1"]),
     weird,
 )
 
@@ -477,7 +477,17 @@ GOOD = {  # every GPTConfig field: values that may well build, and values that m
     "tie_embeddings": st.booleans(),
     "value_embed_layers": st.one_of(st.none(), st.lists(st.integers(0, 3), max_size=3).map(tuple)),
     "residual": st.sampled_from(
-        ["plain", "denseformer-d2", "hc-n2", "dhc", "mhc-n1", "mhc-n3", "attnres", "attnres-b1"]
+        [
+            "plain",
+            "denseformer-d2",
+            "hc-n2",
+            "dhc",
+            "mhc-n1",
+            "mhc-n3",
+            "attnres",
+            "attnres-b1",
+            "mudd",
+        ]
     ),
 }
 ODD = {name: odd_number for name in GOOD} | {

@@ -144,6 +144,8 @@ def test_ddp_and_fsdp_match_one_process(tmp_path):
         "value-learned/modern/mhc-n2",
         "none/gpt2/attnres",
         "value-learned/modern/attnres-b2",
+        "none/gpt2/mudd",
+        "value-learned/modern/mudd",
     ]
     check_parallel(tmp_path, cases)
 
@@ -223,6 +225,8 @@ def test_dwa_weights_are_not_decayed():
         (["lm", "train", "--residual", "attnres-b9"], "more than the model's 8"),
         (["lm", "grid", "--residual", "attnres-n2"], "unknown residual"),
         (["lm", "train", "--residual", "attnres", "--init-from", "m"], "no --residual"),
+        (["lm", "grid", "--residual", "mudd-n2"], "unknown residual"),
+        (["lm", "train", "--residual", "mudd", "--init-from", "m"], "no --residual"),
     ],
 )
 def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says):
@@ -235,7 +239,7 @@ def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says)
 
 @pytest.mark.parametrize(
     "residual,still",  # still: weights whose gradient is zero at the start (dhc: the scales)
-    [("denseformer-d2", None), ("dhc-n2", "scale"), ("attnres-b2", None)],
+    [("denseformer-d2", None), ("dhc-n2", "scale"), ("attnres-b2", None), ("mudd", None)],
 )
 def test_lm_train_saves_and_loads_a_residual(tmp_path, capsys, residual, still):
     """A short run: the checkpoint names the residual and loads back as the trained model,

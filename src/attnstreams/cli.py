@@ -457,7 +457,8 @@ def _lm_train_args(p: argparse.ArgumentParser, t) -> None:
         "dynamic, manifold-constrained; 4 copies of the stream) | hc-nN, dhc-nN, mhc-nN (N "
         "copies) | attnres (Attention Residuals: each sublayer reads a learned softmax over "
         "the embedding and every earlier sublayer output) | attnres-bK (over the embedding and "
-        "the sums of blocks of K layers)",
+        "the sums of blocks of K layers) | mudd (MUDDFormer: each block's query, key, value and "
+        "residual inputs are per-token mixtures of the embedding and every earlier block output)",
     )
     p.add_argument(
         "--grad-accum",

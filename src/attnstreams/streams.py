@@ -407,9 +407,24 @@ class StreamAttention(nn.Module):
         a = 1.0 if self.stream_smear is None else self.stream_smear.to(k.dtype)
         return k + a * shifted
 
-    def project(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def project(
+        self, x: torch.Tensor | tuple[torch.Tensor, ...]
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """qkv(x), and a gated stream's gate logits (B, T, heads): the gate's rows ride on
-        qkv's matmul (one launch, and x read once), its parameters kept apart."""
+        qkv's matmul (one launch, and x read once), its parameters kept apart. x may be three
+        inputs (query, key, value): each goes through its own rows of qkv, and the gate reads
+        the input of its stream's projection."""
+        if isinstance(x, tuple):
+            inputs = dict(zip(self.heads, x, strict=True))
+            sizes = [self.heads[p] * self.head_dim for p in self.projections]
+            weights = self.qkv.weight.split(sizes)
+            biases = [None] * len(sizes) if self.qkv.bias is None else self.qkv.bias.split(sizes)
+            out = [
+                F.linear(inputs[p], w, b)
+                for p, w, b in zip(self.projections, weights, biases, strict=True)
+            ]
+            gate = None if self.stream_gate is None else self.stream_gate(inputs[self.stream.kind])
+            return torch.cat(out, dim=-1), gate
         if self.stream_gate is None:
             return self.qkv(x), None
         gw, gb = self.stream_gate.weight, self.stream_gate.bias
@@ -420,14 +435,18 @@ class StreamAttention(nn.Module):
 
     def forward(
         self,
-        x: torch.Tensor,
+        x: torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor],
         carry: torch.Tensor | None = None,
         cache: KVCache | None = None,
         key_padding_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """key_padding_mask: (B, keys) booleans, True for real tokens (padding is never attended
-        to); keys are the cache's and this call's. A stream layer after the first needs the
-        carry the layer before handed on; a value-embedding layer, its embedding."""
+        """x: the layer input, or separate query, key and value inputs (a tuple of three, all
+        (B, T, dim)). key_padding_mask: (B, keys) booleans, True for real tokens (padding is
+        never attended to); keys are the cache's and this call's. A stream layer after the
+        first needs the carry the layer before handed on; a value-embedding layer, its
+        embedding."""
+        inputs = x
+        x = x[0] if isinstance(x, tuple) else x  # shape and device
         B, T, _ = x.shape
         if self.receives and carry is None:
             raise ValueError(
@@ -445,7 +464,7 @@ class StreamAttention(nn.Module):
             )
         hd = self.head_dim
         sizes = [self.heads[p] * hd for p in self.projections]
-        qkv, gate = self.project(x)
+        qkv, gate = self.project(inputs)
         parts = {
             p: t.view(B, T, self.heads[p], hd).transpose(1, 2)
             for p, t in zip(self.projections, qkv.split(sizes, dim=-1), strict=True)

@@ -5,8 +5,10 @@ Like `ToyICL` (toy.py) it threads the residual stream through its attention laye
 returns the projection it hands on (`carry`) and the next layer takes it (streams.py). What
 each sublayer (attention, MLP) reads and how its update is added is the residual module's
 (residual.py): the plain sum, DenseFormer's depth-weighted average of the block outputs before
-it, hyper-connections (n copies of the stream, mixed by learned weights), or Attention
-Residuals (a softmax over depth of the embedding and the earlier sublayer outputs).
+it, hyper-connections (n copies of the stream, mixed by learned weights), Attention
+Residuals (a softmax over depth of the embedding and the earlier sublayer outputs), or MUDD
+(per-position mixtures of the block outputs so far as each block's query, key, value and
+residual inputs).
 """
 
 from __future__ import annotations
@@ -261,6 +263,10 @@ class Block(nn.Module):
         )
         self.ln2 = norm(cfg)
         self.mlp = MLP(cfg)
+        # MUDD: after block 0 the key and value inputs are mixtures of their own, each through
+        # its own pre-norm (ln1 serves the query's); block 0 reads the embedding, one input.
+        if cfg.residual.kind == "mudd" and layer_idx > 0:
+            self.ln1_k, self.ln1_v = norm(cfg), norm(cfg)
 
     def forward(
         self,
@@ -279,9 +285,16 @@ class Block(nn.Module):
         return residual.write(mix, 2 * i + 1, self.feed(h)), carry
 
     def attend(
-        self, x: torch.Tensor, carry: torch.Tensor | None = None, cache: KVCache | None = None
+        self,
+        x: torch.Tensor | tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        carry: torch.Tensor | None = None,
+        cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Attention's update to the stream x (its branch output, no residual add)."""
+        """Attention's update to the stream x (its branch output, no residual add); x may be
+        the query, key and value inputs (MUDD), normed by ln1, ln1_k and ln1_v."""
+        if isinstance(x, tuple):
+            xq, xk, xv = x
+            return self.attn((self.ln1(xq), self.ln1_k(xk), self.ln1_v(xv)), carry, cache)
         return self.attn(self.ln1(x), carry, cache)
 
     def feed(self, x: torch.Tensor) -> torch.Tensor:
@@ -293,7 +306,9 @@ class GPT(nn.Module):
     """Decoder LM: GPT-2's block by default (learned positions, GELU MLP 4x, tied embeddings,
     dropout), or the modern block (GPTConfig). A `value-embed` stream adds its token tables; a
     `denseformer` residual its DWA weights (`residual.weights`), a hyper-connection residual
-    its mixing weights (`residual.*`), an `attnres` one its pseudo-queries and key norms."""
+    its mixing weights (`residual.*`), an `attnres` one its pseudo-queries and key norms, a
+    `mudd` one its weight generators (`residual.*`) and key and value pre-norms (`ln1_k`,
+    `ln1_v` in every block after the first)."""
 
     # Training on CUDA: the output layer and its loss as one autograd function that writes the
     # logits' gradient in the forward pass (fused_loss.py; the same function, fewer passes over

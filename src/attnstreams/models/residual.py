@@ -1,21 +1,26 @@
 """How `GPT`'s blocks pass the residual stream on: the plain sum, DenseFormer's depth-weighted
 average (Pagliardini et al. 2024, arXiv 2402.02622), or hyper-connections: n parallel copies of
 the stream with learned mixing (Zhu et al. 2024, arXiv 2409.19606), their manifold-constrained
-form (mHC, DeepSeek-AI 2025, arXiv 2512.24880), or Attention Residuals: each sublayer reads a
+form (mHC, DeepSeek-AI 2025, arXiv 2512.24880), Attention Residuals: each sublayer reads a
 softmax over depth of the embedding and the earlier sublayer outputs (Kimi Team 2026, arXiv
-2603.15031).
+2603.15031), or MUDDFormer's multiway dynamic dense connections: each block's query, key, value
+and residual inputs are per-position mixtures of the embedding and every earlier block output
+(Xiao et al. 2025, arXiv 2502.12170).
 
 Each block is two sublayers, attention and MLP, numbered k = 2i and 2i + 1 in block i. A
 residual module talks to them through four calls: `start(x)` takes the embedding output and
 returns a state; `read(state, k)` returns sublayer k's input and what `write` needs;
 `write(mix, k, update)` takes that and the sublayer's update (its branch output, without the
-residual add) and returns the new state; `end(state)` is what the final norm reads.
+residual add) and returns the new state; `end(state)` is what the final norm reads. An
+attention sublayer's input may be a tuple (query, key, value inputs; MUDD), each through its
+own pre-norm.
 Everything is per position, so cached decoding needs no extra state. The states that pass
 between blocks are tensors or tuples of them, which FSDP's hooks see through.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -24,14 +29,22 @@ import torch.nn.functional as F
 
 from attnstreams.run.config import ConfigError, check_choice, check_int
 
-RESIDUALS = ("plain", "denseformer", "hc", "dhc", "mhc", "attnres")
+RESIDUALS = ("plain", "denseformer", "hc", "dhc", "mhc", "attnres", "mudd")
 HYPER = ("hc", "dhc", "mhc")
 #: Expansion rate of the hyper-connection kinds when the name gives none (both papers' n).
 DEFAULT_N = 4
-NAMES = "plain, denseformer[-dK][-pP], hc[-nN], dhc[-nN], mhc[-nN], attnres[-bK]"
+NAMES = "plain, denseformer[-dK][-pP], hc[-nN], dhc[-nN], mhc[-nN], attnres[-bK], mudd"
 #: Options each kind takes in its name: d(ilation), p(eriod), n (expansion rate), b (transformer
 #: blocks per Attention Residuals block).
-OPTIONS = {"plain": "", "denseformer": "dp", "hc": "n", "dhc": "n", "mhc": "n", "attnres": "b"}
+OPTIONS = {
+    "plain": "",
+    "denseformer": "dp",
+    "hc": "n",
+    "dhc": "n",
+    "mhc": "n",
+    "attnres": "b",
+    "mudd": "",
+}
 #: Sinkhorn-Knopp iterations of mHC's residual matrix (the paper's t_max).
 SINKHORN_ITERS = 20
 
@@ -43,7 +56,8 @@ class ResidualConfig:
     hyper-connection kind with expansion rate n: `hc` (static), `dhc` (dynamic), `mhc`
     (manifold-constrained), or Attention Residuals, `attnres` (full: every earlier sublayer
     output is a source) or with `blocks` = K transformer blocks (2K sublayers) per AttnRes
-    block. `parse` reads names such as 'denseformer-d2-p2', 'dhc-n2' or 'attnres-b2'."""
+    block, or MUDDFormer's `mudd` (query, key, value and residual ways). `parse` reads names
+    such as 'denseformer-d2-p2', 'dhc-n2', 'attnres-b2' or 'mudd'."""
 
     kind: str = "plain"
     dilation: int = 1
@@ -134,6 +148,8 @@ def residual_module(cfg: ResidualConfig, n_layer: int, width: int) -> nn.Module:
     if cfg.kind == "attnres":
         size = 1 if cfg.blocks is None else 2 * cfg.blocks
         return AttentionResiduals(2 * n_layer, width, size)
+    if cfg.kind == "mudd":
+        return MultiwayDenseConnections(n_layer, width)
     return PlainResidual()
 
 
@@ -410,3 +426,96 @@ class AttentionResiduals(nn.Module):
 
     def end(self, sources: tuple) -> torch.Tensor:
         return self.attend(sources, self.query.size(0) - 1)
+
+
+def mudd_hidden(sources: int) -> int:
+    """Width of a MUDD generator's hidden layer with `sources` inputs to mix: 4 sources, rounded
+    up as the released model does, (n // 64 + 1) * 64, which adds 64 even to a multiple of 64
+    (its round64; 4 also after the last block, where one way is made: its expand_last)."""
+    return (4 * sources // 64 + 1) * 64
+
+
+class MultiwayDenseConnections(nn.Module):
+    """MUDDFormer's multiway dynamic dense connections (Xiao et al. 2025, "MUDDFormer: Breaking
+    Residual Bottlenecks in Transformers via Multiway Dynamic Dense Connections", arXiv
+    2502.12170), in the dense_type 'qkvr' form of the released model.
+
+    X_0 is the embedding output and X_{i+1} block i's whole output. After block i (its MLP,
+    sublayer 2i + 1) a generator on that output alone makes, per position,
+    A = W2_i GELU(W1_i RMSNorm(X_{i+1})) + a_i, C x (i + 2) weights (RMSNorm without gain,
+    eps 1e-6), and the C ways X^c = sum_j A[c, j] X_j over X_0, ..., X_{i+1}. Block i + 1's
+    attention reads its query, key and value inputs from ways Q, K and V (each through its own
+    pre-norm: the block's `ln1`, `ln1_k` and `ln1_v`), and its residual is way R:
+    h = X^R + attn(...); the MLP is the plain pre-norm residual, X_{i+2} = h + mlp(h). C = 4
+    but after the last block, where C = 1 makes what the final norm reads. Block 0 reads the
+    embedding as the plain model does (one input, one pre-norm).
+
+    Parameters of block i's generator: `w1[i]` (hidden x d, `mudd_hidden`), `w2[i]`
+    (C (i + 2) x hidden, its rows C-major: way c's weights on the sources are rows
+    c (i + 2), ..., c (i + 2) + i + 1) and `bias[i]` (C x (i + 2)). Start: w2 = 0 and every
+    bias row one-hot on the newest output, so every way is X_{i+1} and a new model is the plain
+    transformer exactly; w1 is drawn N(0, 1/d) (the paper's fan-in normal), from a generator of
+    its own seeded from `torch.initial_seed()`, so the model's other weights are those the seed
+    gives the plain model. Without a random w1, w2's gradient (through GELU(0) = 0) would be 0
+    for ever.
+
+    The state is (outputs so far, ways): tuples of tensors. The ways are written term by term,
+    so autograd keeps no stacked copy of the outputs."""
+
+    eps = 1e-6
+
+    def __init__(self, n_layer: int, width: int) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(torch.initial_seed() + 1)
+        self.ways = [4] * (n_layer - 1) + [1]
+        w1, w2, bias = [], [], []
+        for i, c in enumerate(self.ways):
+            n, hidden = i + 2, mudd_hidden(i + 2)
+            w = torch.randn(hidden, width, generator=g, device="cpu") / math.sqrt(width)
+            w1.append(nn.Parameter(w.to(torch.get_default_device())))
+            w2.append(nn.Parameter(torch.zeros(c * n, hidden)))
+            b = torch.zeros(c, n)
+            b[:, -1] = 1.0
+            bias.append(nn.Parameter(b))
+        self.w1, self.w2, self.bias = (
+            nn.ParameterList(w1),
+            nn.ParameterList(w2),
+            nn.ParameterList(bias),
+        )
+
+    def weights(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        """Generator i's weights at block i's output x: (..., C, i + 2)."""
+        dt = x.dtype
+        h = F.gelu(F.rms_norm(x, x.shape[-1:], eps=self.eps) @ self.w1[i].to(dt).t())
+        a = h @ self.w2[i].to(dt).t()
+        return a.unflatten(-1, (self.ways[i], i + 2)) + self.bias[i].to(dt)
+
+    def start(self, x: torch.Tensor) -> tuple:
+        return (x,), (x,)
+
+    def read(self, state: tuple, k: int) -> tuple:
+        if k % 2:  # the MLP: the plain residual
+            return state[1], state
+        ways = state[1]
+        if len(ways) == 1:  # block 0: the embedding, as the plain model reads it
+            return ways[0], (state[0], ways[0])
+        return ways[:3], (state[0], ways[3])
+
+    def write(self, mix: tuple, k: int, update: torch.Tensor) -> tuple:
+        outputs, x = mix
+        out = x + update
+        if k % 2 == 0:  # after attention: inside the block
+            return outputs, out
+        outputs = (*outputs, out)
+        a = self.weights(out, k // 2)
+        ways = []
+        for c in range(a.size(-2)):
+            way = None
+            for j, v in enumerate(outputs):
+                term = a[..., c, j : j + 1] * v
+                way = term if way is None else way + term
+            ways.append(way)
+        return outputs, tuple(ways)
+
+    def end(self, state: tuple) -> torch.Tensor:
+        return state[1][0]
