@@ -1,22 +1,16 @@
 """What the residual tests (test_residual.py, test_hyper.py, ...) share: float64 models, token
-batches, and the checks every residual method passes (a stack, DDP and FSDP)."""
+batches, and the stack check every residual method passes (DDP and FSDP:
+parallel_variants.check_parallel)."""
 
 from __future__ import annotations
 
 import copy
-import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 
 from attnstreams.models.gpt import GPT, preset
 from attnstreams.models.stack import ModelStack
-
-WORKER = Path(__file__).parent / "parallel_variants.py"
 
 
 def gpt(name: str, residual: str, stream: str = "none", seed: int = 0) -> GPT:
@@ -47,20 +41,3 @@ def check_stack(name: str, residual: str, perturb: Callable[[GPT, int], None]) -
         torch.testing.assert_close(loss[i], own, rtol=1e-12, atol=1e-12)
         for n, p in m.named_parameters():
             torch.testing.assert_close(stacked.stacked(n).grad[i], p.grad, rtol=1e-10, atol=1e-12)
-
-
-def check_parallel(tmp_path: Path, cases: list[str]) -> None:
-    """2 processes (DDP, then FSDP) against the whole batch in one (parallel_variants.py),
-    float64, each case STREAM/BLOCK/RESIDUAL: the same weights to rounding, every new weight
-    moved."""
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    cmd = [*run, "2", str(WORKER), ",".join(cases), str(tmp_path)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for rank in (0, 1):
-        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert list(report) == cases
-        for case, r in report.items():
-            assert r["still"] == [], (case, r["still"])
-            assert r["ddp"] < 1e-10 and r["fsdp"] < 1e-10, (case, r)

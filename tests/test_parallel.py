@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from parallel_variants import check_parallel
 from test_streams import ONE_OF_EACH, VARIANTS
 
 from attnstreams.data.shards import TokenWindows
@@ -52,7 +53,6 @@ def test_ranks_read_their_own_rows_of_one_batch(tmp_path):
         assert torch.equal(torch.cat([p[i] for p in parts]), whole[i])
 
 
-WORKER = Path(__file__).parent / "parallel_variants.py"
 # Every stream in GPT-2's block, one of each mechanism in the modern block; GQA in both.
 VARIANT_CASES = [f"{s}/gpt2" for s in VARIANTS] + [f"{s}/modern" for s in ONE_OF_EACH]
 
@@ -61,17 +61,7 @@ def test_every_variant_under_ddp_and_fsdp_matches_one_process(tmp_path):
     """2 processes (DDP, then FSDP) against the whole batch in one, a few AdamW steps of
     every stream variant in float64: the same weights to rounding, and every parameter,
     each mix and gate included, moved. (Compiled, and through `lm train`: the cases below.)"""
-    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
-    cmd = [*run, "2", str(WORKER), ",".join(VARIANT_CASES), str(tmp_path)]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    for rank in (0, 1):
-        report = json.loads((tmp_path / f"rank{rank}.json").read_text())
-        assert list(report) == VARIANT_CASES
-        for case, r in report.items():
-            assert r["still"] == [], (case, r["still"])
-            assert r["ddp"] < 1e-10 and r["fsdp"] < 1e-10, (case, r)  # moved: ~0.03
+    check_parallel(tmp_path, VARIANT_CASES)
 
 
 @pytest.mark.parametrize(

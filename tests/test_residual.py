@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from residual_helpers import check_parallel, check_stack, gpt, tokens
+from parallel_variants import check_parallel
+from residual_helpers import check_stack, gpt, tokens
 
 from attnstreams.cli import main
 from attnstreams.experiments.lm.data import DataConfig, prepare_data
