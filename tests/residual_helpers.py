@@ -41,3 +41,37 @@ def check_stack(name: str, residual: str, perturb: Callable[[GPT, int], None]) -
         torch.testing.assert_close(loss[i], own, rtol=1e-12, atol=1e-12)
         for n, p in m.named_parameters():
             torch.testing.assert_close(stacked.stacked(n).grad[i], p.grad, rtol=1e-10, atol=1e-12)
+
+
+def check_cache(model: GPT) -> None:
+    """A prefix, a chunk of 2, then token by token through the KV cache: the full forward."""
+    idx = tokens((2, 12))
+    with torch.no_grad():
+        full, _ = model(idx)
+        cache = model.new_cache()
+        steps = [model(idx[:, :4], cache=cache)[0], model(idx[:, 4:6], cache=cache)[0]]
+        steps += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(6, 12)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-10)
+
+
+def check_compiled(model: GPT) -> None:
+    """torch.compile (aot_eager: the traced graph, no Inductor code) gives eager's loss and
+    every gradient."""
+    twin = copy.deepcopy(model)
+    x, y = tokens((2, 16), 1), tokens((2, 16), 2)
+    _, loss = model(x, y)
+    loss.backward()
+    _, compiled_loss = torch.compile(twin, backend="aot_eager", fullgraph=True)(x, y)
+    compiled_loss.backward()
+    torch.testing.assert_close(compiled_loss, loss, rtol=0, atol=1e-12)
+    grads = dict(twin.named_parameters())
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(grads[n].grad, p.grad, rtol=1e-10, atol=1e-12)
+
+
+def residual_grads(model: GPT, params=None) -> dict[str, torch.Tensor]:
+    """The gradients of one loss: of `params` (name, parameter) pairs, by default the residual
+    module's."""
+    _, loss = model(tokens((2, 16), 1), tokens((2, 16), 2))
+    loss.backward()
+    return {n: p.grad for n, p in (params or model.residual.named_parameters())}

@@ -5,11 +5,9 @@ stacks, weight decay and the names."""
 
 from __future__ import annotations
 
-import copy
-
 import pytest
 import torch
-from residual_helpers import check_stack, gpt, tokens
+from residual_helpers import check_cache, check_compiled, check_stack, gpt, residual_grads, tokens
 
 from attnstreams.experiments.lm.train import _decays
 from attnstreams.models.gpt import GPT, GPTConfig, preset
@@ -215,13 +213,7 @@ def test_kv_cache_decoding_equals_full_forward(name, residual, stream):
     """A prefix, a chunk of 2, then token by token through the cache: the full forward."""
     model = gpt(name, residual, stream).eval()
     perturb(model)
-    idx = tokens((2, 12))
-    with torch.no_grad():
-        full, _ = model(idx)
-        cache = model.new_cache()
-        steps = [model(idx[:, :4], cache=cache)[0], model(idx[:, 4:6], cache=cache)[0]]
-        steps += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(6, 12)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-10)
+    check_cache(model)
 
 
 @pytest.mark.parametrize("residual", ["attnres", "attnres-b3"])
@@ -230,22 +222,7 @@ def test_compiled_equals_eager(residual):
     gradients, the queries' and gains' included."""
     model = gpt("modern-tiny", residual)
     perturb(model)
-    twin = copy.deepcopy(model)
-    x, y = tokens((2, 16), 1), tokens((2, 16), 2)
-    _, loss = model(x, y)
-    loss.backward()
-    _, compiled_loss = torch.compile(twin, backend="aot_eager", fullgraph=True)(x, y)
-    compiled_loss.backward()
-    torch.testing.assert_close(compiled_loss, loss, rtol=0, atol=1e-12)
-    grads = dict(twin.named_parameters())
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(grads[n].grad, p.grad, rtol=1e-10, atol=1e-12)
-
-
-def residual_grads(model: GPT) -> dict[str, torch.Tensor]:
-    _, loss = model(tokens((2, 16), 1), tokens((2, 16), 2))
-    loss.backward()
-    return {n: p.grad for n, p in model.residual.named_parameters()}
+    check_compiled(model)
 
 
 @pytest.mark.parametrize("residual", ["attnres", "attnres-b2", "attnres-b4"])

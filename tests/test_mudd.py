@@ -5,13 +5,12 @@ decay and the names."""
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
-from residual_helpers import check_stack, gpt, tokens
+from residual_helpers import check_cache, check_compiled, check_stack, gpt, residual_grads, tokens
 
 from attnstreams.experiments.lm.train import _decays
 from attnstreams.models.gpt import GPT, GPTConfig, preset
@@ -149,13 +148,7 @@ def test_kv_cache_decoding_equals_full_forward(name, stream):
     """A prefix, a chunk of 2, then token by token through the cache: the full forward."""
     model = gpt(name, "mudd", stream).eval()
     perturb(model)
-    idx = tokens((2, 12))
-    with torch.no_grad():
-        full, _ = model(idx)
-        cache = model.new_cache()
-        steps = [model(idx[:, :4], cache=cache)[0], model(idx[:, 4:6], cache=cache)[0]]
-        steps += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(6, 12)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-10)
+    check_cache(model)
 
 
 def test_compiled_equals_eager():
@@ -163,22 +156,7 @@ def test_compiled_equals_eager():
     every gradient, the generators' and the pre-norms' included."""
     model = gpt("modern-tiny", "mudd", "value-learned")
     perturb(model)
-    twin = copy.deepcopy(model)
-    x, y = tokens((2, 16), 1), tokens((2, 16), 2)
-    _, loss = model(x, y)
-    loss.backward()
-    _, compiled_loss = torch.compile(twin, backend="aot_eager", fullgraph=True)(x, y)
-    compiled_loss.backward()
-    torch.testing.assert_close(compiled_loss, loss, rtol=0, atol=1e-12)
-    grads = dict(twin.named_parameters())
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(grads[n].grad, p.grad, rtol=1e-10, atol=1e-12)
-
-
-def mudd_grads(model: GPT) -> dict[str, torch.Tensor]:
-    _, loss = model(tokens((2, 16), 1), tokens((2, 16), 2))
-    loss.backward()
-    return {n: p.grad for n, p in mudd_parameters(model)}
+    check_compiled(model)
 
 
 @pytest.mark.parametrize("name", ["tiny", "modern-tiny"])
@@ -188,7 +166,8 @@ def test_every_weight_gets_a_gradient(name):
     Off the start (perturbed), every entry of all. The key pre-norm's LayerNorm bias (GPT-2's
     block) gets 0 to rounding either way, as the key projection's bias does: it shifts every
     key of a query's scores alike, which the softmax ignores."""
-    grads = mudd_grads(gpt(name, "mudd"))
+    model = gpt(name, "mudd")
+    grads = residual_grads(model, mudd_parameters(model))
     assert len(grads) == 3 * 4 + 2 * 3 * (2 if name == "tiny" else 1)
     for n, g in grads.items():
         if ".w1." in n:
@@ -199,7 +178,7 @@ def test_every_weight_gets_a_gradient(name):
             assert (g != 0).all(), n
     model = gpt(name, "mudd")
     perturb(model)
-    grads = mudd_grads(model)
+    grads = residual_grads(model, mudd_parameters(model))
     moving = {n: g for n, g in grads.items() if not n.endswith("ln1_k.bias")}
     assert all((g != 0).all() for g in moving.values())
     assert all(g.abs().max() < 1e-15 for n, g in grads.items() if n not in moving)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from parallel_variants import check_parallel
-from residual_helpers import check_stack, gpt, tokens
+from residual_helpers import check_cache, check_compiled, check_stack, gpt, residual_grads, tokens
 
 from attnstreams.cli import main
 from attnstreams.experiments.lm.data import DataConfig, prepare_data
@@ -98,13 +98,7 @@ def test_kv_cache_decoding_equals_full_forward(name, residual, stream):
     """A prefix, a chunk of 2, then token by token through the cache: the full forward."""
     model = gpt(name, residual, stream).eval()
     perturb(model)
-    idx = tokens((2, 12))
-    with torch.no_grad():
-        full, _ = model(idx)
-        cache = model.new_cache()
-        steps = [model(idx[:, :4], cache=cache)[0], model(idx[:, 4:6], cache=cache)[0]]
-        steps += [model(idx[:, t : t + 1], cache=cache)[0] for t in range(6, 12)]
-    torch.testing.assert_close(torch.cat(steps, dim=1), full, rtol=0, atol=1e-10)
+    check_cache(model)
 
 
 def test_compiled_equals_eager():
@@ -112,25 +106,14 @@ def test_compiled_equals_eager():
     gradients, DWA weights included."""
     model = gpt("modern-tiny", "denseformer-d2-p2")
     perturb(model)
-    twin = copy.deepcopy(model)
-    x, y = tokens((2, 16), 1), tokens((2, 16), 2)
-    _, loss = model(x, y)
-    loss.backward()
-    _, compiled_loss = torch.compile(twin, backend="aot_eager", fullgraph=True)(x, y)
-    compiled_loss.backward()
-    torch.testing.assert_close(compiled_loss, loss, rtol=0, atol=1e-12)
-    grads = dict(twin.named_parameters())
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(grads[n].grad, p.grad, rtol=1e-10, atol=1e-12)
+    check_compiled(model)
 
 
 @pytest.mark.parametrize("residual", DENSE)
 def test_every_dwa_weight_gets_a_gradient_from_the_start(residual):
     model = gpt("tiny", residual)
-    _, loss = model(tokens((2, 16), 1), tokens((2, 16), 2))
-    loss.backward()
-    weights = dict(model.residual.weights.items())
-    assert weights and all((w.grad != 0).all() for w in weights.values()), weights
+    grads = residual_grads(model)
+    assert grads and all((g != 0).all() for g in grads.values()), grads
 
 
 def test_ddp_and_fsdp_match_one_process(tmp_path):
