@@ -122,15 +122,14 @@ def _grid_job(
         run_cfg = LMTrainConfig(**{**cfg, "stream": stream, "residual": residual, "seed": seed})
         run_dir = out / f"{arm_name(stream, residual)}-s{seed}"
         done = run_dir / "summary.json"
-        if done.exists() and json.loads(done.read_text())["step"] >= run_cfg.steps:
-            summaries[seed] = json.loads(done.read_text())
+        summary = json.loads(done.read_text()) if done.exists() else None
+        if summary is not None and summary["step"] >= run_cfg.steps:
+            summaries[seed] = summary
         else:
             todo.append((run_cfg, run_dir))
     steps = {checkpoint.saved_step(d / CHECKPOINT) for _, d in todo}
     groups = [todo] if len(steps) == 1 else [[job] for job in todo]
     for group in groups:
-        if not group:
-            continue
         trainers = [LMTrainer(c, data_dir, device) for c, _ in group]
         runner = trainers[0] if len(trainers) == 1 else LMStack(trainers)
         dirs = [d for _, d in group]
