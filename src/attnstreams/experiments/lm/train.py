@@ -124,10 +124,10 @@ class LMTrainConfig:
         check_range("seed", self.seed, lo=0, hi=2**62)
         if self.dropout is not None:
             check_range("dropout", self.dropout, lo=0.0, hi=1.0)
-        self.model_config(1000)  # validates preset, stream, residual and block size
+        model = self.model_config(1000)  # validates preset, stream, residual and block size
         if self.cuda_graphs and not self.compile:
             raise ConfigError("cuda_graphs needs compile")
-        if self.init_from is not None and self.model_config(1000).residual.active:
+        if self.init_from is not None and model.residual.active:
             raise ConfigError("--init-from continues a transformers model as it is: no --residual")
         if self.init_from is not None and self.parallel == "fsdp":
             raise ConfigError("--init-from trains on one process or under DDP, not FSDP")
@@ -137,7 +137,7 @@ class LMTrainConfig:
             if not isinstance(self.init_from, str):
                 raise ConfigError(f"init_from must be a folder path, got {self.init_from!r}")
             check_model_folder(self.init_from)
-            if self.model_config(1000).stream.active:  # refused here, before any work
+            if model.stream.active:  # refused here, before any work
                 check_stream(self.stream)
 
     def model_config(self, vocab_size: int) -> GPTConfig:
