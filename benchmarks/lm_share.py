@@ -31,11 +31,11 @@ from pathlib import Path
 
 TRAIN = [
     "--preset", "tinystories-8m", "--batch", "64", "--eval-batches", "0", "--ioi-prompts",
-    "1024", "--eval-every", "50", "--compile", "--cuda-graphs", "--json",
+    "1024", "--eval-every", "50", "--compile", "--cuda-graphs", "--checkpoints", "end", "--json",
 ]  # fmt: skip
 CPU_CHECK = [
     "--preset", "tiny", "--batch", "4", "--block-size", "32", "--eval-batches", "2",
-    "--ioi-prompts", "16", "--eval-every", "5", "--json",
+    "--ioi-prompts", "16", "--eval-every", "5", "--checkpoints", "end", "--json",
 ]  # fmt: skip
 
 

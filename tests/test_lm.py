@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -383,6 +384,49 @@ def test_stop_after_keeps_the_work_and_speed_settings_may_change_on_resume(data_
     again = LMTrainer(TINY, data_dir)  # stopping where the checkpoint already is: no work
     assert train(again, tmp_path, resume=True, progress=False, stop_after=2)["steps"] == 0
     assert again.step == 4
+
+
+def test_checkpoints_at_the_end_only_write_once_and_equal_the_usual_run(
+    data_dir, tmp_path, monkeypatch
+):
+    """--checkpoints end: the same metrics and final checkpoint, one write instead of one an
+    evaluation; a stop between evaluations still keeps the work, and the resume equals."""
+    writes = []
+    real = LMTrainer.save
+    monkeypatch.setattr(
+        LMTrainer, "save", lambda self, path: writes.append(self.step) or real(self, path)
+    )
+    train(LMTrainer(TINY, data_dir), tmp_path / "a", progress=False)
+    usual = len(writes)
+    writes.clear()
+    end = replace(TINY, checkpoints="end")
+    train(LMTrainer(end, data_dir), tmp_path / "b", progress=False)
+    assert usual == len(TINY.eval_steps()) > 1 and writes == [TINY.steps]
+    assert rows(tmp_path / "a" / "metrics.jsonl") == rows(tmp_path / "b" / "metrics.jsonl")
+    a = checkpoint.load(tmp_path / "a" / "checkpoint.safetensors")[0]
+    b = checkpoint.load(tmp_path / "b" / "checkpoint.safetensors")[0]
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    writes.clear()
+    train(LMTrainer(end, data_dir), tmp_path / "c", progress=False, stop_after=5)
+    assert writes == [5]  # stopped: saved where it stopped
+    train(LMTrainer(TINY, data_dir), tmp_path / "c", resume=True, progress=False)  # may change
+    assert rows(tmp_path / "a" / "metrics.jsonl") == rows(tmp_path / "c" / "metrics.jsonl")
+    with pytest.raises(ValueError, match="checkpoints"):
+        LMTrainConfig(checkpoints="never")
+
+
+def test_scoring_tokenises_each_prompt_set_once(tok):
+    model = FixedLogits(tok.vocab_size, {tok.encode(" Mary")[0]: 2.0})
+    pairs = [("When Tom and Mia went to the park, Tom gave a ball to", " Mary")] * 3
+    calls = []
+    real = type(tok).encode
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(type(tok), "encode", lambda self, t: calls.append(t) or real(self, t))
+        first = ioi.continuation_logprobs(model, tok, pairs, "cpu", batch=2)
+        n = len(calls)
+        again = ioi.continuation_logprobs(model, tok, pairs, "cpu", batch=2)
+    assert n == 6 and len(calls) == n and first == again  # the second call encoded nothing
+    assert first[0] == pytest.approx(float(model.logits.log_softmax(-1)[tok.encode(" Mary")[0]]))
 
 
 def test_a_batch_whose_logits_cannot_fit_is_refused_before_any_work(data_dir, monkeypatch):

@@ -499,6 +499,12 @@ def _lm_train_args(p: argparse.ArgumentParser, t) -> None:
         "--cuda-graphs", action="store_true", help="with --compile: CUDA graphs (one GPU)"
     )
     p.add_argument("--nonfinite", default=t.nonfinite, help="stop|skip a NaN/inf loss step")
+    p.add_argument(
+        "--checkpoints",
+        default=t.checkpoints,
+        help="eval: a checkpoint after every evaluation | end: only at the end and when "
+        "stopped between evaluations (less disk traffic; a stop during one keeps nothing new)",
+    )
     p.add_argument("--parallel", default=t.parallel, help="under torchrun: auto|ddp|fsdp")
     p.add_argument(
         "--ddp-bucket-mb", type=float, default=t.ddp_bucket_mb, help="DDP gradient bucket size"
@@ -566,6 +572,7 @@ def _lm_configs(args, stream: str, seed: int, residual: str | None = None):
         compile=args.compile,
         cuda_graphs=args.cuda_graphs,
         nonfinite=args.nonfinite,
+        checkpoints=args.checkpoints,
         parallel=args.parallel,
         ddp_bucket_mb=args.ddp_bucket_mb,
         init_from=args.init_from,
@@ -622,7 +629,7 @@ _TRAIN_KEYS = (
     "preset", "stream", "residual", "steps", "epochs", "batch", "grad_accum", "block_size", "lr",
     "warmup", "weight_decay", "grad_clip", "dropout", "eval_every", "eval_log", "eval_batches",
     "ioi_prompts", "seed", "precision", "compile", "cuda_graphs", "nonfinite", "parallel",
-    "ddp_bucket_mb", "init_from",
+    "ddp_bucket_mb", "init_from", "checkpoints",
 )  # fmt: skip
 _DATA_KEYS = ("data", "tokenizer", "vocab_size", "val_tokens", "text_field", "separator")
 _DATA_KEYS += ("names", "copies")

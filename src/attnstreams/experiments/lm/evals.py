@@ -8,6 +8,7 @@ names the log-probability difference IO - S equals the logit difference of the I
 
 from __future__ import annotations
 
+import functools
 import random
 import re
 from dataclasses import dataclass
@@ -241,19 +242,12 @@ def paper_prompts() -> list[IOIPrompt]:
     return out
 
 
-@torch.no_grad()
-def continuation_logprobs(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    pairs: list[tuple[str, str]],
-    device: str | torch.device,
-    batch: int = 256,
-) -> list[float]:
-    """log P(continuation | prompt) summed over the continuation's tokens, for each pair.
-
-    Only the continuations' positions are normalised, on the device, and only the sums come
-    back: a batch's whole (B, T, vocab) log-probabilities never cross to the host."""
-    limit = getattr(getattr(model, "cfg", None), "block_size", None)
+@functools.lru_cache(maxsize=8)
+def _scoring_batches(
+    tokenizer: Tokenizer, pairs: tuple[tuple[str, str], ...], limit: int | None, batch: int
+) -> tuple[tuple[torch.Tensor, ...], ...]:
+    """(ids, rows, cols, targets) a batch: the pairs tokenised once, not at every evaluation
+    (a run scores the same prompts dozens of times)."""
     seqs = []
     for prompt, cont in pairs:
         p, c = tokenizer.encode(prompt), tokenizer.encode(cont)
@@ -271,12 +265,31 @@ def continuation_logprobs(
             rows += [j] * nc
             cols += range(np_ - 1, np_ - 1 + nc)
             targets += s[np_ : np_ + nc]
+        out.append((ids, torch.tensor(rows), torch.tensor(cols), torch.tensor(targets)))
+    return tuple(out)
+
+
+@torch.no_grad()
+def continuation_logprobs(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    pairs: list[tuple[str, str]],
+    device: str | torch.device,
+    batch: int = 256,
+) -> list[float]:
+    """log P(continuation | prompt) summed over the continuation's tokens, for each pair.
+
+    Only the continuations' positions are normalised, on the device, and only the sums come
+    back: a batch's whole (B, T, vocab) log-probabilities never cross to the host."""
+    limit = getattr(getattr(model, "cfg", None), "block_size", None)
+    sums = []
+    for ids, rows, cols, targets in _scoring_batches(tokenizer, tuple(pairs), limit, batch):
         logits, _ = model(ids.to(device))
-        r = torch.tensor(rows, device=logits.device)
-        logp = logits[r, torch.tensor(cols, device=r.device)].float().log_softmax(-1)
-        got = logp.gather(-1, torch.tensor(targets, device=r.device)[:, None])[:, 0]
-        out += torch.zeros(len(chunk), device=r.device).index_add_(0, r, got).tolist()
-    return out
+        r = rows.to(logits.device)
+        logp = logits[r, cols.to(r.device)].float().log_softmax(-1)
+        got = logp.gather(-1, targets.to(r.device)[:, None])[:, 0]
+        sums.append(torch.zeros(len(ids), device=r.device).index_add_(0, r, got))
+    return torch.cat(sums).tolist() if sums else []
 
 
 def ioi_metrics(

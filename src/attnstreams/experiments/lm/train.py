@@ -85,6 +85,10 @@ class LMTrainConfig:
     # to the end (dense early, sparse late: cheap long runs that still see early changes)
     eval_log: int = 0
     eval_batches: int = 20  # 0: the whole validation split
+    # eval: a checkpoint after every evaluation | end: only at the end and when stopped between
+    # evaluations (a stop during one keeps no checkpoint); ~100 MB a write at 8M, which adds
+    # up over dozens of evaluations of many runs on one disk
+    checkpoints: str = "eval"
     ioi_prompts: int = 600
     icl_early: int = 20  # ICL score: loss on a held-out story's token icl_late minus icl_early
     icl_late: int = 200  # (both clipped to the context; only stories long enough count)
@@ -118,6 +122,7 @@ class LMTrainConfig:
         check_range("weight_decay", self.weight_decay, lo=0.0)
         check_choice("precision", self.precision, ("auto", "fp32", "bf16"))
         check_choice("nonfinite", self.nonfinite, ("stop", "skip"))
+        check_choice("checkpoints", self.checkpoints, ("eval", "end"))
         check_choice("parallel", self.parallel, ("auto", "ddp", "fsdp"))
         # >= DDP's first bucket (1 MB): compiled DDP refuses a first bucket larger than the rest
         check_range("ddp_bucket_mb", self.ddp_bucket_mb, lo=1.0)
@@ -533,7 +538,7 @@ def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -
 def run_defining(config: dict) -> dict:
     """A config without the settings that change speed only (a resume may change them); a
     config saved before eval_log (residual) existed evaluated as eval_log 0 does (was plain)."""
-    speed_only = ("compile", "cuda_graphs", "ddp_bucket_mb", "grad_accum")
+    speed_only = ("compile", "cuda_graphs", "ddp_bucket_mb", "grad_accum", "checkpoints")
     older = {"eval_log": 0, "residual": "plain"}
     return {k: v for k, v in {**older, **config}.items() if k not in speed_only}
 
@@ -644,9 +649,10 @@ def train_runs(
                     row |= {**got, "elapsed_s": time.perf_counter() - t0}
                     m.loss_sum.zero_()
                     log.write(row)
-                save_all()
-                saved, on_disk = True, runner.step
-                parallel.barrier(d)
+                if cfg.checkpoints == "eval" or runner.step == cfg.steps:
+                    save_all()
+                    saved, on_disk = True, runner.step
+                    parallel.barrier(d)
                 bar.set_postfix(
                     val=f"{row['val_loss']:.3f}", ioi=f"{row.get('ioi_accuracy', float('nan')):.2f}"
                 )
