@@ -153,6 +153,26 @@ def test_stacked_training_steps_equal_each_run_trained_alone(data_dir, stream):
         torch.testing.assert_close(s.loss_sum, t.loss_sum, rtol=1e-6, atol=0)  # float32 sums
 
 
+@pytest.mark.parametrize("stream", ["none", "value-learned", "key-smear"])
+def test_a_stack_evaluates_its_runs_at_once_as_each_evaluates_alone(data_dir, stream):
+    """Held-out loss, story ICL, both IOI sets and induction of 3 seeds after 2 steps, as one
+    batched evaluation: each run's numbers as its own evaluation gives them (float64)."""
+    alone = trainers(data_dir, [0, 1, 2], double=True, stream=stream)
+    stack = LMStack(trainers(data_dir, [0, 1, 2], double=True, stream=stream))
+    for _ in range(2):
+        stack.train_step()
+        for t in alone:
+            t.train_step()
+    got = stack.evaluate_runs()
+    assert len(got) == 3 and got[0] != got[1]
+    for g, t in zip(got, alone, strict=True):
+        a, b = flat(g), flat(t.evaluate())
+        assert a.keys() == b.keys() and {"/val_loss", "/ioi_accuracy", "/context_gain"} <= a.keys()
+        for k, v in b.items():
+            assert a[k] == v if isinstance(v, str) else a[k] == pytest.approx(v, 1e-9, 1e-12), k
+    assert all(m.training for m in stack.stack.models)  # back in training mode
+
+
 def flat(value, key=""):
     """Numbers of a metrics row, nested dicts and lists included, by path."""
     if isinstance(value, dict):

@@ -95,6 +95,17 @@ class ModelStack(nn.Module):
     def forward(self, *args):
         return self.call()(self.params(), *args)
 
+    def each(self, *args) -> torch.Tensor:
+        """Every model on the same arguments (evaluation: one batch for all), the first output
+        of each (a model may return a tuple, vmap only tensors) stacked (N, ...)."""
+        base = self._base[0]
+
+        def one(params: dict[str, torch.Tensor]):
+            out = functional_call(base, params, args, strict=True)
+            return out[0] if isinstance(out, tuple) else out
+
+        return vmap(one, randomness="different")(self.params())
+
     @torch.no_grad()
     def clip_grad_norms_(self, max_norm: float) -> torch.Tensor:
         """Each model's gradient clipped to `max_norm` as torch.nn.utils.clip_grad_norm_ clips

@@ -17,8 +17,46 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from attnstreams.models.stack import ModelStack
+
 if TYPE_CHECKING:
     from attnstreams.data.tokenizer import Tokenizer
+
+Models = torch.nn.Module  # one model, or a ModelStack of many evaluated at once
+
+
+def model_logits(model: Models, ids: torch.Tensor) -> torch.Tensor:
+    """(models, B, T, vocab): a ModelStack's models all on the same `ids` in one batched
+    computation, or one model as a stack of one. Every metric below takes either and gives
+    one dict a model (a stack) or the dict (one model)."""
+    return model.each(ids) if isinstance(model, ModelStack) else model(ids)[0][None]
+
+
+def _cfg(model: Models):
+    """The (first) model's config, if it has one."""
+    return getattr(model.models[0] if isinstance(model, ModelStack) else model, "cfg", None)
+
+
+def _size(model: Models) -> int:
+    """How many models: a stack's size, else 1."""
+    return model.size if isinstance(model, ModelStack) else 1
+
+
+def _rows(model: Models, rows: int) -> int:
+    """Rows a forward for `rows` rows of one model: a stack of N takes 1/N of them at a time,
+    so its logits need no more memory than one model's."""
+    return max(1, rows // _size(model))
+
+
+def _one_or_all(model: Models, outs: list):
+    """A stack's list of per-model results, or one model's result."""
+    return outs if isinstance(model, ModelStack) else outs[0]
+
+
+def per_model(model: Models, got) -> list:
+    """A metric's result as a list, one entry a model (one model: a list of one)."""
+    return got if isinstance(model, ModelStack) else [got]
+
 
 # [A] is the indirect object (IO); [B] the subject (S), named twice. ABBA and BABA orders are
 # made by swapping who is named first in the opening clause.
@@ -271,34 +309,40 @@ def _scoring_batches(
 
 @torch.no_grad()
 def continuation_logprobs(
-    model: torch.nn.Module,
+    model: Models,
     tokenizer: Tokenizer,
     pairs: list[tuple[str, str]],
     device: str | torch.device,
     batch: int = 256,
-) -> list[float]:
-    """log P(continuation | prompt) summed over the continuation's tokens, for each pair.
+) -> list:
+    """log P(continuation | prompt) summed over the continuation's tokens, for each pair (a
+    stack: a list of them a model).
 
     Only the continuations' positions are normalised, on the device, and only the sums come
     back: a batch's whole (B, T, vocab) log-probabilities never cross to the host."""
-    limit = getattr(getattr(model, "cfg", None), "block_size", None)
+    limit = getattr(_cfg(model), "block_size", None)
     sums = []
-    for ids, rows, cols, targets in _scoring_batches(tokenizer, tuple(pairs), limit, batch):
-        logits, _ = model(ids.to(device))
+    for ids, rows, cols, targets in _scoring_batches(
+        tokenizer, tuple(pairs), limit, _rows(model, batch)
+    ):
+        logits = model_logits(model, ids.to(device))  # (models, B, T, vocab)
         r = rows.to(logits.device)
-        logp = logits[r, cols.to(r.device)].float().log_softmax(-1)
-        got = logp.gather(-1, targets.to(r.device)[:, None])[:, 0]
-        sums.append(torch.zeros(len(ids), device=r.device).index_add_(0, r, got))
-    return torch.cat(sums).tolist() if sums else []
+        logp = logits[:, r, cols.to(r.device)].float().log_softmax(-1)
+        want = targets.to(r.device).expand(len(logp), -1)
+        got = logp.gather(-1, want[..., None])[..., 0]
+        sums.append(torch.zeros(len(logp), len(ids), device=r.device).index_add_(1, r, got))
+    if not sums:
+        return _one_or_all(model, [[] for _ in range(_size(model))])
+    return _one_or_all(model, torch.cat(sums, 1).tolist())
 
 
 def ioi_metrics(
-    model: torch.nn.Module,
+    model: Models,
     tokenizer: Tokenizer,
     prompts: list[IOIPrompt],
     device: str | torch.device,
     by_template: bool = False,
-) -> dict:
+) -> dict | list[dict]:
     """accuracy (IO more likely than S), mean log-prob difference IO - S, mean P(IO), P(S);
     by_template: also [accuracy, difference] of every template, keyed by its index."""
     was_training = model.training
@@ -308,22 +352,27 @@ def ioi_metrics(
         lp = continuation_logprobs(model, tokenizer, pairs, device)
     finally:
         model.train(was_training)
-    n = len(prompts)
-    io, s = torch.tensor(lp[:n]), torch.tensor(lp[n:])
-    out = {
-        "accuracy": float((io > s).float().mean()),
-        "logit_diff": float((io - s).mean()),
-        "p_io": float(io.exp().mean()),
-        "p_s": float(s.exp().mean()),
-        "n": n,
-    }
-    if by_template:
-        t = torch.tensor([p.template for p in prompts])
-        out["by_template"] = {
-            str(k): [float((io[t == k] > s[t == k]).float().mean()), float((io - s)[t == k].mean())]
-            for k in sorted(set(t.tolist()))
+    n, t = len(prompts), torch.tensor([p.template for p in prompts])
+    outs = []
+    for row in per_model(model, lp):
+        io, s = torch.tensor(row[:n]), torch.tensor(row[n:])
+        out = {
+            "accuracy": float((io > s).float().mean()),
+            "logit_diff": float((io - s).mean()),
+            "p_io": float(io.exp().mean()),
+            "p_s": float(s.exp().mean()),
+            "n": n,
         }
-    return out
+        if by_template:
+            out["by_template"] = {
+                str(k): [
+                    float((io[t == k] > s[t == k]).float().mean()),
+                    float((io - s)[t == k].mean()),
+                ]
+                for k in sorted(set(t.tolist()))
+            }
+        outs.append(out)
+    return _one_or_all(model, outs)
 
 
 @torch.no_grad()
@@ -383,8 +432,8 @@ def induction_metrics(
 
 @torch.no_grad()
 def story_icl_metrics(
-    model: torch.nn.Module, stories: torch.Tensor, early: int, late: int, eot_id: int
-) -> dict:
+    model: Models, stories: torch.Tensor, early: int, late: int, eot_id: int
+) -> dict | list[dict]:
     """In-context metrics within held-out stories (tokens counted from 0 at the story's start,
     the story preceded by end-of-text as in training); `stories`: (N, >= late + 1) ids.
 
@@ -395,41 +444,52 @@ def story_icl_metrics(
     story before it (positive: the model uses the longer context)."""
     was_training = model.training
     model.eval()
+    step = _rows(model, 64)
     try:
         x = torch.cat([torch.full_like(stories[:, :1], eot_id), stories[:, :late]], 1)
         full, short = [], []
-        for i in range(0, len(x), 64):
-            logp = F.log_softmax(model(x[i : i + 64])[0].float(), -1)
-            y = stories[i : i + 64, : late + 1]
+        for i in range(0, len(x), step):
+            logp = F.log_softmax(model_logits(model, x[i : i + step]).float(), -1)
+            y = stories[i : i + step, : late + 1].expand(len(logp), -1, -1)
             full.append(-logp.gather(-1, y[..., None])[..., 0])
             if early:  # the same token, seen with only its `early` preceding tokens
-                window = stories[i : i + 64, late - early : late]
-                lp = F.log_softmax(model(window)[0][:, -1].float(), -1)
-                short.append(-lp.gather(-1, stories[i : i + 64, late, None])[:, 0])
-        nll = torch.cat(full)
+                window = stories[i : i + step, late - early : late]
+                lp = F.log_softmax(model_logits(model, window)[:, :, -1].float(), -1)
+                want = stories[i : i + step, late].expand(len(lp), -1)
+                short.append(-lp.gather(-1, want[..., None])[..., 0])
+        nll = torch.cat(full, 1)  # (models, stories, late + 1)
     finally:
         model.train(was_training)
-    e, lt = float(nll[:, early].mean()), float(nll[:, late].mean())
-    out = {"icl_score": lt - e, "loss_early": e, "loss_late": lt, "icl_stories": len(x)}
-    if short:
-        out["context_gain"] = float(torch.cat(short).mean()) - lt
-    return out
+    outs = []
+    for j in range(len(nll)):
+        e, lt = float(nll[j, :, early].mean()), float(nll[j, :, late].mean())
+        out = {"icl_score": lt - e, "loss_early": e, "loss_late": lt, "icl_stories": len(x)}
+        if short:
+            out["context_gain"] = float(torch.cat(short, 1)[j].mean()) - lt
+        outs.append(out)
+    return _one_or_all(model, outs)
 
 
 def behaviour_metrics(
-    model: torch.nn.Module,
+    model: Models,
     tokenizer: Tokenizer,
     device: str | torch.device,
     ioi_set: list[IOIPrompt],
-) -> dict:
+) -> dict | list[dict]:
     """The metrics that need no corpus: IOI on the templated set (if any; with every
     template's accuracy and difference) and on the paper's prompts, and induction on repeated
-    random tokens (ids from 256 up: past byte tokens)."""
-    out = {}
+    random tokens (ids from 256 up: past byte tokens). A stack scores IOI at once; induction
+    reads each model's attention, so it takes them one by one (one forward each)."""
+    members = model.models if isinstance(model, ModelStack) else [model]
+    outs = [{} for _ in members]
     if ioi_set:
         got = ioi_metrics(model, tokenizer, ioi_set, device, by_template=True)
-        out |= {f"ioi_{k}": v for k, v in got.items()}
+        for out, g in zip(outs, per_model(model, got), strict=True):
+            out |= {f"ioi_{k}": v for k, v in g.items()}
     paper = ioi_metrics(model, tokenizer, paper_prompts(), device)
-    out |= {f"paper_ioi_{k}": v for k, v in paper.items()}
-    vocab = model.cfg.vocab_size
-    return out | induction_metrics(model, vocab, device, low=min(256, vocab - 1))
+    for out, g in zip(outs, per_model(model, paper), strict=True):
+        out |= {f"paper_ioi_{k}": v for k, v in g.items()}
+    vocab = _cfg(model).vocab_size
+    for out, m in zip(outs, members, strict=True):
+        out |= induction_metrics(m, vocab, device, low=min(256, vocab - 1))
+    return _one_or_all(model, outs)

@@ -41,6 +41,8 @@ def check_stackable(trainers: list[LMTrainer]) -> None:
     for t in trainers:
         if run_defining(asdict(replace(t.cfg, seed=0))) != same:
             raise ConfigError("stacked runs must have one config but the seed")
+        if t.data_dir != first.data_dir:
+            raise ConfigError("stacked runs must read the same token files")
         if t.dist.world > 1 or t.device != first.device:
             raise ConfigError("a stack trains on one device in one process (no torchrun)")
     check_stack_config(first.cfg)
@@ -122,6 +124,11 @@ class LMStack:
         for t in self.members:
             t.step += 1
         return loss
+
+    def evaluate_runs(self, stop=None) -> list[dict]:
+        """Every run's evaluation at once: the stack's models on the same batches of the
+        first run's evaluation data (all runs read the same token files), a dict a run."""
+        return self.members[0].evaluate(stop, models=self.stack)
 
     def sync(self) -> None:
         """Each run's AdamW state as views of the stack's, where its checkpoint reads them."""

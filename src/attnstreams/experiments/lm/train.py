@@ -34,10 +34,13 @@ from attnstreams.experiments.lm.data import (
 from attnstreams.experiments.lm.evals import (
     behaviour_metrics,
     make_ioi_set,
+    model_logits,
+    per_model,
     single_token_names,
     story_icl_metrics,
 )
 from attnstreams.models.gpt import GPT, preset
+from attnstreams.models.stack import ModelStack
 from attnstreams.run import checkpoint, parallel
 from attnstreams.run.config import ConfigError, check_choice, check_range, differences
 from attnstreams.run.logs import (
@@ -261,6 +264,10 @@ class LMTrainer:
         """The runs this runner advances: itself."""
         return [self]
 
+    def evaluate_runs(self, stop: GracefulStop | None = None) -> list[dict]:
+        """`evaluate` of each run this runner advances: its own."""
+        return [self.evaluate(stop)]
+
     def loaded(self) -> None:
         """After every member has loaded its checkpoint: nothing to gather for one run."""
 
@@ -306,40 +313,56 @@ class LMTrainer:
 
     # -- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, stop: GracefulStop | None = None) -> dict:
+    def evaluate(self, stop: GracefulStop | None = None, models: ModelStack | None = None):
         """Held-out loss and bits per byte, the ICL score within held-out stories, IOI and
         induction; in eval mode (no dropout). `stop`: a signal it has caught ends the
-        evaluation between batches (EvaluationStopped), so a long one does not hold it up."""
-        self.model.eval()
+        evaluation between batches (EvaluationStopped), so a long one does not hold it up.
+        `models`: a stack of this run's model and others of its config (lm/stack.py), all
+        evaluated at once on this run's evaluation data: a list of dicts, one a model."""
+        model = self.model if models is None else models
+        model.eval()
         T = self.model_cfg.block_size
-        total, n = 0.0, 0
-        batches = self.cfg.eval_batches or None
+        total = torch.zeros(1 if models is None else models.size, device=self.device).double()
+        n, batches = 0, self.cfg.eval_batches or None
         for x, y in self.val_data.sequential(self.cfg.batch, T, batches):
             if stop is not None and stop.signum is not None and self.dist.world == 1:
-                self.model.train()
+                model.train()
                 raise EvaluationStopped(stop.signum)
-            with self.autocast:
-                logits, _ = self.model(x.to(self.device))
-            nll = torch.nn.functional.cross_entropy(
-                logits.float().transpose(1, 2), y.to(self.device), reduction="sum"
-            )
-            total += float(nll)
+            rows = len(x) if models is None else max(1, len(x) // models.size)
+            for i in range(0, len(x), rows):  # a stack: its logits no larger than one model's
+                with self.autocast:
+                    logits = model_logits(model, x[i : i + rows].to(self.device))
+                target = y[i : i + rows].to(self.device).expand(len(logits), -1, -1)
+                nll = torch.nn.functional.cross_entropy(
+                    logits.float().flatten(0, 1).transpose(1, 2),
+                    target.flatten(0, 1),
+                    reduction="none",
+                )
+                total += nll.double().view(len(logits), -1).sum(1)
             n += y.numel()
-        out = {"val_loss": total / max(n, 1)}
-        if (per_byte := self.val_data.tokens_per_byte) is not None:
-            out["val_bpb"] = out["val_loss"] * per_byte / math.log(2)
+        per_byte = self.val_data.tokens_per_byte
+        outs = []
+        for loss in (total / max(n, 1)).tolist():
+            out = {"val_loss": loss}
+            if per_byte is not None:
+                out["val_bpb"] = loss * per_byte / math.log(2)
+            outs.append(out)
         with self.autocast:
             if self.icl_stories is not None:
-                out |= story_icl_metrics(
-                    self.model,
+                got = story_icl_metrics(
+                    model,
                     self.icl_stories.to(self.device),
                     self.icl_early,
                     self.icl_late,
                     self.tokenizer.eot_id,
                 )
-            out |= behaviour_metrics(self.model, self.tokenizer, self.device, self.ioi_set)
-        self.model.train()
-        return out
+                for out, g in zip(outs, per_model(model, got), strict=True):
+                    out |= g
+            got = behaviour_metrics(model, self.tokenizer, self.device, self.ioi_set)
+            for out, g in zip(outs, per_model(model, got), strict=True):
+                out |= g
+        model.train()
+        return outs if models is not None else outs[0]
 
     # -- checkpoints -----------------------------------------------------------------------
     def state(self) -> tuple[dict[str, torch.Tensor], dict]:
@@ -627,16 +650,18 @@ def train_runs(
             files.enter_context(JSONLLog(metrics, append=resume) if main else NullLog())
             for _, _, metrics in runs
         ]
+        outs = [out for out, _, _ in runs]
         if runner.step == 0:
-            for m, (out, _, _), log in zip(members, runs, logs, strict=True):
-                log.write({"step": 0, "tokens": 0, **evaluate(m, stop, out, on_disk)})
+            for log, got in zip(logs, evaluate(runner, stop, outs, on_disk), strict=True):
+                log.write({"step": 0, "tokens": 0, **got})
         while runner.step < end:
             runner.train_step()
             bar.update()
             saved = False
             if runner.step in evals:
                 since = runner.step - schedule[bisect.bisect_left(schedule, runner.step) - 1]
-                for m, (out, _, _), log in zip(members, runs, logs, strict=True):
+                rows = []
+                for m in members:
                     row = {
                         "step": m.step,
                         "tokens": m.step * tokens_per_step,
@@ -645,8 +670,10 @@ def train_runs(
                         "lr": cfg.lr_at(m.step - 1),
                     }
                     check_finite([row], m.step, since)
-                    got = evaluate(m, stop, out, on_disk)
-                    row |= {**got, "elapsed_s": time.perf_counter() - t0}
+                    rows.append(row)
+                got = evaluate(runner, stop, outs, on_disk)
+                for m, row, g, log in zip(members, rows, got, logs, strict=True):
+                    row |= {**g, "elapsed_s": time.perf_counter() - t0}
                     m.loss_sum.zero_()
                     log.write(row)
                 if cfg.checkpoints == "eval" or runner.step == cfg.steps:
@@ -727,27 +754,29 @@ class EvaluationStopped(Exception):
         self.signum = signum
 
 
-def evaluate(trainer: LMTrainer, stop: GracefulStop, out: Path, kept: int | None) -> dict:
-    """trainer.evaluate(), stopped between batches by a signal: the run then ends with the
-    checkpoint of step `kept`, the last one written (None: no checkpoint yet), whose metrics
-    rows are the last in the file, so a resume repeats the steps since and their evaluation."""
+def evaluate(runner: LMTrainer, stop: GracefulStop, outs: list[Path], kept: int | None):
+    """runner.evaluate_runs(): a dict a run, stopped between batches by a signal: the runs
+    then end with the checkpoints of step `kept`, the last written (None: none yet), whose
+    metrics rows are the last in their files, so a resume repeats the steps since and their
+    evaluation."""
     try:
-        return trainer.evaluate(stop)
+        return runner.evaluate_runs(stop)
     except EvaluationStopped as e:
+        where = ", ".join(str(out) for out in outs)
         if kept is None:
             raise TrainingInterrupted(
                 0,
-                out,
+                outs[0],
                 e.signum,
                 text=f"interrupted in an evaluation before the first checkpoint: nothing to "
-                f"resume in {out}; start the run again in another folder",
+                f"resume in {where}; start the run again in another folder",
             ) from None
         raise TrainingInterrupted(
             kept,
-            out,
+            outs[0],
             e.signum,
-            text=f"interrupted in the evaluation of step {trainer.step}: "
-            f"the checkpoint of step {kept} is kept in {out}; continue with --resume",
+            text=f"interrupted in the evaluation of step {runner.step}: "
+            f"the checkpoint of step {kept} is kept in {where}; continue with --resume",
         ) from None
 
 
