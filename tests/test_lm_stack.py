@@ -269,3 +269,5 @@ def test_the_readme_example_runs():
     stack = scope["stack"]
     assert len(stack.models) == 10 and scope["losses"].shape == (10,)
     assert not torch.equal(stack.models[3].lm_head.weight, before)  # model 3 took a step
+    assert scope["logits"].shape == (10, 2, 16, 512)
+    torch.testing.assert_close(scope["logits"][3], stack.models[3](x[0])[0])
