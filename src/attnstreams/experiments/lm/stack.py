@@ -128,7 +128,8 @@ class LMStack:
     def evaluate_runs(self, stop=None) -> list[dict]:
         """Every run's evaluation at once: the stack's models on the same batches of the
         first run's evaluation data (all runs read the same token files), a dict a run."""
-        return self.members[0].evaluate(stop, models=self.stack)
+        with self.attention():  # the kernel the stack trains with, known to vmap
+            return self.members[0].evaluate(stop, models=self.stack)
 
     def sync(self) -> None:
         """Each run's AdamW state as views of the stack's, where its checkpoint reads them."""
