@@ -42,7 +42,7 @@ def _size(model: Models) -> int:
     return model.size if isinstance(model, ModelStack) else 1
 
 
-def _rows(model: Models, rows: int) -> int:
+def stack_rows(model: Models, rows: int) -> int:
     """Rows a forward for `rows` rows of one model: a stack of N takes 1/N of them at a time,
     so its logits need no more memory than one model's."""
     return max(1, rows // _size(model))
@@ -323,7 +323,7 @@ def continuation_logprobs(
     limit = getattr(_cfg(model), "block_size", None)
     sums = []
     for ids, rows, cols, targets in _scoring_batches(
-        tokenizer, tuple(pairs), limit, _rows(model, batch)
+        tokenizer, tuple(pairs), limit, stack_rows(model, batch)
     ):
         logits = model_logits(model, ids.to(device))  # (models, B, T, vocab)
         r = rows.to(logits.device)
@@ -444,7 +444,7 @@ def story_icl_metrics(
     story before it (positive: the model uses the longer context)."""
     was_training = model.training
     model.eval()
-    step = _rows(model, 64)
+    step = stack_rows(model, 64)
     try:
         x = torch.cat([torch.full_like(stories[:, :1], eot_id), stories[:, :late]], 1)
         full, short = [], []

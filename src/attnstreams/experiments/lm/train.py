@@ -37,6 +37,7 @@ from attnstreams.experiments.lm.evals import (
     model_logits,
     per_model,
     single_token_names,
+    stack_rows,
     story_icl_metrics,
 )
 from attnstreams.models.gpt import GPT, preset
@@ -328,8 +329,8 @@ class LMTrainer:
             if stop is not None and stop.signum is not None and self.dist.world == 1:
                 model.train()
                 raise EvaluationStopped(stop.signum)
-            rows = len(x) if models is None else max(1, len(x) // models.size)
-            for i in range(0, len(x), rows):  # a stack: its logits no larger than one model's
+            rows = stack_rows(model, len(x))
+            for i in range(0, len(x), rows):
                 with self.autocast:
                     logits = model_logits(model, x[i : i + rows].to(self.device))
                 target = y[i : i + rows].to(self.device).expand(len(logits), -1, -1)
