@@ -27,10 +27,12 @@ STEPS, BATCH, T = 3, 8, 16
 
 
 def config(stream: str, block: str, residual: str = "plain") -> GPTConfig:
-    """A small GPT with 2 key/value heads (GQA), GPT-2's block or the modern one."""
+    """A small GPT with 2 key/value heads (GQA), GPT-2's block or the modern one; 4 (no GQA)
+    for muddvr, which adds an n_embd-wide mixture to the values."""
     extra = MODERN if block == "modern" else {}
+    kv = 4 if residual == "muddvr" else 2
     return GPTConfig(
-        vocab_size=61, block_size=T, n_layer=3, n_head=4, n_kv_head=2, n_embd=32, dropout=0.0,
+        vocab_size=61, block_size=T, n_layer=3, n_head=4, n_kv_head=kv, n_embd=32, dropout=0.0,
         stream=stream, residual=residual, **extra,
     )  # fmt: skip
 

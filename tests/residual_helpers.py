@@ -13,10 +13,10 @@ from attnstreams.models.gpt import GPT, preset
 from attnstreams.models.stack import ModelStack
 
 
-def gpt(name: str, residual: str, stream: str = "none", seed: int = 0) -> GPT:
-    """A float64 preset GPT (the CPU's loss path) from `seed`."""
+def gpt(name: str, residual: str, stream: str = "none", seed: int = 0, **overrides) -> GPT:
+    """A float64 preset GPT (the CPU's loss path) from `seed`, some fields replaced."""
     torch.manual_seed(seed)
-    model = GPT(preset(name, residual=residual, stream=stream)).double()
+    model = GPT(preset(name, residual=residual, stream=stream, **overrides)).double()
     model.fused_loss = False
     return model
 
@@ -25,10 +25,10 @@ def tokens(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 512, shape, generator=torch.Generator().manual_seed(seed))
 
 
-def check_stack(name: str, residual: str, perturb: Callable[[GPT, int], None]) -> None:
+def check_stack(name: str, residual: str, perturb: Callable[[GPT, int], None], **overrides) -> None:
     """2 models (their residual weights perturbed) in a ModelStack: each one's loss and every
     gradient as alone."""
-    alone = [gpt(name, residual, seed=s) for s in range(2)]
+    alone = [gpt(name, residual, seed=s, **overrides) for s in range(2)]
     for i, m in enumerate(alone):
         perturb(m, 10 + i)
     stacked = ModelStack(copy.deepcopy(alone))

@@ -159,6 +159,7 @@ residual_values = st.one_of(
     st.builds("attnres-b{}".format, st.integers(0, 5)),
     st.sampled_from(["plain", "denseformer", "denseformer-p2", "plain-d2", "hc", "dhc", "mhc"]),
     st.sampled_from(["hc-d2", "attnres", "attnres-n2", "hc-b2", "mudd", "mudd-n2", "mudd-b1"]),
+    st.sampled_from(["muddvr", "muddvr-n2", "muddvr-d1"]),
     weird,
 )
 
@@ -487,6 +488,7 @@ GOOD = {  # every GPTConfig field: values that may well build, and values that m
             "attnres",
             "attnres-b1",
             "mudd",
+            "muddvr",
         ]
     ),
 }

@@ -130,6 +130,8 @@ def test_ddp_and_fsdp_match_one_process(tmp_path):
         "value-learned/modern/attnres-b2",
         "none/gpt2/mudd",
         "value-learned/modern/mudd",
+        "none/gpt2/muddvr",
+        "value-embed/modern/muddvr",
     ]
     check_parallel(tmp_path, cases)
 
@@ -211,6 +213,10 @@ def test_dwa_weights_are_not_decayed():
         (["lm", "train", "--residual", "attnres", "--init-from", "m"], "no --residual"),
         (["lm", "grid", "--residual", "mudd-n2"], "unknown residual"),
         (["lm", "train", "--residual", "mudd", "--init-from", "m"], "no --residual"),
+        (["lm", "grid", "--residual", "muddvr-n2"], "unknown residual"),
+        (["lm", "train", "--residual", "muddvr", "--preset", "modern-8m"], "no GQA"),
+        (["lm", "train", "--residual", "muddvr", "--stream", "value-shared"], "value-shared"),
+        (["lm", "train", "--residual", "muddvr", "--init-from", "m"], "no --residual"),
     ],
 )
 def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says):
@@ -223,7 +229,13 @@ def test_cli_refusals_are_one_line_before_any_file(tmp_path, capsys, argv, says)
 
 @pytest.mark.parametrize(
     "residual,still",  # still: weights whose gradient is zero at the start (dhc: the scales)
-    [("denseformer-d2", None), ("dhc-n2", "scale"), ("attnres-b2", None), ("mudd", None)],
+    [
+        ("denseformer-d2", None),
+        ("dhc-n2", "scale"),
+        ("attnres-b2", None),
+        ("mudd", None),
+        ("muddvr", None),
+    ],
 )
 def test_lm_train_saves_and_loads_a_residual(tmp_path, capsys, residual, still):
     """A short run: the checkpoint names the residual and loads back as the trained model,

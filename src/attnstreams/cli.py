@@ -458,7 +458,9 @@ def _lm_train_args(p: argparse.ArgumentParser, t) -> None:
         "copies) | attnres (Attention Residuals: each sublayer reads a learned softmax over "
         "the embedding and every earlier sublayer output) | attnres-bK (over the embedding and "
         "the sums of blocks of K layers) | mudd (MUDDFormer: each block's query, key, value and "
-        "residual inputs are per-token mixtures of the embedding and every earlier block output)",
+        "residual inputs are per-token mixtures of the embedding and every earlier block output) "
+        "| muddvr (modded-nanogpt's trimmed MUDD: per-token mixtures made after the last two "
+        "blocks are added to the stream and to the last block's values)",
     )
     p.add_argument(
         "--grad-accum",

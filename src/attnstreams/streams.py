@@ -439,12 +439,15 @@ class StreamAttention(nn.Module):
         carry: torch.Tensor | None = None,
         cache: KVCache | None = None,
         key_padding_mask: torch.Tensor | None = None,
+        value_add: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """x: the layer input, or separate query, key and value inputs (a tuple of three, all
         (B, T, dim)). key_padding_mask: (B, keys) booleans, True for real tokens (padding is
         never attended to); keys are the cache's and this call's. A stream layer after the
         first needs the carry the layer before handed on; a value-embedding layer, its
-        embedding."""
+        embedding. value_add: (B, T, n_kv_head * head_dim), added to this layer's own value
+        projection before a value stream mixes it (a muddvr residual's V way); the sum is
+        what the layer hands on."""
         inputs = x
         x = x[0] if isinstance(x, tuple) else x  # shape and device
         B, T, _ = x.shape
@@ -469,6 +472,12 @@ class StreamAttention(nn.Module):
             p: t.view(B, T, self.heads[p], hd).transpose(1, 2)
             for p, t in zip(self.projections, qkv.split(sizes, dim=-1), strict=True)
         }
+        if value_add is not None:
+            if "value" not in parts:
+                raise ValueError(f"layer {self.layer_idx} has no value projection to add to")
+            v = parts["value"]
+            add = value_add.unflatten(-1, (self.n_kv_head, hd)).transpose(1, 2)
+            parts["value"] = v + add.to(v.dtype)
         carry_out = None
         if self.stream.smear:  # before RoPE: the raw key one position back
             parts["key"] = self.smear(parts["key"], cache, key_padding_mask)

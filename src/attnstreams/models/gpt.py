@@ -6,9 +6,10 @@ returns the projection it hands on (`carry`) and the next layer takes it (stream
 each sublayer (attention, MLP) reads and how its update is added is the residual module's
 (residual.py): the plain sum, DenseFormer's depth-weighted average of the block outputs before
 it, hyper-connections (n copies of the stream, mixed by learned weights), Attention
-Residuals (a softmax over depth of the embedding and the earlier sublayer outputs), or MUDD
+Residuals (a softmax over depth of the embedding and the earlier sublayer outputs), MUDD
 (per-position mixtures of the block outputs so far as each block's query, key, value and
-residual inputs).
+residual inputs), or its trimmed form muddvr (mixtures after the last two blocks added to the
+stream and to the last block's values).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from attnstreams.models.fused_loss import linear_cross_entropy
 from attnstreams.models.residual import (
     PLAIN,
     ResidualConfig,
+    ValueAdd,
     check_residual_layers,
     residual_module,
 )
@@ -157,6 +159,17 @@ class GPTConfig:
                 )
         check_stream_layers(self.stream, self.n_layer)
         check_residual_layers(self.residual, self.n_layer)
+        if self.residual.kind == "muddvr":  # its V way (n_embd wide) joins the last values
+            if self.n_kv_head not in (None, self.n_head):
+                raise ConfigError(
+                    "residual 'muddvr' adds an n_embd-wide mixture to the last block's values: "
+                    f"it needs n_kv_head = n_head (no GQA), got {self.n_kv_head} of {self.n_head}"
+                )
+            if self.stream.kind == "value" and self.stream.mix == "shared":
+                raise ConfigError(
+                    "residual 'muddvr' adds to the last block's value projection, which stream "
+                    "'value-shared' removes"
+                )
 
     def to_dict(self) -> dict:
         """JSON-ready, the stream and the residual by their names."""
@@ -291,7 +304,10 @@ class Block(nn.Module):
         cache: KVCache | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attention's update to the stream x (its branch output, no residual add); x may be
-        the query, key and value inputs (MUDD), normed by ln1, ln1_k and ln1_v."""
+        the query, key and value inputs (MUDD), normed by ln1, ln1_k and ln1_v, or a ValueAdd
+        (muddvr): the input, normed by ln1, and an addition to its value projection."""
+        if isinstance(x, ValueAdd):
+            return self.attn(self.ln1(x.x), carry, cache, value_add=x.value)
         if isinstance(x, tuple):
             xq, xk, xv = x
             return self.attn((self.ln1(xq), self.ln1_k(xk), self.ln1_v(xv)), carry, cache)
@@ -308,7 +324,8 @@ class GPT(nn.Module):
     `denseformer` residual its DWA weights (`residual.weights`), a hyper-connection residual
     its mixing weights (`residual.*`), an `attnres` one its pseudo-queries and key norms, a
     `mudd` one its weight generators (`residual.*`) and key and value pre-norms (`ln1_k`,
-    `ln1_v` in every block after the first)."""
+    `ln1_v` in every block after the first), a `muddvr` one the two generators of its last
+    blocks (`residual.*`)."""
 
     # Training on CUDA: the output layer and its loss as one autograd function that writes the
     # logits' gradient in the forward pass (fused_loss.py; the same function, fewer passes over

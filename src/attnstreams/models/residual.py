@@ -5,7 +5,8 @@ form (mHC, DeepSeek-AI 2025, arXiv 2512.24880), Attention Residuals: each sublay
 softmax over depth of the embedding and the earlier sublayer outputs (Kimi Team 2026, arXiv
 2603.15031), or MUDDFormer's multiway dynamic dense connections: each block's query, key, value
 and residual inputs are per-position mixtures of the embedding and every earlier block output
-(Xiao et al. 2025, arXiv 2502.12170).
+(Xiao et al. 2025, arXiv 2502.12170); `muddvr` is modded-nanogpt's trimmed form of it, value
+and residual ways after the last two blocks only.
 
 Each block is two sublayers, attention and MLP, numbered k = 2i and 2i + 1 in block i. A
 residual module talks to them through four calls: `start(x)` takes the embedding output and
@@ -13,7 +14,8 @@ returns a state; `read(state, k)` returns sublayer k's input and what `write` ne
 `write(mix, k, update)` takes that and the sublayer's update (its branch output, without the
 residual add) and returns the new state; `end(state)` is what the final norm reads. An
 attention sublayer's input may be a tuple (query, key, value inputs; MUDD), each through its
-own pre-norm.
+own pre-norm, or a `ValueAdd`: the input and an addition to the values after their projection
+(muddvr).
 Everything is per position, so cached decoding needs no extra state. The states that pass
 between blocks are tensors or tuples of them, which FSDP's hooks see through.
 """
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 import torch.nn as nn
@@ -29,11 +32,11 @@ import torch.nn.functional as F
 
 from attnstreams.run.config import ConfigError, check_choice, check_int
 
-RESIDUALS = ("plain", "denseformer", "hc", "dhc", "mhc", "attnres", "mudd")
+RESIDUALS = ("plain", "denseformer", "hc", "dhc", "mhc", "attnres", "mudd", "muddvr")
 HYPER = ("hc", "dhc", "mhc")
 #: Expansion rate of the hyper-connection kinds when the name gives none (both papers' n).
 DEFAULT_N = 4
-NAMES = "plain, denseformer[-dK][-pP], hc[-nN], dhc[-nN], mhc[-nN], attnres[-bK], mudd"
+NAMES = "plain, denseformer[-dK][-pP], hc[-nN], dhc[-nN], mhc[-nN], attnres[-bK], mudd, muddvr"
 #: Options each kind takes in its name: d(ilation), p(eriod), n (expansion rate), b (transformer
 #: blocks per Attention Residuals block).
 OPTIONS = {
@@ -44,6 +47,7 @@ OPTIONS = {
     "mhc": "n",
     "attnres": "b",
     "mudd": "",
+    "muddvr": "",
 }
 #: Sinkhorn-Knopp iterations of mHC's residual matrix (the paper's t_max).
 SINKHORN_ITERS = 20
@@ -56,8 +60,9 @@ class ResidualConfig:
     hyper-connection kind with expansion rate n: `hc` (static), `dhc` (dynamic), `mhc`
     (manifold-constrained), or Attention Residuals, `attnres` (full: every earlier sublayer
     output is a source) or with `blocks` = K transformer blocks (2K sublayers) per AttnRes
-    block, or MUDDFormer's `mudd` (query, key, value and residual ways). `parse` reads names
-    such as 'denseformer-d2-p2', 'dhc-n2', 'attnres-b2' or 'mudd'."""
+    block, or MUDDFormer's `mudd` (query, key, value and residual ways), or modded-nanogpt's
+    trimmed `muddvr` (value and residual ways from the last two blocks). `parse` reads names
+    such as 'denseformer-d2-p2', 'dhc-n2', 'attnres-b2', 'mudd' or 'muddvr'."""
 
     kind: str = "plain"
     dilation: int = 1
@@ -125,7 +130,7 @@ class ResidualConfig:
 
 def check_residual_layers(cfg: ResidualConfig, n_layer: int) -> None:
     """A DenseFormer needs at least one DWA: period at most n_layer; an AttnRes block at most
-    n_layer transformer blocks."""
+    n_layer transformer blocks; muddvr at least 3 blocks (`TrimmedDenseConnections`)."""
     if cfg.kind == "denseformer" and cfg.period > n_layer:
         raise ConfigError(
             f"residual {cfg.name!r} has period {cfg.period}: no DWA in {n_layer} layers"
@@ -135,6 +140,8 @@ def check_residual_layers(cfg: ResidualConfig, n_layer: int) -> None:
             f"residual {cfg.name!r} has AttnRes blocks of {cfg.blocks} layers: more than "
             f"the model's {n_layer}"
         )
+    if cfg.kind == "muddvr" and n_layer < 3:
+        raise ConfigError(f"residual 'muddvr' needs at least 3 blocks, got {n_layer}")
 
 
 def residual_module(cfg: ResidualConfig, n_layer: int, width: int) -> nn.Module:
@@ -150,6 +157,8 @@ def residual_module(cfg: ResidualConfig, n_layer: int, width: int) -> nn.Module:
         return AttentionResiduals(2 * n_layer, width, size)
     if cfg.kind == "mudd":
         return MultiwayDenseConnections(n_layer, width)
+    if cfg.kind == "muddvr":
+        return TrimmedDenseConnections(n_layer, width)
     return PlainResidual()
 
 
@@ -519,3 +528,135 @@ class MultiwayDenseConnections(nn.Module):
 
     def end(self, state: tuple) -> torch.Tensor:
         return state[1][0]
+
+
+class ValueAdd(NamedTuple):
+    """An attention sublayer's input with an addition to its values: `x` is read as the plain
+    block reads its input (through ln1) and `value` (..., n_embd) is added to the value
+    projection of x, before any value stream mixes it (muddvr)."""
+
+    x: torch.Tensor
+    value: torch.Tensor
+
+
+#: Width of a muddvr generator's hidden layer (modded-nanogpt's 2 ways x 3 sources rounded up
+#: to the next multiple of 64, for both of its generators).
+MUDDVR_HIDDEN = 64
+#: The factor on the value way (modded-nanogpt's; the residual ways have none).
+MUDDVR_VALUE_SCALE = 1.15
+
+
+class TrimmedDenseConnections(nn.Module):
+    """modded-nanogpt's trimmed MUDD (KellerJordan/modded-nanogpt, track-1 record
+    2026-04-22_MuddFormer, PR #259, its v1: train_gpt.py at commit af2a7d14 "Add mudd"): MUDD's
+    value (V) and residual (R) ways only, made after the last two blocks only. Every block
+    before is plain.
+
+    With L blocks, X_0 the embedding output and X_{i+1} block i's output (before any delta
+    below): after block L - 2 (its MLP) a generator on X_{L-1} makes, per position, weights
+    dw[c, j] for the ways c = V, R over S = 3 sources s = (X_0, X_{L-3}, X_{L-1}); the stream
+    passed on is X_{L-1} + sum_j dw[R, j] s_j, and block L - 1's attention adds
+    1.15 sum_j dw[V, j] s_j to its value projection (heads split as the values are; no extra
+    matmul). After block L - 1 a generator on X_L makes dw[R, j] over S = 2 sources
+    (X_0, X_{L-1}), and the final norm reads X_L + sum_j dw[R, j] s_j. A generator is
+    dw = (GELU(x W1^T) W2^T + b) * 0.2 / sqrt(S), on the block output x as it is (no norm),
+    W1 (64 x d), W2 (C S x 64, rows C-major: way c's are rows c S, ..., c S + S - 1), b (C x S):
+    `w1[g]`, `w2[g]`, `bias[g]`, g = 0 after block L - 2 (C = 2: V then R), g = 1 after the
+    last block (C = 1: R).
+
+    Checked against that code: the ways, sources and order above; the V way is added to V right
+    after the qkv projection, before the value embedding is (so here before any value stream's
+    mix: the block's own value projection with the V way added is what a value stream mixes
+    with the one handed on; the last block's own projection is handed on to no later layer);
+    the generator reads the un-normalised block output; the 0.2 / sqrt(S) after the bias and
+    the 1.15 on V alone; W1 kaiming-uniform (a = sqrt(5), nn.Linear's default), W2 and b 0; the
+    last block's X_{L-1} is block L - 2's output before the R delta was added (the tensor kept
+    before the stream is rebound), not the stream block L - 1 read; the R way of the last block
+    is added before the final norm. The record's README later (v2) calls the last block's v1
+    sources x0, h7, h9; the v1 code mixes x0 and h9, as here.
+
+    Chosen here: X_0 is the embedding output, the stream block 0 reads (as `mudd`'s); there it
+    is the stream entering layer 0, a normalised (token-smeared) embedding with a bigram
+    embedding added, none of which this GPT has. modded-nanogpt's L is 11 (the sources x0, h7,
+    h9 of block 9): X_{L-3} is its h7, the output of the block two before. With 3 blocks that
+    is X_0 again (its code keys the embedding as block -1): the embedding is then weighted
+    twice, by two weights that add; fewer blocks are refused. In its baseline every attention
+    after layer 7 reads h7 rather than the stream; here each block reads its own input. There
+    both generators have the first one's shape (2 ways, 3 sources) and the last block reads
+    the slice it needs, the rest never getting a gradient; here each has only what it uses.
+    Its backout (subtracting a learned multiple of h7 before the final norm) and its optimizer
+    settings are not part of the connections and are not taken; as every residual module's
+    weights, these are not weight-decayed.
+
+    Start: W2 = 0 and b = 0, so every dw is 0 and a new model is the plain transformer
+    exactly; W1 is drawn from a generator of its own seeded from `torch.initial_seed()`, as
+    `mudd`'s is, so the model's other weights are those the seed gives the plain model.
+
+    The state is (stream, kept) between blocks, kept the outputs still to be mixed: (X_0,),
+    (X_0, X_{L-3}) after block L - 4, (X_0, X_{L-1}) after block L - 2; from block L - 2 to the
+    last block's attention also the V way: (stream, kept, v). Tuples of tensors; the ways are
+    written term by term, so autograd keeps no stacked copy of the sources."""
+
+    def __init__(self, n_layer: int, width: int) -> None:
+        super().__init__()
+        self.n_layer = n_layer
+        self.ways = (2, 1)
+        self.sources = (3, 2)
+        g = torch.Generator().manual_seed(torch.initial_seed() + 1)
+        w1, w2, bias = [], [], []
+        for c, n in zip(self.ways, self.sources, strict=True):
+            w = torch.empty(MUDDVR_HIDDEN, width, device="cpu")
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5), generator=g)
+            w1.append(nn.Parameter(w.to(torch.get_default_device())))
+            w2.append(nn.Parameter(torch.zeros(c * n, MUDDVR_HIDDEN)))
+            bias.append(nn.Parameter(torch.zeros(c, n)))
+        self.w1, self.w2, self.bias = (
+            nn.ParameterList(w1),
+            nn.ParameterList(w2),
+            nn.ParameterList(bias),
+        )
+
+    def weights(self, x: torch.Tensor, g: int) -> torch.Tensor:
+        """Generator g's weights dw at the block output x: (..., C, S)."""
+        dt, c, n = x.dtype, self.ways[g], self.sources[g]
+        h = F.gelu(x @ self.w1[g].to(dt).t())
+        dw = (h @ self.w2[g].to(dt).t()).unflatten(-1, (c, n)) + self.bias[g].to(dt)
+        return dw * (0.2 / math.sqrt(n))
+
+    @staticmethod
+    def way(dw: torch.Tensor, sources: tuple) -> torch.Tensor:
+        """sum_j dw[..., j] sources[j], dw (..., S)."""
+        out = None
+        for j, s in enumerate(sources):
+            term = dw[..., j : j + 1] * s
+            out = term if out is None else out + term
+        return out
+
+    def start(self, x: torch.Tensor) -> tuple:
+        return x, (x,)
+
+    def read(self, state: tuple, k: int) -> tuple:
+        if len(state) == 3:  # the last block's attention: the V way joins its values
+            x, kept, v = state
+            return ValueAdd(x, v), (x, kept)
+        return state[0], state
+
+    def write(self, mix: tuple, k: int, update: torch.Tensor) -> tuple:
+        x, kept = mix
+        out = x + update
+        i, L = k // 2, self.n_layer
+        if k % 2 == 0 or i < L - 4 or i == L - 3:  # inside a block, or a block not mixed
+            return out, kept
+        if i == L - 4:  # keep X_{L-3}
+            return out, (*kept, out)
+        if i == L - 2:
+            x0 = kept[0]
+            sources = (x0, kept[1] if L > 3 else x0, out)
+            dw = self.weights(out, 0)
+            v = MUDDVR_VALUE_SCALE * self.way(dw[..., 0, :], sources)
+            return out + self.way(dw[..., 1, :], sources), (x0, out), v
+        dw = self.weights(out, 1)  # the last block
+        return out + self.way(dw[..., 0, :], kept), kept
+
+    def end(self, state: tuple) -> torch.Tensor:
+        return state[0]

@@ -67,7 +67,8 @@ class LMTrainConfig:
 
     preset: str = "tinystories-8m"
     stream: str = "none"
-    # plain | denseformer[-dK][-pP] | hc, dhc, mhc [-nN] | attnres[-bK] (residual.py)
+    # plain | denseformer[-dK][-pP] | hc, dhc, mhc [-nN] | attnres[-bK] | mudd | muddvr
+    # (residual.py)
     residual: str = "plain"
     steps: int = 2000
     epochs: float | None = None  # set: steps = epochs passes over one copy of the train split
@@ -490,7 +491,7 @@ def _rank_seed(seed: int, rank: int) -> int:
 #: Parameter names of mixing weights, never weight-decayed (decay would pull a DWA's weight on
 #: the current output, which starts at 1, towards 0, and a hyper-connection's identity and
 #: ones likewise): stream mixes and gates, the residual module's weights (DWA,
-#: hyper-connections, AttnRes's pseudo-queries and key norms).
+#: hyper-connections, AttnRes's pseudo-queries and key norms, MUDD's and muddvr's generators).
 NO_DECAY = ("stream_", "residual.")
 
 
