@@ -27,7 +27,7 @@ from attnstreams.run.config import ConfigError
 from attnstreams.run.logs import NonFiniteLoss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from soak import (  # noqa: E402  (benchmarks/soak.py: the kill-and-resume soak, 10 cycles here)
+from soak import (  # noqa: E402  (benchmarks/soak.py: the kill-and-resume soak, 8 cycles here)
     CLI,
     ICL_ARGS,
     ICL_SHORT,
@@ -63,12 +63,12 @@ def soak(argv: list[str], folder: Path, kills: int, seed: int) -> list[dict]:
 
 def test_soak_icl_grid(tmp_path):
     argv = [*ICL_ARGS[:7], "1000", *ICL_ARGS[8:]]
-    kills = soak(argv, tmp_path, kills=5, seed=0)
+    kills = soak(argv, tmp_path, kills=4, seed=24)  # a seed whose 4 draws are the 4 kinds
     assert {k["mode"] for k in kills} == set(MODES)  # the seed's draws: each kind of moment
 
 
 def test_soak_lm_train(tmp_path, data_dir):
-    kills = soak(lm_args(data_dir, steps=500), tmp_path, kills=5, seed=6)
+    kills = soak(lm_args(data_dir, steps=500), tmp_path, kills=4, seed=6)  # likewise
     assert {k["mode"] for k in kills} == set(MODES)
 
 
