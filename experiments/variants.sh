@@ -50,7 +50,7 @@ speedmodern124m)
   ;;
 residuals)
   set -e
-  RES=none,value,denseformer,hc,dhc,mhc,attnres,attnres-b2,mudd,none
+  RES=none,value,denseformer,hc,dhc,mhc,attnres,attnres-b2,mudd,muddvr,none
   python3 benchmarks/lm_throughput.py --device cuda --presets tinystories-8m,modern-8m \
     --streams $RES --modes compile+cudagraphs --steps 50 --json "$OUT/residuals-8m.json"
   python3 benchmarks/lm_throughput.py --device cuda --presets gpt2-124m,modern-124m \
