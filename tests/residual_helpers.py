@@ -75,3 +75,16 @@ def residual_grads(model: GPT, params=None) -> dict[str, torch.Tensor]:
     _, loss = model(tokens((2, 16), 1), tokens((2, 16), 2))
     loss.backward()
     return {n: p.grad for n, p in (params or model.residual.named_parameters())}
+
+
+def autocast_final_norm_input(model: GPT) -> tuple[torch.Tensor, torch.Tensor]:
+    """A forward under CPU bf16 autocast: its loss and what the final norm read."""
+    seen = []
+    handle = model.ln_f.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    x = tokens((2, 16))
+    try:
+        with torch.autocast("cpu", torch.bfloat16):
+            _, loss = model(x, x)
+    finally:
+        handle.remove()
+    return loss, seen[0]

@@ -7,7 +7,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from residual_helpers import check_cache, check_compiled, check_stack, gpt, residual_grads, tokens
+from residual_helpers import (
+    autocast_final_norm_input,
+    check_cache,
+    check_compiled,
+    check_stack,
+    gpt,
+    residual_grads,
+    tokens,
+)
 
 from attnstreams.experiments.lm.train import _decays
 from attnstreams.models.gpt import GPT, GPTConfig, preset
@@ -308,14 +316,10 @@ def test_under_autocast_the_sources_keep_the_streams_dtype():
     torch.manual_seed(0)
     model = GPT(preset("modern-tiny", residual="attnres-b2"))
     perturb(model)
-    seen = []
-    handle = model.ln_f.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
-    x = tokens((2, 16))
+    loss, normed = autocast_final_norm_input(model)
     with torch.autocast("cpu", torch.bfloat16):
-        _, loss = model(x, x)
         r = model.residual
         state = r.write(r.start(torch.zeros(3, 64)), 0, torch.ones(3, 64, dtype=torch.bfloat16))
         state = r.write(state, 1, torch.ones(3, 64, dtype=torch.bfloat16))
-    handle.remove()
-    assert torch.isfinite(loss) and seen[0].dtype == torch.float32
+    assert torch.isfinite(loss) and normed.dtype == torch.float32
     assert [s.dtype for s in state] == [torch.float32, torch.float32]

@@ -10,7 +10,15 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from residual_helpers import check_cache, check_compiled, check_stack, gpt, residual_grads, tokens
+from residual_helpers import (
+    autocast_final_norm_input,
+    check_cache,
+    check_compiled,
+    check_stack,
+    gpt,
+    residual_grads,
+    tokens,
+)
 
 from attnstreams.experiments.lm.train import _decays
 from attnstreams.models.gpt import GPT, GPTConfig, preset
@@ -223,17 +231,20 @@ def test_one_layer():
     assert all(p.grad.any() for p in model.residual.parameters())
 
 
-def test_parse_name_roundtrip():
-    cfg = ResidualConfig.parse(" mudd ")
-    assert cfg.name == "mudd" and ResidualConfig.parse(cfg.name) == cfg and cfg.active
-    model_cfg = preset("gpt2-124m", residual="mudd")
+@pytest.mark.parametrize("name", ["mudd", "muddvr"])  # muddvr: tests/test_muddvr.py
+def test_parse_name_roundtrip(name):
+    cfg = ResidualConfig.parse(f" {name} ")
+    assert cfg.name == name and ResidualConfig.parse(cfg.name) == cfg and cfg.active
+    model_cfg = preset("gpt2-124m", residual=name)
     saved = model_cfg.to_dict()
-    assert saved["residual"] == "mudd" and GPTConfig(**saved) == model_cfg
+    assert saved["residual"] == name and GPTConfig(**saved) == model_cfg
 
 
 @pytest.mark.parametrize(
-    "bad", ["mudd-n2", "mudd-b2", "mudd-d2", "MUDD", "mudd2", "mudd-", "mudd-qkvr"]
-)
+    "bad",
+    ["mudd-n2", "mudd-b2", "mudd-d2", "MUDD", "mudd2", "mudd-", "mudd-qkvr", "muddvr-n2",
+     "muddvr-b2", "muddvr-d2", "MUDDVR", "muddvr2", "muddvr-", "mudd-vr"],
+)  # fmt: skip
 def test_bad_names_are_one_line(bad):
     with pytest.raises(ConfigError) as e:
         ResidualConfig.parse(bad)
@@ -243,7 +254,8 @@ def test_bad_names_are_one_line(bad):
 @pytest.mark.parametrize(
     "kwargs",
     [dict(kind="mudd", n=2), dict(kind="mudd", blocks=1), dict(kind="mudd", period=2),
-     dict(kind="mudd", dilation=2)],
+     dict(kind="mudd", dilation=2), dict(kind="muddvr", n=2), dict(kind="muddvr", blocks=1),
+     dict(kind="muddvr", period=2)],
 )  # fmt: skip
 def test_bad_configs_are_refused(kwargs):
     with pytest.raises(ConfigError):
@@ -255,10 +267,5 @@ def test_under_autocast_the_ways_keep_the_streams_dtype():
     torch.manual_seed(0)
     model = GPT(preset("modern-tiny", residual="mudd"))
     perturb(model)
-    seen = []
-    handle = model.ln_f.register_forward_pre_hook(lambda m, args: seen.append(args[0]))
-    x = tokens((2, 16))
-    with torch.autocast("cpu", torch.bfloat16):
-        _, loss = model(x, x)
-    handle.remove()
-    assert torch.isfinite(loss) and seen[0].dtype == torch.float32
+    loss, normed = autocast_final_norm_input(model)
+    assert torch.isfinite(loss) and normed.dtype == torch.float32
