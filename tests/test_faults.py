@@ -27,7 +27,7 @@ from attnstreams.run.config import ConfigError
 from attnstreams.run.logs import NonFiniteLoss
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from soak import (  # noqa: E402  (benchmarks/soak.py: the kill-and-resume soak, 8 cycles here)
+from soak import (  # noqa: E402  (benchmarks/soak.py: the kill-and-resume soak, 6 cycles here)
     CLI,
     ICL_ARGS,
     ICL_SHORT,
@@ -62,14 +62,15 @@ def soak(argv: list[str], folder: Path, kills: int, seed: int) -> list[dict]:
 
 
 def test_soak_icl_grid(tmp_path):
-    argv = [*ICL_ARGS[:7], "1000", *ICL_ARGS[8:]]
-    kills = soak(argv, tmp_path, kills=4, seed=24)  # a seed whose 4 draws are the 4 kinds
-    assert {k["mode"] for k in kills} == set(MODES)  # the seed's draws: each kind of moment
+    argv = [*ICL_ARGS[:7], "600", *ICL_ARGS[8:]]
+    kills = soak(argv, tmp_path, kills=3, seed=24)
+    # the seed's draws: 3 kinds of moment here, the fourth (near an evaluation) in the lm soak
+    assert {k["mode"] for k in kills} == set(MODES) - {"eval"}
 
 
 def test_soak_lm_train(tmp_path, data_dir):
-    kills = soak(lm_args(data_dir, steps=500), tmp_path, kills=4, seed=6)  # likewise
-    assert {k["mode"] for k in kills} == set(MODES)
+    kills = soak(lm_args(data_dir, steps=300), tmp_path, kills=3, seed=6)
+    assert {k["mode"] for k in kills} == set(MODES) - {"step"}  # mid-step: the icl soak
 
 
 @pytest.fixture(scope="module")

@@ -153,7 +153,7 @@ def test_stacked_training_steps_equal_each_run_trained_alone(data_dir, stream):
         torch.testing.assert_close(s.loss_sum, t.loss_sum, rtol=1e-6, atol=0)  # float32 sums
 
 
-@pytest.mark.parametrize("stream", ["none", "value-learned", "key-smear"])
+@pytest.mark.parametrize("stream", ["value-learned", "key-smear"])
 def test_a_stack_evaluates_its_runs_at_once_as_each_evaluates_alone(data_dir, stream):
     """Held-out loss, story ICL, both IOI sets and induction of 3 seeds after 2 steps, as one
     batched evaluation: each run's numbers as its own evaluation gives them (float64)."""
