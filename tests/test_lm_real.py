@@ -10,6 +10,7 @@ import re
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -400,3 +401,33 @@ def test_lm_prepare_and_threads(tmp_path, capsys):
     assert main(["--threads", "1", "lm", "prepare", "--data-dir", str(tmp_path / "d"),
                  *args[2:], "--val-tokens", "5000"]) == 0  # fmt: skip
     assert torch.get_num_threads() == 1
+
+
+def test_report_ranks_three_arms_against_the_baseline_and_the_value_stream(tmp_path):
+    """3 arms or more: each measure's arms best first, each paired with none and with value;
+    2 arms: no ranking (the comparison table says it all)."""
+    steps, rng = [0, 10, 20, 30, 40], np.random.default_rng(0)
+    for seed in range(5):
+        _fake_run(tmp_path, "none", seed, steps, [0.5, 0.5, 0.55, 0.6, 0.6])
+        _fake_run(tmp_path, "value", seed, steps, [0.5, 0.6, 0.7, 0.7, 0.7])  # loss - 0.1
+    assert "## Ranking" not in write_report(tmp_path).read_text()
+    for seed in range(5):
+        _fake_run(tmp_path, "key-smear", seed, steps, [0.5, 0.5, 0.5, 0.5, 0.55])
+        metrics = tmp_path / f"key-smear-s{seed}" / "metrics.jsonl"
+        rows = [json.loads(ln) for ln in metrics.read_text().splitlines()]
+        for r in rows:  # 0.2 below none, 0.1 below value, give or take a little
+            r["val_loss"] -= 0.1 + 0.01 * rng.standard_normal()
+        metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = write_report(tmp_path).read_text()
+    table = [
+        ln for ln in text.split("## Ranking")[1].split("##")[0].splitlines() if ln[:3] == "| h"
+    ]
+    loss = [[c.strip() for c in ln.split("|")[1:-1]] for ln in table]
+    assert [(r[1], r[2], r[3]) for r in loss] == [("1", "key-smear", "5"), ("2", "value", "5"),
+                                                  ("3", "none", "5")]  # fmt: skip
+    first = [float(loss[0][i].split()[0]) for i in (5, 6)]  # vs none, vs value
+    assert first == pytest.approx([-0.2, -0.1], abs=0.02) and loss[0][5].endswith("p 0.0625")
+    assert loss[1][6] == "–" and loss[2][5] == "–" and loss[2][6].startswith("+0.100 [")
+    section = text.split("## Ranking")[1].split("\n## ")[0]
+    ioi = [ln for ln in section.splitlines() if ln.startswith("| IOI acc")]
+    assert [ln.split("|")[3].strip() for ln in ioi] == ["value", "none", "key-smear"]

@@ -71,6 +71,18 @@ LONG_CURVES = (
     "context_gain",
     "icl_score",
 )
+#: What the ranking table orders the arms by, where the runs have it (3 arms or more).
+RANKED = (
+    "val_loss",
+    "val_bpb",
+    "paper_ioi_p_io",
+    "ioi_accuracy",
+    "ioi_logit_diff",
+    "induction_score",
+    "context_gain",
+)
+#: The arm every arm is also compared with in the ranking: the paper's value stream.
+REFERENCE = "value"
 UNITS = {"val_loss": "nats/token", "val_bpb": "bits/byte", "ioi_accuracy": "accuracy"}
 UNITS |= dict.fromkeys(("ioi_p_io", "ioi_p_s", "paper_ioi_p_io", "paper_ioi_p_s"), "probability")
 UNITS |= dict.fromkeys(("ioi_logit_diff", "induction_score", "context_gain", "icl_score"), "nats")
@@ -201,6 +213,8 @@ def write_report(grid: Path, title: str | None = None, thresholds: str = "") -> 
         *_stack_lines(grid),
     ]
     lines += _emergence_section(runs, arms, baseline, table)
+    if len(arms) >= 3:
+        lines += _ranking_section(runs, arms, baseline)
     lines += _final_section(runs, arms, baseline)
     lines += _template_section(runs, arms, baseline)
     long = bool(cfg.get("eval_log"))
@@ -361,6 +375,74 @@ def final_comparisons(runs, arms, baseline) -> tuple[list[dict], list[str]]:
     return out, empty
 
 
+def ranking(runs, arms, baseline, reference: str = REFERENCE) -> dict[str, list[dict]]:
+    """Per metric of RANKED: the arms best first (METRICS' direction) by their mean over the
+    seeds each shares with the baseline, at the step all those runs reached
+    (final_comparisons), each with its paired difference from the baseline and, where both
+    ran, from `reference`. Entries: arm, values, vs_base, vs_ref (stats.paired or None)."""
+    vs_base, _ = final_comparisons(runs, arms, baseline)
+    vs_ref = {}
+    if reference in runs and reference != baseline:
+        vs_ref = {
+            (c["key"], c["arm"]): c["paired"] for c in final_comparisons(runs, arms, reference)[0]
+        }
+    out = {}
+    for key in RANKED:
+        rows = [c for c in vs_base if c["key"] == key]
+        if not rows:
+            continue
+        entries = [{"arm": baseline, "values": rows[0]["base"], "vs_base": None}]
+        entries += [{"arm": c["arm"], "values": c["values"], "vs_base": c["paired"]} for c in rows]
+        for e in entries:
+            e["vs_ref"] = vs_ref.get((key, e["arm"]))
+        higher = METRICS[key][1]
+        out[key] = sorted(
+            entries, key=lambda e: -e["values"].mean() if higher else e["values"].mean()
+        )
+    return out
+
+
+def _ci(p: dict, d: int) -> str:
+    """A paired difference with its 95% t-interval (none below 5 seeds)."""
+    ci = "" if p["ci_low"] is None else f" [{p['ci_low']:+.{d}f}, {p['ci_high']:+.{d}f}]"
+    return f"{p['mean']:+.{d}f}{ci}"
+
+
+def _delta(p: dict | None, d: int) -> str:
+    """`_ci` and the exact p, or – (the arm itself)."""
+    return "–" if p is None else f"{_ci(p, d)}, p {_p(p['p_exact'])}"
+
+
+def _ranking_section(runs, arms, baseline) -> list[str]:
+    table = ranking(runs, arms, baseline)
+    ref = REFERENCE if REFERENCE in runs and REFERENCE != baseline else None
+    lines = [
+        "## Ranking",
+        "",
+        "Each measure's arms best first by their mean over the seeds they share with "
+        f"{baseline}, at the last step all those runs reached (as in the table below). "
+        f"Δ: paired by seed, arm - {baseline}"
+        + (f" and arm - {ref} (the paper's value stream)" if ref else "")
+        + ", with the 95% t-interval (none below 5 seeds) and the exact sign-flip p. A rank "
+        "is an order of means as shown (equal ones share it), not a finding: read it with its "
+        "intervals.",
+        "",
+        f"| measure | rank | arm | seeds | mean ± sd | Δ vs {baseline} [95% CI], p |"
+        + (f" Δ vs {ref} [95% CI], p |" if ref else ""),
+        "|---|---|---|---|---|---|" + ("---|" if ref else ""),
+    ]
+    for key, entries in table.items():
+        d, means = _digits(key), [round(float(e["values"].mean()), _digits(key)) for e in entries]
+        for e, m in zip(entries, means, strict=True):
+            rank = 1 + sum(x != m for x in means[: means.index(m)])  # ties share a rank
+            row = (
+                f"| {METRICS[key][0]} | {rank} | {e['arm']} | {len(e['values'])} | "
+                f"{_mean_sd(e['values'], d)} | {_delta(e['vs_base'], d)} |"
+            )
+            lines.append(row + (f" {_delta(e['vs_ref'], d)} |" if ref else ""))
+    return [*lines, ""]
+
+
 def _final_section(runs, arms, baseline) -> list[str]:
     lines = [
         "## Numbers at the end",
@@ -377,10 +459,9 @@ def _final_section(runs, arms, baseline) -> list[str]:
     lines += [f"| – | {a} | – | – | – | – | no evaluation after step 0 | – | – |" for a in empty]
     for c in rows:
         p, d = c["paired"], _digits(c["key"])
-        ci = "" if p["ci_low"] is None else f" [{p['ci_low']:+.{d}f}, {p['ci_high']:+.{d}f}]"
         lines.append(
             f"| {c['title']} | {c['arm']} | {c['step']:,} | {len(c['seeds'])} | "
-            f"{_mean_sd(c['base'], d)} | {_mean_sd(c['values'], d)} | {p['mean']:+.{d}f}{ci} | "
+            f"{_mean_sd(c['base'], d)} | {_mean_sd(c['values'], d)} | {_ci(p, d)} | "
             f"{_p(p['p_exact'])} | {p['below']} / {p['above']} |"
         )
     return [*lines, ""]
