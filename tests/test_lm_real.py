@@ -404,13 +404,14 @@ def test_lm_prepare_and_threads(tmp_path, capsys):
 
 
 def test_report_ranks_three_arms_against_the_baseline_and_the_value_stream(tmp_path):
-    """3 arms or more: each measure's arms best first, each paired with none and with value;
-    2 arms: no ranking (the comparison table says it all)."""
+    """3 arms or more: each measure's arms best first, each paired with none and with value,
+    and each ability's onset against both; 2 arms: neither (the comparison says it all)."""
     steps, rng = [0, 10, 20, 30, 40], np.random.default_rng(0)
     for seed in range(5):
         _fake_run(tmp_path, "none", seed, steps, [0.5, 0.5, 0.55, 0.6, 0.6])
         _fake_run(tmp_path, "value", seed, steps, [0.5, 0.6, 0.7, 0.7, 0.7])  # loss - 0.1
-    assert "## Ranking" not in write_report(tmp_path).read_text()
+    two = write_report(tmp_path).read_text()
+    assert "## Ranking" not in two and "vs value" not in two
     for seed in range(5):
         _fake_run(tmp_path, "key-smear", seed, steps, [0.5, 0.5, 0.5, 0.5, 0.55])
         metrics = tmp_path / f"key-smear-s{seed}" / "metrics.jsonl"
@@ -428,6 +429,9 @@ def test_report_ranks_three_arms_against_the_baseline_and_the_value_stream(tmp_p
     first = [float(loss[0][i].split()[0]) for i in (5, 6)]  # vs none, vs value
     assert first == pytest.approx([-0.2, -0.1], abs=0.02) and loss[0][5].endswith("p 0.0625")
     assert loss[1][6] == "–" and loss[2][5] == "–" and loss[2][6].startswith("+0.100 [")
+    # and when: value shows IOI > 0.6 from step 20 in every seed, key-smear never
+    assert "| key-smear | 0/5 | – | 0 / 0 / 5 | – | no bound" in text
+    assert text.count("| 0 / 5 / 0 | 0.0625 |") == 2  # key-smear and none later than value
     section = text.split("## Ranking")[1].split("\n## ")[0]
     ioi = [ln for ln in section.splitlines() if ln.startswith("| IOI acc")]
     assert [ln.split("|")[3].strip() for ln in ioi] == ["value", "none", "key-smear"]

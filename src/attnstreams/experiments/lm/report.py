@@ -279,6 +279,21 @@ def _setting_line(cfg: dict, data: dict, config: dict, planned: int) -> str:
     return "; ".join(parts) + "."
 
 
+def _sooner(runs, at: dict, a: str, other: str, bound: bool) -> str:
+    """Arm `a` against `other`, seed by seed, on the step an ability appeared (None: never,
+    censored at the run's end): how many seeds sooner / later / unknown, the exact sign p,
+    and (bound) what that says of the mean step; dashes for the arm itself."""
+    if a == other:
+        return "– | – | –" if bound else "– | –"
+    seeds = sorted(set(at[a]) & set(at[other]))
+    if not seeds:
+        return "no common seed | – | –" if bound else "no common seed | –"
+    end = max(r["step"] for s in seeds for r in runs[a][s] + runs[other][s])
+    c = stats.censored_comparison([at[other][s] for s in seeds], [at[a][s] for s in seeds], end)
+    out = f"{c['sooner']} / {c['later']} / {c['unknown']} | {_p(c['p_sign'])}"
+    return out + (f" | {stats.bound_phrase(c)}" if bound else "")
+
+
 def _emergence_section(runs, arms, baseline, table: list[Ability]) -> list[str]:
     lines = [
         "## What emerged",
@@ -287,6 +302,7 @@ def _emergence_section(runs, arms, baseline, table: list[Ability]) -> list[str]:
         "Runs that never show it are counted (censored at their last step).",
         "",
     ]
+    ref = REFERENCE if REFERENCE in runs and REFERENCE != baseline and len(arms) >= 3 else None
     rows, verdicts = [], []
     for key, what, thr, times in table:
         if not any(key in r for a in arms for rows in runs[a].values() for r in rows):
@@ -309,23 +325,16 @@ def _emergence_section(runs, arms, baseline, table: list[Ability]) -> list[str]:
         for a in arms:
             got = [v for v in at[a].values() if v is not None]
             med = f"{int(np.median(got)):,}" if got else "–"
-            cells = "– | – | –"
-            if a != baseline:
-                seeds = sorted(set(at[a]) & set(at[baseline]))
-                end = max(r["step"] for s in seeds for r in runs[a][s] + runs[baseline][s])
-                c = stats.censored_comparison(
-                    [at[baseline][s] for s in seeds], [at[a][s] for s in seeds], end
-                )
-                cells = (
-                    f"{c['sooner']} / {c['later']} / {c['unknown']} | {_p(c['p_sign'])} | "
-                    f"{stats.bound_phrase(c)}"
-                )
+            cells = _sooner(runs, at, a, baseline, bound=True)
+            if ref:
+                cells += " | " + _sooner(runs, at, a, ref, bound=False)
             rows.append(f"| {what} | {a} | {len(got)}/{len(at[a])} | {med} | {cells} |")
     if rows:  # a table only where something emerged somewhere
         lines += [
             "| ability | arm | runs showing it | median step | vs "
-            f"{baseline}: sooner / later / unknown | exact sign p | change of the mean step |",
-            "|---|---|---|---|---|---|---|",
+            f"{baseline}: sooner / later / unknown | exact sign p | change of the mean step |"
+            + (f" vs {ref}: sooner / later / unknown | exact sign p |" if ref else ""),
+            "|---|---|---|---|---|---|---|" + ("---|---|" if ref else ""),
             *rows,
             "",
         ]
