@@ -25,6 +25,29 @@ def tokens(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
     return torch.randint(0, 512, shape, generator=torch.Generator().manual_seed(seed))
 
 
+def perturb(model: GPT, seed: int = 1, params=None) -> None:
+    """`params` (by default the residual module's) off their start: start + 0.3 N(0, 1)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.residual.parameters() if params is None else params:
+            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+
+
+def embed(model: GPT, idx: torch.Tensor) -> torch.Tensor:
+    """What the first sublayer reads: token (and position) embeddings."""
+    x = model.wte(idx)
+    if model.wpe is not None:
+        x = x + model.wpe(torch.arange(idx.size(1)))
+    return x
+
+
+def sublayers(model: GPT):
+    """(k, f) for every sublayer in order: f maps its input to its update."""
+    for i, block in enumerate(model.blocks):
+        yield 2 * i, lambda h, b=block: b.attend(h)[0]
+        yield 2 * i + 1, lambda h, b=block: b.feed(h)
+
+
 def check_stack(name: str, residual: str, perturb: Callable[[GPT, int], None], **overrides) -> None:
     """2 models (their residual weights perturbed) in a ModelStack: each one's loss and every
     gradient as alone."""

@@ -12,8 +12,11 @@ from residual_helpers import (
     check_cache,
     check_compiled,
     check_stack,
+    embed,
     gpt,
+    perturb,
     residual_grads,
+    sublayers,
     tokens,
 )
 
@@ -26,28 +29,6 @@ from attnstreams.run.config import ConfigError
 pytestmark = pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")
 # tiny and modern-tiny have 4 layers, 8 sublayers: b1, b2 and b3 (a shorter last block), b4
 FORMS = ["attnres", "attnres-b1", "attnres-b2", "attnres-b3", "attnres-b4"]
-
-
-def perturb(model: GPT, seed: int = 1) -> None:
-    """Every AttnRes parameter off its start: start + 0.3 N(0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.residual.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
-
-
-def embed(model: GPT, idx: torch.Tensor) -> torch.Tensor:
-    x = model.wte(idx)
-    if model.wpe is not None:
-        x = x + model.wpe(torch.arange(idx.size(1)))
-    return x
-
-
-def sublayers(model: GPT):
-    """f for every sublayer in order: f maps its input to its update."""
-    for block in model.blocks:
-        yield lambda h, b=block: b.attend(h)[0]
-        yield lambda h, b=block: b.feed(h)
 
 
 def sources_of(layer: int, values: list, size: int | None) -> list:
@@ -79,7 +60,7 @@ def reference(model: GPT, idx: torch.Tensor, residual: str, mean: bool = False) 
     norm. mean=True: the paper's start (w = 0), alpha uniform, written as the plain mean."""
     r, size = model.residual, block_size(residual)
     values = [embed(model, idx)]
-    fs = list(sublayers(model))
+    fs = [f for _, f in sublayers(model)]
     L = len(fs)
     for layer in range(1, L + 2):
         if layer <= L:
@@ -279,28 +260,6 @@ def test_sizes_follow_the_name():
     assert gpt("tiny", "attnres-b3").residual.size == 6
     assert isinstance(gpt("tiny", "attnres-b3").residual, AttentionResiduals)
     assert gpt("tiny", "attnres").residual.query.shape == (8, 64)
-
-
-@pytest.mark.parametrize(
-    "bad",
-    ["attnres-b0", "attnres-b", "attnres-b-1", "attnres-n2", "attnres-d2", "attnres-b2-b2",
-     "attnres-b2.5", "attnres2", "AttnRes", "attn-res", "hc-b2", "denseformer-b2", "plain-b1",
-     "attnres-b١", "attnres-bK"],
-)  # fmt: skip
-def test_bad_names_are_one_line(bad):
-    with pytest.raises(ConfigError) as e:
-        ResidualConfig.parse(bad)
-    assert "\n" not in str(e.value)
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [dict(kind="attnres", blocks=0), dict(kind="attnres", blocks=True), dict(kind="attnres", n=2),
-     dict(kind="hc", blocks=1), dict(kind="plain", blocks=1), dict(kind="attnres", period=2)],
-)  # fmt: skip
-def test_bad_configs_are_refused(kwargs):
-    with pytest.raises(ConfigError):
-        ResidualConfig(**kwargs)
 
 
 def test_blocks_longer_than_the_model_are_refused_in_one_line():

@@ -17,6 +17,7 @@ from residual_helpers import (
     check_cache,
     check_compiled,
     check_stack,
+    perturb,
     residual_grads,
     tokens,
 )
@@ -38,14 +39,6 @@ NO_GQA = {"tiny": {}, "modern-tiny": {"n_kv_head": None}}
 def gpt(name: str, residual: str = "muddvr", stream: str = "none", seed: int = 0, **kw) -> GPT:
     """A float64 preset GPT; the modern block without GQA."""
     return helper_gpt(name, residual, stream, seed, **NO_GQA[name], **kw)
-
-
-def perturb(model: GPT, seed: int = 1) -> None:
-    """Every generator weight off its start: start + 0.3 N(0, 1)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.residual.parameters():
-            p.add_(0.3 * torch.randn(p.shape, generator=g, dtype=p.dtype))
 
 
 @pytest.mark.parametrize(

@@ -166,12 +166,37 @@ def test_parse_name_roundtrip(spec, name):
 @pytest.mark.parametrize(
     "bad",
     ["bogus", "", "dense", "denseformer-d0", "denseformer-x2", "denseformer-d2-d3", "plain-d2",
-     "denseformer-d", "denseformer-d2.5", "denseformer+value", 3, None],
+     "denseformer-d", "denseformer-d2.5", "denseformer+value", 3, None,
+     # hyper-connections
+     "hc-n0", "hc-n", "hc-n-1", "hc-d2", "hc-p2", "hc-n2-n2", "mhc-x2", "dhc-n2.5", "hc4", "HC",
+     "denseformer-n2", "plain-n2", "hc+denseformer", "hc-denseformer", "mhc-n١",
+     # Attention Residuals
+     "attnres-b0", "attnres-b", "attnres-b-1", "attnres-n2", "attnres-d2", "attnres-b2-b2",
+     "attnres-b2.5", "attnres2", "AttnRes", "attn-res", "hc-b2", "denseformer-b2", "plain-b1",
+     "attnres-b١", "attnres-bK",
+     # MUDD and muddvr
+     "mudd-n2", "mudd-b2", "mudd-d2", "MUDD", "mudd2", "mudd-", "mudd-qkvr", "muddvr-n2",
+     "muddvr-b2", "muddvr-d2", "MUDDVR", "muddvr2", "muddvr-", "mudd-vr"],
 )  # fmt: skip
 def test_bad_names_are_one_line(bad):
     with pytest.raises(ConfigError) as e:
         ResidualConfig.parse(bad)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [dict(kind="hc", n=0), dict(kind="hc", dilation=2), dict(kind="mhc", period=2),
+     dict(kind="plain", n=2), dict(kind="denseformer", n=4), dict(kind="dhc", n=True),
+     dict(kind="attnres", blocks=0), dict(kind="attnres", blocks=True), dict(kind="attnres", n=2),
+     dict(kind="hc", blocks=1), dict(kind="plain", blocks=1), dict(kind="attnres", period=2),
+     dict(kind="mudd", n=2), dict(kind="mudd", blocks=1), dict(kind="mudd", period=2),
+     dict(kind="mudd", dilation=2), dict(kind="muddvr", n=2), dict(kind="muddvr", blocks=1),
+     dict(kind="muddvr", period=2)],
+)  # fmt: skip
+def test_bad_configs_are_refused(kwargs):
+    with pytest.raises(ConfigError):
+        ResidualConfig(**kwargs)
 
 
 def test_a_period_past_the_last_block_is_refused():
