@@ -182,6 +182,16 @@ class PlainResidual(nn.Module):
 PLAIN = PlainResidual()
 
 
+def weighted_sum(weights: torch.Tensor, sources) -> torch.Tensor:
+    """sum_j weights[..., j] sources[j] (weights (..., S), S sources), written term by term so
+    that autograd keeps no stacked copy of the sources."""
+    out = None
+    for j, v in enumerate(sources):
+        term = weights[..., j : j + 1] * v
+        out = term if out is None else out + term
+    return out
+
+
 class DepthWeightedAverage(nn.Module):
     """DenseFormer's DWA: after block i (0-based; its MLP, sublayer 2i + 1) with
     (i + 1) % period == 0, the stream passed on is sum_m alpha_{i,m} X_m over the outputs X_m
@@ -226,10 +236,7 @@ class DepthWeightedAverage(nn.Module):
         if str(i) not in self.weights:
             return out, outputs
         w = self.weights[str(i)].to(out.dtype)  # under autocast: the stream's dtype
-        x = None
-        for m, j in enumerate(self.sources(i)):
-            x = w[m] * outputs[j] if x is None else x + w[m] * outputs[j]
-        return x, outputs
+        return weighted_sum(w, [outputs[j] for j in self.sources(i)]), outputs
 
     def end(self, state: tuple) -> torch.Tensor:
         return state[0]
@@ -418,11 +425,7 @@ class AttentionResiduals(nn.Module):
             [(v @ u) * torch.rsqrt(v.pow(2).mean(-1) + self.eps) for v in sources], dim=-1
         )
         alpha = torch.softmax(logits, -1, dtype=torch.promote_types(dt, torch.float32)).to(dt)
-        h = None
-        for i, v in enumerate(sources):
-            term = alpha[..., i : i + 1] * v
-            h = term if h is None else h + term
-        return h
+        return weighted_sum(alpha, sources)
 
     def read(self, sources: tuple, k: int) -> tuple[torch.Tensor, tuple]:
         return self.attend(sources, k - 1), sources
@@ -517,14 +520,7 @@ class MultiwayDenseConnections(nn.Module):
             return outputs, out
         outputs = (*outputs, out)
         a = self.weights(out, k // 2)
-        ways = []
-        for c in range(a.size(-2)):
-            way = None
-            for j, v in enumerate(outputs):
-                term = a[..., c, j : j + 1] * v
-                way = term if way is None else way + term
-            ways.append(way)
-        return outputs, tuple(ways)
+        return outputs, tuple(weighted_sum(a[..., c, :], outputs) for c in range(a.size(-2)))
 
     def end(self, state: tuple) -> torch.Tensor:
         return state[1][0]
@@ -623,15 +619,6 @@ class TrimmedDenseConnections(nn.Module):
         dw = (h @ self.w2[g].to(dt).t()).unflatten(-1, (c, n)) + self.bias[g].to(dt)
         return dw * (0.2 / math.sqrt(n))
 
-    @staticmethod
-    def way(dw: torch.Tensor, sources: tuple) -> torch.Tensor:
-        """sum_j dw[..., j] sources[j], dw (..., S)."""
-        out = None
-        for j, s in enumerate(sources):
-            term = dw[..., j : j + 1] * s
-            out = term if out is None else out + term
-        return out
-
     def start(self, x: torch.Tensor) -> tuple:
         return x, (x,)
 
@@ -653,10 +640,10 @@ class TrimmedDenseConnections(nn.Module):
             x0 = kept[0]
             sources = (x0, kept[1] if L > 3 else x0, out)
             dw = self.weights(out, 0)
-            v = MUDDVR_VALUE_SCALE * self.way(dw[..., 0, :], sources)
-            return out + self.way(dw[..., 1, :], sources), (x0, out), v
+            v = MUDDVR_VALUE_SCALE * weighted_sum(dw[..., 0, :], sources)
+            return out + weighted_sum(dw[..., 1, :], sources), (x0, out), v
         dw = self.weights(out, 1)  # the last block
-        return out + self.way(dw[..., 0, :], kept), kept
+        return out + weighted_sum(dw[..., 0, :], kept), kept
 
     def end(self, state: tuple) -> torch.Tensor:
         return state[0]
