@@ -212,9 +212,11 @@ def write_report(grid: Path, title: str | None = None, thresholds: str = "") -> 
         "",
         *_stack_lines(grid),
     ]
-    lines += _emergence_section(runs, arms, baseline, table)
+    # 3 arms or more: each also against the paper's value stream, and a ranking
+    ref = REFERENCE if len(arms) >= 3 and REFERENCE in runs and REFERENCE != baseline else None
+    lines += _emergence_section(runs, arms, baseline, table, ref)
     if len(arms) >= 3:
-        lines += _ranking_section(runs, arms, baseline)
+        lines += _ranking_section(runs, arms, baseline, ref)
     lines += _final_section(runs, arms, baseline)
     lines += _template_section(runs, arms, baseline)
     long = bool(cfg.get("eval_log"))
@@ -294,7 +296,9 @@ def _sooner(runs, at: dict, a: str, other: str, bound: bool) -> str:
     return out + (f" | {stats.bound_phrase(c)}" if bound else "")
 
 
-def _emergence_section(runs, arms, baseline, table: list[Ability]) -> list[str]:
+def _emergence_section(
+    runs, arms, baseline, table: list[Ability], ref: str | None = None
+) -> list[str]:
     lines = [
         "## What emerged",
         "",
@@ -302,7 +306,6 @@ def _emergence_section(runs, arms, baseline, table: list[Ability]) -> list[str]:
         "Runs that never show it are counted (censored at their last step).",
         "",
     ]
-    ref = REFERENCE if REFERENCE in runs and REFERENCE != baseline and len(arms) >= 3 else None
     rows, verdicts = [], []
     for key, what, thr, times in table:
         if not any(key in r for a in arms for rows in runs[a].values() for r in rows):
@@ -384,14 +387,15 @@ def final_comparisons(runs, arms, baseline) -> tuple[list[dict], list[str]]:
     return out, empty
 
 
-def ranking(runs, arms, baseline, reference: str = REFERENCE) -> dict[str, list[dict]]:
+def ranking(runs, arms, baseline, reference: str | None = REFERENCE) -> dict[str, list[dict]]:
     """Per metric of RANKED: the arms best first (METRICS' direction) by their mean over the
     seeds each shares with the baseline, at the step all those runs reached
     (final_comparisons), each with its paired difference from the baseline and, where both
-    ran, from `reference`. Entries: arm, values, vs_base, vs_ref (stats.paired or None)."""
+    ran, from `reference` (None: from no other). Entries: arm, values, vs_base, vs_ref
+    (stats.paired or None)."""
     vs_base, _ = final_comparisons(runs, arms, baseline)
     vs_ref = {}
-    if reference in runs and reference != baseline:
+    if reference is not None and reference in runs and reference != baseline:
         vs_ref = {
             (c["key"], c["arm"]): c["paired"] for c in final_comparisons(runs, arms, reference)[0]
         }
@@ -422,9 +426,8 @@ def _delta(p: dict | None, d: int) -> str:
     return "–" if p is None else f"{_ci(p, d)}, p {_p(p['p_exact'])}"
 
 
-def _ranking_section(runs, arms, baseline) -> list[str]:
-    table = ranking(runs, arms, baseline)
-    ref = REFERENCE if REFERENCE in runs and REFERENCE != baseline else None
+def _ranking_section(runs, arms, baseline, ref: str | None) -> list[str]:
+    table = ranking(runs, arms, baseline, ref)
     lines = [
         "## Ranking",
         "",
@@ -441,7 +444,8 @@ def _ranking_section(runs, arms, baseline) -> list[str]:
         "|---|---|---|---|---|---|" + ("---|" if ref else ""),
     ]
     for key, entries in table.items():
-        d, means = _digits(key), [round(float(e["values"].mean()), _digits(key)) for e in entries]
+        d = _digits(key)
+        means = [round(float(e["values"].mean()), d) for e in entries]
         for e, m in zip(entries, means, strict=True):
             rank = 1 + sum(x != m for x in means[: means.index(m)])  # ties share a rank
             row = (
