@@ -435,3 +435,50 @@ def test_report_ranks_three_arms_against_the_baseline_and_the_value_stream(tmp_p
     section = text.split("## Ranking")[1].split("\n## ")[0]
     ioi = [ln for ln in section.splitlines() if ln.startswith("| IOI acc")]
     assert [ln.split("|")[3].strip() for ln in ioi] == ["value", "none", "key-smear"]
+
+
+def test_report_compares_arms_at_equal_gpu_time(tmp_path, capsys):
+    """`--cost`: an arm twice as slow a step is read at half the baseline's steps (same time),
+    interpolated between evaluations; a cost file missing an arm is refused in one line."""
+    steps = [0, 10, 20, 30, 40]
+    for seed in range(5):  # val_loss = 3 - step/100 (none), 0.1 lower (value, value-first)
+        for arm in ("none", "value", "value-first"):
+            _fake_run(tmp_path, arm, seed, steps, [0.5] * 5)
+
+    def timed(stream, ms, mode="compile", preset="tiny", model="attnstreams"):
+        return {"preset": preset, "stream": stream, "model": model, "mode": mode} | (
+            {"ms_per_step": ms} if ms else {}
+        )
+
+    rows = [timed("none", 10.0), timed("value", 20.0), timed("none", 10.0)]
+    rows += [timed("value-first", 5.0, "eager")]  # another mode: not mixed with the others
+    rows += [
+        timed("value-first", 8.0),
+        timed("x", 1.0, model="x"),
+        timed("none", 0, preset="gpt2-124m"),
+    ]
+    cost = tmp_path / "cost.json"
+    cost.write_text(json.dumps(rows))
+    text = write_report(tmp_path, cost=cost).read_text()
+    section = text.split("## At equal GPU time")[1].split("\n## ")[0]
+    loss = {
+        c[2]: c for ln in section.splitlines() if ln.startswith("| held-out loss")
+        for c in [[x.strip() for x in ln.split("|")]]
+    }  # fmt: skip
+    # value: 2x a step, so none's 40 steps take the time of 20 of value's: 2.6 against 2.7
+    assert loss["value"][3:7] == ["2.000", "5", "40", "20"]
+    assert loss["value"][9].startswith("+0.100") and loss["value"][10] == "0.0625"
+    # value-first: 0.8x, so its 40 steps take the time of 32 of none's: read at 32 and 40
+    assert loss["value-first"][3:7] == ["0.800", "5", "32", "40"]
+    assert float(loss["value-first"][7].split()[0]) == pytest.approx(3 - 0.32)
+    assert float(loss["value-first"][8].split()[0]) == pytest.approx(3 - 0.4 - 0.1)
+    cost.write_text(json.dumps(rows[:2]))  # value-first not timed
+    report = tmp_path / "report.md"
+    report.unlink()
+    assert main(["lm", "report", str(tmp_path), "--cost", str(cost)]) == 2
+    err = capsys.readouterr().err
+    assert "no tiny mode with a step time for every arm" in err and len(err.splitlines()) == 1
+    assert not report.exists()
+    cost.write_text("{}")
+    assert main(["lm", "report", str(tmp_path), "--cost", str(cost)]) == 2
+    assert "not a JSON list" in capsys.readouterr().err

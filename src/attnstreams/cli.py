@@ -861,7 +861,7 @@ def cmd_lm_report(args: argparse.Namespace) -> int:
     """`lm report`: what emerged in a grid, and when, compared by seed."""
     from attnstreams.experiments.lm.report import write_report
 
-    report = write_report(Path(args.run), thresholds=args.thresholds)
+    report = write_report(Path(args.run), thresholds=args.thresholds, cost=args.cost)
     print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
     return 0
 
@@ -1024,6 +1024,11 @@ def build_parser() -> Parser:
         default="",
         help="abilities to time besides the paper's: KEY>VALUE,... (e.g. induction_score>0.5), "
         "or 'pilot' (those fixed from results/lm-long/pilot)",
+    )
+    p.add_argument(
+        "--cost",
+        help="add held-out loss at equal GPU time, from each arm's step time in this "
+        "`benchmarks/lm_throughput.py --json` file (the runs' preset)",
     )
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lm_report)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from attnstreams.experiments.lm.arms import arm_name
+from attnstreams.experiments.lm.arms import arm_name, parse_arm
 from attnstreams.run import stats
 from attnstreams.run.config import ConfigError, existing_folder
 from attnstreams.run.logs import write_text_atomic
@@ -185,15 +185,19 @@ def abilities(spec: str = "") -> list[Ability]:
     return out
 
 
-def write_report(grid: Path, title: str | None = None, thresholds: str = "") -> Path:
+def write_report(
+    grid: Path, title: str | None = None, thresholds: str = "", cost: Path | None = None
+) -> Path:
     """Write report.md (and its plots) into an LM grid folder; `thresholds` adds abilities to
-    the paper's (`abilities`)."""
+    the paper's (`abilities`); `cost` (rows of `benchmarks/lm_throughput.py --json`) adds the
+    comparison at equal GPU time."""
     table = abilities(thresholds)
     grid = Path(grid)
     runs, config = load_grid(grid)
     arms = list(runs)
     baseline = "none" if "none" in runs else arms[0]
     cfg, data = config["config"], config.get("data") or {}
+    ratios = None if cost is None else step_costs(cost, cfg["preset"], arms, baseline)
     planned = cfg["steps"]
     finished = {
         a: sorted(s for s, rows in runs[a].items() if rows[-1]["step"] >= planned) for a in arms
@@ -218,6 +222,8 @@ def write_report(grid: Path, title: str | None = None, thresholds: str = "") -> 
     if len(arms) >= 3:
         lines += _ranking_section(runs, arms, baseline, ref)
     lines += _final_section(runs, arms, baseline)
+    if ratios is not None:
+        lines += _equal_time_section(runs, arms, baseline, ratios, Path(cost).name)
     lines += _template_section(runs, arms, baseline)
     long = bool(cfg.get("eval_log"))
     if long:
@@ -477,6 +483,85 @@ def _final_section(runs, arms, baseline) -> list[str]:
             f"{_mean_sd(c['base'], d)} | {_mean_sd(c['values'], d)} | {_ci(p, d)} | "
             f"{_p(p['p_exact'])} | {p['below']} / {p['above']} |"
         )
+    return [*lines, ""]
+
+
+def step_costs(path: Path, preset: str, arms, baseline: str) -> dict[str, float]:
+    """Each arm's time a step over the baseline's, from the rows of `benchmarks/lm_throughput.py
+    --json` for `preset` (an arm's rows averaged: the baseline is timed first and last)."""
+    try:
+        rows = json.loads(Path(path).read_text())
+        assert isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
+    except (OSError, ValueError, AssertionError):
+        raise ConfigError(f"--cost {path}: not a JSON list of lm_throughput.py rows") from None
+    by_mode: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for r in rows:  # ours only (not the peer models), timed, of this preset
+        if r.get("preset") == preset and r.get("ms_per_step") and r.get("model") == "attnstreams":
+            by_mode[r["mode"]][arm_name(*parse_arm(r["stream"]))].append(r["ms_per_step"])
+    ms = next((m for m in by_mode.values() if all(a in m for a in arms)), None)
+    if ms is None:  # no mode timed every arm
+        timed = sorted({a for m in by_mode.values() for a in m})
+        raise ConfigError(
+            f"--cost {path}: no {preset} mode with a step time for every arm "
+            f"({', '.join(arms)}); timed there: {', '.join(timed) or 'nothing'}"
+        )
+    base = float(np.mean(ms[baseline]))
+    return {a: float(np.mean(ms[a])) / base for a in arms}
+
+
+def _interp(rows: list[dict], key: str, step: float) -> float:
+    """`key` at `step`, linear between the evaluations either side."""
+    have = [r for r in rows if r.get(key) is not None]
+    return float(np.interp(step, [r["step"] for r in have], [r[key] for r in have]))
+
+
+def equal_time(runs, arms, baseline, ratios: dict[str, float], key: str) -> list[dict]:
+    """Each arm against the baseline after the same GPU time, seed by seed: the most time both
+    runs of a seed spent (to the last step all runs of both reached), the baseline's value
+    after that many of its steps and the arm's after that time over its cost ratio
+    (interpolated between evaluations). Entries: arm, ratio, seeds, base_step, arm_step,
+    base, values, paired."""
+    out = []
+    for a in arms:
+        seeds = sorted(set(runs[a]) & set(runs[baseline]))
+        if a == baseline or not seeds:
+            continue
+        r = ratios[a]
+        end = _common_step(runs[a], runs[baseline], seeds)
+        t = end * min(1.0, r)  # the time both spent, in the baseline's steps
+        if t == 0 or key not in runs[a][seeds[0]][-1]:
+            continue
+        vb = np.array([_interp(runs[baseline][s], key, t) for s in seeds])
+        va = np.array([_interp(runs[a][s], key, t / r) for s in seeds])
+        out.append(
+            {"arm": a, "ratio": r, "seeds": seeds, "base_step": t, "arm_step": t / r}
+            | {"base": vb, "values": va, "paired": stats.paired(vb, va)}
+        )
+    return out
+
+
+def _equal_time_section(runs, arms, baseline, ratios: dict[str, float], source: str) -> list[str]:
+    lines = [
+        "## At equal GPU time",
+        "",
+        f"Each arm's time a step over {baseline}'s is its step time in `{source}` "
+        "(benchmarks/lm_throughput.py, one model alone on the card; the runs' own wall times "
+        "are not used, since runs shared a card). Per seed, both runs are read after the same "
+        f"time: {baseline} after the steps shown, the arm after that time over its ratio "
+        "(linear between evaluations). Δ = arm - baseline, paired by seed, as above.",
+        "",
+        f"| measure | arm | time a step vs {baseline} | seeds | {baseline} step | arm step | "
+        f"{baseline} | arm | paired Δ [95% CI] | exact p |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key in ("val_loss", "val_bpb"):
+        for c in equal_time(runs, arms, baseline, ratios, key):
+            p, d = c["paired"], _digits(key)
+            lines.append(
+                f"| {METRICS[key][0]} | {c['arm']} | {c['ratio']:.3f} | {len(c['seeds'])} | "
+                f"{c['base_step']:,.0f} | {c['arm_step']:,.0f} | {_mean_sd(c['base'], d)} | "
+                f"{_mean_sd(c['values'], d)} | {_ci(p, d)} | {_p(p['p_exact'])} |"
+            )
     return [*lines, ""]
 
 
