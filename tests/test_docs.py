@@ -631,6 +631,105 @@ def share() -> tuple:
 SHARE = "benchmarks/2026-12-07-lm-share-h100.json"
 
 
+# -- experiment 2, long training: the grid (results/lm-long/resampled) ----------------------------
+LONG = "results/lm-long/README.md"
+
+
+@cache
+def long_grid() -> dict[str, dict[int, list[dict]]]:
+    """The grid's runs by arm and seed: every run finished, both arms on the same seeds."""
+    runs, config = load_grid(RESULTS / "lm-long" / "resampled")
+    end = config["config"]["steps"]
+    assert all(rows[-1]["step"] == end for arm in runs.values() for rows in arm.values())
+    assert len({tuple(sorted(arm)) for arm in runs.values()}) == 1
+    return runs
+
+
+def long_setting() -> tuple:
+    """Arms, seeds an arm, runs, and the length: tokens and steps."""
+    runs = long_grid()
+    seeds = sorted(runs["none"])
+    last = runs["none"][seeds[0]][-1]
+    assert seeds == list(range(len(seeds)))
+    return (" and ".join(runs), str(len(seeds)), f"0-{seeds[-1]}", str(len(seeds) * len(runs)),
+            f"{last['tokens'] / 1e6:.1f}M", n(last["step"]))  # fmt: skip
+
+
+def long_never() -> tuple:
+    """No run shows any of the paper's abilities; the highest each quantity reached."""
+    from attnstreams.experiments.lm.report import ABILITIES, first_step
+
+    runs = long_grid()
+    out = []
+    for key, (_, thr, times) in ABILITIES.items():
+        assert all(
+            first_step(r, key, thr, times) is None for a in runs.values() for r in a.values()
+        )
+        out.append(f"{value_range(runs, list(runs), key)[0]:.3f}")
+    return tuple(out)
+
+
+def long_onsets() -> tuple:
+    """Each pilot threshold: runs showing it (none, value), then value against none seed by seed:
+    sooner, later, the same evaluation, and the exact sign p."""
+    from attnstreams.experiments.lm.report import abilities, first_step
+
+    runs, out = long_grid(), []
+    for key, _, thr, times in abilities("pilot")[3:]:
+        at = {a: {s: first_step(r, key, thr, times) for s, r in runs[a].items()} for a in runs}
+        seeds = sorted(at["none"])
+        end = runs["none"][seeds[0]][-1]["step"]
+        c = stats.censored_comparison([at["none"][s] for s in seeds],
+                                      [at["value"][s] for s in seeds], end)  # fmt: skip
+        shown = [sum(v is not None for v in at[a].values()) for a in ("none", "value")]
+        out += [*map(str, shown), str(c["sooner"]), str(c["later"]), str(c["ties"])]
+        out.append(f"{c['p_sign']:.3g}")
+    return tuple(out)
+
+
+def long_final(key: str, digits: int) -> tuple:
+    """At the end, value against none: both means, Δ with its interval, p, seeds below/above."""
+    (c,) = [c for c in final_comparisons(long_grid(), ["none", "value"], "none")[0]
+            if c["key"] == key]  # fmt: skip
+    p = c["paired"]
+    f = [c["base"].mean(), c["values"].mean()]
+    return (*(f"{x:.{digits}f}" for x in f), *(signed(x, digits) for x in
+            (p["mean"], p["ci_low"], p["ci_high"])), f"{p['p_exact']:.3g}", str(p["below"]),
+            str(p["above"]))  # fmt: skip
+
+
+def long_machine() -> tuple:
+    """Tokens of the 40 copies (the same digest in both jobs), and the range of the runs'
+    tokens/s and wall seconds."""
+    folder = RESULTS / "lm-long" / "resampled"
+    train = json.loads((folder / "prep-resampled.json").read_text())["train"]
+    for log in ("job-s0.log", "job-s4.log"):
+        assert train["sha256"] in (folder / log).read_text()
+    sums = [json.loads(f.read_text()) for f in sorted(folder.glob("*/summary.json"))]
+    assert len(sums) == 16 and all(x["device"] == "NVIDIA H100 80GB HBM3" for x in sums)
+    rate, wall = [x["tokens_per_s"] for x in sums], [x["wall_s"] for x in sums]
+    return (n(train["tokens"]), n(min(rate)), n(max(rate)), f"{min(wall):.1f}",
+            f"{max(wall):.1f}")  # fmt: skip
+
+
+def long_measures() -> str:
+    """How many measures the report compares at the end."""
+    return str(
+        len({c["key"] for c in final_comparisons(long_grid(), ["none", "value"], "none")[0]})
+    )
+
+
+def long_heldout() -> tuple:
+    """Held-out loss: the tokens of every run's lowest evaluation (range), and how far above it
+    each run ends (range)."""
+    rows = [r for a in long_grid().values() for r in a.values()]
+    at = [lowest(r)["tokens"] for r in rows]
+    rise = [r[-1]["val_loss"] - lowest(r)["val_loss"] for r in rows]
+    assert min(rise) > 0
+    return (f"{min(at) / 1e6:.1f}M", f"{max(at) / 1e6:.1f}M", signed(min(rise)),
+            signed(max(rise)))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Claim:
     file: str
@@ -685,6 +784,87 @@ CLAIMS = [
         "tokens on; templated IOI accuracy never exceeds {}",
         lambda: (*pilot_induction_short(), pilot_ioi()[0]),
     ),
+    # README.md, results: the long-training grid
+    Claim(
+        README,
+        "so far none and value x {} seeds (of 10 planned), names resampled, {} tokens a run on an "
+        "H100",
+        lambda: (long_setting()[1], long_setting()[4]),
+    ),
+    Claim(
+        README,
+        "P(right name) after the paper's prompts ends at {} (none) and {} (value), Δ {} [{}, {}], "
+        "exact p {} (the paper: ~7% -> ~41%)",
+        lambda: long_final("paper_ioi_p_io", 4)[:6],
+    ),
+    Claim(
+        README,
+        "(the closest: context gain > 0.3 nats, sooner in {} of {} seeds, p {})",
+        lambda: (long_onsets()[8], long_setting()[1], long_onsets()[11]),
+    ),
+    # results/lm-long/README.md: the grid
+    Claim(
+        LONG,
+        "was run for {}, seeds {} ({} runs, all finished), names resampled, 40 passes ({} tokens, "
+        "{} steps each)",
+        lambda: (long_setting()[0], *long_setting()[2:]),
+    ),
+    Claim(
+        LONG,
+        "Templated IOI accuracy is at most {} at any evaluation of any run (threshold 0.6), the "
+        "induction score at most {} nats (threshold 1), the best prefix-matching head at most {} "
+        "of its attention (threshold 0.3)",
+        long_never,
+    ),
+    Claim(
+        LONG,
+        "at the end: {} (none) against {} (value), paired Δ {} [{}, {}], exact p {}, value "
+        "lower in {} of 8 seeds and higher in {}. P(repeated name): {} against {}, Δ {} [{}, {}], "
+        "exact p {}, lower in {} of 8.",
+        lambda: (*long_final("paper_ioi_p_io", 4), *long_final("paper_ioi_p_s", 4)[:-1]),
+    ),
+    Claim(
+        LONG,
+        "induction score > 0.5 nats: in {} and {} runs (none, value); value sooner in {} seed, "
+        "later in {}, at the same evaluation in {} (exact sign p {}); - context gain > 0.3 nats: "
+        "in {} and {} runs; value sooner in {}, later in {}, the same in {} (p {}); - P(right "
+        "name) > 0.02: in {} and {} runs; value sooner in {}, later in {}, the same in {} (p {})",
+        long_onsets,
+    ),
+    Claim(
+        LONG,
+        "induction score {} against {}, Δ {} [{}, {}], p {}, lower in {} of 8; held-out loss {} "
+        "against {} nats/token, Δ {} [{}, {}], p {}; templated IOI accuracy {} against {}, both "
+        "below the exact chance of 0.5; context gain {} against {}, Δ {} [{}, {}], p {}.",
+        lambda: (
+            *long_final("induction_score", 3)[:-1],
+            *long_final("val_loss", 3)[:-2],
+            *long_final("ioi_accuracy", 3)[:2],
+            *long_final("context_gain", 3)[:-2],
+        ),
+    ),  # fmt: skip
+    Claim(
+        LONG,
+        "The report compares {} measures at the end; neither {} nor {} is below 0.05 / {}.",
+        lambda: (
+            long_measures(),
+            long_final("induction_score", 3)[5],
+            long_final("paper_ioi_p_s", 4)[5],
+            long_measures(),
+        ),
+    ),  # fmt: skip
+    Claim(
+        LONG,
+        "Held-out loss is lowest between {} and {} tokens and ends {} to {} nats/token above "
+        "its lowest",
+        long_heldout,
+    ),
+    Claim(
+        LONG,
+        "40 renamed copies of the train split ({} tokens, the same SHA-256 in both jobs)",
+        lambda: long_machine()[:1],
+    ),
+    Claim(LONG, "CUDA MPS: {} to {} tokens/s a run, {} to {} s each", lambda: long_machine()[1:]),
     # results/lm-long/pilot/README.md
     Claim(PILOT, "were trained for 150 passes ({} tokens, {} steps) over the", pilot_tokens),
     Claim(
