@@ -614,21 +614,24 @@ def pilot_crossings() -> tuple:
     return (*out, f"{steps * 64 * 256 / 1e6:.1f}M", n(steps))
 
 
-def share() -> tuple:
-    """results/benchmarks/2026-12-07-lm-share-h100.json: wall s, tokens/s and runs per
-    GPU-minute of plain and mps, and their ratio."""
-    rows = {r["mode"]: r for r in json.loads((RESULTS / SHARE).read_text())}
-    assert rows["stack"]["runs_per_gpu_minute"] == 0 == rows["stack-mps"]["runs_per_gpu_minute"]
-    out = []
-    for mode in ("plain", "mps"):
+def share(name: str = "", modes=("plain", "mps")) -> tuple:
+    """results/benchmarks/2026-12-07-lm-share-h100[-NAME].json: wall s, tokens/s and runs per
+    GPU-minute of each mode, then each mode's ratio to plain (after the first)."""
+    file = f"benchmarks/2026-12-07-lm-share-h100{name and '-' + name}.json"
+    rows = {r["mode"]: r for r in json.loads((RESULTS / file).read_text())}
+    if not name:  # the first job: both stacked modes failed
+        assert rows["stack"]["runs_per_gpu_minute"] == 0 == rows["stack-mps"]["runs_per_gpu_minute"]
+    out, ratios = [], []
+    for mode in modes:
         r = rows[mode]
         assert r["failed"] == 0 and r["runs"] == 10
         out += [f"{r['wall_s']:.1f}", n(r["tokens_per_s"]), f"{r['runs_per_gpu_minute']:.2f}"]
-    ratio = rows["mps"]["runs_per_gpu_minute"] / rows["plain"]["runs_per_gpu_minute"]
-    return (*out, f"{ratio:.2f}")
+        ratio = r["runs_per_gpu_minute"] / rows["plain"]["runs_per_gpu_minute"]
+        ratios += [f"{ratio:.2f}"] if mode != "plain" else []
+    return (*out, *ratios)
 
 
-SHARE = "benchmarks/2026-12-07-lm-share-h100.json"
+STACKS = "stacks-math", ("plain", "stack", "mps", "stack-mps")
 
 
 # -- experiment 2, long training: the grid (results/lm-long/resampled) ----------------------------
@@ -767,8 +770,16 @@ CLAIMS = [
     ),
     Claim(
         "BENCHMARKS.md",
-        "under MPS **{} runs per GPU-minute**; baseline 10 plain processes {}: **{}x**",
-        lambda: (share()[5], share()[2], share()[6]),
+        "| plain (the baseline) | 10 | 10 | {} | {} | {} | 1.00 | | stack (`lm grid --stack 10`) | "
+        "1 | 10 | {} | {} | {} | {} | | mps | 10 | 10 | {} | {} | {} | **{}** | | stack-mps (2 "
+        "stacks of 5 under MPS) | 2 | 10 | {} | {} | {} | {} |",
+        lambda: (*(f := share(*STACKS))[:6], f[12], *f[6:9], f[13], *f[9:12], f[14]),
+    ),
+    Claim(
+        "BENCHMARKS.md",
+        "under MPS **{} runs per GPU-minute**; baseline 10 plain processes {}: **{}x**. Stacked "
+        "(`--stack 10`, SDPA's math kernel) {} ({}x); 2 stacks of 5 under MPS {} ({}x).",
+        lambda: (*(f := share(*STACKS))[8:9], f[2], f[13], f[5], f[12], f[11], f[14]),
     ),
     # README.md, results: experiment 2, long training
     Claim(README, "two seeds each, 150 passes ({} tokens) on an H100", lambda: pilot_tokens()[:1]),
