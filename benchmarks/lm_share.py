@@ -8,7 +8,9 @@ the N runs stacked into one batched computation (`lm grid --stack`).
 Each mode trains the same N runs (seeds 0..N-1, the 8M model, compile + CUDA graphs, the
 log-spaced evaluation schedule of results/lm-long) and times them from launch to the last
 exit: compilation and evaluations included, as a grid pays them. plain and mps: N processes;
-stack: one process, one stack of N; stack-mps: 2 processes of N/2 under MPS. "steady" is the
+stack: one process, one stack of N; stack-mps: 2 processes of N/2 under MPS;
+stack-flash, stack-efficient, stack-cudnn: one stack attending with that SDPA kernel (stack
+and stack-mps: the math kernel). "steady" is the
 sum of the runs' rates between their second evaluation and their last (compiling left out):
 where runs start apart (separate processes compiling) these windows do not coincide and the
 sum overstates the card's rate, so runs/GPU-minute, from wall time, is the measure. MPS
@@ -73,7 +75,8 @@ def _mps(start: bool, pipe: Path) -> bool:
     return True
 
 
-MODES = ("plain", "stack", "mps", "stack-mps")
+#: stack-KERNEL: one stack attending with that SDPA kernel (`lm grid --stack-kernel`)
+MODES = ("plain", "stack", "mps", "stack-mps", "stack-flash", "stack-efficient", "stack-cudnn")
 
 
 def _commands(mode: str, args: argparse.Namespace, work: Path) -> tuple[list, list[Path], int]:
@@ -88,11 +91,12 @@ def _commands(mode: str, args: argparse.Namespace, work: Path) -> tuple[list, li
             [*cli, "train", *common, "--seed", str(i), "--out", str(o)] for i, o in enumerate(outs)
         ]
         return cmds, outs, n
-    procs = 1 if mode == "stack" else 2
+    procs = 2 if mode == "stack-mps" else 1
+    kernel = mode.removeprefix("stack-") if procs == 1 and mode != "stack" else "math"
     size = -(-n // procs)
     grid = work / mode
     cmd = [*cli, "grid", *common, "--stream", "none", "--seeds", str(n), "--stack", str(size),
-           "--workers", str(procs), "--out", str(grid)]  # fmt: skip
+           "--stack-kernel", kernel, "--workers", str(procs), "--out", str(grid)]  # fmt: skip
     return [cmd], [grid / f"none-s{i}" for i in range(n)], procs
 
 

@@ -72,7 +72,7 @@ CASES = {
         "--eval-log",
         "3",
         "--modes",
-        "plain,mps,stack",
+        "plain,mps,stack-flash",
     ],  # fmt: skip
     "profile_steps.py": ["--device", "cpu", "ceilings", "attention"],  # profiles: on GPUs
     "soak.py": ["--cycles", "0"],  # the table alone; tests/test_faults.py runs 10 cycles

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from attnstreams.cli import main
-from attnstreams.experiments.lm.stack import LMStack
+from attnstreams.cli import build_parser, main
+from attnstreams.experiments.lm import grid as grid_module
+from attnstreams.experiments.lm.stack import KERNELS, LMStack
 from attnstreams.experiments.lm.train import LMTrainConfig, LMTrainer, train, train_runs
 from attnstreams.models.gpt import GPT, preset
 from attnstreams.models.stack import ModelStack
@@ -226,16 +227,26 @@ def test_stacks_refuse_what_they_cannot_train(data_dir):
         LMStack(trainers(data_dir, [0, 1], nonfinite="skip"))
 
 
-def test_lm_grid_stacks_seeds_and_continues(tmp_path, capsys):
-    """`lm grid --stack 2`: 3 seeds as a stack of 2 and a run alone; the same command again
-    finds every run finished; a bad --stack is one line and exit 2."""
+def test_lm_grid_stacks_seeds_and_continues(tmp_path, capsys, monkeypatch):
+    """`lm grid --stack 2`: 3 seeds as a stack of 2 and a run alone, the stack given the
+    --stack-kernel asked for; the same command again finds every run finished; a bad --stack
+    or --stack-kernel is one line and exit 2."""
     argv = [
         "lm", "grid", "--preset", "tiny", "--data", str(FIXTURE), "--train-tokens", "20000",
         "--val-tokens", "2000", "--vocab-size", "400", "--steps", "4", "--batch", "4",
         "--block-size", "32", "--eval-every", "2", "--eval-batches", "1", "--ioi-prompts", "8",
-        "--stream", "value", "--seeds", "3", "--stack", "2", "--json", "--out", str(tmp_path / "g"),
+        "--stream", "value", "--seeds", "3", "--stack", "2", "--stack-kernel", "flash", "--json",
+        "--out", str(tmp_path / "g"),
     ]  # fmt: skip
+    kernels = []
+
+    def stack(trainers, kernel="math"):
+        kernels.append(kernel)
+        return LMStack(trainers, kernel)
+
+    monkeypatch.setattr(grid_module, "LMStack", stack)
     assert main(argv) == 0
+    assert kernels == ["flash"]
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert [r["stack"] for r in out["runs"]] == [2, 2, 1]
     stacks = [json.loads((tmp_path / "g" / f"value-s{s}" / "config.json").read_text())["stack"]
@@ -250,6 +261,21 @@ def test_lm_grid_stacks_seeds_and_continues(tmp_path, capsys):
     assert "stack" in capsys.readouterr().err and not (tmp_path / "h").exists()
     assert main([*argv[:-1], str(tmp_path / "k"), "--nonfinite", "skip"]) == 2
     assert "non-finite" in capsys.readouterr().err and not (tmp_path / "k").exists()
+    bad[bad.index("--stack") + 1] = "2"
+    bad[bad.index("--stack-kernel") + 1] = "fast"
+    with pytest.raises(SystemExit) as exit_:
+        main(bad)
+    assert exit_.value.code == 2 and not (tmp_path / "h").exists()
+    assert "--stack-kernel" in capsys.readouterr().err
+
+
+def test_the_stack_kernels_are_the_commands_choices(data_dir):
+    parse = build_parser().parse_args
+    assert parse(["lm", "grid", "--out", "g"]).stack_kernel == "math"
+    for kernel in KERNELS:
+        assert parse(["lm", "grid", "--out", "g", "--stack-kernel", kernel]).stack_kernel == kernel
+    with pytest.raises(ConfigError, match="stack kernel must be one of math, flash"):
+        LMStack(trainers(data_dir, [0, 1]), kernel="fast")
 
 
 def test_the_readme_example_runs():

@@ -772,6 +772,7 @@ def cmd_lm_grid(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir) if args.data_dir else None,
         workers=args.workers,
         stack=args.stack,
+        stack_kernel=args.stack_kernel,
     )
     from attnstreams.experiments.lm.report import write_report
 
@@ -987,6 +988,13 @@ def build_parser() -> Parser:
         default=1,
         help="train up to this many seeds of a stream as one batched computation, one job "
         "(each run still its own folder and checkpoint; with dropout, other masks)",
+    )
+    p.add_argument(
+        "--stack-kernel",
+        choices=("math", "flash", "efficient", "cudnn"),
+        default="math",
+        help="SDPA kernel a stack attends with on CUDA (speed only; math: known to work "
+        "under vmap and compile)",
     )
     _lm_args(p)
     p.set_defaults(func=cmd_lm_grid, config_parser=p)

@@ -49,13 +49,14 @@ def run_grid(
     data_dir: Path | None = None,
     workers: int = 1,
     stack: int = 1,
+    stack_kernel: str = "math",
 ) -> list[dict]:
     """Every (arm, seed) run in out/<arm>-s<seed>/, sharing the token files in out/data (or
     data_dir). An arm is a stream, a residual, or STREAM+RESIDUAL (`parse_arm`; one that
     names no residual takes cfg's). workers > 1: that many jobs at once, one process each
     (small models leave most of a GPU idle; several processes fill it). stack > 1: an arm's
     seeds in groups of up to `stack`, each group one job that trains its runs as one
-    computation.
+    computation, attending on CUDA with SDPA's `stack_kernel` (lm/stack.py's KERNELS).
     device: one, or a list that the jobs take in turn (`grid_devices`): a group a GPU."""
     if not isinstance(stack, int) or isinstance(stack, bool) or stack < 1:
         raise ConfigError(f"stack must be a whole number of runs >= 1, got {stack!r}")
@@ -69,14 +70,27 @@ def run_grid(
             return [
                 s
                 for (st, sd), dev in zip(jobs, devices, strict=True)
-                for s in _grid_job(asdict(cfg), st, sd, out, data_dir, dev, real_eval, progress)
+                for s in _grid_job(
+                    asdict(cfg), st, sd, out, data_dir, dev, real_eval, progress, stack_kernel
+                )
             ]
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
         with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
             futures = [
-                pool.submit(_grid_job, asdict(cfg), st, sd, out, data_dir, dev, real_eval)
+                pool.submit(
+                    _grid_job,
+                    asdict(cfg),
+                    st,
+                    sd,
+                    out,
+                    data_dir,
+                    dev,
+                    real_eval,
+                    False,
+                    stack_kernel,
+                )  # fmt: skip
                 for (st, sd), dev in zip(jobs, devices, strict=True)
             ]
             summaries = []
@@ -111,6 +125,7 @@ def _grid_job(
     device: str,
     real_eval: str | None,
     progress: bool = False,
+    stack_kernel: str = "math",
 ) -> list[dict]:
     """The runs of one arm's `seeds` (in a worker process when the grid has several):
     finished ones read back, the others trained together where they stand at one step (all
@@ -131,7 +146,7 @@ def _grid_job(
     groups = [todo] if len(steps) == 1 else [[job] for job in todo]
     for group in groups:
         trainers = [LMTrainer(c, data_dir, device) for c, _ in group]
-        runner = trainers[0] if len(trainers) == 1 else LMStack(trainers)
+        runner = trainers[0] if len(trainers) == 1 else LMStack(trainers, stack_kernel)
         dirs = [d for _, d in group]
         resume = (dirs[0] / CHECKPOINT).exists()
         got = train_runs(runner, dirs, resume=resume, progress=progress)

@@ -48,10 +48,22 @@ def check_stackable(trainers: list[LMTrainer]) -> None:
     check_stack_config(first.cfg)
 
 
-class LMStack:
-    """N runs of one config but the seed as one ModelStack on one device."""
+#: SDPA kernels a stack may attend with on CUDA (`lm grid --stack-kernel`): a speed choice.
+KERNELS = {
+    "math": SDPBackend.MATH,
+    "flash": SDPBackend.FLASH_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION,
+    "cudnn": SDPBackend.CUDNN_ATTENTION,
+}
 
-    def __init__(self, trainers: list[LMTrainer]) -> None:
+
+class LMStack:
+    """N runs of one config but the seed as one ModelStack on one device; on CUDA, attention
+    through SDPA's `kernel` (KERNELS)."""
+
+    def __init__(self, trainers: list[LMTrainer], kernel: str = "math") -> None:
+        if kernel not in KERNELS:
+            raise ConfigError(f"stack kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
         check_stackable(trainers)
         self.members = trainers
         first = trainers[0]
@@ -86,12 +98,12 @@ class LMStack:
             return forward(params, x, y)[1]
 
         self.losses = losses
-        # On CUDA, attention through the math kernel: under vmap and Inductor, the backward of
-        # the memory-efficient kernel fails ("LSE is not correctly aligned (strideH)", torch
+        # On CUDA one kernel, the math one by default: under vmap and Inductor, the backward of
+        # the memory-efficient kernel failed ("LSE is not correctly aligned (strideH)", torch
         # 2.11, H100); the math kernel is plain batched matmuls, which vmap stacks.
-        math = [SDPBackend.MATH]
+        chosen = [KERNELS[kernel]]
         cuda = self.device.type == "cuda"
-        self.attention = (lambda: sdpa_kernel(math)) if cuda else contextlib.nullcontext
+        self.attention = (lambda: sdpa_kernel(chosen)) if cuda else contextlib.nullcontext
         if cfg.compile:
             self.losses = torch.compile(losses, mode="reduce-overhead" if cfg.cuda_graphs else None)
 
