@@ -9,7 +9,8 @@
 #   experiments/variants.sh speedmodern124m OUT   the modern block at 124M, with the value stream
 #   experiments/variants.sh residuals OUT   step time, peak memory and parameters of every
 #                                        residual method against none at 8M and 124M (both
-#                                        blocks), the baseline first and last
+#                                        blocks), the baseline first and last; PRESETS="..."
+#                                        times only those (one file each)
 set -u -o pipefail
 PHASE=$1 OUT=$2
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
@@ -51,10 +52,12 @@ speedmodern124m)
 residuals)
   set -e
   RES=none,value,denseformer,hc,dhc,mhc,attnres,attnres-b2,mudd,muddvr,none
-  python3 benchmarks/lm_throughput.py --device cuda --presets tinystories-8m,modern-8m \
-    --streams $RES --modes compile+cudagraphs --steps 50 --json "$OUT/residuals-8m.json"
-  python3 benchmarks/lm_throughput.py --device cuda --presets gpt2-124m,modern-124m \
-    --streams $RES --modes compile --steps 20 --json "$OUT/residuals-124m.json"
+  # PRESETS (default all four): each its own file, so that a job can take a part
+  for P in ${PRESETS:-tinystories-8m modern-8m gpt2-124m modern-124m}; do
+    case $P in *8m) MODE=compile+cudagraphs STEPS=50 ;; *) MODE=compile STEPS=20 ;; esac
+    python3 benchmarks/lm_throughput.py --device cuda --presets "$P" --streams $RES \
+      --modes $MODE --steps $STEPS --json "$OUT/residuals-$P.json"
+  done
   ;;
 *)
   echo "unknown phase $PHASE" >&2
