@@ -46,3 +46,13 @@ def test_bands_without_labels_draw_bare_lines(tmp_path, figures):
     plots.plot_bands({"a": {"v": ([0, 1], [[0.2, 0.4]])}}, tmp_path / "f.png", hlines=(0.5,))
     (ax,) = figures[0].axes
     assert len(ax.texts) == 0 and [ln.get_linestyle() for ln in ax.lines].count("--") == 1
+
+
+def test_bands_past_the_colour_cycle_change_line_style(tmp_path, figures):
+    """An 11th curve takes the 1st one's colour again (10 colours), so it is drawn dash-dotted:
+    no two curves of a panel look alike."""
+    curve = ([0, 1], [[0.2, 0.4]])
+    plots.plot_bands({"a": {f"v{i}": curve for i in range(11)}}, tmp_path / "f.png")
+    (ax,) = figures[0].axes
+    look = [(ln.get_color(), ln.get_linestyle()) for ln in ax.lines]
+    assert len(set(look)) == 11 and look[0][1] == "-" and look[10][1] == "-."

@@ -13,6 +13,8 @@ import numpy as np  # noqa: E402
 
 from attnstreams.run.stats import MIN_INTERVAL_N  # noqa: E402
 
+LINE_STYLES = ("-", "-.", ":")  # a curve's style, one for each pass through the colour cycle
+
 
 def _save(fig, path: Path) -> Path:
     path = Path(path)
@@ -90,11 +92,14 @@ def plot_bands(
     fig, axes = plt.subplots(
         rows, cols, figsize=(5.2 * cols, 3.6 * rows), squeeze=False, constrained_layout=True
     )
+    colours = len(plt.rcParams["axes.prop_cycle"].by_key()["color"])
     for ax, (title, lines) in zip(axes.flat, panels.items(), strict=False):  # spare axes: off
-        for label, (x, y) in lines.items():
+        for i, (label, (x, y)) in enumerate(lines.items()):
             y = np.asarray(y, dtype=float)
             mean = y.mean(0)
-            (line,) = ax.plot(x, mean, label=f"{label} (n={y.shape[0]})", lw=1.4)
+            # Past the colour cycle a colour comes back: another line style tells them apart.
+            ls = LINE_STYLES[i // colours % len(LINE_STYLES)]
+            (line,) = ax.plot(x, mean, label=f"{label} (n={y.shape[0]})", lw=1.4, ls=ls)
             if y.shape[0] >= MIN_INTERVAL_N:
                 sd = y.std(0)
                 ax.fill_between(x, mean - sd, mean + sd, alpha=0.2)
