@@ -1019,9 +1019,10 @@ CLAIMS = [
         "**The smeared key, the control (the known architectural shortcut to induction heads), "
         "helps more than the value stream**: to 95% ICL accuracy `key-smear` is {} sooner than "
         "the baseline and {} sooner than the value stream [{}, {}], `key-smear-sum` {} and {} "
-        "[{}, {}], {} of 10 seeds (exact p = {}); so by the control's test the value stream "
-        "fails. Smeared keys also speed in-weights learning; only {} of 10 `key-smear` runs "
-        "reach 95% IWL accuracy (all {} of `key-smear-sum`, {} of any other variant).",
+        "[{}, {}], {} of 10 seeds (exact p = {}): the value stream's speed-up is real but "
+        "smaller than this known shortcut's. Smeared keys also speed in-weights learning; only "
+        "{} of 10 `key-smear` runs reach 95% IWL accuracy (all {} of `key-smear-sum`, {} of any "
+        "other variant).",
         lambda: (
             (
                 sooner("key-smear")[0],
@@ -1295,8 +1296,7 @@ CLAIMS = [
     Claim(
         GRID,
         "each smeared key is sooner than both the baseline and the value stream in {} of 10 seeds "
-        "(exact p = {}). So by the test this control was set for, the value stream fails: its "
-        "speed-up is real ({} to 95%)",
+        "(exact p = {}). So the value stream's speed-up is real ({} to 95%)",
         lambda: (smeared_key()["sooner"], smeared_key()["p"], sooner("value")[0]),
     ),
     Claim(
