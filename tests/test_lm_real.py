@@ -412,6 +412,7 @@ def test_report_ranks_three_arms_against_the_baseline_and_the_value_stream(tmp_p
         _fake_run(tmp_path, "value", seed, steps, [0.5, 0.6, 0.7, 0.7, 0.7])  # loss - 0.1
     two = write_report(tmp_path).read_text()
     assert "## Ranking" not in two and "vs value" not in two
+    assert not (tmp_path / "ranking.png").exists()
     for seed in range(5):
         _fake_run(tmp_path, "key-smear", seed, steps, [0.5, 0.5, 0.5, 0.5, 0.55])
         metrics = tmp_path / f"key-smear-s{seed}" / "metrics.jsonl"
@@ -420,6 +421,7 @@ def test_report_ranks_three_arms_against_the_baseline_and_the_value_stream(tmp_p
             r["val_loss"] -= 0.1 + 0.01 * rng.standard_normal()
         metrics.write_text("".join(json.dumps(r) + "\n" for r in rows))
     text = write_report(tmp_path).read_text()
+    assert "![ranking](ranking.png)" in text and (tmp_path / "ranking.png").stat().st_size > 0
     table = [
         ln for ln in text.split("## Ranking")[1].split("##")[0].splitlines() if ln[:3] == "| h"
     ]

@@ -149,3 +149,27 @@ def plot_paired(
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3, axis="y")
     return _save(fig, path)
+
+
+def plot_intervals(panels: dict[str, list[dict]], path: Path, xlabel: str = "") -> Path:
+    """A forest plot a panel: each row's mean difference and its interval (None below 5 pairs:
+    no whisker), every pair's own difference as a dot, and a line at 0 (no difference). Rows:
+    dicts of label, mean, low, high, each; drawn top to bottom in the order given."""
+    n = len(panels)
+    rows = max(len(r) for r in panels.values())
+    size = (6.5, (0.3 * rows + 1.1) * n + 0.4)
+    fig, axes = plt.subplots(n, 1, figsize=size, squeeze=False, layout="constrained")
+    for ax, (title, entries) in zip(axes.flat, panels.items(), strict=True):
+        y = np.arange(len(entries))[::-1]
+        for yi, e in zip(y, entries, strict=True):
+            ax.scatter(e["each"], np.full(len(e["each"]), yi), s=9, color="grey", alpha=0.5)
+            if e["low"] is not None:
+                ax.plot([e["low"], e["high"]], [yi, yi], color="C0", lw=2)
+            ax.scatter([e["mean"]], [yi], s=30, color="C0", zorder=3)
+        ax.axvline(0, color="k", lw=0.8, ls="--")
+        ax.set_yticks(y, [e["label"] for e in entries], fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.grid(alpha=0.3, axis="x")
+    axes.flat[-1].set_xlabel(xlabel, fontsize=8)
+    return _save(fig, path)

@@ -19,7 +19,7 @@ from attnstreams.experiments.lm.arms import arm_name, parse_arm
 from attnstreams.run import stats
 from attnstreams.run.config import ConfigError, existing_folder
 from attnstreams.run.logs import write_text_atomic
-from attnstreams.run.plots import plot_bands
+from attnstreams.run.plots import plot_bands, plot_intervals
 
 METRICS = {  # key: (title, higher is better)
     "val_loss": ("held-out loss (nats/token)", False),
@@ -220,7 +220,7 @@ def write_report(
     ref = REFERENCE if len(arms) >= 3 and REFERENCE in runs and REFERENCE != baseline else None
     lines += _emergence_section(runs, arms, baseline, table, ref)
     if len(arms) >= 3:
-        lines += _ranking_section(runs, arms, baseline, ref)
+        lines += _ranking_section(runs, arms, baseline, ref, grid / "ranking.png")
     lines += _final_section(runs, arms, baseline)
     if ratios is not None:
         lines += _equal_time_section(runs, arms, baseline, ratios, Path(cost).name)
@@ -398,7 +398,7 @@ def ranking(runs, arms, baseline, reference: str | None = REFERENCE) -> dict[str
     seeds each shares with the baseline, at the step all those runs reached
     (final_comparisons), each with its paired difference from the baseline and, where both
     ran, from `reference` (None: from no other). Entries: arm, values, vs_base, vs_ref
-    (stats.paired or None)."""
+    (stats.paired or None), and but for the baseline's, diffs (arm - baseline, seed by seed)."""
     vs_base, _ = final_comparisons(runs, arms, baseline)
     vs_ref = {}
     if reference is not None and reference in runs and reference != baseline:
@@ -411,7 +411,11 @@ def ranking(runs, arms, baseline, reference: str | None = REFERENCE) -> dict[str
         if not rows:
             continue
         entries = [{"arm": baseline, "values": rows[0]["base"], "vs_base": None}]
-        entries += [{"arm": c["arm"], "values": c["values"], "vs_base": c["paired"]} for c in rows]
+        entries += [
+            {"arm": c["arm"], "values": c["values"], "vs_base": c["paired"]}
+            | {"diffs": c["values"] - c["base"]}
+            for c in rows
+        ]
         for e in entries:
             e["vs_ref"] = vs_ref.get((key, e["arm"]))
         higher = METRICS[key][1]
@@ -432,7 +436,21 @@ def _delta(p: dict | None, d: int) -> str:
     return "–" if p is None else f"{_ci(p, d)}, p {_p(p['p_exact'])}"
 
 
-def _ranking_section(runs, arms, baseline, ref: str | None) -> list[str]:
+def _ranking_plot(table: dict[str, list[dict]], baseline: str, path: Path) -> Path:
+    """Each measure's Δ against the baseline, arms in rank order: mean, 95% interval, seeds."""
+    panels = {}
+    for key, entries in table.items():
+        title, unit = METRICS[key][0], UNITS.get(key, "")
+        panels[f"{title}: arm - {baseline}" + (f" [{unit}]" if unit not in title else "")] = [
+            {"label": e["arm"], "mean": e["vs_base"]["mean"], "each": e["diffs"]}
+            | {"low": e["vs_base"]["ci_low"], "high": e["vs_base"]["ci_high"]}
+            for e in entries
+            if e["vs_base"] is not None
+        ]
+    return plot_intervals(panels, path, "paired difference (dot: a seed; bar: 95% t-interval)")
+
+
+def _ranking_section(runs, arms, baseline, ref: str | None, png: Path) -> list[str]:
     table = ranking(runs, arms, baseline, ref)
     lines = [
         "## Ranking",
@@ -459,7 +477,8 @@ def _ranking_section(runs, arms, baseline, ref: str | None) -> list[str]:
                 f"{_mean_sd(e['values'], d)} | {_delta(e['vs_base'], d)} |"
             )
             lines.append(row + (f" {_delta(e['vs_ref'], d)} |" if ref else ""))
-    return [*lines, ""]
+    png = _ranking_plot(table, baseline, png)
+    return [*lines, "", f"![ranking]({png.name})", ""]
 
 
 def _final_section(runs, arms, baseline) -> list[str]:
