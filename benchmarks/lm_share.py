@@ -79,22 +79,33 @@ def _mps(start: bool, pipe: Path) -> bool:
 MODES = ("plain", "stack", "mps", "stack-mps", "stack-flash", "stack-efficient", "stack-cudnn")
 
 
+def _split(mode: str, procs: int) -> tuple[str, int]:
+    """MODE or MODE:N (N runs instead of --procs): the mode's name and its runs."""
+    name, _, n = mode.partition(":")
+    if name not in MODES or (n and not (n.isdigit() and int(n) >= 2)):
+        print(f"lm_share.py: error: a mode is one of {', '.join(MODES)}, or MODE:N with N >= 2 "
+              f"runs (got {mode!r})", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
+    return name, int(n or procs)
+
+
 def _commands(mode: str, args: argparse.Namespace, work: Path) -> tuple[list, list[Path], int]:
     """The commands a mode launches, the run folders they fill, and the processes training."""
     cli = [sys.executable, "-m", "attnstreams.cli", "--threads", "1", "lm"]
     common = [*_data_flags(args), "--steps", str(args.steps), "--eval-log", str(args.eval_log),
               "--device", args.device, *(CPU_CHECK if args.device == "cpu" else TRAIN)]  # fmt: skip
-    n = args.procs
-    if mode in ("plain", "mps"):
-        outs = [work / f"{mode}-{i}" for i in range(n)]
+    name, n = _split(mode, args.procs)
+    tag = mode.replace(":", "-n")  # folder names
+    if name in ("plain", "mps"):
+        outs = [work / f"{tag}-{i}" for i in range(n)]
         cmds = [
             [*cli, "train", *common, "--seed", str(i), "--out", str(o)] for i, o in enumerate(outs)
         ]
         return cmds, outs, n
-    procs = 2 if mode == "stack-mps" else 1
-    kernel = mode.removeprefix("stack-") if procs == 1 and mode != "stack" else "math"
+    procs = 2 if name == "stack-mps" else 1
+    kernel = name.removeprefix("stack-") if procs == 1 and name != "stack" else "math"
     size = -(-n // procs)
-    grid = work / mode
+    grid = work / tag
     cmd = [*cli, "grid", *common, "--stream", "none", "--seeds", str(n), "--stack", str(size),
            "--stack-kernel", kernel, "--workers", str(procs), "--out", str(grid)]  # fmt: skip
     return [cmd], [grid / f"none-s{i}" for i in range(n)], procs
@@ -103,7 +114,7 @@ def _commands(mode: str, args: argparse.Namespace, work: Path) -> tuple[list, li
 def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
     """N runs in `mode` (MODES); their wall time and rates."""
     pipe = work / "mps-pipe"
-    mps = mode.endswith("mps")
+    mps = _split(mode, args.procs)[0].endswith("mps")
     started = mps and _mps(True, pipe)
     if mps and not started:
         return {"mode": mode, "error": "MPS daemon could not be started"}
@@ -114,7 +125,7 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
         with contextlib.ExitStack() as logs:
             procs = []
             for i, cmd in enumerate(cmds):
-                log = logs.enter_context((work / f"{mode}-{i}.log").open("w"))
+                log = logs.enter_context((work / f"{mode.replace(':', '-n')}-{i}.log").open("w"))
                 procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log))
             codes = [p.wait() for p in procs]
     finally:
@@ -123,7 +134,7 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
     wall = time.perf_counter() - t0
     for i, code in enumerate(codes):  # what went wrong, where it can be read
         if code:
-            tail = (work / f"{mode}-{i}.log").read_text().splitlines()[-15:]
+            tail = (work / f"{mode.replace(':', '-n')}-{i}.log").read_text().splitlines()[-15:]
             print(f"{mode} process {i} exited {code}:", *tail, sep="\n", file=sys.stderr)
     steady, tokens, finished = 0.0, 0, 0
     for out in outs:
@@ -158,11 +169,15 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=1000)
     p.add_argument("--eval-log", type=int, default=12)
     p.add_argument(
-        "--modes", default="plain,stack,mps,stack-mps", help=f"comma list of {', '.join(MODES)}"
+        "--modes",
+        default="plain,stack,mps,stack-mps",
+        help=f"comma list of {', '.join(MODES)}; MODE:N trains N runs instead of --procs",
     )
     p.add_argument("--device", default="cuda", help="cpu: a tiny model, to check the script")
     p.add_argument("--json", help="write the rows here too, each as its mode ends")
     args = p.parse_args()
+    for mode in args.modes.split(","):  # every mode checked before any work
+        _split(mode, args.procs)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         if args.data_dir is None:  # the runs' own token files, made once for every mode

@@ -72,7 +72,7 @@ CASES = {
         "--eval-log",
         "3",
         "--modes",
-        "plain,mps,stack-flash",
+        "plain:3,mps,stack-flash",
     ],  # fmt: skip
     "profile_steps.py": ["--device", "cpu", "ceilings", "attention"],  # profiles: on GPUs
     "soak.py": ["--cycles", "0"],  # the table alone; tests/test_faults.py runs 10 cycles
@@ -94,6 +94,10 @@ def test_benchmark_runs(script, tmp_path):
     lines = proc.stdout.strip().splitlines()
     assert len(lines) >= (1 if script == "ddp_scaling.py" else 3)  # one JSON row, or a table
     assert "Traceback" not in proc.stderr
+    if script == "lm_share.py":  # MODE:N trains N runs
+        rows = [json.loads(x) for x in lines if x.startswith("{")]
+        assert rows[0] | {"runs": 3, "failed": 0} == rows[0] and rows[0]["mode"] == "plain:3"
+        assert rows[2]["mode"] == "stack-flash" and rows[2]["failed"] == 0
     if script == "ddp_scaling.py":  # a smoke run: one process, no DDP wrapper (test_parallel
         # runs compiled DDP and FSDP through lm train)
         row = json.loads(lines[-1])
@@ -107,6 +111,15 @@ def test_lm_throughput_refuses_an_unknown_mode():
         text=True,
     )
     assert proc.returncode == 2 and "unknown mode(s) compiled" in proc.stderr
+
+
+@pytest.mark.parametrize("mode", ["plainn", "mps:1", "stack:x"])
+def test_lm_share_refuses_an_unknown_mode_before_any_work(mode, tmp_path):
+    script = str(ROOT / "benchmarks" / "lm_share.py")
+    argv = [sys.executable, script, "--data", "none", "--modes", f"plain,{mode}"]
+    proc = subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert f"MODE:N with N >= 2 runs (got {mode!r})" in proc.stderr and not any(tmp_path.iterdir())
 
 
 def test_ddp_scaling_refuses_buckets_under_1_mb():
