@@ -21,7 +21,8 @@ CLI="python3 -m attnstreams.cli --threads 1"
 DATA="--data $CORPUS --train-tokens 0 --val-tokens 1000000 --vocab-size 8192 --epochs $EPOCHS"
 copies() { [ "$1" = resampled ] && echo "${COPIES:+--copies $COPIES}"; }  # renamed settings only
 # TRAIN: the run settings (a CPU check of this script sets a tiny model here)
-TRAIN=${TRAIN:-"--preset tinystories-8m --batch 64 --eval-batches 0 --ioi-prompts 1024 \
+# PRESET: the model (modern-8m: the modern block of similar size, for the residual comparison)
+TRAIN=${TRAIN:-"--preset ${PRESET:-tinystories-8m} --batch 64 --eval-batches 0 --ioi-prompts 1024 \
   --device cuda --compile --cuda-graphs --eval-every 50 --eval-log $EVALS --checkpoints end --json"}
 mkdir -p "$WORK" "$OUT"
 start=$(date +%s)

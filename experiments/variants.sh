@@ -54,9 +54,13 @@ residuals)
   RES=none,value,denseformer,hc,dhc,mhc,attnres,attnres-b2,mudd,muddvr,none
   # PRESETS (default all four): each its own file, so that a job can take a part
   for P in ${PRESETS:-tinystories-8m modern-8m gpt2-124m modern-124m}; do
-    case $P in *8m) MODE=compile+cudagraphs STEPS=50 ;; *) MODE=compile STEPS=20 ;; esac
+    # 8M: the vocabulary of Experiment 2's runs, whose `lm report --cost` reads these rows
+    case $P in
+      *8m) MODE=compile+cudagraphs STEPS=50 EXTRA="--vocab 8192" ;;
+      *) MODE=compile STEPS=20 EXTRA= ;;
+    esac
     python3 benchmarks/lm_throughput.py --device cuda --presets "$P" --streams $RES \
-      --modes $MODE --steps $STEPS --json "$OUT/residuals-$P.json"
+      --modes $MODE --steps $STEPS $EXTRA --json "$OUT/residuals-$P.json"
   done
   ;;
 *)

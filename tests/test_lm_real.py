@@ -334,7 +334,8 @@ def _fake_run(folder: Path, stream: str, seed: int, steps: list[int], ioi: list[
     run = folder / f"{stream}-s{seed}"
     run.mkdir(parents=True)
     cfg = LMTrainConfig(preset="tiny", stream=stream, seed=seed, steps=total)
-    (run / "config.json").write_text(json.dumps({"config": cfg.__dict__, "model": {}}))
+    model = {"vocab_size": 400}
+    (run / "config.json").write_text(json.dumps({"config": cfg.__dict__, "model": model}))
     rows = [
         {"step": s, "tokens": s * 100, "val_loss": 3.0 - s / 100 - (0.1 if stream != "none" else 0)}
         | {"ioi_accuracy": a, "induction_score": 0.1}
@@ -447,10 +448,9 @@ def test_report_compares_arms_at_equal_gpu_time(tmp_path, capsys):
         for arm in ("none", "value", "value-first"):
             _fake_run(tmp_path, arm, seed, steps, [0.5] * 5)
 
-    def timed(stream, ms, mode="compile", preset="tiny", model="attnstreams"):
-        return {"preset": preset, "stream": stream, "model": model, "mode": mode} | (
-            {"ms_per_step": ms} if ms else {}
-        )
+    def timed(stream, ms, mode="compile", preset="tiny", model="attnstreams", vocab=400):
+        row = {"preset": preset, "stream": stream, "model": model, "mode": mode, "vocab": vocab}
+        return row | ({"ms_per_step": ms} if ms else {})
 
     rows = [timed("none", 10.0), timed("value", 20.0), timed("none", 10.0)]
     rows += [timed("value-first", 5.0, "eager")]  # another mode: not mixed with the others
@@ -458,6 +458,7 @@ def test_report_compares_arms_at_equal_gpu_time(tmp_path, capsys):
         timed("value-first", 8.0),
         timed("x", 1.0, model="x"),
         timed("none", 0, preset="gpt2-124m"),
+        timed("value", 1.0, vocab=50257),  # another vocabulary than the runs': not used
     ]
     cost = tmp_path / "cost.json"
     cost.write_text(json.dumps(rows))
@@ -479,7 +480,8 @@ def test_report_compares_arms_at_equal_gpu_time(tmp_path, capsys):
     report.unlink()
     assert main(["lm", "report", str(tmp_path), "--cost", str(cost)]) == 2
     err = capsys.readouterr().err
-    assert "no tiny mode with a step time for every arm" in err and len(err.splitlines()) == 1
+    assert "no tiny mode (vocabulary 400) with a step time for every arm" in err
+    assert len(err.splitlines()) == 1
     assert not report.exists()
     cost.write_text("{}")
     assert main(["lm", "report", str(tmp_path), "--cost", str(cost)]) == 2

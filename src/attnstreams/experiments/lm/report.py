@@ -197,7 +197,8 @@ def write_report(
     arms = list(runs)
     baseline = "none" if "none" in runs else arms[0]
     cfg, data = config["config"], config.get("data") or {}
-    ratios = None if cost is None else step_costs(cost, cfg["preset"], arms, baseline)
+    vocab = (config.get("model") or {}).get("vocab_size")
+    ratios = None if cost is None else step_costs(cost, cfg["preset"], arms, baseline, vocab)
     planned = cfg["steps"]
     finished = {
         a: sorted(s for s, rows in runs[a].items() if rows[-1]["step"] >= planned) for a in arms
@@ -505,23 +506,27 @@ def _final_section(runs, arms, baseline) -> list[str]:
     return [*lines, ""]
 
 
-def step_costs(path: Path, preset: str, arms, baseline: str) -> dict[str, float]:
+def step_costs(
+    path: Path, preset: str, arms, baseline: str, vocab: int | None = None
+) -> dict[str, float]:
     """Each arm's time a step over the baseline's, from the rows of `benchmarks/lm_throughput.py
-    --json` for `preset` (an arm's rows averaged: the baseline is timed first and last)."""
+    --json` for `preset` and the runs' vocabulary (an arm's rows averaged: the baseline is
+    timed first and last)."""
     try:
         rows = json.loads(Path(path).read_text())
         assert isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
     except (OSError, ValueError, AssertionError):
         raise ConfigError(f"--cost {path}: not a JSON list of lm_throughput.py rows") from None
     by_mode: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:  # ours only (not the peer models), timed, of this preset
-        if r.get("preset") == preset and r.get("ms_per_step") and r.get("model") == "attnstreams":
+    for r in rows:  # ours only (not the peer models), timed, of this preset and vocabulary
+        same = r.get("preset") == preset and vocab in (None, r.get("vocab", vocab))
+        if same and r.get("ms_per_step") and r.get("model") == "attnstreams":
             by_mode[r["mode"]][arm_name(*parse_arm(r["stream"]))].append(r["ms_per_step"])
     ms = next((m for m in by_mode.values() if all(a in m for a in arms)), None)
     if ms is None:  # no mode timed every arm
         timed = sorted({a for m in by_mode.values() for a in m})
         raise ConfigError(
-            f"--cost {path}: no {preset} mode with a step time for every arm "
+            f"--cost {path}: no {preset} mode (vocabulary {vocab}) with a step time for every arm "
             f"({', '.join(arms)}); timed there: {', '.join(timed) or 'nothing'}"
         )
     base = float(np.mean(ms[baseline]))
