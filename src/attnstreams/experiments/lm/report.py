@@ -514,9 +514,10 @@ def step_costs(
     timed first and last)."""
     try:
         rows = json.loads(Path(path).read_text())
-        assert isinstance(rows, list) and all(isinstance(r, dict) for r in rows)
-    except (OSError, ValueError, AssertionError):
-        raise ConfigError(f"--cost {path}: not a JSON list of lm_throughput.py rows") from None
+    except (OSError, ValueError):
+        rows = None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise ConfigError(f"--cost {path}: not a JSON list of lm_throughput.py rows")
     by_mode: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:  # ours only (not the peer models), timed, of this preset and vocabulary
         same = r.get("preset") == preset and vocab in (None, r.get("vocab", vocab))
