@@ -89,13 +89,18 @@ def _split(mode: str, procs: int) -> tuple[str, int]:
     return name, int(n or procs)
 
 
+def _tag(mode: str) -> str:
+    """A mode as a file name (MODE:N -> MODE-nN)."""
+    return mode.replace(":", "-n")
+
+
 def _commands(mode: str, args: argparse.Namespace, work: Path) -> tuple[list, list[Path], int]:
     """The commands a mode launches, the run folders they fill, and the processes training."""
     cli = [sys.executable, "-m", "attnstreams.cli", "--threads", "1", "lm"]
     common = [*_data_flags(args), "--steps", str(args.steps), "--eval-log", str(args.eval_log),
               "--device", args.device, *(CPU_CHECK if args.device == "cpu" else TRAIN)]  # fmt: skip
     name, n = _split(mode, args.procs)
-    tag = mode.replace(":", "-n")  # folder names
+    tag = _tag(mode)
     if name in ("plain", "mps"):
         outs = [work / f"{tag}-{i}" for i in range(n)]
         cmds = [
@@ -125,7 +130,7 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
         with contextlib.ExitStack() as logs:
             procs = []
             for i, cmd in enumerate(cmds):
-                log = logs.enter_context((work / f"{mode.replace(':', '-n')}-{i}.log").open("w"))
+                log = logs.enter_context((work / f"{_tag(mode)}-{i}.log").open("w"))
                 procs.append(subprocess.Popen(cmd, env=env, stdout=log, stderr=log))
             codes = [p.wait() for p in procs]
     finally:
@@ -134,7 +139,7 @@ def run_mode(mode: str, args: argparse.Namespace, work: Path) -> dict:
     wall = time.perf_counter() - t0
     for i, code in enumerate(codes):  # what went wrong, where it can be read
         if code:
-            tail = (work / f"{mode.replace(':', '-n')}-{i}.log").read_text().splitlines()[-15:]
+            tail = (work / f"{_tag(mode)}-{i}.log").read_text().splitlines()[-15:]
             print(f"{mode} process {i} exited {code}:", *tail, sep="\n", file=sys.stderr)
     steady, tokens, finished = 0.0, 0, 0
     for out in outs:

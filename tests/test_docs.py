@@ -24,7 +24,16 @@ import numpy as np
 import pytest
 
 from attnstreams.experiments.icl.report import load_runs, steps_to, threshold_table, versus
-from attnstreams.experiments.lm.report import final_comparisons, load_grid, lowest, value_range
+from attnstreams.experiments.lm.report import (
+    ABILITIES,
+    abilities,
+    crossing,
+    final_comparisons,
+    first_step,
+    load_grid,
+    lowest,
+    value_range,
+)
 from attnstreams.run import stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -649,8 +658,6 @@ def pilot_speed() -> tuple:
 def pilot_crossings() -> tuple:
     """Each pilot threshold's crossings over the four runs (lowest, highest), then the grid's
     length: 40 passes over one copy of the train split, its tokens and steps."""
-    from attnstreams.experiments.lm.report import abilities, crossing
-
     extra = abilities("pilot")[len(abilities()) :]
     out, latest = [], 0
     for key, _, thr, times in extra:
@@ -709,16 +716,25 @@ def long_setting() -> tuple:
             f"{last['tokens'] / 1e6:.1f}M", n(last["step"]))  # fmt: skip
 
 
+def long_at(key: str, thr: float, times: int = 2) -> dict[str, dict[int, int | None]]:
+    """The step from which each grid run holds key > thr (first_step), by arm and seed."""
+    runs = long_grid()
+    return {a: {s: first_step(r, key, thr, times) for s, r in runs[a].items()} for a in runs}
+
+
+def long_sooner(at: dict, seeds: list[int]) -> dict:
+    """Value against none on those seeds' onsets, censored at the runs' end."""
+    end = long_grid()["none"][seeds[0]][-1]["step"]
+    none, value = ([at[a][s] for s in seeds] for a in ("none", "value"))
+    return stats.censored_comparison(none, value, end)
+
+
 def long_never() -> tuple:
     """No run shows any of the paper's abilities; the highest each quantity reached."""
-    from attnstreams.experiments.lm.report import ABILITIES, first_step
-
     runs = long_grid()
     out = []
     for key, (_, thr, times) in ABILITIES.items():
-        assert all(
-            first_step(r, key, thr, times) is None for a in runs.values() for r in a.values()
-        )
+        assert all(v is None for a in long_at(key, thr, times).values() for v in a.values())
         out.append(f"{value_range(runs, list(runs), key)[0]:.3f}")
     return tuple(out)
 
@@ -726,15 +742,10 @@ def long_never() -> tuple:
 def long_onsets() -> tuple:
     """Each pilot threshold: runs showing it (none, value), then value against none seed by seed:
     sooner, later, the same evaluation, and the exact sign p."""
-    from attnstreams.experiments.lm.report import abilities, first_step
-
-    runs, out = long_grid(), []
-    for key, _, thr, times in abilities("pilot")[3:]:
-        at = {a: {s: first_step(r, key, thr, times) for s, r in runs[a].items()} for a in runs}
-        seeds = sorted(at["none"])
-        end = runs["none"][seeds[0]][-1]["step"]
-        c = stats.censored_comparison([at["none"][s] for s in seeds],
-                                      [at["value"][s] for s in seeds], end)  # fmt: skip
+    out = []
+    for key, _, thr, times in abilities("pilot")[len(abilities()) :]:
+        at = long_at(key, thr, times)
+        c = long_sooner(at, sorted(at["none"]))
         shown = [sum(v is not None for v in at[a].values()) for a in ("none", "value")]
         out += [*map(str, shown), str(c["sooner"]), str(c["later"]), str(c["ties"])]
         out.append(f"{c['p_sign']:.3g}")
@@ -776,17 +787,11 @@ def long_measures() -> str:
 def long_censored() -> tuple:
     """P(right name) > 0.02 without the one none run that never crosses: the change of the
     mean step, value sooner and later."""
-    from attnstreams.experiments.lm.report import first_step
-
-    runs = long_grid()
-    at = {a: {s: first_step(r, "paper_ioi_p_io", 0.02, 2) for s, r in runs[a].items()}
-          for a in runs}  # fmt: skip
+    at = long_at("paper_ioi_p_io", 0.02)
     never = [s for s, v in at["none"].items() if v is None]
     assert never == [5] and None not in at["value"].values()  # "none seed 5"
     seeds = [s for s in sorted(at["none"]) if s not in never]
-    end = runs["none"][0][-1]["step"]
-    c = stats.censored_comparison([at["none"][s] for s in seeds],
-                                  [at["value"][s] for s in seeds], end)  # fmt: skip
+    c = long_sooner(at, seeds)
     assert c["bound_kind"] == "exact" and c["bound"] < 0
     return str(len(seeds)), pct(c["bound"]), str(c["sooner"]), str(c["later"])
 
@@ -1759,7 +1764,6 @@ def test_a_changed_figure_fails():
 def test_the_pilot_says_nothing_emerged_and_right_names_stay_improbable():
     """results/lm-long/pilot: no ability passes its threshold in any run; "the value stream's
     P(right name) is the higher in both seeds at the end", and its exact p is 0.5."""
-    from attnstreams.experiments.lm.report import ABILITIES, first_step
     from attnstreams.run.stats import sign_flip_p
 
     assert "nothing in-context emerges by 400M tokens" in text(PILOT)

@@ -88,9 +88,8 @@ def run_grid(
                     data_dir,
                     dev,
                     real_eval,
-                    False,
-                    stack_kernel,
-                )  # fmt: skip
+                    stack_kernel=stack_kernel,
+                )
                 for (st, sd), dev in zip(jobs, devices, strict=True)
             ]
             summaries = []
