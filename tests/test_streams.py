@@ -97,6 +97,22 @@ def test_sum_mode_adds_no_parameters(spec):
 
 
 @pytest.mark.parametrize(
+    "spec", [v for v in VARIANTS[1:] if "shared" not in v and "embed" not in v]
+)
+def test_a_seed_gives_every_stream_the_baselines_initial_weights(spec):
+    """A grid pairs arms by seed: every parameter a stream shares with the baseline starts
+    equal, so that the stream's own parameters are the only difference at step 0. (Shared
+    projections change the layers' shapes, and value embeddings draw their tables first.)"""
+    torch.manual_seed(3)
+    base = GPT(tiny()).state_dict()
+    torch.manual_seed(3)
+    other = GPT(tiny(spec)).state_dict()
+    assert set(base) <= set(other)
+    for k, v in base.items():
+        assert torch.equal(v, other[k]), k
+
+
+@pytest.mark.parametrize(
     "spec,n_layer",
     [("value", 2), ("key", 2), ("query", 2), ("value-first-sum", 4), ("key-first-sum", 3)],
 )
