@@ -483,25 +483,31 @@ def _ranking_section(runs, arms, baseline, ref: str | None, png: Path) -> list[s
 
 
 def _final_section(runs, arms, baseline) -> list[str]:
+    rows, empty = final_comparisons(runs, arms, baseline)
+    adjusted = stats.holm([c["paired"]["p_exact"] for c in rows])
+    smallest = min((p for p in adjusted if p is not None), default=None)
     lines = [
         "## Numbers at the end",
         "",
         "Each arm: mean ± sd over the compared seeds. Paired Δ = arm - baseline, seed by seed, "
-        "with its 95% t-interval (none below 5 seeds) and the exact sign-flip p; then how many "
-        "seeds the arm was below and above the baseline (ties in neither).",
+        "with its 95% t-interval (none below 5 seeds) and the exact sign-flip p; Holm p: that p "
+        f"adjusted for all {len(rows)} comparisons of this table (below 0.05: a difference "
+        f"with family-wise error under 5%; smallest here: {_p(smallest)}); then how many seeds "
+        "the arm was below and above the baseline (ties in neither).",
         "",
         f"| metric | arm | step | seeds | {baseline} | arm | paired Δ [95% CI] | exact p | "
-        "seeds below / above |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Holm p | seeds below / above |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    rows, empty = final_comparisons(runs, arms, baseline)
-    lines += [f"| – | {a} | – | – | – | – | no evaluation after step 0 | – | – |" for a in empty]
-    for c in rows:
+    lines += [
+        f"| – | {a} | – | – | – | – | no evaluation after step 0 | – | – | – |" for a in empty
+    ]
+    for c, holm_p in zip(rows, adjusted, strict=True):
         p, d = c["paired"], _digits(c["key"])
         lines.append(
             f"| {c['title']} | {c['arm']} | {c['step']:,} | {len(c['seeds'])} | "
             f"{_mean_sd(c['base'], d)} | {_mean_sd(c['values'], d)} | {_ci(p, d)} | "
-            f"{_p(p['p_exact'])} | {p['below']} / {p['above']} |"
+            f"{_p(p['p_exact'])} | {_p(holm_p)} | {p['below']} / {p['above']} |"
         )
     return [*lines, ""]
 
