@@ -34,6 +34,7 @@ from attnstreams.experiments.lm.report import (
     lowest,
     value_range,
 )
+from attnstreams.models.gpt import preset
 from attnstreams.run import stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -903,6 +904,25 @@ def long_job_rates() -> tuple:
             *(f"{c:.2f}M" for c in card8), f"{min(wall):.1f}", f"{max(wall):.1f}")  # fmt: skip
 
 
+def share_mfu() -> tuple:
+    """What 3x needs (BENCHMARKS.md): FLOPs a token of tinystories-8m at the 8,192 vocabulary
+    (6 N + 12 L T d, the Method's formula), N, the steady card rates of 10 plain processes and
+    of 10 under MPS with their MFU of 790 TFLOP/s, and 3x the plain rate with its MFU."""
+    cfg = preset("tinystories-8m")
+    L, T, d, V = cfg.n_layer, cfg.block_size, cfg.n_embd, 8192
+    N = L * 12 * d * d + V * d  # the blocks' matmuls and the tied output layer
+    flops = 6 * N + 12 * L * T * d
+    file = RESULTS / f"benchmarks/2026-12-07-lm-share-h100-{STACKS[0]}.json"
+    rows = {r["mode"]: r for r in json.loads(file.read_text())}
+    plain, mps = (rows[m]["steady_tokens_per_s"] for m in ("plain", "mps"))
+
+    def mfu(rate: float) -> str:
+        return f"{100 * flops * rate / 790e12:.1f}%"
+
+    return (f"{flops / 1e6:.1f}", f"{N / 1e6:.2f}M", n(plain), mfu(plain), n(mps), mfu(mps),
+            n(3 * plain), mfu(3 * plain))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Claim:
     file: str
@@ -937,6 +957,13 @@ CLAIMS = [
         "20 runs of 75,000 steps with 151 evaluations each in {} s wall, {} ms per grid step ({} "
         "s a run)",
         lambda: smeared_key()["timing"],
+    ),
+    Claim(
+        "BENCHMARKS.md",
+        "a token of tinystories-8m costs {} MFLOP (6 N + 12 L T d, N = {}; Method). The steady "
+        "rate of 10 plain processes, {} tokens/s for the card, is {} MFU (of 790); under MPS {} is "
+        "{}; 3x the plain rate, {} tokens/s, would be {}.",
+        share_mfu,
     ),
     # BENCHMARKS.md: the grid's 9-run jobs
     Claim(
