@@ -739,17 +739,23 @@ def long_sooner(at: dict, seeds: list[int], arm: str = "value", base: str = "non
 
 
 def long_never() -> tuple:
-    """The paper's abilities: the highest each quantity reached in any run, and the one run that
-    crosses one (induction score > 1 nat), from where, and where that run ends."""
+    """The paper's abilities: the highest each quantity reached in any run; the runs passing 1
+    nat of induction score at some evaluation (value-first's seeds, key-smear's); the one run
+    that holds it at two in a row, from where, and where that run ends."""
     runs, out, crossed = long_grid(), [], []
     for key, (_, thr, times) in ABILITIES.items():
         out.append(f"{value_range(runs, list(runs), key)[0]:.3f}")
         at = long_at(key, thr, times)
         crossed += [(key, a, s, v) for a in at for s, v in at[a].items() if v is not None]
     ((key, arm, seed, step),) = crossed
+    once = {a: [s for s, r in runs[a].items() if max(x[key] for x in r) > 1.0] for a in runs}
+    assert {a for a in once if once[a]} == {"value-first", "key-smear"}
     rows = runs[arm][seed]
     at = next(r for r in rows if r["step"] == step)
-    return (*out, arm, str(seed), f"{at['tokens'] / 1e6:.1f}M", f"{rows[-1][key]:.3f}")
+    return (*out, str(sum(map(len, once.values()))),
+            ", ".join(map(str, once["value-first"][:-1])) + f" and {once['value-first'][-1]}",
+            ", ".join(map(str, once["key-smear"])), arm, str(seed),
+            f"{at['tokens'] / 1e6:.1f}M", f"{rows[-1][key]:.3f}")  # fmt: skip
 
 
 def long_onsets(arm: str = "value", base: str = "none") -> tuple:
@@ -823,14 +829,17 @@ def long_censored() -> tuple:
 
 
 def long_end_below() -> tuple:
-    """Runs whose last evaluation is below the threshold again: P(right name) < 0.02, then the
-    induction score < 0.5, in none, value, value-first and key-smear."""
+    """Runs whose last evaluation is below the threshold again: P(right name) < 0.02 in none,
+    value, value-first, key-smear and value-learned, then the induction score < 0.5 in the
+    first four."""
     runs = long_grid()
+    arms = ("none", "value", "value-first", "key-smear")
     return tuple(
         str(sum(r[-1][key] < thr for r in runs[a].values()))
-        for key, thr in (("paper_ioi_p_io", 0.02), ("induction_score", 0.5))
-        for a in ("none", "value", "value-first", "key-smear")
-    )
+        for key, thr, some in (("paper_ioi_p_io", 0.02, (*arms, "value-learned")),
+                               ("induction_score", 0.5, arms))
+        for a in some
+    )  # fmt: skip
 
 
 def long_family() -> tuple:
@@ -859,7 +868,9 @@ def long_heldout() -> tuple:
         assert min(rise) > 0
         out += [signed(min(rise)), signed(max(rise))]
     at = [lowest(r)["tokens"] for a in runs.values() for r in a.values()]
-    return (f"{min(at) / 1e6:.1f}M", f"{max(at) / 1e6:.1f}M", *out)
+    below = np.mean(low["none"]) - np.mean(low["value-first"])
+    return (f"{min(at) / 1e6:.1f}M", f"{max(at) / 1e6:.1f}M", *out, f"{below:.3f}",
+            long_final("val_loss", 3, "value-first")[2][1:])  # fmt: skip
 
 
 def long_arm_means(key: str, digits: int) -> tuple:
@@ -923,6 +934,31 @@ def share_mfu() -> tuple:
             n(3 * plain), mfu(3 * plain))  # fmt: skip
 
 
+def long_last() -> tuple:
+    """P(right name) at the end is one noisy evaluation: none's range at the end, then the paired
+    comparisons on each run's mean over its last 5 and last 10 evaluations (value-first and
+    key-smear against value: seeds above, p; value against none: Δ, p)."""
+    runs = long_grid()
+    key = "paper_ioi_p_io"
+
+    def last(arm: str, base: str, k: int) -> dict:
+        a, b = (
+            [np.mean([r[key] for r in runs[x][s][-k:]]) for s in range(10)] for x in (arm, base)
+        )
+        return stats.paired(b, a)
+
+    ends = [r[-1][key] for r in runs["none"].values()]
+    out = [f"{min(ends):.4f}", f"{max(ends):.4f}"]
+    for arm in ("value-first", "key-smear"):
+        for k in (5, 10):
+            p = last(arm, "value", k)
+            out += [str(p["above"]), f"{p['p_exact']:.3g}"]
+    for k in (5, 10):
+        p = last("value", "none", k)
+        out += [signed(p["mean"], 4), f"{p['p_exact']:.3g}"]
+    return tuple(out)
+
+
 @dataclass(frozen=True)
 class Claim:
     file: str
@@ -964,6 +1000,11 @@ CLAIMS = [
         "rate of 10 plain processes, {} tokens/s for the card, is {} MFU (of 790); under MPS {} is "
         "{}; 3x the plain rate, {} tokens/s, would be {}.",
         share_mfu,
+    ),
+    Claim(
+        "BENCHMARKS.md",
+        "({} tokens/s of wall time against {} steady for plain processes)",
+        lambda: (share(*STACKS)[1], share_mfu()[2]),
     ),
     # BENCHMARKS.md: the grid's 9-run jobs
     Claim(
@@ -1022,7 +1063,8 @@ CLAIMS = [
     Claim(
         README,
         "smeared key (the control) and ResFormer's value-first end above the value stream in "
-        "{} and {} of 10 seeds (p {}, {}) but not clearly above the baseline (p {}, {})",
+        "{} and {} of 10 seeds (p {}, {}, uncorrected) but not clearly above the baseline (p {}, "
+        "{})",
         lambda: (
             long_final("paper_ioi_p_io", 4, "key-smear", "value")[7],
             long_final("paper_ioi_p_io", 4, "value-first", "value")[7],
@@ -1034,17 +1076,31 @@ CLAIMS = [
     ),
     Claim(
         README,
-        "(the closest: context gain > 0.3 nats, sooner in {} of {} seeds, p {}); value-first "
-        "reaches an induction score of 0.5 nats sooner in {} of {} (p {})",
+        "(the closest: context gain > 0.3 nats, sooner in {} of {} seeds, p {} before any "
+        "correction for the {} onset comparisons; context gain at the end does not differ, p "
+        "{}); value-first reaches an induction score of 0.5 nats sooner in {} of {} (p {})",
         lambda: (
             long_onsets()[8],
             str(long_n()),
             long_onsets()[11],
+            str(3 * (len(LONG_ARMS) - 1)),
+            long_final("context_gain", 3)[5],
             long_onsets("value-first")[2],
             str(long_n()),
             long_onsets("value-first")[5],
         ),
-    ),  # fmt: skip
+    ),
+    Claim(
+        README,
+        "they are above the value stream on the repeated name too (in {} and {} of 10 seeds, p {} "
+        "and {})",
+        lambda: (
+            (f := long_final("paper_ioi_p_s", 4, "key-smear", "value"))[7],
+            (g := long_final("paper_ioi_p_s", 4, "value-first", "value"))[7],
+            f[5],
+            g[5],
+        ),
+    ),
     # results/lm-long/README.md: the grid
     Claim(
         LONG,
@@ -1065,8 +1121,9 @@ CLAIMS = [
         LONG,
         "Templated IOI accuracy is at most {} at any evaluation of any run (threshold 0.6) and "
         "the best prefix-matching head at most {} of its attention (threshold 0.3). The induction "
-        "score reaches at most {} nats (threshold 1), and only one run crosses: {} seed {}, from "
-        "{} tokens; it ends at {}.",
+        "score reaches at most {} nats (threshold 1): {} runs pass 1 nat at some evaluation "
+        "(value-first seeds {}, key-smear seed {}), and only {} seed {} holds it at two in a row, "
+        "from {} tokens; it ends at {}.",
         lambda: (*(f := long_never())[0:1], f[2], f[1], *f[3:]),
     ),
     Claim(
@@ -1084,16 +1141,64 @@ CLAIMS = [
     Claim(
         LONG,
         "the smeared key: {}, Δ {} [{}, {}], p {}, higher in {} of 10; - value-first: {}, Δ {} "
-        "[{}, {}], p {}; - value-learned (3 seeds, no interval): {} against {} for none on those "
-        "seeds, lower in {} of 3, p {}.",
+        "[{}, {}], p {}; - value-learned (3 seeds: no interval, and no sign-flip p can be below "
+        "{}, so descriptive only): {} against {} for none on those seeds, lower in {} of 3, p {}.",
         lambda: (
             *(f := long_final("paper_ioi_p_io", 4, "key-smear"))[1:6],
             f[7],
             *long_final("paper_ioi_p_io", 4, "value-first")[1:6],
+            f"{stats.sign_flip_p(np.ones(long_n('value-learned'))):.3g}",
             (g := long_final("paper_ioi_p_io", 4, "value-learned"))[1],
             g[0],
             g[4],
             g[3],
+        ),
+    ),  # fmt: skip
+    Claim(
+        LONG,
+        "But both raise P(repeated name) as well (against none: {} for value-first, p {}; {} for "
+        "the smeared key, p {}), and accuracy on the paper's 8 prompts is near chance in every arm "
+        "(arm means {}, {}, to {}, {}).",
+        lambda: (
+            *long_final("paper_ioi_p_s", 4, "value-first")[2:6:3],
+            *long_final("paper_ioi_p_s", 4, "key-smear")[2:6:3],
+            *long_arm_means("paper_ioi_accuracy", 3),
+        ),
+    ),
+    Claim(
+        LONG,
+        "none's runs end anywhere from {} to {}). Averaged over each run's last 5 evaluations, "
+        "value-first is above the value stream in {} of 10 seeds (p {}), and over the last 10 in "
+        "{} (p {}); the smeared key in {} (p {}) and {} (p {}); the value stream against none is "
+        "{} (p {}) and {} (p {}).",
+        long_last,
+    ),
+    Claim(
+        LONG,
+        "with {} arms and 3 thresholds these are {} comparisons",
+        lambda: (str(len(LONG_ARMS) - 1), str(3 * (len(LONG_ARMS) - 1))),
+    ),
+    Claim(
+        LONG,
+        "a lower ICL score (Δ {} [{}, {}], p {}, lower in {} of 10) and a slightly higher best "
+        "prefix-matching head ({}, p {}, higher in {} of 10, far below the 0.3 threshold)",
+        lambda: (
+            *long_final("icl_score", 3, "key-smear")[2:7],
+            *(g := long_final("prefix_matching", 3, "key-smear"))[2:3],
+            g[5],
+            g[7],
+        ),
+    ),  # fmt: skip
+    Claim(
+        LONG,
+        "trained for {} renamed passes over the real stories ({} tokens)",
+        lambda: (
+            str(
+                json.loads((RESULTS / "lm-long/resampled/prep-resampled.json").read_text())[
+                    "train"
+                ]["copies"]
+            ),
+            long_setting()[5],
         ),
     ),  # fmt: skip
     Claim(
@@ -1154,8 +1259,8 @@ CLAIMS = [
     Claim(
         LONG,
         "at the last evaluation P(right name) is below 0.02 in {}, {}, {} and {} runs of 10 (none, "
-        "value, value-first, smeared key), and the induction score below 0.5 nats in {}, {}, {} "
-        "and {}.",
+        "value, value-first, smeared key) and in {} of value-learned's 3, and the induction score "
+        "below 0.5 nats in {}, {}, {} and {}.",
         long_end_below,
     ),
     Claim(
@@ -1177,9 +1282,14 @@ CLAIMS = [
     Claim(
         LONG,
         "induction score: {} for none; the value stream {}, Δ {} [{}, {}], p {}, lower in {} of "
-        "10; value-first {} and the smeared key {}, both above the value stream in {} of 10 seeds "
-        "(p {}).",
-        lambda: (*long_final("induction_score", 3)[:7], *long_both_above("induction_score")),
+        "10; value-first {}, Δ {} [{}, {}], p {}, and the smeared key {}, Δ {} [{}, {}], p {}; "
+        "both are above the value stream in {} of 10 seeds (p {}).",
+        lambda: (
+            *long_final("induction_score", 3)[:7],
+            *long_final("induction_score", 3, "value-first")[1:6],
+            *long_final("induction_score", 3, "key-smear")[1:6],
+            *long_both_above("induction_score")[2:],
+        ),
     ),  # fmt: skip
     Claim(
         LONG,
@@ -1209,14 +1319,16 @@ CLAIMS = [
     ),
     Claim(
         LONG,
-        "Within one arm's {} measures at the end the Bonferroni level is {}",
+        "within one arm's {} measures at the end the Bonferroni level is {}",
         lambda: long_family()[4:],
     ),
     Claim(
         LONG,
-        "Held-out loss is lowest between {} and {} tokens and ends {} to {} nats/token above its "
-        "lowest in every arm but value-first: every value-first run falls lower than any other run "
-        "and then rises more ({} to {})",
+        "Every run's held-out loss rises after its lowest point, reached between {} and {} tokens: "
+        "by {} to {} nats/token at the end in every arm but value-first, and by {} to {} in "
+        "value-first, every run of which falls lower than any other run. So the loss at the end "
+        "mixes how good a model gets with how much it overfits: at their lowest points "
+        "value-first is {} nats/token below none on average, at the end {}.",
         long_heldout,
     ),
     Claim(
