@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CASES = {
     "amicl.py": ["--trials", "1000"],
+    "compile_time.py": ["--residuals", "mhc", "--layers", "1", "--backend", "aot_eager"],
     "ddp_scaling.py": [
         "--preset",
         "tiny",

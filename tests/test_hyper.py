@@ -25,6 +25,7 @@ from attnstreams.experiments.lm.train import (
 )
 from attnstreams.models.gpt import GPT, GPTConfig, preset
 from attnstreams.models.residual import ResidualConfig
+from attnstreams.models.stack import ModelStack
 from attnstreams.run.config import ConfigError
 
 # vmap runs CPU attention one model at a time (PyTorch has no CPU batching rule for it)
@@ -249,6 +250,21 @@ def test_every_weight_gets_a_gradient(residual):
 @pytest.mark.parametrize("name,residual", [("tiny", "dhc-n2"), ("modern-tiny", "mhc-n2")])
 def test_a_stack_computes_what_each_model_computes_alone(name, residual):
     check_stack(name, residual, perturb)
+
+
+def test_a_compiled_stack_of_mhc_models_computes_the_eager_stack():
+    """Compiled, mHC's maps are a nested compile region (traced once for all sublayers), which
+    vmap cannot batch; a stack's vmapped copy of the model turns it off (models/stack.py), so a
+    compiled stack traces, and computes what the eager stack does."""
+    alone = [gpt("tiny", "mhc-n2", n_layer=2, seed=s) for s in range(2)]
+    for i, m in enumerate(alone):
+        perturb(m, 10 + i)
+    stacked = ModelStack(alone)
+    x, y = tokens((2, 2, 16), 1), tokens((2, 2, 16), 2)
+    _, want = stacked(x, y)
+    _, got = torch.compile(stacked, backend="aot_eager", fullgraph=True)(x, y)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+    assert alone[0].residual.compile_once and not stacked._base[0].residual.compile_once
 
 
 @pytest.mark.parametrize("residual", ["hc", "dhc", "mhc"])

@@ -307,6 +307,30 @@ def sinkhorn(logits: torch.Tensor, iters: int = SINKHORN_ITERS) -> torch.Tensor:
     return m
 
 
+def _mhc_maps(
+    X: torch.Tensor,
+    phi: torch.Tensor,
+    gates: torch.Tensor,
+    b_pre: torch.Tensor,
+    b_post: torch.Tensor,
+    b_res: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mHC's H_pre, H_post and H_res at state X, from one sublayer's weights."""
+    n, dt = X.size(-2), X.dtype
+    flat = F.rms_norm(X.flatten(-2), (X.size(-2) * X.size(-1),), eps=1e-6)
+    z = flat @ phi.to(dt)
+    a = gates.to(dt)
+    pre = torch.sigmoid(a[0] * z[..., :n] + b_pre.to(dt))
+    post = 2 * torch.sigmoid(a[1] * z[..., n : 2 * n] + b_post.to(dt))
+    res = a[2] * z[..., 2 * n :].unflatten(-1, (n, n)) + b_res.to(dt)
+    return pre, post, sinkhorn(res)
+
+
+#: The same, compiled once for every sublayer: torch.compile otherwise traces the 20 Sinkhorn
+#: iterations of each sublayer anew (benchmarks/compile_time.py).
+_mhc_maps_once = torch.compiler.nested_compile_region(_mhc_maps)
+
+
 class ManifoldHyperConnections(nn.Module):
     """mHC (DeepSeek-AI 2025): hyper-connections whose residual matrix is doubly stochastic and
     whose read and write weights are non-negative, all per position.
@@ -329,6 +353,10 @@ class ManifoldHyperConnections(nn.Module):
     A_m does in hyper-connections.
     """
 
+    #: compile the maps once for all sublayers (a nested compile region); a model stack's
+    #: vmapped copy turns it off, since vmap cannot batch such a region (torch 2.13)
+    compile_once = True
+
     def __init__(self, n_sublayers: int, width: int, n: int) -> None:
         super().__init__()
         self.n = n
@@ -346,14 +374,8 @@ class ManifoldHyperConnections(nn.Module):
 
     def maps(self, X: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """H_pre (..., n), H_post (..., n), H_res (..., n, n) of sublayer k at state X."""
-        n, dt = self.n, X.dtype
-        flat = F.rms_norm(X.flatten(-2), (X.size(-2) * X.size(-1),), eps=1e-6)
-        z = flat @ self.phi[k].to(dt)
-        a = self.gates[k].to(dt)
-        pre = torch.sigmoid(a[0] * z[..., :n] + self.b_pre[k].to(dt))
-        post = 2 * torch.sigmoid(a[1] * z[..., n : 2 * n] + self.b_post[k].to(dt))
-        res = a[2] * z[..., 2 * n :].unflatten(-1, (n, n)) + self.b_res[k].to(dt)
-        return pre, post, sinkhorn(res)
+        maps = _mhc_maps_once if self.compile_once else _mhc_maps
+        return maps(X, self.phi[k], self.gates[k], self.b_pre[k], self.b_post[k], self.b_res[k])
 
     def read(self, X: torch.Tensor, k: int) -> tuple[torch.Tensor, tuple]:
         pre, post, res = self.maps(X, k)

@@ -66,6 +66,9 @@ class ModelStack(nn.Module):
         self.models = models  # a plain list: not submodules (their parameters are views)
         # The architecture without storage, for functional_call (ties re-made by name).
         self._base = [copy.deepcopy(first).to("meta")]
+        for m in self._base[0].modules():  # vmap cannot batch a nested compile region
+            if getattr(m, "compile_once", False):
+                m.compile_once = False
 
     def stacked(self, name: str) -> nn.Parameter:
         """The stacked (N, ...) parameter of the models' parameter `name`."""
