@@ -327,8 +327,10 @@ def _mhc_maps(
 
 
 #: The same, compiled once for every sublayer: torch.compile otherwise traces the 20 Sinkhorn
-#: iterations of each sublayer anew (benchmarks/compile_time.py).
-_mhc_maps_once = torch.compiler.nested_compile_region(_mhc_maps)
+#: iterations of each sublayer anew (benchmarks/compile_time.py). Before torch 2.8 (no nested
+#: compile regions) it is traced anew.
+_region = getattr(torch.compiler, "nested_compile_region", None)
+_mhc_maps_once = _mhc_maps if _region is None else _region(_mhc_maps)
 
 
 class ManifoldHyperConnections(nn.Module):
