@@ -12,7 +12,16 @@ ROOT = Path(__file__).resolve().parents[1]
 
 CASES = {
     "amicl.py": ["--trials", "1000"],
-    "compile_time.py": ["--residuals", "mhc", "--layers", "1", "--backend", "aot_eager"],
+    "compile_time.py": [
+        "--residuals",
+        "mhc",
+        "--layers",
+        "1",
+        "--regions",
+        "on",
+        "--backend",
+        "aot_eager",
+    ],
     "ddp_scaling.py": [
         "--preset",
         "tiny",
