@@ -226,16 +226,17 @@ from attnstreams.run import parallel
 sleep = [sys.executable, "-c", "import time; time.sleep(20)"]
 peer = subprocess.Popen(sleep, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 parallel._PEERS[:] = [parallel._identity(os.getpid()), parallel._identity(peer.pid)]
-grace = 1 if sys.argv[1] == "stuck" else 30
+grace = 1 if sys.argv[1] in ("stuck", "silent") else 30
 if sys.argv[1] != "alive":
     peer.kill()
     peer.wait()
 try:
     with parallel.report_lost_ranks(parallel.Dist(0, 2), Path("ck.safetensors"), grace_s=grace):
-        os.kill(os.getpid(), signal.SIGTERM)  # what torchrun sends the survivors
-        time.sleep(0.5)
-        print("outlived", flush=True)
-        if sys.argv[1] == "stuck":  # a collective that never returns
+        if sys.argv[1] != "silent":  # silent: the launcher's signal never reaches a handler
+            os.kill(os.getpid(), signal.SIGTERM)  # what torchrun sends the survivors
+            time.sleep(0.5)
+            print("outlived", flush=True)
+        if sys.argv[1] in ("stuck", "silent"):  # a collective that never returns
             time.sleep(30)
         raise RuntimeError("Connection closed by peer")  # gloo's failed collective
 except parallel.RankLost as e:
@@ -249,12 +250,13 @@ finally:
 
 
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
-@pytest.mark.parametrize("peer", ["dead", "stuck", "alive"])
+@pytest.mark.parametrize("peer", ["dead", "stuck", "silent", "alive"])
 def test_the_launchers_stop_is_outlived_only_after_a_rank_died(peer):
     """torchrun SIGTERMs the survivors as soon as a rank dies, racing their failed collective:
     that SIGTERM is ignored so the survivor can report the death (and if it is stuck in a
-    collective, the report comes from another thread after a grace time, exit 1); with every
-    rank alive a SIGTERM ends the process as before."""
+    collective, the report comes from another thread after a grace time, exit 1, also when no
+    signal handler gets to run: a watching thread sees the dead rank); with every rank alive a
+    SIGTERM ends the process as before."""
     t0 = time.time()
     res = subprocess.run(
         [sys.executable, "-c", _LAUNCHER_STOP, peer], capture_output=True, text=True, timeout=60
@@ -262,8 +264,9 @@ def test_the_launchers_stop_is_outlived_only_after_a_rank_died(peer):
     if peer == "alive":
         assert res.returncode == -signal.SIGTERM and res.stdout == "", res.stderr[-2000:]
         return
-    if peer == "stuck":
-        assert res.returncode == 1 and time.time() - t0 < 25 and res.stdout == "outlived\n"
+    if peer in ("stuck", "silent"):
+        out = "outlived\n" if peer == "stuck" else ""
+        assert res.returncode == 1 and time.time() - t0 < 25 and res.stdout == out, res.stdout
         (line,) = res.stderr.splitlines()
         assert line.startswith("attnstreams: error: rank 1 of 2 (process "), line
         return

@@ -152,9 +152,10 @@ def report_lost_ranks(d: Dist, checkpoint: Path, grace_s: float = 10.0) -> Itera
     torchrun SIGTERMs the survivors as soon as one rank dies, racing the survivor's own failed
     collective. A SIGTERM that comes after a rank died is therefore ignored, here and for the
     rest of this process, so that the report is whole. From that SIGTERM, or from the failed
-    collective, the process has grace_s to end: should it still be running then (stuck in a
-    collective that never returns, or in leaving the group), the report is printed from
-    another thread, once, and the process exits 1 (torchrun would SIGKILL it at 30 s). Any
+    collective, or from a watching thread seeing the dead rank (the main thread may be stuck
+    where no handler runs), the process has grace_s to end: should it still be running then
+    (stuck in a collective that never returns, or in leaving the group), the report is printed
+    from another thread, once, and the process exits 1 (torchrun would SIGKILL it at 30 s). Any
     other SIGTERM does what it did before: the handler it replaced runs (by default the
     process ends)."""
     if d.world == 1 or threading.current_thread() is not threading.main_thread():
@@ -169,11 +170,24 @@ def report_lost_ranks(d: Dist, checkpoint: Path, grace_s: float = 10.0) -> Itera
 
     deadline = threading.Timer(grace_s, give_up)
     deadline.daemon = True
+    arming = threading.Lock()
 
     def arm() -> None:
         """From now on, whatever the main thread is stuck in, the process ends within grace_s."""
-        if deadline.ident is None:  # not started yet
-            deadline.start()
+        with arming:
+            if deadline.ident is None:  # not started yet
+                deadline.start()
+
+    done = threading.Event()
+
+    def watch() -> None:
+        """A dead peer seen from a thread: the main thread may be stuck in a collective that
+        neither fails nor returns to Python, where no signal handler runs. (A peer cannot end
+        normally while this one is inside: a run ends with a barrier, `shutdown`.)"""
+        while not done.wait(0.5):
+            if lost_ranks(d, wait_s=0):
+                arm()
+                return
 
     def on_term(signum: int, frame) -> None:
         if lost_ranks(d, wait_s=0):
@@ -183,6 +197,7 @@ def report_lost_ranks(d: Dist, checkpoint: Path, grace_s: float = 10.0) -> Itera
             signal.raise_signal(signum)
 
     signal.signal(signal.SIGTERM, on_term)
+    threading.Thread(target=watch, name="lost-ranks", daemon=True).start()
     try:
         yield
     except RuntimeError as e:
@@ -193,6 +208,7 @@ def report_lost_ranks(d: Dist, checkpoint: Path, grace_s: float = 10.0) -> Itera
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise RankLost(lost, d.world, checkpoint) from e
     finally:
+        done.set()
         if signal.getsignal(signal.SIGTERM) is on_term:
             signal.signal(signal.SIGTERM, before)
 
