@@ -942,9 +942,8 @@ def long_last() -> tuple:
     key = "paper_ioi_p_io"
 
     def last(arm: str, base: str, k: int) -> dict:
-        a, b = (
-            [np.mean([r[key] for r in runs[x][s][-k:]]) for s in range(10)] for x in (arm, base)
-        )
+        seeds = sorted(set(runs[arm]) & set(runs[base]))
+        a, b = ([np.mean([r[key] for r in runs[x][s][-k:]]) for s in seeds] for x in (arm, base))
         return stats.paired(b, a)
 
     ends = [r[-1][key] for r in runs["none"].values()]
