@@ -693,55 +693,69 @@ def share(name: str = "", modes=("plain", "mps")) -> tuple:
 STACKS = "stacks-math", ("plain", "stack", "mps", "stack-mps")
 
 
-# -- experiment 2, long training: the grid (results/lm-long/resampled) ----------------------------
+# -- experiment 2, long training: the grid (results/lm-long/resampled, original) ---------------
 LONG = "results/lm-long/README.md"
 LONG_ARMS = ("none", "value", "value-first", "value-learned", "key-smear")
+LONG_SETTINGS = {"resampled": LONG_ARMS, "original": ("none", "value")}
 
 
 @cache
-def long_grid() -> dict[str, dict[int, list[dict]]]:
-    """The grid's runs by arm and seed: every run finished, each arm's seeds 0..k-1."""
-    runs, config = load_grid(RESULTS / "lm-long" / "resampled")
+def long_grid(setting: str = "resampled") -> dict[str, dict[int, list[dict]]]:
+    """One setting's runs by arm and seed: every run finished, every arm on seeds 0..k-1."""
+    runs, config = load_grid(RESULTS / "lm-long" / setting)
     end = config["config"]["steps"]
-    assert set(runs) == set(LONG_ARMS)
+    assert set(runs) == set(LONG_SETTINGS[setting])
     assert all(rows[-1]["step"] == end for arm in runs.values() for rows in arm.values())
-    assert all(sorted(runs[a]) == list(range(len(runs[a]))) for a in runs)
-    return {a: runs[a] for a in LONG_ARMS}
+    seeds = list(range(len(runs["none"])))
+    assert all(sorted(runs[a]) == seeds for a in runs)
+    return {a: runs[a] for a in LONG_SETTINGS[setting]}
 
 
-def long_n(arm: str = "none") -> int:
-    return len(long_grid()[arm])
+def long_n(setting: str = "resampled") -> int:
+    return len(long_grid(setting)["none"])
 
 
-def long_setting() -> tuple:
-    """The arms run on every seed and their seeds, the arm run on fewer and its seeds, runs, and
-    the length: tokens and steps."""
-    runs = long_grid()
-    full = [a for a in runs if long_n(a) == long_n()]
-    (part,) = [a for a in runs if a not in full]
+def long_setting(setting: str = "resampled") -> tuple:
+    """The arms, their seeds, the runs, and the length: tokens and steps."""
+    runs = long_grid(setting)
+    arms = list(runs)
     last = runs["none"][0][-1]
-    return (", ".join(full[:-1]) + f" and {full[-1]}", f"0-{long_n() - 1}", part,
-            f"0-{long_n(part) - 1}", str(sum(map(len, runs.values()))),
-            f"{last['tokens'] / 1e6:.1f}M", n(last["step"]))  # fmt: skip
+    return (", ".join(arms[:-1]) + f" and {arms[-1]}", f"0-{long_n(setting) - 1}",
+            str(sum(map(len, runs.values()))), f"{last['tokens'] / 1e6:.1f}M",
+            n(last["step"]))  # fmt: skip
 
 
-def long_at(key: str, thr: float, times: int = 2) -> dict[str, dict[int, int | None]]:
-    """The step from which each grid run holds key > thr (first_step), by arm and seed."""
-    runs = long_grid()
+def long_at(
+    key: str, thr: float, times: int = 2, setting: str = "resampled"
+) -> dict[str, dict[int, int | None]]:
+    """The step from which each run holds key > thr (first_step), by arm and seed."""
+    runs = long_grid(setting)
     return {a: {s: first_step(r, key, thr, times) for s, r in runs[a].items()} for a in runs}
 
 
-def long_sooner(at: dict, seeds: list[int], arm: str = "value", base: str = "none") -> dict:
+def long_sooner(
+    at: dict, seeds: list[int], arm: str = "value", base: str = "none", setting: str = "resampled"
+) -> dict:
     """`arm` against `base` on those seeds' onsets, censored at the runs' end."""
-    end = long_grid()["none"][0][-1]["step"]
+    end = long_grid(setting)["none"][0][-1]["step"]
     b, a = ([at[x][s] for s in seeds] for x in (base, arm))
     return stats.censored_comparison(b, a, end)
 
 
+def seeds_text(by_arm: dict[str, list[int]]) -> str:
+    """'value-first seeds 0, 2 and 9, key-smear seed 1' for the arms with any seed."""
+
+    def one(arm: str, seeds: list[int]) -> str:
+        listed = ", ".join(map(str, seeds[:-1])) + f" and {seeds[-1]}" if seeds[1:] else seeds[0]
+        return f"{arm} seed{'s' if seeds[1:] else ''} {listed}"
+
+    return ", ".join(one(a, s) for a, s in by_arm.items() if s)
+
+
 def long_never() -> tuple:
     """The paper's abilities: the highest each quantity reached in any run; the runs passing 1
-    nat of induction score at some evaluation (value-first's seeds, key-smear's); the one run
-    that holds it at two in a row, from where, and where that run ends."""
+    nat of induction score at some evaluation (how many, which); the one run that holds it at
+    two in a row, from where, and where that run ends."""
     runs, out, crossed = long_grid(), [], []
     for key, (_, thr, times) in ABILITIES.items():
         out.append(f"{value_range(runs, list(runs), key)[0]:.3f}")
@@ -749,22 +763,19 @@ def long_never() -> tuple:
         crossed += [(key, a, s, v) for a in at for s, v in at[a].items() if v is not None]
     ((key, arm, seed, step),) = crossed
     once = {a: [s for s, r in runs[a].items() if max(x[key] for x in r) > 1.0] for a in runs}
-    assert {a for a in once if once[a]} == {"value-first", "key-smear"}
     rows = runs[arm][seed]
     at = next(r for r in rows if r["step"] == step)
-    return (*out, str(sum(map(len, once.values()))),
-            ", ".join(map(str, once["value-first"][:-1])) + f" and {once['value-first'][-1]}",
-            ", ".join(map(str, once["key-smear"])), arm, str(seed),
+    return (*out, str(sum(map(len, once.values()))), seeds_text(once), arm, str(seed),
             f"{at['tokens'] / 1e6:.1f}M", f"{rows[-1][key]:.3f}")  # fmt: skip
 
 
-def long_onsets(arm: str = "value", base: str = "none") -> tuple:
+def long_onsets(arm: str = "value", base: str = "none", setting: str = "resampled") -> tuple:
     """Each pilot threshold: runs showing it (base, arm), then arm against base seed by seed:
     sooner, later, the same evaluation, and the exact sign p."""
     out = []
     for key, _, thr, times in abilities("pilot")[len(abilities()) :]:
-        at = long_at(key, thr, times)
-        c = long_sooner(at, sorted(at[arm]), arm, base)
+        at = long_at(key, thr, times, setting)
+        c = long_sooner(at, sorted(at[arm]), arm, base, setting)
         shown = [sum(at[a][s] is not None for s in at[arm]) for a in (base, arm)]
         out += [*map(str, shown), str(c["sooner"]), str(c["later"]), str(c["ties"])]
         out.append(f"{c['p_sign']:.3g}")
@@ -780,9 +791,12 @@ def long_onset_change(key: str, arm: str, base: str = "none") -> str:
     return pct(c["bound"])
 
 
-def long_final(key: str, digits: int, arm: str = "value", base: str = "none") -> tuple:
+def long_final(
+    key: str, digits: int, arm: str = "value", base: str = "none", setting: str = "resampled"
+) -> tuple:
     """At the end, arm against base: both means, Δ with its interval, p, seeds below/above."""
-    (c,) = [c for c in final_comparisons(long_grid(), [base, arm], base)[0] if c["key"] == key]
+    grid = long_grid(setting)
+    (c,) = [c for c in final_comparisons(grid, [base, arm], base)[0] if c["key"] == key]
     p = c["paired"]
     f = [c["base"].mean(), c["values"].mean()]
     ci = (p["ci_low"], p["ci_high"]) if p["ci_low"] is not None else ()
@@ -791,21 +805,37 @@ def long_final(key: str, digits: int, arm: str = "value", base: str = "none") ->
 
 
 def long_machine() -> tuple:
-    """Tokens of the 40 copies (the same digest in every job), the jobs, and the range of the
-    runs' tokens/s and wall seconds."""
+    """Tokens of the 40 copies (the same digest in every job), the jobs, how many jobs ran each
+    number of grid runs (in the order the sizes first came), and the range of the runs' tokens/s
+    and wall seconds."""
     folder = RESULTS / "lm-long" / "resampled"
     train = json.loads((folder / "prep-resampled.json").read_text())["train"]
     logs = sorted(folder.glob("job-*.log"))
     assert all(train["sha256"] in log.read_text() for log in logs)
-    per_job = sorted(map(len, long_jobs()))
+    per_job = [len(j) for j in long_jobs()]
+    sizes = list(dict.fromkeys(per_job))
     sums = [json.loads(f.read_text()) for f in sorted(folder.glob("*/summary.json"))]
-    assert len(sums) == int(long_setting()[4])
+    assert len(sums) == sum(per_job) == int(long_setting()[2])
     assert all(x["device"] == "NVIDIA H100 80GB HBM3" for x in sums)
     rate, wall = [x["tokens_per_s"] for x in sums], [x["wall_s"] for x in sums]
-    assert sum(per_job) == len(sums)
-    return (n(train["tokens"]), str(len(logs)), str(per_job.count(per_job[0])), str(per_job[0]),
-            str(per_job.count(per_job[-1])), str(per_job[-1]), n(min(rate)), n(max(rate)),
-            f"{min(wall):.1f}", f"{max(wall):.1f}")  # fmt: skip
+    return (n(train["tokens"]), str(len(logs)),
+            *(str(x) for size in sizes for x in (per_job.count(size), size)),
+            n(min(rate)), n(max(rate)), f"{min(wall):.1f}", f"{max(wall):.1f}")  # fmt: skip
+
+
+def long_original() -> tuple:
+    """The original-names setting: tokens of its one train split (the same digest in both jobs
+    that ran it: the grid's last job and its own), the runs' tokens/s and wall seconds (ranges)."""
+    folder = RESULTS / "lm-long" / "original"
+    train = json.loads((folder / "prep-original.json").read_text())["train"]
+    logs = [RESULTS / "lm-long/resampled" / "job-6.log", folder / "job-7.log"]
+    assert all(train["sha256"] in log.read_text() for log in logs)
+    sums = [json.loads(f.read_text()) for f in sorted(folder.glob("*/summary.json"))]
+    assert len(sums) == int(long_setting("original")[2])
+    assert all(x["device"] == "NVIDIA H100 80GB HBM3" for x in sums)
+    rate, wall = [x["tokens_per_s"] for x in sums], [x["wall_s"] for x in sums]
+    return (n(train["tokens"]), n(min(rate)), n(max(rate)), f"{min(wall):.1f}",
+            f"{max(wall):.1f}")  # fmt: skip
 
 
 def long_measures() -> str:
@@ -829,17 +859,14 @@ def long_censored() -> tuple:
 
 
 def long_end_below() -> tuple:
-    """Runs whose last evaluation is below the threshold again: P(right name) < 0.02 in none,
-    value, value-first, key-smear and value-learned, then the induction score < 0.5 in the
-    first four."""
+    """Runs of each arm whose last evaluation is below the threshold again: P(right name) < 0.02,
+    then the induction score < 0.5."""
     runs = long_grid()
-    arms = ("none", "value", "value-first", "key-smear")
     return tuple(
         str(sum(r[-1][key] < thr for r in runs[a].values()))
-        for key, thr, some in (("paper_ioi_p_io", 0.02, (*arms, "value-learned")),
-                               ("induction_score", 0.5, arms))
-        for a in some
-    )  # fmt: skip
+        for key, thr in (("paper_ioi_p_io", 0.02), ("induction_score", 0.5))
+        for a in LONG_ARMS
+    )
 
 
 def long_family() -> tuple:
@@ -1075,15 +1102,26 @@ CLAIMS = [
     # README.md, results: the long-training grid
     Claim(
         README,
-        "{} x 10 seeds and value-learned x {} (of 10 planned), names resampled, {} tokens a run "
-        "on an H100",
-        lambda: (long_setting()[0], str(long_n("value-learned")), long_setting()[5]),
+        "{} x {} seeds, names resampled, {} tokens a run on an H100, and {} x {} seeds with the "
+        "original names",
+        lambda: (
+            long_setting()[0],
+            str(long_n()),
+            long_setting()[3],
+            long_setting("original")[0],
+            str(long_n("original")),
+        ),
     ),
     Claim(
         README,
         "P(right name) after the paper's prompts ends at {} (none) and {} (value), Δ {} [{}, {}], "
         "exact p {} (the paper: ~7% -> ~41%, on the whole TinyStories corpus",
         lambda: long_final("paper_ioi_p_io", 4)[:6],
+    ),
+    Claim(
+        README,
+        "with the original names {} and {}, p {}.",
+        lambda: (*(f := long_final("paper_ioi_p_io", 4, setting="original"))[:2], f[5]),
     ),
     Claim(
         README,
@@ -1129,17 +1167,15 @@ CLAIMS = [
     # results/lm-long/README.md: the grid
     Claim(
         LONG,
-        "the grid (so far: {} arms x {} seeds, value-learned x {})",
-        lambda: (
-            str(sum(long_n(a) == long_n() for a in LONG_ARMS)),
-            str(long_n()),
-            str(long_n("value-learned")),
+        "the grid ({} arms x {} seeds; original names: {} arms x {} seeds)",
+        lambda: tuple(
+            str(x) for g in ("resampled", "original") for x in (len(long_grid(g)), long_n(g))
         ),
-    ),  # fmt: skip
+    ),
     Claim(
         LONG,
-        "was run for {}, seeds {}, and {}, seeds {} ({} runs, all finished), names resampled, 40 "
-        "passes ({} tokens, {} steps each)",
+        "was run for {}, seeds {} ({} runs, all finished), names resampled, 40 passes ({} tokens, "
+        "{} steps each)",
         long_setting,
     ),
     Claim(
@@ -1147,8 +1183,7 @@ CLAIMS = [
         "Templated IOI accuracy is at most {} at any evaluation of any run (threshold 0.6) and "
         "the best prefix-matching head at most {} of its attention (threshold 0.3). The induction "
         "score reaches at most {} nats (threshold 1): {} runs pass 1 nat at some evaluation "
-        "(value-first seeds {}, key-smear seed {}), and only {} seed {} holds it at two in a row, "
-        "from {} tokens; it ends at {}.",
+        "({}), and only {} seed {} holds it at two in a row, from {} tokens; it ends at {}.",
         lambda: (*(f := long_never())[0:1], f[2], f[1], *f[3:]),
     ),
     Claim(
@@ -1166,19 +1201,34 @@ CLAIMS = [
     Claim(
         LONG,
         "the smeared key: {}, Δ {} [{}, {}], p {}, higher in {} of 10; - value-first: {}, Δ {} "
-        "[{}, {}], p {}; - value-learned (3 seeds: no interval, and no sign-flip p can be below "
-        "{}, so descriptive only): {} against {} for none on those seeds, lower in {} of 3, p {}.",
+        "[{}, {}], p {}; - value-learned: {}, Δ {} [{}, {}], p {}, lower in {} of 10 and higher "
+        "in {}.",
         lambda: (
             *(f := long_final("paper_ioi_p_io", 4, "key-smear"))[1:6],
             f[7],
             *long_final("paper_ioi_p_io", 4, "value-first")[1:6],
-            f"{stats.sign_flip_p(np.ones(long_n('value-learned'))):.3g}",
-            (g := long_final("paper_ioi_p_io", 4, "value-learned"))[1],
-            g[0],
-            g[4],
-            g[3],
+            *long_final("paper_ioi_p_io", 4, "value-learned")[1:],
         ),
     ),  # fmt: skip
+    Claim(
+        LONG,
+        "On the mean, value-learned lies between the value stream and the baseline: above the "
+        "value stream in {} of 10 seeds, Δ {} [{}, {}], p {}.",
+        lambda: (
+            (f := long_final("paper_ioi_p_io", 4, "value-learned", "value"))[7],
+            *f[2:6],
+            *(() if f[0] < f[1] < long_final("paper_ioi_p_io", 4)[0] else ("not between",)),
+        ),
+    ),
+    Claim(
+        LONG,
+        "the value stream ranks last of the {} arms on the authors' quantity",
+        lambda: (
+            ({5: "five"}[len(LONG_ARMS)],)
+            if long_arm_means("paper_ioi_p_io", 4)[1] == "value"
+            else ()
+        ),
+    ),
     Claim(
         LONG,
         "But both raise P(repeated name) as well (against none: {} for value-first, p {}; {} for "
@@ -1223,7 +1273,7 @@ CLAIMS = [
                     "train"
                 ]["copies"]
             ),
-            long_setting()[5],
+            long_setting()[3],
         ),
     ),  # fmt: skip
     Claim(
@@ -1241,38 +1291,52 @@ CLAIMS = [
         LONG,
         "induction score > 0.5 nats: value-first is sooner in {} of 10 seeds (p {}), {} sooner on "
         "the mean step, and sooner than the value stream in {} of 10 too; the value stream: {} "
-        "sooner, {} later, {} the same (p {}); the smeared key: {}, {}, {} (p {}).",
+        "sooner, {} later, {} the same (p {}); value-learned: {}, {}, {} (p {}); the smeared key: "
+        "{}, {}, {} (p {}).",
         lambda: (
             long_onsets("value-first")[2],
             long_onsets("value-first")[5],
             long_onset_change("induction_score", "value-first"),
             long_onsets("value-first", "value")[2],
             *long_onsets()[2:6],
+            *long_onsets("value-learned")[2:6],
             *long_onsets("key-smear")[2:6],
         ),
     ),  # fmt: skip
     Claim(
         LONG,
         "context gain > 0.3 nats: the value stream sooner in {}, later in {}, the same in {} (p "
-        "{}), {} sooner on the mean step; value-first {}, {}, {} (p {}); the smeared key {}, {}, "
-        "{} (p {}).",
+        "{}), {} sooner on the mean step; value-first {}, {}, {} (p {}); value-learned {}, {}, {} "
+        "(p {}); the smeared key {}, {}, {} (p {}).",
         lambda: (
             *long_onsets()[8:12],
             long_onset_change("context_gain", "value"),
             *long_onsets("value-first")[8:12],
+            *long_onsets("value-learned")[8:12],
             *long_onsets("key-smear")[8:12],
         ),
     ),  # fmt: skip
     Claim(
         LONG,
-        "P(right name) > 0.02: shown by {} of 10 none runs and every run of the other arms; the "
-        "value stream {} sooner, {} later, {} the same (p {}); value-first {}, {}, {} (p {}); the "
-        "smeared key {}, {}, {} (p {}).",
+        "P(right name) > 0.02: shown by {} of 10 none runs, {} of 10 value-learned runs and every "
+        "run of the other arms; the value stream {} sooner, {} later, {} the same (p {}); "
+        "value-first {}, {}, {} (p {}); value-learned {}, {}, {} (p {}); the smeared key {}, {}, "
+        "{} (p {}).",
         lambda: (
             long_onsets()[12],
+            long_onsets("value-learned")[13],
             *long_onsets()[14:18],
             *long_onsets("value-first")[14:18],
+            *long_onsets("value-learned")[14:18],
             *long_onsets("key-smear")[14:18],
+            *(
+                ()
+                if all(
+                    long_onsets(a)[13] == str(long_n())
+                    for a in ("value", "value-first", "key-smear")
+                )
+                else ("not every run",)
+            ),
         ),
     ),  # fmt: skip
     Claim(
@@ -1283,37 +1347,42 @@ CLAIMS = [
     ),
     Claim(
         LONG,
-        "at the last evaluation P(right name) is below 0.02 in {}, {}, {} and {} runs of 10 (none, "
-        "value, value-first, smeared key) and in {} of value-learned's 3, and the induction score "
-        "below 0.5 nats in {}, {}, {} and {}.",
+        "at the last evaluation P(right name) is below 0.02 in {}, {}, {}, {} and {} runs of 10 "
+        "(none, value, value-first, value-learned, smeared key), and the induction score below 0.5 "
+        "nats in {}, {}, {}, {} and {}.",
         long_end_below,
     ),
     Claim(
         LONG,
         "held-out loss: {} nats/token for none; value-first {} [{}, {}], p {}, lower in {} of 10; "
         "the value stream {} [{}, {}], p {}; the smeared key {} [{}, {}], p {}, higher in {} of "
-        "10; value-learned {}, higher in {} of 3 (p {}).",
+        "10; value-learned {} [{}, {}], p {}, higher in {} of 10 (Holm-adjusted p {}: the "
+        "smallest, below).",
         lambda: (
             (f := long_final("val_loss", 3, "value-first"))[0],
             *f[2:7],
             *long_final("val_loss", 3)[2:6],
             *(g := long_final("val_loss", 3, "key-smear"))[2:6],
             g[7],
-            (h := long_final("val_loss", 3, "value-learned"))[2],
-            h[5],
-            h[3],
+            *(h := long_final("val_loss", 3, "value-learned"))[2:6],
+            h[7],
+            long_family()[3],
         ),
     ),  # fmt: skip
     Claim(
         LONG,
         "induction score: {} for none; the value stream {}, Δ {} [{}, {}], p {}, lower in {} of "
         "10; value-first {}, Δ {} [{}, {}], p {}, and the smeared key {}, Δ {} [{}, {}], p {}; "
-        "both are above the value stream in {} of 10 seeds (p {}).",
+        "both are above the value stream in {} of 10 seeds (p {}); value-learned {}, Δ {} [{}, "
+        "{}], p {}, above the value stream in {} of 10 (p {}).",
         lambda: (
             *long_final("induction_score", 3)[:7],
             *long_final("induction_score", 3, "value-first")[1:6],
             *long_final("induction_score", 3, "key-smear")[1:6],
             *long_both_above("induction_score")[2:],
+            *long_final("induction_score", 3, "value-learned")[1:6],
+            (f := long_final("induction_score", 3, "value-learned", "value"))[7],
+            f[5],
         ),
     ),  # fmt: skip
     Claim(
@@ -1363,10 +1432,63 @@ CLAIMS = [
     ),
     Claim(
         LONG,
-        "{} jobs, {} of {} runs (none and value, seeds 0-3, then 4-7) and {} of {} (",
-        lambda: long_machine()[1:6],
+        "{} jobs, {} of {} runs (none and value, seeds 0-3, then 4-7), {} of {} (none and value "
+        "seeds 8-9 with key-smear 0-4; key-smear 5-9 with value-first 0-3; value-first 4-9 with "
+        "value-learned 0-2) and {} of {} (value-learned 3-9, beside seed 0",
+        lambda: long_machine()[1:8],
     ),
-    Claim(LONG, "CUDA MPS: {} to {} tokens/s a run, {} to {} s each", lambda: long_machine()[6:]),
+    Claim(LONG, "CUDA MPS: {} to {} tokens/s a run, {} to {} s each", lambda: long_machine()[8:]),
+    Claim(
+        LONG,
+        "the setting's runs: {} to {} tokens/s, {} to {} s each, and its train split has the same "
+        "SHA-256 in both jobs",
+        lambda: long_original()[1:],
+    ),
+    # results/lm-long/README.md: original names
+    Claim(
+        LONG,
+        "none and value, seeds {} ({} runs, all finished), with the names as the stories write "
+        "them: 40 passes over the one train split ({} tokens a pass; {} tokens, {} steps a run)",
+        lambda: (*long_setting("original")[1:3], long_original()[0], *long_setting("original")[3:]),
+    ),
+    Claim(
+        LONG,
+        "Templated IOI accuracy is at most {} at any evaluation of any run, the induction score at "
+        "most {} nats and the best prefix-matching head at most {}.",
+        lambda: tuple(
+            f"{value_range(long_grid('original'), ['none', 'value'], k)[0]:.3f}"
+            for k in ("ioi_accuracy", "induction_score", "prefix_matching")
+        ),
+    ),
+    Claim(
+        LONG,
+        "{} (none) against {} (value), Δ {} [{}, {}], exact p {}, value lower in {} of 5 seeds; "
+        "P(repeated name) {} against {}, p {}. With {} seeds no exact sign-flip p can be below {}.",
+        lambda: (
+            *long_final("paper_ioi_p_io", 4, setting="original")[:7],
+            *(f := long_final("paper_ioi_p_s", 4, setting="original"))[:2],
+            f[5],
+            str(long_n("original")),
+            f"{stats.sign_flip_p(np.ones(long_n('original'))):.3g}",
+        ),
+    ),
+    Claim(
+        LONG,
+        "Held-out loss at the end: {} (none) against {} nats/token (value), Δ {} [{}, {}], p {}, "
+        "higher in {} of 5.",
+        lambda: (*(f := long_final("val_loss", 3, setting="original"))[:6], f[7]),
+    ),
+    Claim(
+        LONG,
+        "induction score > 0.5 nats, value sooner in {}, later in {}, the same in {} (p {}); "
+        "context gain > 0.3 nats: {}, {}, {} (p {}); P(right name) > 0.02 is shown by {} of 5 none "
+        "runs and {} of 5 value runs.",
+        lambda: (
+            *(f := long_onsets(setting="original"))[2:6],
+            *f[8:12],
+            *f[12:14],
+        ),
+    ),
     # results/lm-long/pilot/README.md
     Claim(PILOT, "were trained for 150 passes ({} tokens, {} steps) over the", pilot_tokens),
     Claim(
