@@ -36,7 +36,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from attnstreams.experiments.lm.arms import parse_arm
 from attnstreams.models.gpt import GPT, preset
-from attnstreams.run.logs import device_name, profile_steps
+from attnstreams.run.logs import device_name, profile_steps, write_text_atomic
 
 MODES = ("eager", "compile", "compile+cudagraphs", "compile+tuned", "compile+autotune")
 DEFAULT_SHAPES = {
@@ -291,6 +291,11 @@ def main() -> None:
     if set(peers) - set(PEERS):
         p.error(f"unknown peer(s) {', '.join(sorted(set(peers) - set(PEERS)))}; choose {PEERS}")
     rows = []
+
+    def save(rows: list[dict]) -> None:
+        if args.json:
+            write_text_atomic(Path(args.json), json.dumps(rows, indent=1))
+
     for pre in args.presets.split(","):
         b0, t0 = DEFAULT_SHAPES.get(pre, (8, 256))
         batch, block = args.batch or b0, args.block or t0
@@ -320,6 +325,7 @@ def main() -> None:
                     who = peer or stream
                     err = {"preset": pre, "stream": who, "mode": mode, "error": repr(e)[:500]}
                     rows.append(err | {"model": peer or "attnstreams"})
+                    save(rows)
                     continue
                 mfu = r["flops_per_token"] * r["tokens_per_s"] / (args.peak_tflops * 1e12)
                 r["mfu"] = mfu if device.type == "cuda" else None
@@ -330,6 +336,7 @@ def main() -> None:
                 base = base or r
                 r["time_vs_none"] = r["ms_per_step"] / base["ms_per_step"]
                 rows.append(r)
+                save(rows)  # each row as it comes: a job cut short keeps what it measured
                 mfu_s = f"{100 * mfu:.1f}%" if r["mfu"] is not None else "-"
                 peak = f"{r['peak_gb']:.2f}" if r["peak_gb"] is not None else "-"
                 label = r["stream"] if peer else f"{stream} ({loss})"
@@ -341,9 +348,6 @@ def main() -> None:
                 )
     summary(rows)
     print("authors' 8M (fp32, H100): 82 ms a step at 64 x 256, ~200,000 tokens/s, 19.2 GB peak")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@
 #   experiments/variants.sh residuals OUT   step time, peak memory and parameters of every
 #                                        residual method against none at 8M and 124M (both
 #                                        blocks), the baseline first and last; PRESETS="..."
-#                                        times only those (one file each)
+#                                        times only those (one file each), RESIDUALS="..." only
+#                                        those arms (a comma list; put none first)
 set -u -o pipefail
 PHASE=$1 OUT=$2
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
@@ -51,7 +52,7 @@ speedmodern124m)
   ;;
 residuals)
   set -e
-  RES=none,value,denseformer,hc,dhc,mhc,attnres,attnres-b2,mudd,muddvr,none
+  RES=${RESIDUALS:-none,value,denseformer,hc,dhc,mhc,attnres,attnres-b2,mudd,muddvr,none}
   # PRESETS (default all four): each its own file, so that a job can take a part
   for P in ${PRESETS:-tinystories-8m modern-8m gpt2-124m modern-124m}; do
     # 8M: the vocabulary of Experiment 2's runs, whose `lm report --cost` reads these rows
@@ -60,7 +61,7 @@ residuals)
       *) MODE=compile STEPS=20 EXTRA= ;;
     esac
     python3 benchmarks/lm_throughput.py --device cuda --presets "$P" --streams $RES \
-      --modes $MODE --steps $STEPS $EXTRA --json "$OUT/residuals-$P.json"
+      --modes $MODE --steps $STEPS $EXTRA --json "$OUT/residuals-$P.json" || echo "$P: exit $?"
   done
   ;;
 *)

@@ -22,8 +22,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from attnstreams.experiments.icl.report import load_runs, steps_to, threshold_table, versus
+from attnstreams.experiments.lm.arms import parse_arm
 from attnstreams.experiments.lm.report import (
     ABILITIES,
     abilities,
@@ -34,7 +36,7 @@ from attnstreams.experiments.lm.report import (
     lowest,
     value_range,
 )
-from attnstreams.models.gpt import preset
+from attnstreams.models.gpt import GPT, preset
 from attnstreams.run import stats
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -997,6 +999,44 @@ def compile_times() -> tuple:
             f"{off / on:.1f}x")  # fmt: skip
 
 
+def residual_costs() -> list[str]:
+    """results/benchmarks/2026-12-07-residuals-h100-tinystories-8m.txt as BENCHMARKS.md's table
+    rows: each residual's tokens/s, ms/step, time over none's, peak GB, and the parameters it
+    adds, counted from the model (tinystories-8m, vocabulary 8,192)."""
+    file = RESULTS / "benchmarks/2026-12-07-residuals-h100-tinystories-8m.txt"
+    rows = re.findall(
+        r"^tinystories-8m +(\S+) \(fused\) +compile\+cudagraphs +([\d,]+) +([\d.]+) +[\d.]+ +"
+        r"[\d.]+% +([\d.]+) +([\d.]+)$",
+        file.read_text(),
+        re.M,
+    )
+    count = {}
+    for name, *_ in rows:
+        stream, residual = parse_arm(name)
+        with torch.device("meta"):
+            model = GPT(preset("tinystories-8m", stream=stream, residual=residual, vocab_size=8192))
+        count[name] = sum(p.numel() for p in model.parameters())
+    base = rows[0][2]
+    assert rows[0][0] == "none" and rows[0][4] == "1.000"
+    out = []
+    for name, rate, ms, peak, ratio in rows:
+        assert math.isclose(float(ms) / float(base), float(ratio), rel_tol=1e-3)  # ms rounded
+        added = count[name] - count["none"]
+        total = f" ({n(count[name])} in all)" if name == "none" else ""
+        out.append(f"| {name} | {rate} | {ms} | {ratio} | {peak} | {n(added)}{total} |")
+    return out
+
+
+def residual_headline() -> tuple:
+    """hc's, mhc's and attnres's step time over none's (one decimal), and the whole percent
+    below which every residual's added parameters stay."""
+    cells = {r.split(" | ")[0][2:]: r.split(" | ") for r in residual_costs()}
+    total = int(cells["none"][5].split("(")[1].split()[0].replace(",", ""))
+    most = max(int(c[5].split()[0].replace(",", "")) for c in cells.values())
+    return (*(f"{float(cells[k][3]):.1f}" for k in ("hc", "mhc", "attnres")),
+            str(math.ceil(100 * most / total)))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Claim:
     file: str
@@ -1016,6 +1056,22 @@ README, GRID, TOY, LM, SOAK = (
 )
 
 CLAIMS = [
+    # BENCHMARKS.md: the residual methods' cost
+    Claim(
+        "BENCHMARKS.md",
+        "time against `none` ({} ms) in the same job: value {}x, denseformer {}x, hc {}x, dhc {}x, "
+        "mhc {}x, attnres {}x; attnres-b2",
+        lambda: (
+            residual_costs()[0].split(" | ")[2],
+            *(r.split(" | ")[3] for r in residual_costs()[1:]),
+        ),
+    ),
+    Claim(
+        "BENCHMARKS.md",
+        "Hyper-connections cost {}x the plain step at this size, mHC {}x and Attention Residuals "
+        "{}x, while each adds under {}% of the parameters",
+        lambda: residual_headline(),
+    ),
     # results/lm-long/pilot/README.md: the grid's thresholds and length
     Claim(
         PILOT,
@@ -2180,6 +2236,13 @@ def test_claim_matches_the_metrics(claim: Claim):
     assert claim.fragment.count("{}") == len(values), "a figure without a value, or the reverse"
     want = claim.fragment.format(*values)
     assert want in text(claim.file), f"{claim.file} should say:\n  {want}"
+
+
+def test_the_residual_cost_table_is_the_benchmark_log():
+    """BENCHMARKS.md's residual cost rows are the log's, with the parameters the models add."""
+    rows = residual_costs()
+    assert len(rows) == 7
+    assert "\n".join(rows) in (ROOT / "BENCHMARKS.md").read_text()
 
 
 def test_every_claim_has_figures_from_the_data():
