@@ -66,6 +66,7 @@ CASES = {
         "1",
         "--profile",
     ],
+    "kernel_count.py": ["--residuals", "hc", "--layers", "1"],  # Inductor, one small model
     "lm_share.py": [  # a tiny model on the CPU; MPS (a CUDA daemon) is reported missing
         "--device",
         "cpu",
@@ -108,10 +109,20 @@ def test_benchmark_runs(script, tmp_path):
         rows = [json.loads(x) for x in lines if x.startswith("{")]
         assert rows[0] | {"runs": 3, "failed": 0} == rows[0] and rows[0]["mode"] == "plain:3"
         assert rows[2]["mode"] == "stack-flash" and rows[2]["failed"] == 0
+    if script == "kernel_count.py":  # hc mixes its copies without batched matmuls
+        (row,) = [x for x in lines if x.startswith("| hc |")]
+        assert "bmm" not in row and int(row.split(" | ")[1]) > 0
     if script == "ddp_scaling.py":  # a smoke run: one process, no DDP wrapper (test_parallel
         # runs compiled DDP and FSDP through lm train)
         row = json.loads(lines[-1])
         assert row["compile"] is False and row["parallel"] == "none"
+
+
+def test_kernel_count_refuses_an_unknown_residual():
+    script = str(ROOT / "benchmarks" / "kernel_count.py")
+    proc = subprocess.run([sys.executable, script, "--residuals", "hc,hcc"], capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 2 and "unknown residual 'hcc'" in proc.stderr
 
 
 def test_lm_throughput_refuses_an_unknown_mode():

@@ -2245,6 +2245,21 @@ def test_the_residual_cost_table_is_the_benchmark_log():
     assert "\n".join(rows) in (ROOT / "BENCHMARKS.md").read_text()
 
 
+def test_the_kernel_count_table_is_the_benchmark_output():
+    """BENCHMARKS.md's before/after kernel counts are those of the committed output."""
+    after, before = (
+        re.findall(r"^\| (\w+) \| (\d+) \| (\d+) \|", part, re.M)
+        for part in (RESULTS / "benchmarks/2026-12-07-kernel-count-cpu.txt")
+        .read_text()
+        .split("# before")
+    )
+    assert [r[0] for r in after] == [r[0] for r in before] and len(after) == 5
+    bench = (ROOT / "BENCHMARKS.md").read_text()
+    for (name, fa, ea), (_, fb, eb) in zip(after, before, strict=True):
+        assert f"| {name} | {fb} / {eb} | {fa} / {ea} |" in bench
+    assert dict((r[0], r[1:]) for r in after)["hc"] == dict((r[0], r[1:]) for r in after)["plain"]
+
+
 def test_every_claim_has_figures_from_the_data():
     """A row without a placeholder would check nothing the data could change."""
     assert all("{}" in c.fragment for c in CLAIMS)

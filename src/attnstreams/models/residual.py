@@ -285,7 +285,7 @@ class HyperConnections(nn.Module):
             w_a, w_b = self.dynamic_alpha[k].to(H.dtype), self.dynamic_beta[k].to(H.dtype)
             alpha = alpha + self.alpha_scale[k].to(H.dtype) * torch.tanh(normed @ w_a)
             beta = beta + self.beta_scale[k].to(H.dtype) * torch.tanh(normed @ w_b)
-        mixed = torch.einsum("...st,...sd->...td", alpha, H)  # (..., 1 + n, d)
+        mixed = mix_copies(alpha.transpose(-2, -1), H)  # (..., 1 + n, d)
         return mixed[..., 0, :], (mixed[..., 1:, :], beta)
 
     def write(self, mix: tuple, k: int, update: torch.Tensor) -> torch.Tensor:
@@ -294,6 +294,14 @@ class HyperConnections(nn.Module):
 
     def end(self, H: torch.Tensor) -> torch.Tensor:
         return H.sum(-2)
+
+
+def mix_copies(weights: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """sum_s weights[..., t, s] X[..., s, :] for n copies X (..., n, d) and weights (..., m, n):
+    a broadcast product summed over the n copies, not a matmul, so that the compiler fuses it
+    with the ops around it in one pass over X (a batched matmul of n x n matrices a position is
+    a kernel of its own, and under autocast a bf16 copy of X first)."""
+    return (weights.unsqueeze(-1) * X.unsqueeze(-3)).sum(-2)
 
 
 def sinkhorn(logits: torch.Tensor, iters: int = SINKHORN_ITERS) -> torch.Tensor:
@@ -381,8 +389,8 @@ class ManifoldHyperConnections(nn.Module):
 
     def read(self, X: torch.Tensor, k: int) -> tuple[torch.Tensor, tuple]:
         pre, post, res = self.maps(X, k)
-        h = torch.einsum("...s,...sd->...d", pre, X)
-        return h, (res @ X, post)
+        h = mix_copies(pre.unsqueeze(-2), X).squeeze(-2)
+        return h, (mix_copies(res, X), post)
 
     def write(self, mix: tuple, k: int, update: torch.Tensor) -> torch.Tensor:
         kept, post = mix
