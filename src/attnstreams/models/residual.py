@@ -300,7 +300,8 @@ def mix_copies(weights: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """sum_s weights[..., t, s] X[..., s, :] for n copies X (..., n, d) and weights (..., m, n):
     a broadcast product summed over the n copies, not a matmul, so that the compiler fuses it
     with the ops around it in one pass over X (a batched matmul of n x n matrices a position is
-    a kernel of its own, and under autocast a bf16 copy of X first)."""
+    a kernel of its own, and under autocast a bf16 copy of X first). Under autocast the result
+    keeps X's dtype, as the plain stream's sum does."""
     return (weights.unsqueeze(-1) * X.unsqueeze(-3)).sum(-2)
 
 
