@@ -15,6 +15,9 @@ default) and/or nn.Linear + the compiled cross-entropy (compiled). --sdpa: the a
 kernels SDPA may choose from for our rows (default: its own choice; flash, cudnn, efficient:
 that backend only, set while the row compiles and runs). Peers (--peers) are timed
 beside ours in the same run; the closing table gives each peer's tokens/s over ours.
+--jobs K: K rows at a time, each in a process of its own, compile and warm up at once and are
+then timed one after another in order (no compiling while a row is timed); compiling is most of
+a compiled row's time, so a set of rows takes about one row's.
 MFU = (6 N + 12 L T d) x tokens/s / peak, with N the parameter count (the tied embedding
 counted once: it is the output layer's matmul; padding rows not counted), L layers, T context,
 d width (PaLM's formula; the second term is attention's score and value matmuls).
@@ -27,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import queue
 import sys
 import time
 from pathlib import Path
@@ -123,8 +127,10 @@ def hf_gpt2(cfg) -> Peer:
 
 def measure(
     name, stream, mode, device, batch, block, steps, warmup, over, profile=False, peer=None,
-    authors_dir=AUTHORS_DIR, loss="fused",
+    authors_dir=AUTHORS_DIR, loss="fused", gate=None, done=None,
 ) -> dict:  # fmt: skip
+    """One row. `gate` is called after the warm-up and `done` after the timed steps (--jobs:
+    rows compile side by side, then take turns on the card)."""
     arm = ("none", "plain") if peer else parse_arm(stream)
     over = {"stream": arm[0], "residual": arm[1], "block_size": block, **over}
     torch.compiler.reset()  # the previous row's compiled graphs and their memory
@@ -170,6 +176,8 @@ def measure(
         step()
     if cuda:  # peak memory counts warm-up too: a CUDA graph's pool is allocated there
         torch.cuda.synchronize(device)
+    if gate:
+        gate()
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
@@ -178,6 +186,8 @@ def measure(
     dt = (time.perf_counter() - t0) / steps
     tok_s = batch * block / dt
     peak = torch.cuda.max_memory_allocated(device) / 1e9 if cuda else None
+    if done:
+        done()
     if profile:
         table, kernel_ms = profile_steps(step, 3, device, rows=20)
         print(table)
@@ -199,6 +209,89 @@ def measure(
         "params": None if peer else sum(p.numel() for p in model.parameters()),
         "peak_gb": peak,
     }
+
+
+def _row_in_turn(i: int, kwargs: dict, sdpa: str, sync: tuple) -> None:
+    """A --jobs worker: build, compile and warm up row i beside the others, wait until all are
+    ready (so no compiling runs while a row is timed), time it when the rows before it are
+    done, and put (i, row or error) on the queue."""
+    barrier, cond, turn, out = sync
+    state = {"gated": False, "done": False}
+
+    def gate() -> None:
+        state["gated"] = True
+        barrier.wait()
+        with cond:
+            cond.wait_for(lambda: turn.value == i)
+
+    def done() -> None:
+        state["done"] = True
+        with cond:
+            turn.value = i + 1
+            cond.notify_all()
+
+    try:
+        only = SDPA.get(sdpa)
+        with sdpa_kernel([only]) if only else contextlib.nullcontext():
+            out.put((i, measure(**kwargs, gate=gate, done=done)))
+    except Exception as e:  # the others still pass the barrier and get their turn
+        out.put((i, e))
+        try:
+            if not state["gated"]:
+                gate()
+        finally:
+            if not state["done"]:
+                done()
+
+
+def measure_side_by_side(specs: list[tuple[dict, str]], jobs: int) -> list[dict | Exception]:
+    """Rows `jobs` at a time, each in its own process: they compile at once and are timed one
+    after another, in order. A process that dies is that row's error; the next row goes on."""
+    ctx = torch.multiprocessing.get_context("spawn")
+    results: list = [None] * len(specs)
+    for lo in range(0, len(specs), jobs):
+        chunk = range(lo, min(lo + jobs, len(specs)))
+        cond, turn, out = ctx.Condition(), ctx.Value("i", lo), ctx.Queue()
+        barrier = ctx.Barrier(len(chunk))
+        sync = (barrier, cond, turn, out)
+        procs = {i: ctx.Process(target=_row_in_turn, args=(i, *specs[i], sync)) for i in chunk}
+        for proc in procs.values():
+            proc.start()
+        pending = set(chunk)
+        while pending:
+            try:
+                i, r = out.get(timeout=5)
+                results[i] = r
+                pending.discard(i)
+            except queue.Empty:
+                for i in sorted(pending):
+                    if procs[i].exitcode is not None:  # died without a word
+                        results[i] = RuntimeError(f"process exited {procs[i].exitcode}")
+                        pending.discard(i)
+                        barrier.abort()  # the others stop waiting for it
+                        with cond:
+                            if turn.value == i:
+                                turn.value = i + 1
+                                cond.notify_all()
+        for proc in procs.values():
+            proc.join()
+    return results
+
+
+def measure_rows(specs: list[tuple[dict, str]], jobs: int):
+    """The row (or the exception it raised) of each (measure's arguments, SDPA backend), in
+    order: one after another here, or `jobs` side by side (measure_side_by_side)."""
+    if jobs > 1:
+        yield from measure_side_by_side(specs, jobs)
+        return
+    for kwargs, sdpa in specs:
+        only = SDPA.get(sdpa)
+        try:
+            with sdpa_kernel([only]) if only else contextlib.nullcontext():
+                row = measure(**kwargs)
+        except Exception as e:  # e.g. a peer that cannot run this mode
+            row = e
+        yield row
 
 
 def summary(rows: list[dict]) -> None:
@@ -259,8 +352,17 @@ def main() -> None:
     p.add_argument(
         "--again", action="store_true", help="time each preset and mode's first row again last"
     )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="rows compiled side by side, each in its own process, then timed one at a time "
+        "(ours only; a 124M row needs its memory K times)",
+    )
     p.add_argument("--json")
     args = p.parse_args()
+    if args.jobs < 1 or (args.jobs > 1 and (args.profile or args.peers)):
+        p.error("--jobs takes K >= 1, and K > 1 neither --profile nor --peers")
     bad = set(args.modes.split(",")) - set(MODES)
     if bad:
         p.error(f"unknown mode(s) {', '.join(sorted(bad))}; choose from {', '.join(MODES)}")
@@ -310,23 +412,25 @@ def main() -> None:
             ]
             peer_rows = [("none", x, None, "default") for x in peers]
             todo = ours + peer_rows + (ours[:1] if args.again else [])
-            for stream, peer, loss, sdpa in todo:
-                only = SDPA.get(sdpa)
-                try:
-                    with sdpa_kernel([only]) if only else contextlib.nullcontext():
-                        r = measure(
-                            pre, stream, mode, device, batch, block, args.steps, args.warmup,
-                            over, args.profile and base is None, peer, args.authors_dir,
-                            loss or "fused",
-                        )  # fmt: skip
-                    r["sdpa"] = sdpa
-                except Exception as e:  # a peer that cannot run this mode: say so, go on
+
+            specs = [
+                (dict(name=pre, stream=stream, mode=mode, device=device, batch=batch,
+                      block=block, steps=args.steps, warmup=args.warmup, over=over,
+                      profile=args.profile and j == 0, peer=peer, authors_dir=args.authors_dir,
+                      loss=loss or "fused"), sdpa)
+                for j, (stream, peer, loss, sdpa) in enumerate(todo)
+            ]  # fmt: skip
+            measured = measure_rows(specs, args.jobs)
+            for (stream, peer, loss, sdpa), r in zip(todo, measured, strict=True):
+                if isinstance(r, Exception):  # say so, go on
+                    e = r
                     print(f"{pre:<15} {peer or stream:<14} {mode:<8} failed: {e!r:.200}")
                     who = peer or stream
                     err = {"preset": pre, "stream": who, "mode": mode, "error": repr(e)[:500]}
                     rows.append(err | {"model": peer or "attnstreams"})
                     save(rows)
                     continue
+                r["sdpa"] = sdpa
                 mfu = r["flops_per_token"] * r["tokens_per_s"] / (args.peak_tflops * 1e12)
                 r["mfu"] = mfu if device.type == "cuda" else None
                 # the matmul floor: the step's FLOPs at the bf16 rate

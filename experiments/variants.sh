@@ -56,9 +56,12 @@ residuals)
   # PRESETS (default all four): each its own file, so that a job can take a part
   for P in ${PRESETS:-tinystories-8m modern-8m gpt2-124m modern-124m}; do
     # 8M: the vocabulary of Experiment 2's runs, whose `lm report --cost` reads these rows
+    # --jobs: the rows compile side by side and are timed one at a time; a 124M row at 64 x 1024
+    # needs ~40-50 GB, so 124M is timed at 16 x 1024, 3 rows at once (each keeps its memory
+    # while the others are timed)
     case $P in
-      *8m) MODE=compile+cudagraphs STEPS=50 EXTRA="--vocab 8192" ;;
-      *) MODE=compile STEPS=20 EXTRA= ;;
+      *8m) MODE=compile+cudagraphs STEPS=50 EXTRA="--vocab 8192 --jobs 11" ;;
+      *) MODE=compile STEPS=20 EXTRA="--batch 16 --jobs 3" ;;
     esac
     python3 benchmarks/lm_throughput.py --device cuda --presets "$P" --streams $RES \
       --modes $MODE --steps $STEPS $EXTRA --json "$OUT/residuals-$P.json" || echo "$P: exit $?"

@@ -125,6 +125,29 @@ def test_kernel_count_refuses_an_unknown_residual():
     assert proc.returncode == 2 and "unknown residual 'hcc'" in proc.stderr
 
 
+def test_lm_throughput_times_side_by_side_rows_in_order(tmp_path):
+    """--jobs 2: rows built in processes of their own come back in order, a failing row is
+    reported as failed, and the rows after it are still timed."""
+    out = tmp_path / "rows.json"
+    argv = [sys.executable, str(ROOT / "benchmarks" / "lm_throughput.py"), "--device", "cpu",
+            "--presets", "tiny", "--modes", "eager", "--steps", "1", "--warmup", "1",
+            "--streams", "none,hcc,hc", "--jobs", "2", "--json", str(out)]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())
+    assert [r["stream"] for r in rows] == ["none", "hcc", "hc"]
+    assert "unknown stream 'hcc'" in rows[1]["error"] and "error" not in rows[2]
+    assert rows[2]["params"] > rows[0]["params"] and rows[2]["tokens_per_s"] > 0
+
+
+def test_lm_throughput_refuses_jobs_with_peers():
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "lm_throughput.py"), "--jobs", "2",
+         "--peers", "hf-gpt2"], capture_output=True, text=True,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "--jobs takes" in proc.stderr
+
+
 def test_lm_throughput_refuses_an_unknown_mode():
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "lm_throughput.py"), "--modes", "compiled"],
