@@ -16,8 +16,8 @@ kernels SDPA may choose from for our rows (default: its own choice; flash, cudnn
 that backend only, set while the row compiles and runs). Peers (--peers) are timed
 beside ours in the same run; the closing table gives each peer's tokens/s over ours.
 --jobs K: K rows at a time, each in a process of its own, compile and warm up at once and are
-then timed one after another in order (no compiling while a row is timed); compiling is most of
-a compiled row's time, so a set of rows takes about one row's.
+then timed one after another in order (no compiling while a row is timed): compiling is most of
+a compiled row's time, and their compiles overlap.
 MFU = (6 N + 12 L T d) x tokens/s / peak, with N the parameter count (the tied embedding
 counted once: it is the output layer's matmul; padding rows not counted), L layers, T context,
 d width (PaLM's formula; the second term is attention's score and value matmuls).
