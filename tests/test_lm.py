@@ -757,3 +757,45 @@ def test_a_grid_compares_residuals_and_streams_as_arms(tmp_path, capsys):
     assert main([*argv, "--out", str(tmp_path / "h")]) == 2
     assert "an arm is a stream, a residual" in capsys.readouterr().err
     assert not (tmp_path / "h").exists()
+
+
+RESULTS = Path(__file__).resolve().parents[1] / "results"
+
+
+def test_a_report_of_grids_trained_apart_equals_the_grid_s(tmp_path, capsys):
+    """`lm report A B --out C`: the baseline runs in one folder and the other arm's in another
+    give the report of the one folder holding both (results/lm-long/original), but for the line
+    naming the folders."""
+    import shutil
+
+    whole = RESULTS / "lm-long" / "original"
+    for run in whole.glob("*-s*"):
+        shutil.copytree(run, tmp_path / ("a" if run.name.startswith("none") else "b") / run.name)
+    argv = ["lm", "report", str(tmp_path / "a"), str(tmp_path / "b")]
+    assert main([*argv, "--thresholds", "pilot", "--out", str(tmp_path / "c")]) == 0
+    got = (tmp_path / "c" / "report.md").read_text().splitlines()
+    i = got.index(f"Runs from `{tmp_path / 'a'}`, `{tmp_path / 'b'}` (trained apart).")
+    del got[i : i + 2]  # the line and the blank after it
+    assert got == (whole / "report.md").read_text().splitlines()
+    assert not (tmp_path / "a" / "report.md").exists()
+
+
+def test_a_report_refuses_runs_that_differ_or_repeat(tmp_path, capsys):
+    """Runs of other settings (here the other names setting, or another length) or one arm and
+    seed twice: one line, exit 2, no report written."""
+    import shutil
+
+    for setting in ("original", "resampled"):
+        shutil.copytree(RESULTS / "lm-long" / setting / "value-s0", tmp_path / setting / "v")
+    shutil.copytree(RESULTS / "lm-long/pilot/resampled/none-s1", tmp_path / "pilot" / "n")
+    capsys.readouterr()
+    for folders, says in (
+        (["original", "resampled"], "differs from"),
+        (["resampled", "pilot"], "in config."),  # steps, epochs
+        (["original", "original"], "value seed 0 is in both"),
+    ):
+        out = tmp_path / "out"
+        argv = ["lm", "report", *(str(tmp_path / f) for f in folders), "--out", str(out)]
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert says in err and len(err.splitlines()) == 1 and not out.exists()

@@ -862,7 +862,8 @@ def cmd_lm_report(args: argparse.Namespace) -> int:
     """`lm report`: what emerged in a grid, and when, compared by seed."""
     from attnstreams.experiments.lm.report import write_report
 
-    report = write_report(Path(args.run), thresholds=args.thresholds, cost=args.cost)
+    out = Path(args.out) if args.out else None
+    report = write_report(args.run, thresholds=args.thresholds, cost=args.cost, out=out)
     print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
     return 0
 
@@ -1026,7 +1027,13 @@ def build_parser() -> Parser:
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_lm_sample)
     p = sub.add_parser("report", help="curves and paired statistics of an lm grid folder")
-    p.add_argument("run")
+    p.add_argument(
+        "run",
+        nargs="+",
+        help="an `lm grid` folder, or several trained apart with the same settings (each arm "
+        "and seed once; e.g. new arms beside a grid's baseline runs)",
+    )
+    p.add_argument("--out", help="folder for the report (default: the first folder)")
     p.add_argument(
         "--thresholds",
         default="",

@@ -91,23 +91,72 @@ CHANCE = {"ioi_accuracy": (0.5,), "paper_ioi_accuracy": (0.5,), "ioi_logit_diff"
 CHANCE |= {"context_gain": (0.0,), "icl_score": (0.0,)}
 
 
-def load_grid(grid: Path) -> tuple[dict[str, dict[int, list[dict]]], dict]:
-    """Metric rows of every run folder in a grid, by stream and seed; and one run's config."""
+#: What may differ between runs compared in one report besides the arm and the seed: how a run
+#: was executed, not what it computes (precision is compared: bf16 and fp32 differ).
+RUN_ONLY = ("stream", "residual", "seed", "compile", "cuda_graphs", "parallel", "ddp_bucket_mb",
+            "checkpoints", "nonfinite", "init_from")  # fmt: skip
+
+
+def run_settings(saved: dict) -> dict:
+    """A run's settings that every run of a report must share: training, model shape, data
+    (but the corpus path, which moves between machines) and evaluation. The token files
+    themselves are not in a run's config: their digests are in the data folder's train.json."""
+    model = {k: v for k, v in (saved.get("model") or {}).items() if k not in RUN_ONLY}
+    data = {k: v for k, v in (saved.get("data") or {}).items() if k != "data"}
+    evals = {k: saved.get(k) for k in ("ioi_names", "ioi_prompts", "icl_positions", "icl_stories")}
+    training = {k: v for k, v in saved["config"].items() if k not in RUN_ONLY}
+    return {"config": training, "model": model, "data": data, **evals}
+
+
+def settings_differ(a: dict, b: dict) -> str | None:
+    """The first setting (as 'config.lr') two saved runs differ in, or None. A key one of them
+    lacks is not compared: a config written before the key existed ran with its default."""
+    sa, sb = run_settings(a), run_settings(b)
+    for k in sa:
+        if isinstance(sa[k], dict):
+            for j in sa[k].keys() & sb[k].keys():
+                if sa[k][j] != sb[k][j]:
+                    return f"{k}.{j}"
+        elif sa[k] is not None and sb[k] is not None and sa[k] != sb[k]:
+            return k
+    return None
+
+
+def load_grid(grid: Path | list[Path]) -> tuple[dict[str, dict[int, list[dict]]], dict]:
+    """Metric rows of every run folder in a grid (or in several grids trained apart: `lm report
+    A B`), by arm and seed; and one run's config. Runs whose settings differ other than in arm
+    and seed (`run_settings`), or an arm and seed found twice, are refused."""
     runs: dict[str, dict[int, list[dict]]] = defaultdict(dict)
     config = None
-    folder = existing_folder(grid, "grid folder")
-    single = folder / "config.json"  # one run's folder: reported as a grid of one run
-    for cfg_path in [single] if single.is_file() else sorted(folder.glob("*/config.json")):
-        metrics = cfg_path.parent / "metrics.jsonl"
-        if not metrics.exists():
-            continue
-        saved = json.loads(cfg_path.read_text())
-        if "config" not in saved or "stream" not in saved["config"]:
-            raise ConfigError(f"{cfg_path.parent} is not a run of `lm train` or `lm grid`")
-        rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
-        if rows:
+    where: dict[tuple[str, int], Path] = {}
+    for one in [grid] if isinstance(grid, (str, Path)) else grid:
+        folder = existing_folder(Path(one), "grid folder")
+        single = folder / "config.json"  # one run's folder: reported as a grid of one run
+        for cfg_path in [single] if single.is_file() else sorted(folder.glob("*/config.json")):
+            metrics = cfg_path.parent / "metrics.jsonl"
+            if not metrics.exists():
+                continue
+            saved = json.loads(cfg_path.read_text())
+            if "config" not in saved or "stream" not in saved["config"]:
+                raise ConfigError(f"{cfg_path.parent} is not a run of `lm train` or `lm grid`")
+            rows = [json.loads(ln) for ln in metrics.read_text().splitlines() if ln.strip()]
+            if not rows:
+                continue
             c = saved["config"]
-            runs[arm_name(c["stream"], c.get("residual", "plain"))][c["seed"]] = rows
+            key = (arm_name(c["stream"], c.get("residual", "plain")), c["seed"])
+            diff = None if config is None else settings_differ(config, saved)
+            if diff:
+                raise ConfigError(
+                    f"{cfg_path.parent} differs from {where[next(iter(where))]} in {diff}: "
+                    "a report compares runs that differ only in arm and seed"
+                )
+            if key in where:
+                raise ConfigError(
+                    f"{key[0]} seed {key[1]} is in both {where[key]} and {cfg_path.parent}: "
+                    "report each run once"
+                )
+            where[key] = cfg_path.parent
+            runs[key[0]][key[1]] = rows
             config = config or saved
     if not runs:
         raise ConfigError(
@@ -186,14 +235,21 @@ def abilities(spec: str = "") -> list[Ability]:
 
 
 def write_report(
-    grid: Path, title: str | None = None, thresholds: str = "", cost: Path | None = None
+    grid: Path | list[Path],
+    title: str | None = None,
+    thresholds: str = "",
+    cost: Path | None = None,
+    out: Path | None = None,
 ) -> Path:
-    """Write report.md (and its plots) into an LM grid folder; `thresholds` adds abilities to
-    the paper's (`abilities`); `cost` (rows of `benchmarks/lm_throughput.py --json`) adds the
+    """Write report.md (and its plots) into an LM grid folder, or for several grids trained
+    apart (`load_grid`) into `out` (default: the first); `thresholds` adds abilities to the
+    paper's (`abilities`); `cost` (rows of `benchmarks/lm_throughput.py --json`) adds the
     comparison at equal GPU time."""
     table = abilities(thresholds)
-    grid = Path(grid)
-    runs, config = load_grid(grid)
+    grids = [Path(grid)] if isinstance(grid, (str, Path)) else [Path(g) for g in grid]
+    runs, config = load_grid(grids)
+    grid = Path(out) if out is not None else grids[0]
+    grid.mkdir(parents=True, exist_ok=True)
     arms = list(runs)
     baseline = "none" if "none" in runs else arms[0]
     cfg, data = config["config"], config.get("data") or {}
@@ -215,7 +271,12 @@ def write_report(
         "runs reached (named in each row); the same seed means the same data order and, where "
         "shapes agree, the same initial weights.",
         "",
-        *_stack_lines(grid),
+        *_stack_lines(grids),
+        *(
+            ["Runs from " + ", ".join(f"`{g}`" for g in grids) + " (trained apart).", ""]
+            if len(grids) > 1
+            else []
+        ),
     ]
     # 3 arms or more: each also against the paper's value stream, and a ranking
     ref = REFERENCE if len(arms) >= 3 and REFERENCE in runs and REFERENCE != baseline else None
@@ -243,10 +304,14 @@ def write_report(
     return write_text_atomic(grid / "report.md", "\n".join(lines) + "\n")
 
 
-def _stack_lines(grid: Path) -> list[str]:
+def _stack_lines(grids: list[Path]) -> list[str]:
     """Which runs were trained in stacks (lm/stack.py), where any were."""
-    single = grid / "config.json"
-    configs = [single] if single.is_file() else sorted(grid.glob("*/config.json"))
+    configs = [
+        p
+        for grid in grids
+        for p in ([grid / "config.json"] if (grid / "config.json").is_file() else
+                  sorted(grid.glob("*/config.json")))
+    ]  # fmt: skip
     stacks = [json.loads(p.read_text()).get("stack") for p in configs]
     sizes = sorted({s["size"] for s in stacks if s})
     if not sizes:
