@@ -799,3 +799,18 @@ def test_a_report_refuses_runs_that_differ_or_repeat(tmp_path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip()
         assert says in err and len(err.splitlines()) == 1 and not out.exists()
+
+
+def test_a_report_keeps_the_arms_asked_for(tmp_path, capsys):
+    """--arms none,value: only those arms (in that order) are reported; an arm not among the
+    runs is refused with one line before anything is written."""
+    grid = RESULTS / "lm-long" / "resampled"
+    argv = ["lm", "report", str(grid), "--out", str(tmp_path / "r")]
+    assert main([*argv, "--arms", "none,value,hc"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "hc not among the runs" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "r").exists()
+    assert main([*argv, "--arms", "value,none"]) == 0
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "Runs finished (of those started): value 10/10; none 10/10." in text
+    assert "key-smear" not in text and "value-first" not in text

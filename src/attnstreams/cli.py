@@ -863,7 +863,9 @@ def cmd_lm_report(args: argparse.Namespace) -> int:
     from attnstreams.experiments.lm.report import write_report
 
     out = Path(args.out) if args.out else None
-    report = write_report(args.run, thresholds=args.thresholds, cost=args.cost, out=out)
+    report = write_report(
+        args.run, thresholds=args.thresholds, cost=args.cost, out=out, only=args.arms
+    )
     print(json.dumps({"report": str(report)}) if args.json else f"report: {report}")
     return 0
 
@@ -1034,6 +1036,9 @@ def build_parser() -> Parser:
         "and seed once; e.g. new arms beside a grid's baseline runs)",
     )
     p.add_argument("--out", help="folder for the report (default: the first folder)")
+    p.add_argument(
+        "--arms", default="", help="only these arms, in this order (default: every arm found)"
+    )
     p.add_argument(
         "--thresholds",
         default="",

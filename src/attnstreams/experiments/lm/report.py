@@ -240,14 +240,24 @@ def write_report(
     thresholds: str = "",
     cost: Path | None = None,
     out: Path | None = None,
+    only: str = "",
 ) -> Path:
     """Write report.md (and its plots) into an LM grid folder, or for several grids trained
     apart (`load_grid`) into `out` (default: the first); `thresholds` adds abilities to the
     paper's (`abilities`); `cost` (rows of `benchmarks/lm_throughput.py --json`) adds the
-    comparison at equal GPU time."""
+    comparison at equal GPU time; `only` (a comma list) keeps those arms, in that order."""
     table = abilities(thresholds)
     grids = [Path(grid)] if isinstance(grid, (str, Path)) else [Path(g) for g in grid]
     runs, config = load_grid(grids)
+    if only:
+        keep = [a.strip() for a in only.split(",") if a.strip()]
+        missing = [a for a in keep if a not in runs]
+        if missing or not keep:
+            raise ConfigError(
+                f"--arms {only!r}: {', '.join(missing) or 'no arm'} not among the runs "
+                f"({', '.join(runs)})"
+            )
+        runs = {a: runs[a] for a in keep}
     grid = Path(out) if out is not None else grids[0]
     grid.mkdir(parents=True, exist_ok=True)
     arms = list(runs)
