@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import queue
 import sys
 import time
@@ -248,6 +249,8 @@ def measure_side_by_side(specs: list[tuple[dict, str]], jobs: int) -> list[dict 
     """Rows `jobs` at a time, each in its own process: they compile at once and are timed one
     after another, in order. A process that dies is that row's error; the next row goes on."""
     ctx = torch.multiprocessing.get_context("spawn")
+    # the rows' compiles share the cores: each its share of Inductor's compile workers
+    os.environ.setdefault("TORCHINDUCTOR_COMPILE_THREADS", str(max(1, os.cpu_count() // jobs)))
     results: list = [None] * len(specs)
     for lo in range(0, len(specs), jobs):
         chunk = range(lo, min(lo + jobs, len(specs)))
