@@ -253,10 +253,8 @@ def write_report(
         keep = [a.strip() for a in only.split(",") if a.strip()]
         missing = [a for a in keep if a not in runs]
         if missing or not keep:
-            raise ConfigError(
-                f"--arms {only!r}: {', '.join(missing) or 'no arm'} not among the runs "
-                f"({', '.join(runs)})"
-            )
+            what = f"{', '.join(missing)} not among the runs" if missing else "names no arm"
+            raise ConfigError(f"--arms {only!r}: {what} ({', '.join(runs)})")
         runs = {a: runs[a] for a in keep}
     grid = Path(out) if out is not None else grids[0]
     grid.mkdir(parents=True, exist_ok=True)
