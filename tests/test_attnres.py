@@ -130,11 +130,11 @@ def composition(residual: str, n_layer: int) -> list[list[list[int]]]:
     basis = torch.eye(L + 1, dtype=torch.float64)
     state, seen = r.start(basis[0]), []
     for k in range(L):
-        seen.append([torch.nonzero(s).flatten().tolist() for s in state])
-        assert all(torch.equal(s, s.round()) for s in state)  # sums of 0/1 entries
+        seen.append([torch.nonzero(s).flatten().tolist() for s in r.sources(state)])
+        assert all(torch.equal(s, s.round()) for s in r.sources(state))  # sums of 0/1 entries
         _, mix = r.read(state, k)
         state = r.write(mix, k, basis[k + 1])
-    seen.append([torch.nonzero(s).flatten().tolist() for s in state])
+    seen.append([torch.nonzero(s).flatten().tolist() for s in r.sources(state)])
     return seen
 
 
@@ -281,4 +281,4 @@ def test_under_autocast_the_sources_keep_the_streams_dtype():
         state = r.write(r.start(torch.zeros(3, 64)), 0, torch.ones(3, 64, dtype=torch.bfloat16))
         state = r.write(state, 1, torch.ones(3, 64, dtype=torch.bfloat16))
     assert torch.isfinite(loss) and normed.dtype == torch.float32
-    assert [s.dtype for s in state] == [torch.float32, torch.float32]
+    assert [s.dtype for s in r.sources(state)] == [torch.float32, torch.float32]

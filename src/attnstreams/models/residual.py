@@ -431,11 +431,15 @@ class AttentionResiduals(nn.Module):
     same, so a new model is an equal-weight average of its sources, not the plain transformer,
     and the gains get no gradient until the queries move (the logits are w . (g * x)).
 
-    The state is the tuple of sources (the last one the open block's partial sum while a block
-    is open): a tuple of tensors, which FSDP's hooks see through. Under autocast the updates are
-    kept in the embedding output's dtype, so block sums add up as the plain stream does. Each
-    logit is computed as (v . (g * w)) / rms(v), which keeps no normalised copy of a source for
-    the backward pass; the weighted sum is written term by term for the same reason."""
+    The state is the sources (the last one the open block's partial sum while a block is open)
+    followed by each source's logits for every row, (..., L): a flat tuple of tensors, which
+    FSDP's hooks see through (`sources(state)` gives the first half). A source's logits are
+    computed once, when it is written, as (v . (g_r * w_r)) / rms(v) for all rows r in one
+    product with a (d x L) matrix: a sublayer then reads its sources only for the weighted sum,
+    and the backward pass goes through each source's logits once, not once a reader. No
+    normalised copy of a source is kept, and the weighted sum is written term by term for the
+    same reason. Under autocast the updates are kept in the embedding output's dtype, so block
+    sums add up as the plain stream does."""
 
     eps = 1e-6
 
@@ -445,32 +449,43 @@ class AttentionResiduals(nn.Module):
         self.query = nn.Parameter(torch.zeros(n_sublayers, width))
         self.key_norm = nn.Parameter(torch.ones(n_sublayers, width))
 
-    def start(self, x: torch.Tensor) -> tuple:
-        return (x,)
+    def logits(self, v: torch.Tensor) -> torch.Tensor:
+        """Source v's logit for every row r, query[r] . RMSNorm_r(v), on the last axis."""
+        u = (self.key_norm * self.query).to(v.dtype)  # (rows, d)
+        return (v @ u.t()) * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + self.eps)
 
-    def attend(self, sources: tuple, row: int) -> torch.Tensor:
+    @staticmethod
+    def sources(state: tuple) -> tuple:
+        return state[: len(state) // 2]
+
+    def start(self, x: torch.Tensor) -> tuple:
+        return (x, self.logits(x))
+
+    def attend(self, state: tuple, row: int) -> torch.Tensor:
         """sum_i alpha_i sources[i], alpha = softmax(query[row] . RMSNorm(sources[i]))."""
-        if len(sources) == 1:
+        n = len(state) // 2
+        sources, logits = state[:n], state[n:]
+        if n == 1:
             return sources[0]
         dt = sources[0].dtype
-        u = (self.key_norm[row] * self.query[row]).to(dt)
-        logits = torch.stack(
-            [(v @ u) * torch.rsqrt(v.pow(2).mean(-1) + self.eps) for v in sources], dim=-1
-        )
-        alpha = torch.softmax(logits, -1, dtype=torch.promote_types(dt, torch.float32)).to(dt)
+        scores = torch.stack([g[..., row] for g in logits], dim=-1)
+        alpha = torch.softmax(scores, -1, dtype=torch.promote_types(dt, torch.float32)).to(dt)
         return weighted_sum(alpha, sources)
 
-    def read(self, sources: tuple, k: int) -> tuple[torch.Tensor, tuple]:
-        return self.attend(sources, k - 1), sources
+    def read(self, state: tuple, k: int) -> tuple[torch.Tensor, tuple]:
+        return self.attend(state, k - 1), state
 
-    def write(self, sources: tuple, k: int, update: torch.Tensor) -> tuple:
+    def write(self, state: tuple, k: int, update: torch.Tensor) -> tuple:
+        n = len(state) // 2
+        sources, logits = state[:n], state[n:]
         update = update.to(sources[0].dtype)  # under autocast: the stream's dtype, as x + update
         if k % self.size == 0:  # the first sublayer of a block: the previous block is done
-            return (*sources, update)
-        return (*sources[:-1], sources[-1] + update)
+            return (*sources, update, *logits, self.logits(update))
+        last = sources[-1] + update
+        return (*sources[:-1], last, *logits[:-1], self.logits(last))
 
-    def end(self, sources: tuple) -> torch.Tensor:
-        return self.attend(sources, self.query.size(0) - 1)
+    def end(self, state: tuple) -> torch.Tensor:
+        return self.attend(state, self.query.size(0) - 1)
 
 
 def mudd_hidden(sources: int) -> int:
