@@ -17,7 +17,7 @@ shift 3
 # COPIES: renamed copies to draw from (default: one a pass); fewer than EPOCHS cycle them
 EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540} COPIES=${COPIES:-} STACK=${STACK:-1}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
-CLI="python3 -m attnstreams.cli --threads 1"
+CLI=${CLI:-"python3 -m attnstreams.cli --threads 1"}  # CLI: another command (a test's stub)
 DATA="--data $CORPUS --train-tokens 0 --val-tokens 1000000 --vocab-size 8192 --epochs $EPOCHS"
 copies() { [ "$1" = resampled ] && echo "${COPIES:+--copies $COPIES}"; }  # renamed settings only
 # TRAIN: the run settings (a CPU check of this script sets a tiny model here)
@@ -48,11 +48,14 @@ done
 wait
 stamp "prepared"
 cat "$WORK"/prep-*.json
+GROUP=0
 while [ $# -ge 4 ]; do
   NAMES=$1 ARMS=$2 SEED=$3 SEEDS=$4
   shift 4
+  GROUP=$((GROUP + 1))
   JOBS=$(( $(echo "$ARMS" | tr ',' '\n' | wc -l) * ((SEEDS + STACK - 1) / STACK) ))
-  G="$WORK/$NAMES-s$SEED"
+  # a folder a group: two groups of one setting and first seed (other arms) must not share one
+  G="$WORK/$NAMES-s$SEED-g$GROUP"
   timeout "$LIMIT" $CLI lm grid $DATA $(copies "$NAMES") $TRAIN --names "$NAMES" \
     --data-dir "$WORK/data-$NAMES" \
     --stream "$ARMS" --seed "$SEED" --seeds "$SEEDS" --workers "$JOBS" --stack "$STACK" --out "$G" \

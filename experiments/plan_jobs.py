@@ -1,0 +1,96 @@
+"""Pack a grid's runs into GPU jobs of bounded length, from each arm's measured step time.
+
+Runs that share one card under CUDA MPS take about the sum of their step times alone (in the
+lm-long grid, 8 plain 8M runs sharing the card each took about 8 times a run's step time alone),
+so a job holds runs whose summed card time, steps x ms/step x `--margin`, stays under `--budget`
+seconds. Prints one
+`experiments/lm_long.sh` line a job (groups NAMES ARMS SEED SEEDS), costliest runs first.
+
+    python experiments/plan_jobs.py --cost residuals-tinystories-8m.json \
+        --arms denseformer,hc,dhc,mhc,attnres --seeds 5 --steps 6554
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def step_ms(cost_file: Path, arms: list[str]) -> dict[str, float]:
+    """Each arm's ms a step: its row of a `benchmarks/lm_throughput.py --json` file (the first
+    row of that name without an error)."""
+    rows = json.loads(cost_file.read_text())
+    out: dict[str, float] = {}
+    for r in rows:
+        if "error" not in r and r.get("stream") in arms:
+            out.setdefault(r["stream"], r["ms_per_step"])
+    missing = [a for a in arms if a not in out]
+    if missing:
+        raise ValueError(f"{cost_file}: no step time for {', '.join(missing)}")
+    return out
+
+
+def pack(runs: list[tuple[str, int, float]], budget: float) -> list[list[tuple[str, int, float]]]:
+    """First-fit decreasing: (arm, seed, seconds) runs into jobs of at most `budget` seconds."""
+    jobs: list[list[tuple[str, int, float]]] = []
+    for run in sorted(runs, key=lambda r: (-r[2], r[0], r[1])):
+        if run[2] > budget:
+            raise ValueError(f"{run[0]} takes {run[2]:.0f} s alone, more than a job's {budget:g}")
+        for job in jobs:
+            if sum(r[2] for r in job) + run[2] <= budget:
+                job.append(run)
+                break
+        else:
+            jobs.append([run])
+    return jobs
+
+
+def groups(job: list[tuple[str, int, float]], names: str) -> str:
+    """A job's runs as lm_long.sh groups: each arm's consecutive seeds as SEED SEEDS."""
+    out = []
+    for arm in dict.fromkeys(r[0] for r in job):
+        seeds = sorted(r[1] for r in job if r[0] == arm)
+        start = prev = seeds[0]
+        for s in [*seeds[1:], None]:
+            if s is not None and s == prev + 1:
+                prev = s
+                continue
+            out.append(f"{names} {arm} {start} {prev - start + 1}")
+            if s is not None:
+                start = prev = s
+    return " ".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--cost", type=Path, required=True, help="lm_throughput.py --json rows")
+    p.add_argument("--arms", required=True, help="comma list of arms")
+    p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 of each arm")
+    p.add_argument("--steps", type=int, required=True, help="training steps a run")
+    p.add_argument("--budget", type=float, default=520.0, help="card seconds a job")
+    p.add_argument("--margin", type=float, default=1.1, help="evaluations, compiling, sharing")
+    p.add_argument("--names", default="resampled")
+    args = p.parse_args(argv)
+    arms = [a for a in args.arms.split(",") if a]
+    try:
+        if not arms or args.seeds < 1 or args.steps < 1 or args.budget <= 0:
+            raise ValueError("--arms, --seeds, --steps and --budget must name work")
+        ms = step_ms(args.cost, arms)
+        runs = [(a, s, args.steps * ms[a] / 1e3 * args.margin) for a in arms
+                for s in range(args.seeds)]  # fmt: skip
+        jobs = pack(runs, args.budget)
+    except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
+        print(f"plan_jobs: {e}", file=sys.stderr)
+        return 2
+    for i, job in enumerate(jobs, 1):
+        total = sum(r[2] for r in job)
+        print(f"# job {i}: {len(job)} runs, ~{total:.0f} card-s")
+        print(f"experiments/lm_long.sh CORPUS WORK OUT {groups(job, args.names)}")
+    print(f"# {len(jobs)} jobs, ~{sum(r[2] for r in runs):.0f} card-s in all")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

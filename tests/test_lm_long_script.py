@@ -1,0 +1,34 @@
+"""experiments/lm_long.sh assembles its `lm grid` commands: one folder a group, and every
+group's arms, seeds and settings passed on (a stub stands in for the CLI)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_two_groups_of_one_setting_and_seed_get_folders_of_their_own(tmp_path):
+    stub = tmp_path / "cli"
+    log = tmp_path / "calls"
+    stub.write_text(f'#!/usr/bin/env bash\necho "$*" >> {log}\necho "{{}}"\n')
+    stub.chmod(0o755)
+    env = {**os.environ, "CLI": str(stub), "EPOCHS": "3", "LIMIT": "60"}
+    argv = ["bash", str(ROOT / "experiments" / "lm_long.sh"), "corpus", str(tmp_path / "w"),
+            str(tmp_path / "o"), "resampled", "mhc", "0", "2", "resampled", "denseformer", "0",
+            "1"]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    grids = [ln.split() for ln in log.read_text().splitlines() if ln.startswith("lm grid")]
+    outs = [g[g.index("--out") + 1] for g in grids]
+    assert len(outs) == 2 and len(set(outs)) == 2
+    arms = sorted((g[g.index("--stream") + 1], g[g.index("--seeds") + 1]) for g in grids)
+    assert arms == [("denseformer", "1"), ("mhc", "2")]
+    assert all(g[g.index("--epochs") + 1] == "3" for g in grids)
+    assert any(ln.startswith("lm prepare") for ln in log.read_text().splitlines())

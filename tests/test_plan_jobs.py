@@ -1,0 +1,63 @@
+"""experiments/plan_jobs.py: a grid's runs packed into GPU jobs from measured step times."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+spec = importlib.util.spec_from_file_location("plan_jobs", ROOT / "experiments" / "plan_jobs.py")
+plan_jobs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(plan_jobs)
+
+#: ms a step of the 8M rows measured on an H100 (BENCHMARKS.md), and one failed row
+ROWS = [{"stream": a, "ms_per_step": ms} for a, ms in
+        (("none", 6.94), ("denseformer", 8.13), ("hc", 18.95), ("mhc", 30.18))] + [
+        {"stream": "mudd", "error": "RuntimeError()"}]  # fmt: skip
+
+
+def plan(tmp_path, capsys, *extra: str) -> tuple[int, str, str]:
+    cost = tmp_path / "cost.json"
+    cost.write_text(json.dumps(ROWS))
+    code = plan_jobs.main(["--cost", str(cost), "--steps", "6554", *extra])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_every_run_once_and_no_job_over_its_budget(tmp_path, capsys):
+    code, out, _ = plan(tmp_path, capsys, "--arms", "none,denseformer,hc,mhc", "--seeds", "5")
+    assert code == 0
+    ms = {r["stream"]: r["ms_per_step"] for r in ROWS if "error" not in r}
+    seen, totals = [], []
+    for line in out.splitlines():
+        if line.startswith("experiments/lm_long.sh"):
+            groups = re.findall(r"resampled (\S+) (\d+) (\d+)", line)
+            runs = [(a, s) for a, s0, n in groups for s in range(int(s0), int(s0) + int(n))]
+            seen += runs
+            totals.append(sum(6554 * ms[a] / 1e3 * 1.1 for a, _ in runs))
+    assert sorted(seen) == sorted((a, s) for a in ms for s in range(5))
+    assert max(totals) <= 520 and len(totals) == int(out.splitlines()[-1].split()[1])
+    assert len(totals) >= math.ceil(sum(totals) / 520)
+
+
+def test_groups_join_consecutive_seeds():
+    job = [("hc", 0, 1.0), ("hc", 1, 1.0), ("hc", 3, 1.0), ("mhc", 2, 1.0)]
+    assert plan_jobs.groups(job, "original") == "original hc 0 2 original hc 3 1 original mhc 2 1"
+
+
+@pytest.mark.parametrize(
+    "extra,says",
+    [
+        (["--arms", "none,mudd"], "no step time for mudd"),  # its row failed
+        (["--arms", "mhc", "--budget", "100"], "more than a job's 100"),
+        (["--arms", ""], "must name work"),
+    ],
+)
+def test_bad_plans_are_refused_in_one_line(tmp_path, capsys, extra, says):
+    code, out, err = plan(tmp_path, capsys, *extra)
+    assert code == 2 and says in err and len(err.strip().splitlines()) == 1 and not out
