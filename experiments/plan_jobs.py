@@ -7,29 +7,20 @@ seconds. Prints one
 `experiments/lm_long.sh` line a job (groups NAMES ARMS SEED SEEDS), costliest runs first.
 
     python experiments/plan_jobs.py --cost residuals-tinystories-8m.json \
-        --arms denseformer,hc,dhc,mhc,attnres --seeds 5 --steps 6554
+        --preset tinystories-8m --vocab 8192 --arms denseformer,hc,dhc,mhc,attnres --seeds 5 \
+        --steps 6554
+
+The step times are read as `lm report --cost` reads them (`step_times`).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
-
-def step_ms(cost_file: Path, arms: list[str]) -> dict[str, float]:
-    """Each arm's ms a step: its row of a `benchmarks/lm_throughput.py --json` file (the first
-    row of that name without an error)."""
-    rows = json.loads(cost_file.read_text())
-    out: dict[str, float] = {}
-    for r in rows:
-        if "error" not in r and r.get("stream") in arms:
-            out.setdefault(r["stream"], r["ms_per_step"])
-    missing = [a for a in arms if a not in out]
-    if missing:
-        raise ValueError(f"{cost_file}: no step time for {', '.join(missing)}")
-    return out
+from attnstreams.experiments.lm.report import step_times
+from attnstreams.run.config import ConfigError
 
 
 def pack(runs: list[tuple[str, int, float]], budget: float) -> list[list[tuple[str, int, float]]]:
@@ -66,6 +57,8 @@ def groups(job: list[tuple[str, int, float]], names: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--cost", type=Path, required=True, help="lm_throughput.py --json rows")
+    p.add_argument("--preset", required=True, help="the runs' preset, as in the rows")
+    p.add_argument("--vocab", type=int, help="the runs' vocabulary (default: any)")
     p.add_argument("--arms", required=True, help="comma list of arms")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 of each arm")
     p.add_argument("--steps", type=int, required=True, help="training steps a run")
@@ -77,11 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not arms or args.seeds < 1 or args.steps < 1 or args.budget <= 0:
             raise ValueError("--arms, --seeds, --steps and --budget must name work")
-        ms = step_ms(args.cost, arms)
+        ms = step_times(args.cost, args.preset, arms, args.vocab)
         runs = [(a, s, args.steps * ms[a] / 1e3 * args.margin) for a in arms
                 for s in range(args.seeds)]  # fmt: skip
         jobs = pack(runs, args.budget)
-    except (ValueError, OSError, KeyError, json.JSONDecodeError) as e:
+    except (ValueError, ConfigError) as e:
         print(f"plan_jobs: {e}", file=sys.stderr)
         return 2
     for i, job in enumerate(jobs, 1):

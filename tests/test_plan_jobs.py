@@ -16,15 +16,19 @@ plan_jobs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(plan_jobs)
 
 #: ms a step of the 8M rows measured on an H100 (BENCHMARKS.md), and one failed row
-ROWS = [{"stream": a, "ms_per_step": ms} for a, ms in
+ROW = {"preset": "tinystories-8m", "mode": "compile+cudagraphs", "model": "attnstreams",
+       "vocab": 8192}  # fmt: skip
+ROWS = [ROW | {"stream": a, "ms_per_step": ms} for a, ms in
         (("none", 6.94), ("denseformer", 8.13), ("hc", 18.95), ("mhc", 30.18))] + [
-        {"stream": "mudd", "error": "RuntimeError()"}]  # fmt: skip
+        ROW | {"stream": "mudd", "error": "RuntimeError()"},
+        ROW | {"preset": "modern-8m", "stream": "hc", "ms_per_step": 99.0}]  # fmt: skip
 
 
 def plan(tmp_path, capsys, *extra: str) -> tuple[int, str, str]:
     cost = tmp_path / "cost.json"
     cost.write_text(json.dumps(ROWS))
-    code = plan_jobs.main(["--cost", str(cost), "--steps", "6554", *extra])
+    argv = ["--cost", str(cost), "--preset", "tinystories-8m", "--steps", "6554", *extra]
+    code = plan_jobs.main(argv)
     out, err = capsys.readouterr()
     return code, out, err
 
@@ -32,7 +36,7 @@ def plan(tmp_path, capsys, *extra: str) -> tuple[int, str, str]:
 def test_every_run_once_and_no_job_over_its_budget(tmp_path, capsys):
     code, out, _ = plan(tmp_path, capsys, "--arms", "none,denseformer,hc,mhc", "--seeds", "5")
     assert code == 0
-    ms = {r["stream"]: r["ms_per_step"] for r in ROWS if "error" not in r}
+    ms = {r["stream"]: r["ms_per_step"] for r in ROWS if "error" not in r and r is not ROWS[-1]}
     seen, totals = [], []
     for line in out.splitlines():
         if line.startswith("experiments/lm_long.sh"):
@@ -43,6 +47,8 @@ def test_every_run_once_and_no_job_over_its_budget(tmp_path, capsys):
     assert sorted(seen) == sorted((a, s) for a in ms for s in range(5))
     assert max(totals) <= 520 and len(totals) == int(out.splitlines()[-1].split()[1])
     assert len(totals) >= math.ceil(sum(totals) / 520)
+    # the tinystories-8m rows, not the other preset's hc
+    assert out.splitlines()[-1].endswith(f"~{sum(totals):.0f} card-s in all")
 
 
 def test_groups_join_consecutive_seeds():
@@ -53,7 +59,7 @@ def test_groups_join_consecutive_seeds():
 @pytest.mark.parametrize(
     "extra,says",
     [
-        (["--arms", "none,mudd"], "no step time for mudd"),  # its row failed
+        (["--arms", "none,mudd"], "with a step time for every arm (none, mudd)"),  # row failed
         (["--arms", "mhc", "--budget", "100"], "more than a job's 100"),
         (["--arms", ""], "must name work"),
     ],

@@ -585,12 +585,10 @@ def _final_section(runs, arms, baseline) -> list[str]:
     return [*lines, ""]
 
 
-def step_costs(
-    path: Path, preset: str, arms, baseline: str, vocab: int | None = None
-) -> dict[str, float]:
-    """Each arm's time a step over the baseline's, from the rows of `benchmarks/lm_throughput.py
-    --json` for `preset` and the runs' vocabulary (an arm's rows averaged: the baseline is
-    timed first and last)."""
+def step_times(path: Path, preset: str, arms, vocab: int | None = None) -> dict[str, float]:
+    """Each arm's ms a step, from the rows of `benchmarks/lm_throughput.py --json` for `preset`
+    and the runs' vocabulary, in the first mode that timed every arm (an arm's rows averaged:
+    the baseline is timed first and last)."""
     try:
         rows = json.loads(Path(path).read_text())
     except (OSError, ValueError):
@@ -609,8 +607,15 @@ def step_costs(
             f"--cost {path}: no {preset} mode (vocabulary {vocab}) with a step time for every arm "
             f"({', '.join(arms)}); timed there: {', '.join(timed) or 'nothing'}"
         )
-    base = float(np.mean(ms[baseline]))
-    return {a: float(np.mean(ms[a])) / base for a in arms}
+    return {a: float(np.mean(ms[a])) for a in arms}
+
+
+def step_costs(
+    path: Path, preset: str, arms, baseline: str, vocab: int | None = None
+) -> dict[str, float]:
+    """Each arm's time a step over the baseline's (`step_times`)."""
+    ms = step_times(path, preset, list(dict.fromkeys([*arms, baseline])), vocab)
+    return {a: ms[a] / ms[baseline] for a in arms}
 
 
 def _interp(rows: list[dict], key: str, step: float) -> float:
