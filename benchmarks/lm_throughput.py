@@ -212,6 +212,12 @@ def measure(
     }
 
 
+def sdpa_backend(name: str):
+    """That SDPA backend alone while a row compiles and runs, or SDPA's own choice ('default')."""
+    only = SDPA.get(name)
+    return sdpa_kernel([only]) if only else contextlib.nullcontext()
+
+
 def _row_in_turn(i: int, kwargs: dict, sdpa: str, sync: tuple) -> None:
     """A --jobs worker: build, compile and warm up row i beside the others, wait until all are
     ready (so no compiling runs while a row is timed), time it when the rows before it are
@@ -232,8 +238,7 @@ def _row_in_turn(i: int, kwargs: dict, sdpa: str, sync: tuple) -> None:
             cond.notify_all()
 
     try:
-        only = SDPA.get(sdpa)
-        with sdpa_kernel([only]) if only else contextlib.nullcontext():
+        with sdpa_backend(sdpa):
             out.put((i, measure(**kwargs, gate=gate, done=done)))
     except Exception as e:  # the others still pass the barrier and get their turn
         out.put((i, e))
@@ -288,9 +293,8 @@ def measure_rows(specs: list[tuple[dict, str]], jobs: int):
         yield from measure_side_by_side(specs, jobs)
         return
     for kwargs, sdpa in specs:
-        only = SDPA.get(sdpa)
         try:
-            with sdpa_kernel([only]) if only else contextlib.nullcontext():
+            with sdpa_backend(sdpa):
                 row = measure(**kwargs)
         except Exception as e:  # e.g. a peer that cannot run this mode
             row = e

@@ -455,17 +455,22 @@ class AttentionResiduals(nn.Module):
         return (v @ u.t()) * torch.rsqrt(v.pow(2).mean(-1, keepdim=True) + self.eps)
 
     @staticmethod
-    def sources(state: tuple) -> tuple:
-        return state[: len(state) // 2]
+    def split(state: tuple) -> tuple[tuple, tuple]:
+        """The state's sources and their logits."""
+        n = len(state) // 2
+        return state[:n], state[n:]
+
+    @classmethod
+    def sources(cls, state: tuple) -> tuple:
+        return cls.split(state)[0]
 
     def start(self, x: torch.Tensor) -> tuple:
         return (x, self.logits(x))
 
     def attend(self, state: tuple, row: int) -> torch.Tensor:
         """sum_i alpha_i sources[i], alpha = softmax(query[row] . RMSNorm(sources[i]))."""
-        n = len(state) // 2
-        sources, logits = state[:n], state[n:]
-        if n == 1:
+        sources, logits = self.split(state)
+        if len(sources) == 1:
             return sources[0]
         dt = sources[0].dtype
         scores = torch.stack([g[..., row] for g in logits], dim=-1)
@@ -476,8 +481,7 @@ class AttentionResiduals(nn.Module):
         return self.attend(state, k - 1), state
 
     def write(self, state: tuple, k: int, update: torch.Tensor) -> tuple:
-        n = len(state) // 2
-        sources, logits = state[:n], state[n:]
+        sources, logits = self.split(state)
         update = update.to(sources[0].dtype)  # under autocast: the stream's dtype, as x + update
         if k % self.size == 0:  # the first sublayer of a block: the previous block is done
             return (*sources, update, *logits, self.logits(update))
