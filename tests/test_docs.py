@@ -822,19 +822,12 @@ def long_machine() -> tuple:
     train = json.loads((folder / "prep-resampled.json").read_text())["train"]
     logs = sorted(folder.glob("job-*.log"))
     assert all(train["sha256"] in log.read_text() for log in logs)
-    seen, per_job = set(), []  # processes a job, every setting's: a log lists earlier jobs' too
-    for log in logs:
-        names = set(re.findall(r"^\['([^']+)', '([^']+)'\] \d+ \d+ \d+$", log.read_text(), re.M))
-        per_job.append(len(names - seen))
-        seen |= names
+    per_job = [len(job) for job in logged_runs(logs)]  # processes a job, every setting's
     sizes = list(dict.fromkeys(per_job))
-    sums = [json.loads(f.read_text()) for f in sorted(folder.glob("*/summary.json"))]
-    assert len(sums) == sum(map(len, long_jobs())) == int(long_setting()[2])
-    assert all(x["device"] == "NVIDIA H100 80GB HBM3" for x in sums)
-    rate, wall = [x["tokens_per_s"] for x in sums], [x["wall_s"] for x in sums]
+    assert sum(map(len, long_jobs())) == int(long_setting()[2])
     return (n(train["tokens"]), str(len(logs)),
             *(str(x) for size in sizes for x in (per_job.count(size), size)),
-            n(min(rate)), n(max(rate)), f"{min(wall):.1f}", f"{max(wall):.1f}")  # fmt: skip
+            *setting_runs("resampled"))  # fmt: skip
 
 
 def long_original() -> tuple:
@@ -844,12 +837,7 @@ def long_original() -> tuple:
     train = json.loads((folder / "prep-original.json").read_text())["train"]
     logs = [RESULTS / "lm-long/resampled" / "job-6.log", folder / "job-7.log"]
     assert all(train["sha256"] in log.read_text() for log in logs)
-    sums = [json.loads(f.read_text()) for f in sorted(folder.glob("*/summary.json"))]
-    assert len(sums) == int(long_setting("original")[2])
-    assert all(x["device"] == "NVIDIA H100 80GB HBM3" for x in sums)
-    rate, wall = [x["tokens_per_s"] for x in sums], [x["wall_s"] for x in sums]
-    return (n(train["tokens"]), n(min(rate)), n(max(rate)), f"{min(wall):.1f}",
-            f"{max(wall):.1f}")  # fmt: skip
+    return n(train["tokens"]), *setting_runs("original")
 
 
 def long_measures() -> str:
@@ -974,12 +962,33 @@ def long_jobs() -> list[dict]:
     those of earlier jobs on the same machine."""
     folder = RESULTS / "lm-long" / "resampled"
     end = long_grid()["none"][0][-1]["step"]
+    return [
+        [json.loads((folder / run / "summary.json").read_text()) for _, run, step in job
+         if step == end]
+        for job in logged_runs(sorted(folder.glob("job-*.log")))
+    ]  # fmt: skip
+
+
+def logged_runs(logs: list[Path]) -> list[set[tuple[str, str, int]]]:
+    """Each job's runs as its log lists them at the end, (group folder, run folder, steps), less
+    those of earlier jobs: a machine kept for several jobs lists the earlier runs too."""
     seen, out = set(), []
-    for f in sorted(folder.glob("job-*.log")):
-        names = set(re.findall(rf"^\['[^']+', '([^']+)'\] {end} \d+ \d+$", f.read_text(), re.M))
-        out.append([json.loads((folder / r / "summary.json").read_text()) for r in names - seen])
-        seen |= names
+    for log in logs:
+        pattern = r"^\['([^']+)', '([^']+)'\] (\d+) \d+ \d+$"
+        runs = {(g, r, int(step)) for g, r, step in re.findall(pattern, log.read_text(), re.M)}
+        out.append(runs - seen)
+        seen |= runs
     return out
+
+
+def setting_runs(setting: str) -> tuple:
+    """A setting's runs, every one on the H100: the range of their tokens/s and wall seconds."""
+    folder = RESULTS / "lm-long" / setting
+    sums = [json.loads(f.read_text()) for f in sorted(folder.glob("*/summary.json"))]
+    assert len(sums) == int(long_setting(setting)[2])
+    assert all(x["device"] == "NVIDIA H100 80GB HBM3" for x in sums)
+    rate, wall = [x["tokens_per_s"] for x in sums], [x["wall_s"] for x in sums]
+    return n(min(rate)), n(max(rate)), f"{min(wall):.1f}", f"{max(wall):.1f}"
 
 
 def long_job_rates() -> tuple:
