@@ -1,5 +1,6 @@
 """Every benchmark script still runs (CPU, tiny sizes) and prints its table."""
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -67,6 +69,7 @@ CASES = {
         "--profile",
     ],
     "kernel_count.py": ["--residuals", "hc", "--layers", "1"],  # Inductor, one small model
+    "mix_copies.py": ["--device", "cpu", "--shape", "2,8,4,16", "--steps", "1", "--no-compile"],
     "lm_share.py": [  # a tiny model on the CPU; MPS (a CUDA daemon) is reported missing
         "--device",
         "cpu",
@@ -116,6 +119,22 @@ def test_benchmark_runs(script, tmp_path):
         # runs compiled DDP and FSDP through lm train)
         row = json.loads(lines[-1])
         assert row["compile"] is False and row["parallel"] == "none"
+
+
+def test_mix_copies_formulations_agree():
+    """The formulations benchmarks/mix_copies.py times give one result, static weights and
+    weights per position alike (float64; the autocast einsum is bf16 on the GPU only)."""
+    spec = importlib.util.spec_from_file_location("mix", ROOT / "benchmarks" / "mix_copies.py")
+    mix = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mix)
+    torch.manual_seed(0)
+    X = torch.randn(2, 8, 4, 16, dtype=torch.float64)
+    for w in (torch.randn(5, 4, dtype=torch.float64), torch.randn(2, 8, 5, 4, dtype=torch.float64)):
+        want = torch.stack(  # row t: sum_s w[t, s] X[s], written out
+            [sum(w[..., t, s, None] * X[..., s, :] for s in range(4)) for t in range(5)], -2
+        )
+        for form in mix.FORMS:
+            torch.testing.assert_close(mix.mix(form, w, X), want)
 
 
 def test_kernel_count_refuses_an_unknown_residual():
