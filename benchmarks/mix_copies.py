@@ -6,7 +6,8 @@ This times the one operation alone, at a tinystories-8m step's shape, for both w
 
     python benchmarks/mix_copies.py --device cuda
 
-Formulations: `product` (mix_copies, the stream's dtype kept under autocast), `einsum` (a
+Formulations: `product` (mix_copies, the stream's dtype kept under autocast),
+`product-expanded` (the same with static weights expanded to every position), `einsum` (a
 matmul over all positions, under autocast: bf16 in, bf16 out) and `einsum-fp32` (the matmul
 with autocast off: the stream's dtype kept).
 """
@@ -20,13 +21,16 @@ import torch
 
 from attnstreams.models.residual import mix_copies
 
-FORMS = ("product", "einsum", "einsum-fp32")
+FORMS = ("product", "product-expanded", "einsum", "einsum-fp32")
 
 
 def mix(form: str, w: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
     """(..., 1 + n, d) from weights (1 + n, n) or (..., 1 + n, n) and copies X (..., n, d)."""
     if form == "product":
         return mix_copies(w, X)
+    if form == "product-expanded":  # static weights given per position: their gradient is
+        # summed over the channels at each position first, then over the positions
+        return mix_copies(w.expand(*X.shape[:-2], *w.shape[-2:]), X)
     if form == "einsum":
         return torch.einsum("...ts,...sd->...td", w, X)
     with torch.autocast(X.device.type, enabled=False):

@@ -3,12 +3,12 @@
 Runs that share one card under CUDA MPS take about the sum of their step times alone (in the
 lm-long grid, 8 plain 8M runs sharing the card each took about 8 times a run's step time alone),
 so a job holds runs whose summed card time, steps x ms/step x `--margin`, stays under `--budget`
-seconds. Prints one
-`experiments/lm_long.sh` line a job (groups NAMES ARMS SEED SEEDS), costliest runs first.
+seconds. Prints one `experiments/lm_long.sh` line a job (groups NAMES ARMS SEED SEEDS), costliest
+runs first, with the settings it needs (`PRESET`, `MPS=1`, and `EPOCHS` from `--epochs`).
 
     python experiments/plan_jobs.py --cost residuals-tinystories-8m.json \
         --preset tinystories-8m --vocab 8192 --arms denseformer,hc,dhc,mhc,attnres --seeds 5 \
-        --steps 6554
+        --steps 6554 --epochs 40
 
 The step times are read as `lm report --cost` reads them (`step_times`).
 """
@@ -65,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget", type=float, default=520.0, help="card seconds a job")
     p.add_argument("--margin", type=float, default=1.1, help="evaluations, compiling, sharing")
     p.add_argument("--names", default="resampled")
+    p.add_argument("--epochs", type=float, help="passes a run, as lm_long.sh's EPOCHS (its steps)")
     args = p.parse_args(argv)
     arms = [a for a in args.arms.split(",") if a]
     try:
@@ -77,10 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ConfigError) as e:
         print(f"plan_jobs: {e}", file=sys.stderr)
         return 2
+    env = f"EPOCHS={args.epochs:g} " if args.epochs else ""
+    env += f"MPS=1 PRESET={args.preset}"
     for i, job in enumerate(jobs, 1):
         total = sum(r[2] for r in job)
         print(f"# job {i}: {len(job)} runs, ~{total:.0f} card-s")
-        print(f"experiments/lm_long.sh CORPUS WORK OUT {groups(job, args.names)}")
+        print(f"{env} experiments/lm_long.sh CORPUS WORK OUT {groups(job, args.names)}")
     print(f"# {len(jobs)} jobs, ~{sum(r[2] for r in runs):.0f} card-s in all")
     return 0
 

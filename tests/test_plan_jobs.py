@@ -34,12 +34,15 @@ def plan(tmp_path, capsys, *extra: str) -> tuple[int, str, str]:
 
 
 def test_every_run_once_and_no_job_over_its_budget(tmp_path, capsys):
-    code, out, _ = plan(tmp_path, capsys, "--arms", "none,denseformer,hc,mhc", "--seeds", "5")
+    code, out, _ = plan(
+        tmp_path, capsys, "--arms", "none,denseformer,hc,mhc", "--seeds", "5", "--epochs", "40"
+    )
     assert code == 0
     ms = {r["stream"]: r["ms_per_step"] for r in ROWS if "error" not in r and r is not ROWS[-1]}
     seen, totals = [], []
     for line in out.splitlines():
-        if line.startswith("experiments/lm_long.sh"):
+        if "experiments/lm_long.sh" in line:  # with the settings the runs need
+            assert line.startswith("EPOCHS=40 MPS=1 PRESET=tinystories-8m experiments/lm_long.sh")
             groups = re.findall(r"resampled (\S+) (\d+) (\d+)", line)
             runs = [(a, s) for a, s0, n in groups for s in range(int(s0), int(s0) + int(n))]
             seen += runs
