@@ -285,6 +285,11 @@ class HyperConnections(nn.Module):
             w_a, w_b = self.dynamic_alpha[k].to(H.dtype), self.dynamic_beta[k].to(H.dtype)
             alpha = alpha + self.alpha_scale[k].to(H.dtype) * torch.tanh(normed @ w_a)
             beta = beta + self.beta_scale[k].to(H.dtype) * torch.tanh(normed @ w_b)
+        else:  # weights a position, as in dhc: each weight's gradient is then summed over the
+            # width at each position first, not in one reduction over the whole batch and width
+            # (which made hc slower than dhc: BENCHMARKS)
+            alpha = alpha.expand(*H.shape[:-2], *alpha.shape)
+            beta = beta.expand(*H.shape[:-2], *beta.shape)
         mixed = mix_copies(alpha.transpose(-2, -1), H)  # (..., 1 + n, d)
         return mixed[..., 0, :], (mixed[..., 1:, :], beta)
 
