@@ -13,6 +13,7 @@ import torch
 
 from attnstreams.cli import build_parser, main
 from attnstreams.experiments.lm import grid as grid_module
+from attnstreams.experiments.lm.arms import parse_arm
 from attnstreams.experiments.lm.stack import KERNELS, LMStack
 from attnstreams.experiments.lm.train import LMTrainConfig, LMTrainer, train, train_runs
 from attnstreams.models.gpt import GPT, preset
@@ -37,12 +38,19 @@ def every_stream() -> list[str]:
     return ["none", *sorted(names)]
 
 
-def models(name: str, stream: str, n: int = 3) -> list[GPT]:
+def models(name: str, arm: str, n: int = 3) -> list[GPT]:
+    """n models of one arm (a stream, a residual or STREAM+RESIDUAL), seeds 0..n-1; a residual
+    method's weights moved off its start, where it would equal the plain model."""
+    stream, residual = parse_arm(arm)
     out = []
     for seed in range(n):
         torch.manual_seed(seed)
-        m = GPT(preset(name, stream=stream)).double()
+        m = GPT(preset(name, stream=stream, residual=residual)).double()
         m.fused_loss = False
+        if m.residual is not None:
+            with torch.no_grad():
+                for p in m.residual.parameters():
+                    p.add_(0.1 * torch.randn_like(p))
         out.append(m)
     return out
 
@@ -50,11 +58,14 @@ def models(name: str, stream: str, n: int = 3) -> list[GPT]:
 @pytest.mark.parametrize(
     "name,stream",
     [("tiny", s) for s in every_stream()]
-    + [("modern-tiny", s) for s in ("none", "value", "value-embed", "key-smear", "value-gated")],
+    + [("modern-tiny", s) for s in ("none", "value", "value-embed", "key-smear", "value-gated")]
+    + [("tiny", r) for r in ("denseformer", "hc", "dhc", "mhc", "attnres-b2", "mudd", "muddvr")]
+    + [("modern-tiny", r) for r in ("attnres", "value+hc")],
 )
 def test_a_stack_computes_what_each_model_computes_alone(name, stream):
     """Losses, logits and every parameter's gradient of 3 stacked models, each against the same
-    model alone (float64), for every stream; the models' parameters become the stack's views."""
+    model alone (float64), for every stream and residual method; the models' parameters become
+    the stack's views."""
     alone = models(name, stream)
     stacked = ModelStack(copy.deepcopy(alone))
     x = torch.randint(0, 512, (3, 2, 24), generator=torch.Generator().manual_seed(1))
