@@ -98,6 +98,7 @@ def test_fieller_unbounded_when_baseline_mean_is_not_clear_of_zero():
 CASES = [
     # baseline, variant, expected bound kind, phrase
     ([500, 600, 700, 800], [400, 400, 500, 900], "exact", "15.4% sooner"),
+    ([500, 600, 700, 800], [600, 500, 800, 700], "exact", "the same"),  # equal means
     ([500, 600, 700, None], [400, 400, 500, 800], "upper", "at least 25.0% sooner"),
     # only the baseline is censored but the variant is slower even so: at most X% later
     (

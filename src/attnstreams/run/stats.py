@@ -168,14 +168,14 @@ def censored_comparison(baseline: list, variant: list, censor: float) -> dict:
 
 
 def bound_phrase(c: dict) -> str:
-    """What censored_comparison's bound says, in words: '24.0% sooner', 'at least 10.7% sooner',
-    'at most 3.0% later (possibly sooner)', ..., or that no bound exists."""
+    """What censored_comparison's bound says, in words: '24.0% sooner', 'the same', 'at least
+    10.7% sooner', 'at most 3.0% later (possibly sooner)', ..., or that no bound exists."""
     bound, kind = c["bound"], c["bound_kind"]
     if bound is None:
         return "no bound (runs of both arms never got there)"
     pct, word = abs(100 * bound), "sooner" if bound < 0 else "later"
     if kind == "exact":
-        return f"{pct:.1f}% {word}"
+        return "the same" if bound == 0 else f"{pct:.1f}% {word}"
     if (kind == "upper") == (bound < 0):  # the bound points away from zero: "at least"
         return f"at least {pct:.1f}% {word}"
     other = "later" if bound < 0 else "sooner"
