@@ -18,9 +18,9 @@ from attnstreams.experiments.lm.data import DataConfig, prepare_data
 from attnstreams.experiments.lm.train import (
     LMTrainConfig,
     LMTrainer,
-    load_model_state,
 )
 from attnstreams.experiments.lm.train import train as lm_train
+from attnstreams.experiments.lm.weights import load_model_state
 from attnstreams.models.gpt import GPT, preset
 from attnstreams.run import checkpoint
 from attnstreams.run.config import ConfigError

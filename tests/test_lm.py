@@ -18,9 +18,9 @@ from attnstreams.experiments.lm.data import DataConfig, prepare_data
 from attnstreams.experiments.lm.train import (
     LMTrainConfig,
     LMTrainer,
-    load_model,
     train,
 )
+from attnstreams.experiments.lm.weights import load_model
 from attnstreams.models.gpt import GPT, preset
 from attnstreams.run import checkpoint
 

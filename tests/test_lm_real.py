@@ -22,11 +22,11 @@ from attnstreams.data.tokenizer import BPETokenizer
 from attnstreams.experiments.lm import data as lm_data
 from attnstreams.experiments.lm import train as lm
 from attnstreams.experiments.lm.data import DataConfig, prepare_data
+from attnstreams.experiments.lm.evals import heldout_loss
 from attnstreams.experiments.lm.report import first_step, write_report
 from attnstreams.experiments.lm.train import (
     LMTrainConfig,
     LMTrainer,
-    heldout_loss,
 )
 from attnstreams.models.gpt import GPT, preset
 from attnstreams.run import parallel

@@ -192,7 +192,7 @@ def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
                     assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-5), (other, key)
     assert rows["one"][-1]["train_loss"] < rows["one"][1]["train_loss"]  # it trained
     # The checkpoint written by 2 processes (gathered if sharded) loads on one device.
-    from attnstreams.experiments.lm.train import load_model
+    from attnstreams.experiments.lm.weights import load_model
 
     a, _ = load_model(tmp_path / "one" / "checkpoint.safetensors")
     # Inductor's fused kernels round differently, and Adam's normalised steps carry that

@@ -20,10 +20,10 @@ from attnstreams.experiments.lm.train import (
     LMTrainConfig,
     LMTrainer,
     _decays,
-    load_model,
     run_defining,
     train,
 )
+from attnstreams.experiments.lm.weights import load_model
 from attnstreams.models.gpt import GPT, GPTConfig, preset
 from attnstreams.models.residual import ResidualConfig
 from attnstreams.run.config import ConfigError

@@ -426,7 +426,7 @@ def test_untied_embeddings_have_their_own_output_layer():
 
 
 def test_checkpoint_tensors_keep_an_untied_output_layer():
-    from attnstreams.experiments.lm.train import load_model_state
+    from attnstreams.experiments.lm.weights import load_model_state
 
     torch.manual_seed(0)
     a, b = GPT(tiny(tie_embeddings=False)), GPT(tiny(tie_embeddings=False))

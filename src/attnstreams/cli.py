@@ -788,7 +788,7 @@ def cmd_lm_grid(args: argparse.Namespace) -> int:
 def _trained_model(args):
     """A checkpoint's model (its own architecture, eval mode) and the tokenizer saved beside it."""
     from attnstreams.data.tokenizer import load_tokenizer
-    from attnstreams.experiments.lm.train import load_model
+    from attnstreams.experiments.lm.weights import load_model
 
     device = _device(args.device)
     ckpt = Path(args.checkpoint)
@@ -805,8 +805,8 @@ def _trained_model(args):
 
 def cmd_lm_eval(args: argparse.Namespace) -> int:
     """`lm eval`: a checkpoint's held-out loss and behavioural metrics."""
-    from attnstreams.experiments.lm.evals import behaviour_metrics
-    from attnstreams.experiments.lm.train import heldout_loss, ioi_set_for
+    from attnstreams.experiments.lm.evals import behaviour_metrics, heldout_loss
+    from attnstreams.experiments.lm.train import ioi_set_for
 
     check_range("ioi_prompts", args.ioi_prompts, lo=1)
     device, ckpt, model, meta, tok = _trained_model(args)

@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING
 import torch
 import torch.nn.functional as F
 
+from attnstreams.data.corpus import iter_texts
 from attnstreams.models.stack import ModelStack
+from attnstreams.run.config import ConfigError
 
 if TYPE_CHECKING:
     from attnstreams.data.tokenizer import Tokenizer
@@ -493,3 +495,38 @@ def behaviour_metrics(
     for out, m in zip(outs, members, strict=True):
         out |= induction_metrics(m, vocab, device, low=min(256, vocab - 1))
     return _one_or_all(model, outs)
+
+
+@torch.no_grad()
+def heldout_loss(
+    model: torch.nn.Module,
+    tokenizer: Tokenizer,
+    data: str,
+    block_size: int,
+    device: str | torch.device,
+    max_tokens: int = 1_000_000,
+    text_field: str = "text",
+    split: str = "validation",
+    separator: str = "eot",
+) -> float:
+    """Mean next-token loss on a corpus's validation split (`split="all"`: every document of
+    a local file the user names as held out), tokenised with the model's own tokenizer."""
+    ids: list[int] = []
+    for doc in iter_texts(data, split, text_field, separator=separator):
+        ids += tokenizer.encode(doc) + [tokenizer.eot_id]
+        if len(ids) >= max_tokens:
+            break
+    n = (len(ids) - 1) // block_size
+    if n == 0:
+        raise ConfigError(f"{data} has fewer than {block_size + 1} tokens")
+    t = torch.tensor(ids[: n * block_size + 1])
+    was = model.training
+    model.eval()
+    total = 0.0
+    for i in range(0, n, 16):
+        rows = torch.arange(i, min(i + 16, n))[:, None] * block_size + torch.arange(block_size + 1)
+        w = t[rows].to(device)
+        _, loss = model(w[:, :-1], w[:, 1:])
+        total += float(loss) * len(rows)
+    model.train(was)
+    return total / n

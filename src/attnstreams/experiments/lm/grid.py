@@ -17,11 +17,11 @@ import torch
 
 from attnstreams.experiments.lm.arms import arm_name, parse_arm
 from attnstreams.experiments.lm.data import DataConfig, prepare_data
+from attnstreams.experiments.lm.evals import heldout_loss
 from attnstreams.experiments.lm.stack import LMStack
 from attnstreams.experiments.lm.train import (
     LMTrainConfig,
     LMTrainer,
-    heldout_loss,
     train_runs,
     with_epochs,
 )

@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from attnstreams.data.corpus import iter_texts
 from attnstreams.data.shards import TokenWindows
 from attnstreams.data.tokenizer import Tokenizer
 from attnstreams.experiments.lm.data import (
@@ -40,6 +39,7 @@ from attnstreams.experiments.lm.evals import (
     stack_rows,
     story_icl_metrics,
 )
+from attnstreams.experiments.lm.weights import load_model_state, model_tensors, shared_keys
 from attnstreams.models.gpt import GPT, preset
 from attnstreams.models.stack import ModelStack
 from attnstreams.run import checkpoint, parallel
@@ -522,72 +522,12 @@ def ioi_set_for(data_dir: Path, tokenizer: Tokenizer, n: int) -> tuple[list, lis
     return make_ioi_set(names, n, seed=0, places=places, objects=objects), names
 
 
-def shared_keys(model: torch.nn.Module) -> dict[str, str]:
-    """State-dict names that repeat an earlier name's tensor (tied weights) -> that name."""
-    first: dict[int, str] = {}
-    out = {}
-    for k, v in model.state_dict(keep_vars=True).items():
-        if id(v) in first:
-            out[k] = first[id(v)]
-        else:
-            first[id(v)] = k
-    return out
-
-
-def model_tensors(tensors: dict[str, torch.Tensor], model: torch.nn.Module) -> dict:
-    """The model's state dict inside checkpoint tensors (tied weights restored)."""
-    state = {k[len("model/") :]: v for k, v in tensors.items() if k.startswith("model/")}
-    for k, kept in shared_keys(model).items():
-        if kept in state:
-            state.setdefault(k, state[kept])
-    return state
-
-
-def load_model_state(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    """Model weights from checkpoint tensors; a clear error on other architectures."""
-    state = model_tensors(tensors, model)
-    own = model.state_dict()
-    if set(state) != set(own):
-        missing, extra = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        raise ConfigError(
-            f"checkpoint does not fit this model (missing {missing[:3]}, unexpected {extra[:3]})"
-        )
-    for k, v in state.items():
-        if v.shape != own[k].shape:
-            raise ConfigError(
-                f"checkpoint tensor {k} has shape {tuple(v.shape)}, model {tuple(own[k].shape)}"
-            )
-    model.load_state_dict(state)
-
-
 def run_defining(config: dict) -> dict:
     """A config without the settings that change speed only (a resume may change them); a
     config saved before eval_log (residual) existed evaluated as eval_log 0 does (was plain)."""
     speed_only = ("compile", "cuda_graphs", "ddp_bucket_mb", "grad_accum", "checkpoints")
     older = {"eval_log": 0, "residual": "plain"}
     return {k: v for k, v in {**older, **config}.items() if k not in speed_only}
-
-
-def load_model(path: Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """A trained model from a checkpoint, built with its own architecture (eval mode): a GPT,
-    or for a run continued from a transformers folder (`--init-from`) that model."""
-    from attnstreams.models.gpt import GPTConfig
-    from attnstreams.streams import StreamConfig
-
-    tensors, meta = checkpoint.load(path)
-    if meta.get("kind") != "lm":
-        raise ConfigError(f"{path} is not a language-model checkpoint")
-    m = dict(meta["model"])
-    if "init_from" in m:  # a transformers model: its folder gives the architecture
-        from attnstreams.models.hf import HFCausalLM
-
-        model = HFCausalLM(m["init_from"], m["stream"], m["block_size"])
-    else:
-        m["stream"] = StreamConfig.parse(m["stream"])
-        m.setdefault("vocab_multiple", 1)  # checkpoints from before the embedding was padded
-        model = GPT(GPTConfig(**m))
-    load_model_state(model, tensors)
-    return model.to(device).eval(), meta
 
 
 def train(
@@ -791,38 +731,3 @@ def with_epochs(cfg: LMTrainConfig, data_dir: Path) -> LMTrainConfig:
     T = cfg.model_config(meta["vocab_size"]).block_size
     steps = max(1, math.ceil(cfg.epochs * per_copy / (cfg.batch * T)))
     return LMTrainConfig(**{**asdict(cfg), "steps": steps})
-
-
-@torch.no_grad()
-def heldout_loss(
-    model: torch.nn.Module,
-    tokenizer: Tokenizer,
-    data: str,
-    block_size: int,
-    device: str | torch.device,
-    max_tokens: int = 1_000_000,
-    text_field: str = "text",
-    split: str = "validation",
-    separator: str = "eot",
-) -> float:
-    """Mean next-token loss on a corpus's validation split (`split="all"`: every document of
-    a local file the user names as held out), tokenised with the model's own tokenizer."""
-    ids: list[int] = []
-    for doc in iter_texts(data, split, text_field, separator=separator):
-        ids += tokenizer.encode(doc) + [tokenizer.eot_id]
-        if len(ids) >= max_tokens:
-            break
-    n = (len(ids) - 1) // block_size
-    if n == 0:
-        raise ConfigError(f"{data} has fewer than {block_size + 1} tokens")
-    t = torch.tensor(ids[: n * block_size + 1])
-    was = model.training
-    model.eval()
-    total = 0.0
-    for i in range(0, n, 16):
-        rows = torch.arange(i, min(i + 16, n))[:, None] * block_size + torch.arange(block_size + 1)
-        w = t[rows].to(device)
-        _, loss = model(w[:, :-1], w[:, 1:])
-        total += float(loss) * len(rows)
-    model.train(was)
-    return total / n
