@@ -122,6 +122,12 @@ def settings_differ(a: dict, b: dict) -> str | None:
     return None
 
 
+def run_configs(folder: Path) -> list[Path]:
+    """The config.json of every run in a grid folder, or of the one run a run's folder holds."""
+    single = folder / "config.json"
+    return [single] if single.is_file() else sorted(folder.glob("*/config.json"))
+
+
 def load_grid(grid: Path | list[Path]) -> tuple[dict[str, dict[int, list[dict]]], dict]:
     """Metric rows of every run folder in a grid (or in several grids trained apart: `lm report
     A B`), by arm and seed; and one run's config. Runs whose settings differ other than in arm
@@ -130,9 +136,8 @@ def load_grid(grid: Path | list[Path]) -> tuple[dict[str, dict[int, list[dict]]]
     config = None
     where: dict[tuple[str, int], Path] = {}
     for one in [grid] if isinstance(grid, (str, Path)) else grid:
-        folder = existing_folder(Path(one), "grid folder")
-        single = folder / "config.json"  # one run's folder: reported as a grid of one run
-        for cfg_path in [single] if single.is_file() else sorted(folder.glob("*/config.json")):
+        # one run's folder: reported as a grid of one run
+        for cfg_path in run_configs(existing_folder(Path(one), "grid folder")):
             metrics = cfg_path.parent / "metrics.jsonl"
             if not metrics.exists():
                 continue
@@ -314,13 +319,7 @@ def write_report(
 
 def _stack_lines(grids: list[Path]) -> list[str]:
     """Which runs were trained in stacks (lm/stack.py), where any were."""
-    configs = [
-        p
-        for grid in grids
-        for p in ([grid / "config.json"] if (grid / "config.json").is_file() else
-                  sorted(grid.glob("*/config.json")))
-    ]  # fmt: skip
-    stacks = [json.loads(p.read_text()).get("stack") for p in configs]
+    stacks = [json.loads(p.read_text()).get("stack") for g in grids for p in run_configs(g)]
     sizes = sorted({s["size"] for s in stacks if s})
     if not sizes:
         return []
