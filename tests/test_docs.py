@@ -688,10 +688,11 @@ def billion() -> dict[str, list[dict]]:
     return {arm: runs[arm][0] for arm in ARMS}
 
 
-def billion_run() -> tuple:
+def billion_run(b: dict[str, list[dict]] | None = None) -> tuple:
     """Tokens and steps (both runs alike), then the held-out minimum (one token count for
-    both), the losses at the end and the training losses at the end."""
-    b = billion()
+    both), the losses at the end and the training losses at the end; of the 1B runs, or of
+    another pair of seed-0 runs."""
+    b = b or billion()
     assert b["none"][-1]["step"] == b["value"][-1]["step"]
     low_at = {f"{lowest(b[a])['tokens'] / 1e6:.1f}M" for a in ARMS}
     assert len(low_at) == 1
@@ -770,6 +771,63 @@ def billion_speed() -> tuple:
         walls.pop(),
         *(n(s[a]["tokens_per_s"]) for a in ARMS),
         *(f"{s[a]['wall_s']:.0f}" for a in ARMS),
+    )
+
+
+@cache
+def original() -> dict[str, list[dict]]:
+    """The pilot's original-names runs: seed 0 of each arm, 150 passes, 48 evaluations."""
+    runs, config = load_grid(RESULTS / "lm-long" / "pilot" / "original")
+    assert {a: sorted(runs[a]) for a in runs} == {a: [0] for a in ARMS}
+    assert (config["config"]["epochs"], config["data"]["names"]) == (150, "original")
+    assert config["config"]["eval_log"] == 48 and len(runs["none"][0]) == 49
+    return {arm: runs[arm][0] for arm in ARMS}
+
+
+def original_abilities() -> tuple:
+    """IOI accuracy's highest and ends, evaluations after 15M tokens below 0.5 (one count for
+    both runs, of how many), P(IO)'s highest against the resampled pilot's bound; induction's
+    peaks and ends, the best prefix-matching head; the authors' P(right name) after 15M tokens,
+    at the end, none's largest move and value's lead at the end; context gain's peaks and ends."""
+    o = original()
+    late = {a: [r for r in o[a] if r["tokens"] >= 15e6] for a in ARMS}
+    below = {sum(r["ioi_accuracy"] < 0.5 for r in late[a]) for a in ARMS}
+    sizes = {len(late[a]) for a in ARMS}
+    assert len(below) == 1 == len(sizes)  # "at N of M evaluations in each run"
+    p_io = {a: [r["paper_ioi_p_io"] for r in late[a]] for a in ARMS}
+    moves = [abs(x - y) for x, y in pairwise(p_io["none"])]
+    lead = o["value"][-1]["paper_ioi_p_io"] - o["none"][-1]["paper_ioi_p_io"]
+    assert lead > 0 and max(moves) > lead  # "more than the lead"
+    return (
+        f"{max(r['ioi_accuracy'] for a in ARMS for r in o[a]):.3f}",
+        *(f"{o[a][-1]['ioi_accuracy']:.3f}" for a in ARMS),
+        str(below.pop()),
+        str(sizes.pop()),
+        *(f"{max(r['ioi_p_io'] for r in o[a]):.4f}" for a in ARMS),
+        pilot_ioi()[3],
+        *(f"{_peak(o[a])['induction_score']:.3f}" for a in ARMS),
+        *(f"{o[a][-1]['induction_score']:.3f}" for a in ARMS),
+        f"{max(r['prefix_matching'] for a in ARMS for r in o[a]):.3f}",
+        *(f"{min(p_io[a]):.4f}-{max(p_io[a]):.4f}" for a in ARMS),
+        *(f"{o[a][-1]['paper_ioi_p_io']:.4f}" for a in ARMS),
+        f"{max(moves):.4f}",
+        f"{lead:.4f}",
+        *(f"{max(r['context_gain'] for r in o[a]):.3f}" for a in ARMS),
+        *(f"{o[a][-1]['context_gain']:.3f}" for a in ARMS),
+    )
+
+
+def original_speed() -> tuple:
+    """Each run's tokens/s and wall seconds on one H100 under MPS, and the preparation's s."""
+    folder = RESULTS / "lm-long/pilot/original"
+    s = {a: json.loads((folder / f"{a}-s0/summary.json").read_text()) for a in ARMS}
+    assert all("H100" in s[a]["device"] for a in ARMS)
+    log = (folder / "job.log").read_text()
+    assert "MPS daemon started" in log and "MPS refused" not in log
+    return (
+        *(n(s[a]["tokens_per_s"]) for a in ARMS),
+        *(f"{s[a]['wall_s']:.0f}" for a in ARMS),
+        re.search(r"\[(\d+) s\] prepared", log).group(1),
     )
 
 
@@ -1864,6 +1922,41 @@ CLAIMS = [
         "evaluations",
         lambda: billion_speed()[:3],
     ),
+    Claim(
+        PILOT,
+        "Seed 0 of none and of value was trained for 150 passes ({} tokens, {} steps) over the "
+        "train split with its names as written",
+        lambda: billion_run(original())[:2],
+    ),
+    Claim(
+        PILOT,
+        "**Held-out loss** is lowest at {} tokens, {} (none) and {} (value) nats/token, and rises "
+        "at every later evaluation, to {} and {} at the end, while the training loss falls to {} "
+        "and {}.",
+        lambda: billion_run(original())[2:],
+    ),
+    Claim(
+        PILOT,
+        "accuracy never exceeds {} and ends at {} and {}; after 15M tokens it is below 0.5 at {} "
+        "of {} evaluations in each run (the repeated name preferred). Here the prompt names "
+        "occur in the training text, and the models do learn that a name comes next: P(IO) "
+        "reaches {} (none) and {} (value), where the resampled runs, whose held-out names never "
+        "occur in training, stay below {}. - **Induction:** the score peaks at {} (none) and {} "
+        "(value) nats, below the 1-nat threshold, and ends at {} and {}; the best "
+        "prefix-matching head reaches {} of its attention. - **The authors' quantity:** after "
+        "15M tokens P(right name) ranges over {} (none) and {} (value); at the end it is {} and "
+        "{}. One pair of runs (an exact sign-flip p of 1), and the none run's P(right name) "
+        "moved by {} between two consecutive evaluations, more than the {} by which value's ends "
+        "above it. - **Use of the story:** context gain peaks at {} (none) and {} (value) nats "
+        "and ends at {} and {}.",
+        original_abilities,
+    ),
+    Claim(
+        PILOT,
+        "Both runs shared one H100 under CUDA MPS, {} and {} tokens/s, {} and {} s with compiling "
+        "and evaluations; preparing the one copy took {} s",
+        original_speed,
+    ),
     # README.md, results: experiment 2
     Claim(
         README,
@@ -1886,6 +1979,18 @@ CLAIMS = [
             billion_run()[2],
             max(billion_abilities()[3:5], key=float),
             billion_abilities()[0],
+        ),
+    ),
+    Claim(
+        README,
+        "Nor do the original names (one seed an arm, {} tokens): held-out loss is lowest at {} "
+        "tokens and rises to the end, the induction score peaks at {} nats and IOI accuracy never "
+        "exceeds {}.",
+        lambda: (
+            billion_run(original())[0],
+            billion_run(original())[2],
+            max(original_abilities()[8:10], key=float),
+            original_abilities()[0],
         ),
     ),
     Claim(
