@@ -3,7 +3,8 @@ formulation, compiled: the residual cost rows found static hyper-connections (`h
 matrix for every position) slower under the broadcast product `mix_copies` than under the
 einsum they had before, while the dynamic form (`dhc`, weights per position) got faster.
 This times the one operation alone, at a tinystories-8m step's shape, for both weight shapes;
-hc now uses `product-expanded`.
+hc now uses `product-expanded`, under which its whole step timed cheaper than dhc's
+(BENCHMARKS.md, the residual cost rows' third job).
 
     python benchmarks/mix_copies.py --device cuda
 
