@@ -137,11 +137,22 @@ def test_mix_copies_formulations_agree():
             torch.testing.assert_close(mix.mix(form, w, X), want)
 
 
-def test_kernel_count_refuses_an_unknown_residual():
-    script = str(ROOT / "benchmarks" / "kernel_count.py")
-    proc = subprocess.run([sys.executable, script, "--residuals", "hc,hcc"], capture_output=True,
-                          text=True)  # fmt: skip
-    assert proc.returncode == 2 and "unknown residual 'hcc'" in proc.stderr
+def refusal(script: str, argv: list[str], monkeypatch, capsys) -> str:
+    """benchmarks/SCRIPT's main() given `argv`, run in this process (a refusal needs no process
+    of its own): it must exit 2, argparse's status for bad arguments. Returns its stderr."""
+    spec = importlib.util.spec_from_file_location(script[:-3], ROOT / "benchmarks" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setattr(sys, "argv", [script, *argv])
+    with pytest.raises(SystemExit) as stop:
+        module.main()
+    assert stop.value.code == 2
+    return capsys.readouterr().err
+
+
+def test_kernel_count_refuses_an_unknown_residual(monkeypatch, capsys):
+    err = refusal("kernel_count.py", ["--residuals", "hc,hcc"], monkeypatch, capsys)
+    assert "unknown residual 'hcc'" in err
 
 
 def test_lm_throughput_times_side_by_side_rows_in_order(tmp_path):
@@ -159,21 +170,14 @@ def test_lm_throughput_times_side_by_side_rows_in_order(tmp_path):
     assert rows[2]["params"] > rows[0]["params"] and rows[2]["tokens_per_s"] > 0
 
 
-def test_lm_throughput_refuses_jobs_with_peers():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "lm_throughput.py"), "--jobs", "2",
-         "--peers", "hf-gpt2"], capture_output=True, text=True,
-    )  # fmt: skip
-    assert proc.returncode == 2 and "--jobs takes" in proc.stderr
+def test_lm_throughput_refuses_jobs_with_peers(monkeypatch, capsys):
+    err = refusal("lm_throughput.py", ["--jobs", "2", "--peers", "hf-gpt2"], monkeypatch, capsys)
+    assert "--jobs takes" in err
 
 
-def test_lm_throughput_refuses_an_unknown_mode():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "lm_throughput.py"), "--modes", "compiled"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2 and "unknown mode(s) compiled" in proc.stderr
+def test_lm_throughput_refuses_an_unknown_mode(monkeypatch, capsys):
+    err = refusal("lm_throughput.py", ["--modes", "compiled"], monkeypatch, capsys)
+    assert "unknown mode(s) compiled" in err
 
 
 @pytest.mark.parametrize("mode", ["plainn", "mps:1", "stack:x"])
@@ -185,13 +189,9 @@ def test_lm_share_refuses_an_unknown_mode_before_any_work(mode, tmp_path):
     assert f"MODE:N with N >= 2 runs (got {mode!r})" in proc.stderr and not any(tmp_path.iterdir())
 
 
-def test_ddp_scaling_refuses_buckets_under_1_mb():
-    proc = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / "ddp_scaling.py"), "--bucket-mb", "0.5"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2 and "--bucket-mb must be >= 1" in proc.stderr
+def test_ddp_scaling_refuses_buckets_under_1_mb(monkeypatch, capsys):
+    err = refusal("ddp_scaling.py", ["--bucket-mb", "0.5"], monkeypatch, capsys)
+    assert "--bucket-mb must be >= 1" in err
 
 
 def test_multi_gpu_script_runs_its_sequence_on_one_cpu_process(tmp_path):

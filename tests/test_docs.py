@@ -1255,7 +1255,8 @@ def compile_times() -> tuple:
 RESIDUAL_JOBS = ("", "-job2")  # the tinystories-8m cost logs before hc's fix, oldest first
 
 
-def residual_costs(job: str = "", model: str = "tinystories-8m") -> list[str]:
+@cache
+def residual_costs(job: str = "", model: str = "tinystories-8m") -> tuple[str, ...]:
     """results/benchmarks/2026-12-07-residuals-h100-{model}{job}.txt as BENCHMARKS.md's
     table rows: each residual's tokens/s, ms/step, time over none's, peak GB, and the parameters
     it adds, counted from the model (vocabulary 8,192)."""
@@ -1280,7 +1281,7 @@ def residual_costs(job: str = "", model: str = "tinystories-8m") -> list[str]:
         added = count[name] - count["none"]
         total = f" ({n(count[name])} in all)" if name == "none" else ""
         out.append(f"| {name} | {rate} | {ms} | {ratio} | {peak} | {n(added)}{total} |")
-    return out
+    return tuple(out)
 
 
 def residual_ratios(job: str = "", model: str = "tinystories-8m") -> dict[str, str]:

@@ -37,7 +37,6 @@ from soak import (  # noqa: E402  (benchmarks/soak.py: the kill-and-resume soak,
     kill_until_done,
     lm_args,
     rows,
-    run_to_end,
 )
 
 FIXTURE = Path(__file__).parent / "fixtures" / "tinystories-sample.txt"
@@ -49,12 +48,21 @@ def data_dir(tmp_path_factory):
     return prepare_data(cfg, tmp_path_factory.mktemp("data"), progress=False)
 
 
+def in_process(argv: list[str]) -> None:
+    """Run the command in this process, which saves starting one, where nothing else is tested
+    of it than its result: a reference run, a last resume. It must exit 0. (The run folder's
+    lock stays with this process: only for a folder no other process writes to after it.)"""
+    from attnstreams.cli import main
+
+    assert main(argv) == 0
+
+
 def soak(argv: list[str], folder: Path, kills: int, seed: int) -> list[dict]:
     """The soak's cycles (benchmarks/soak.py) in small: a reference run, then one run SIGKILLed
     `kills` times (at start-up, mid-step, near an evaluation, mid-checkpoint-write), each
     checkpoint left checked to load, each resume to exit 0, and the end equal to the reference
     bit for bit."""
-    run_to_end([*argv, "--out", str(folder / "ref")])
+    in_process([*argv, "--out", str(folder / "ref")])
     kills_made = kill_until_done(argv, folder / "killed", kills=kills, seed=seed)
     assert [k["hit"] for k in kills_made] == [True] * kills, kills_made  # each hit a live run
     assert_same_run(folder / "ref", folder / "killed")
@@ -76,7 +84,7 @@ def test_soak_lm_train(tmp_path, data_dir):
 @pytest.fixture(scope="module")
 def icl_short_ref(tmp_path_factory):
     out = tmp_path_factory.mktemp("ref")
-    run_to_end([*ICL_SHORT, "--out", str(out)])
+    in_process([*ICL_SHORT, "--out", str(out)])
     return rows(out / "metrics.jsonl")
 
 
@@ -89,7 +97,7 @@ def test_signal_saves_a_checkpoint_and_resume_matches(tmp_path, sig, icl_short_r
 def test_lm_sigterm_saves_a_checkpoint_and_resume_matches(tmp_path, data_dir):
     argv = lm_args(data_dir)
     argv[argv.index("--steps") + 1] = "200"
-    run_to_end([*argv, "--out", str(tmp_path / "ref")])
+    in_process([*argv, "--out", str(tmp_path / "ref")])
     interrupt_then_resume(argv, tmp_path / "run", signal.SIGTERM, steps=200)
     assert_same_run(tmp_path / "ref", tmp_path / "run")
 
@@ -113,7 +121,7 @@ def interrupt_then_resume(argv: list[str], out: Path, sig: int, steps: int) -> N
     _, meta = checkpoint.load(out / "checkpoint.safetensors")
     assert f"interrupted at step {meta['step']}:" in err  # the step it stopped at is saved
     assert 0 < meta["step"] < steps
-    run_to_end([*argv, "--out", str(out), "--resume"])
+    in_process([*argv, "--out", str(out), "--resume"])
 
 
 TINY = LMTrainConfig(
@@ -378,7 +386,9 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_free(tmp_path):
 
 
 @pytest.mark.parametrize("verb", ["lm train", "lm grid", "icl grid"])
-def test_every_writer_refuses_a_folder_in_use_at_once(tmp_path, data_dir, verb):
+def test_every_writer_refuses_a_folder_in_use_at_once(tmp_path, data_dir, verb, capsys):
+    from attnstreams.cli import main
+
     folder = tmp_path / "run"
     holder = _holder(folder)
     try:
@@ -390,10 +400,11 @@ def test_every_writer_refuses_a_folder_in_use_at_once(tmp_path, data_dir, verb):
                 argv = ["lm", "grid", *argv[2:], "--seeds", "1"]
                 argv[argv.index("--stream") + 1] = "none,value"
         t0 = time.perf_counter()
-        proc = subprocess.run([*CLI, *argv], capture_output=True, text=True, timeout=300)
+        code = main(argv)  # in this process: the holder is another one
         assert time.perf_counter() - t0 < 30  # at once: nothing trained or tokenised
-        assert proc.returncode == 2, proc.stderr[-1500:]
-        err = proc.stderr.strip().splitlines()
+        err = capsys.readouterr().err
+        assert code == 2, err[-1500:]
+        err = err.strip().splitlines()
         assert len(err) == 1 and f"in use by process {holder.pid}" in err[0], err
     finally:
         holder.kill()
