@@ -710,27 +710,47 @@ def billion_run(b: dict[str, list[dict]] | None = None) -> tuple:
     )
 
 
-def billion_abilities() -> tuple:
-    """IOI accuracy's highest and its ends; induction's peaks and ends, the best prefix-matching
-    head; the authors' P(right name) after 15M tokens, at the end, the value run's largest move
-    between evaluations and its lead at the end."""
-    b = billion()
-    late = {a: [r["paper_ioi_p_io"] for r in b[a] if r["tokens"] >= 15e6] for a in ARMS}
-    p_end = {a: b[a][-1]["paper_ioi_p_io"] for a in ARMS}
-    moves = [abs(x - y) for x, y in pairwise(late["value"])]
+def ioi_figures(runs: dict[str, list[dict]]) -> tuple:
+    """One run an arm: templated IOI accuracy's highest in any run, then each run's at the end."""
+    return (
+        f"{max(r['ioi_accuracy'] for a in ARMS for r in runs[a]):.3f}",
+        *(f"{runs[a][-1]['ioi_accuracy']:.3f}" for a in ARMS),
+    )
+
+
+def induction_figures(runs: dict[str, list[dict]]) -> tuple:
+    """One run an arm: the induction score's peaks and ends, then the best prefix-matching head
+    in any run."""
+    return (
+        *(f"{_peak(runs[a])['induction_score']:.3f}" for a in ARMS),
+        *(f"{runs[a][-1]['induction_score']:.3f}" for a in ARMS),
+        f"{max(r['prefix_matching'] for a in ARMS for r in runs[a]):.3f}",
+    )
+
+
+def authors_figures(runs: dict[str, list[dict]], mover: str) -> tuple:
+    """One run an arm: the authors' P(right name) after 15M tokens (each arm's range), at the
+    end, `mover`'s largest move between two evaluations, and value's lead at the end, which that
+    move exceeds."""
+    late = {a: [r["paper_ioi_p_io"] for r in runs[a] if r["tokens"] >= 15e6] for a in ARMS}
+    p_end = {a: runs[a][-1]["paper_ioi_p_io"] for a in ARMS}
+    moves = [abs(x - y) for x, y in pairwise(late[mover])]
     lead = p_end["value"] - p_end["none"]
     assert lead > 0 and max(moves) > lead  # "more than the lead"
     return (
-        f"{max(r['ioi_accuracy'] for a in ARMS for r in b[a]):.3f}",
-        *(f"{b[a][-1]['ioi_accuracy']:.3f}" for a in ARMS),
-        *(f"{_peak(b[a])['induction_score']:.3f}" for a in ARMS),
-        *(f"{b[a][-1]['induction_score']:.3f}" for a in ARMS),
-        f"{max(r['prefix_matching'] for a in ARMS for r in b[a]):.3f}",
         *(f"{min(late[a]):.4f}-{max(late[a]):.4f}" for a in ARMS),
         *(f"{p_end[a]:.4f}" for a in ARMS),
         f"{max(moves):.4f}",
         f"{lead:.4f}",
     )
+
+
+def billion_abilities() -> tuple:
+    """IOI accuracy's highest and its ends; induction's peaks and ends, the best prefix-matching
+    head; the authors' P(right name) after 15M tokens, at the end, the value run's largest move
+    between evaluations and its lead at the end."""
+    b = billion()
+    return (*ioi_figures(b), *induction_figures(b), *authors_figures(b, "value"))
 
 
 def billion_context() -> tuple:
@@ -794,24 +814,14 @@ def original_abilities() -> tuple:
     below = {sum(r["ioi_accuracy"] < 0.5 for r in late[a]) for a in ARMS}
     sizes = {len(late[a]) for a in ARMS}
     assert len(below) == 1 == len(sizes)  # "at N of M evaluations in each run"
-    p_io = {a: [r["paper_ioi_p_io"] for r in late[a]] for a in ARMS}
-    moves = [abs(x - y) for x, y in pairwise(p_io["none"])]
-    lead = o["value"][-1]["paper_ioi_p_io"] - o["none"][-1]["paper_ioi_p_io"]
-    assert lead > 0 and max(moves) > lead  # "more than the lead"
     return (
-        f"{max(r['ioi_accuracy'] for a in ARMS for r in o[a]):.3f}",
-        *(f"{o[a][-1]['ioi_accuracy']:.3f}" for a in ARMS),
+        *ioi_figures(o),
         str(below.pop()),
         str(sizes.pop()),
         *(f"{max(r['ioi_p_io'] for r in o[a]):.4f}" for a in ARMS),
         pilot_ioi()[3],
-        *(f"{_peak(o[a])['induction_score']:.3f}" for a in ARMS),
-        *(f"{o[a][-1]['induction_score']:.3f}" for a in ARMS),
-        f"{max(r['prefix_matching'] for a in ARMS for r in o[a]):.3f}",
-        *(f"{min(p_io[a]):.4f}-{max(p_io[a]):.4f}" for a in ARMS),
-        *(f"{o[a][-1]['paper_ioi_p_io']:.4f}" for a in ARMS),
-        f"{max(moves):.4f}",
-        f"{lead:.4f}",
+        *induction_figures(o),
+        *authors_figures(o, "none"),
         *(f"{max(r['context_gain'] for r in o[a]):.3f}" for a in ARMS),
         *(f"{o[a][-1]['context_gain']:.3f}" for a in ARMS),
     )

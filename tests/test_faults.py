@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from attnstreams.cli import main
 from attnstreams.experiments.lm.data import DataConfig, prepare_data
 from attnstreams.experiments.lm.train import (
     LMTrainConfig,
@@ -52,8 +53,6 @@ def in_process(argv: list[str]) -> None:
     """Run the command in this process, which saves starting one, where nothing else is tested
     of it than its result: a reference run, a last resume. It must exit 0. (The run folder's
     lock stays with this process: only for a folder no other process writes to after it.)"""
-    from attnstreams.cli import main
-
     assert main(argv) == 0
 
 
@@ -201,8 +200,6 @@ def test_resume_clears_what_a_killed_checkpoint_write_left(tmp_path, data_dir):
 
 
 def test_unwritable_output_fails_before_training(tmp_path, capsys):
-    from attnstreams.cli import main
-
     blocker = tmp_path / "file"
     blocker.write_text("")
     assert main([*ICL_ARGS, "--out", str(blocker / "run")]) == 1
@@ -239,8 +236,6 @@ def _corrupt_middle(path: Path, n: int = 64) -> bytes:
 def test_corrupted_tensor_data_is_refused_on_load_and_resume(tmp_path, data_dir, capsys):
     """It went unnoticed before: the resume was accepted, the loss went non-finite and the
     corrupted file was kept as the last good checkpoint."""
-    from attnstreams.cli import main
-
     lm_train(LMTrainer(TINY, data_dir), tmp_path, progress=False, stop_after=3)
     ckpt = tmp_path / "checkpoint.safetensors"
     checkpoint.load(ckpt)  # intact: loads
@@ -387,8 +382,6 @@ def test_a_second_writer_is_refused_and_a_dead_ones_lock_is_free(tmp_path):
 
 @pytest.mark.parametrize("verb", ["lm train", "lm grid", "icl grid"])
 def test_every_writer_refuses_a_folder_in_use_at_once(tmp_path, data_dir, verb, capsys):
-    from attnstreams.cli import main
-
     folder = tmp_path / "run"
     holder = _holder(folder)
     try:
