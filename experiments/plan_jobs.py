@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not arms or args.seeds < 1 or args.steps < 1 or args.budget <= 0:
             raise ValueError("--arms, --seeds, --steps and --budget must name work")
+        if args.epochs is not None and not args.epochs > 0:  # lm_long.sh would train nothing
+            raise ValueError(f"--epochs must be above 0, got {args.epochs:g}")
         ms = step_times(args.cost, args.preset, arms, args.vocab)
         runs = [(a, s, args.steps * ms[a] / 1e3 * args.margin) for a in arms
                 for s in range(args.seeds)]  # fmt: skip
@@ -78,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, ConfigError) as e:
         print(f"plan_jobs: {e}", file=sys.stderr)
         return 2
-    env = f"EPOCHS={args.epochs:g} " if args.epochs else ""
+    env = f"EPOCHS={args.epochs:g} " if args.epochs is not None else ""
     env += f"MPS=1 PRESET={args.preset}"
     for i, job in enumerate(jobs, 1):
         total = sum(r[2] for r in job)

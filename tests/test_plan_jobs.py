@@ -65,6 +65,8 @@ def test_groups_join_consecutive_seeds():
         (["--arms", "none,mudd"], "with a step time for every arm (none, mudd)"),  # row failed
         (["--arms", "mhc", "--budget", "100"], "more than a job's 100"),
         (["--arms", ""], "must name work"),
+        (["--arms", "hc", "--epochs", "0"], "--epochs must be above 0, got 0"),
+        (["--arms", "hc", "--epochs", "nan"], "--epochs must be above 0, got nan"),
     ],
 )
 def test_bad_plans_are_refused_in_one_line(tmp_path, capsys, extra, says):
