@@ -10,12 +10,14 @@
 # CUDA MPS daemon first, so that the processes' kernels can share the GPU at once. STACK=K
 # trains up to K seeds of an arm as one batched computation (`lm grid --stack`), a process each.
 # CORPUS: a folder of TinyStories text files; WORK: scratch; OUT: the metrics and logs (no
-# checkpoints) packed into one file, plus timings.
+# checkpoints) packed into one file, plus timings. The grids are stopped LIMIT s after they
+# start or DEADLINE s after the job starts, whichever comes first, so that what they wrote is
+# packed inside a 10-minute job even when preparing the data is slow.
 set -u
 CORPUS=$1 WORK=$2 OUT=$3
 shift 3
 # COPIES: renamed copies to draw from (default: one a pass); fewer than EPOCHS cycle them
-EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540} COPIES=${COPIES:-} STACK=${STACK:-1}
+EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540} DEADLINE=${DEADLINE:-570} COPIES=${COPIES:-} STACK=${STACK:-1}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
 CLI=${CLI:-"python3 -m attnstreams.cli --threads 1"}  # CLI: another command (a test's stub)
 DATA="--data $CORPUS --train-tokens 0 --val-tokens 1000000 --vocab-size 8192 --epochs $EPOCHS"
@@ -47,6 +49,9 @@ for NAMES in original resampled; do  # only the settings asked for
 done
 wait
 stamp "prepared"
+LEFT=$(( DEADLINE - ($(date +%s) - start) ))
+[ "$LEFT" -lt "$LIMIT" ] && LIMIT=$LEFT && stamp "grids stop in ${LIMIT} s (DEADLINE)"
+[ "$LIMIT" -lt 1 ] && LIMIT=1
 cat "$WORK"/prep-*.json
 GROUP=0
 while [ $# -ge 4 ]; do

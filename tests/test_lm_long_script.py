@@ -4,6 +4,7 @@ group's arms, seeds and settings passed on (a stub stands in for the CLI)."""
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -32,3 +33,26 @@ def test_two_groups_of_one_setting_and_seed_get_folders_of_their_own(tmp_path):
     assert arms == [("denseformer", "1"), ("mhc", "2")]
     assert all(g[g.index("--epochs") + 1] == "3" for g in grids)
     assert any(ln.startswith("lm prepare") for ln in log.read_text().splitlines())
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_grids_stop_at_the_jobs_deadline_and_what_they_wrote_is_packed(tmp_path):
+    """DEADLINE counts from the job's start (preparing the data included), so a slow
+    preparation cannot push the grids' end past the job's own limit, packing unfinished."""
+    stub = tmp_path / "cli"
+    stub.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [ "$2" = grid ]; then out=${@: -1}; mkdir -p "$out/mhc-s0"\n'
+        '  echo "{}" > "$out/mhc-s0/metrics.jsonl"; exec sleep 60; fi\n'
+        'sleep 1; echo "{}"\n'
+    )
+    stub.chmod(0o755)
+    env = {**os.environ, "CLI": str(stub), "EPOCHS": "3", "LIMIT": "60", "DEADLINE": "3"}
+    argv = ["bash", str(ROOT / "experiments" / "lm_long.sh"), "corpus", str(tmp_path / "w"),
+            str(tmp_path / "o"), "resampled", "mhc", "0", "1"]  # fmt: skip
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=50)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert re.search(r"grids stop in [0-2] s \(DEADLINE\)", proc.stdout), proc.stdout
+    packed = subprocess.run(["tar", "tzf", str(tmp_path / "o" / "runs.tar.gz")],
+                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert "resampled-s0-g1/mhc-s0/metrics.jsonl" in packed
