@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import pytest
@@ -504,6 +504,41 @@ def test_out_of_memory_is_one_line_and_keeps_the_last_checkpoint(tmp_path, capsy
     _, meta = checkpoint.load(tmp_path / "run" / "checkpoint.safetensors")
     assert meta["step"] == 3
     assert not list((tmp_path / "run").glob(".*tmp*"))
+
+
+def test_a_compiled_grid_warms_each_arm_of_several_jobs_once():
+    from attnstreams.experiments.lm.grid import warm_arms
+
+    jobs = [("none", [0]), ("mhc", [3]), ("none", [1]), ("mhc", [4]), ("hc", [0])]
+    assert warm_arms(jobs, compile=True, stack=1) == [("none", 0), ("mhc", 3)]
+    assert warm_arms(jobs, compile=False, stack=1) == []
+    assert warm_arms([("mhc", [0, 1]), ("mhc", [2])], compile=True, stack=2) == []
+
+
+def test_warming_an_arm_leaves_its_compiled_step_for_the_next_process(
+    data_dir, tmp_path, monkeypatch
+):
+    """The warm step writes no run; a trainer of another seed built after it loads the
+    compiled step from torch.compile's cache instead of compiling it (as the grid's jobs do,
+    each in a process of its own: here Dynamo is reset in between)."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from attnstreams.experiments.lm.grid import _warm_compile
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))  # nothing compiled before
+    cfg = replace(TINY, stream="none", compile=True)
+    torch._dynamo.reset()
+    counters.clear()
+    before = sorted(data_dir.rglob("*"))
+    _warm_compile(asdict(cfg), "none", 0, data_dir, "cpu")
+    assert sorted(data_dir.rglob("*")) == before
+    torch._dynamo.reset()
+    counters.clear()
+    LMTrainer(replace(cfg, seed=1), data_dir).train_step()
+    got = dict(counters["inductor"]) | dict(counters["aot_autograd"])
+    assert got.get("fxgraph_cache_hit", 0) + got.get("autograd_cache_hit", 0) >= 1, got
+    assert got.get("fxgraph_cache_miss", 0) == 0, got
 
 
 def test_lm_cli_train_eval_sample_grid_report(tmp_path, capsys):

@@ -983,7 +983,11 @@ def build_parser() -> Parser:
     )
     p.add_argument("--data-dir", help="token files to (re)use (default: OUT/data)")
     p.add_argument(
-        "--workers", type=int, default=1, help="jobs at once, one process each (fills a GPU)"
+        "--workers",
+        type=int,
+        default=1,
+        help="jobs at once, one process each (fills a GPU); with --compile, an arm of several "
+        "jobs compiles its step once first, and its jobs load it from torch.compile's cache",
     )
     p.add_argument(
         "--stack",

@@ -54,7 +54,8 @@ def run_grid(
     """Every (arm, seed) run in out/<arm>-s<seed>/, sharing the token files in out/data (or
     data_dir). An arm is a stream, a residual, or STREAM+RESIDUAL (`parse_arm`; one that
     names no residual takes cfg's). workers > 1: that many jobs at once, one process each
-    (small models leave most of a GPU idle; several processes fill it). stack > 1: an arm's
+    (small models leave most of a GPU idle; several processes fill it), compiled arms warmed
+    first (`warm_arms`). stack > 1: an arm's
     seeds in groups of up to `stack`, each group one job that trains its runs as one
     computation, attending on CUDA with SDPA's `stack_kernel` (lm/stack.py's KERNELS).
     device: one, or a list that the jobs take in turn (`grid_devices`): a group a GPU."""
@@ -77,7 +78,16 @@ def run_grid(
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        spawn = mp.get_context("spawn")
+        if warm := warm_arms(jobs, cfg.compile, stack):
+            # processes of their own, gone (with their GPU memory) before the jobs start
+            with ProcessPoolExecutor(len(warm), mp_context=spawn) as pool:
+                for f in [
+                    pool.submit(_warm_compile, asdict(cfg), arm, seed, data_dir, dev)
+                    for (arm, seed), dev in zip(warm, devices, strict=False)
+                ]:
+                    f.result()
+        with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
             futures = [
                 pool.submit(
                     _grid_job,
@@ -106,6 +116,28 @@ def run_grid(
             text=f"interrupted: the runs keep their checkpoints in {out}; run the same `lm grid` "
             "command again to continue it",
         ) from None
+
+
+def warm_arms(jobs: list[tuple[str, list[int]]], compile: bool, stack: int) -> list[tuple]:
+    """(arm, seed) of each compiled arm with more than one job: one process compiles its
+    training step first, so that the arm's jobs load it from torch.compile's on-disk cache
+    instead of each compiling it at once (mHC's step takes minutes to compile, and several
+    processes compiling together slow each other). A stack compiles a computation of its own:
+    none is warmed."""
+    if not compile or stack > 1:
+        return []
+    first: dict[str, int] = {}
+    for arm, seeds in jobs:
+        first.setdefault(arm, seeds[0])
+    return [(arm, seed) for arm, seed in first.items() if sum(a == arm for a, _ in jobs) > 1]
+
+
+def _warm_compile(cfg: dict, arm: str, seed: int, data_dir: Path, device: str) -> None:
+    """One training step of `arm` (seed `seed`) that writes nothing of a run: what it leaves
+    is torch.compile's cache of the step."""
+    stream, residual = parse_arm(arm, cfg["residual"])
+    run_cfg = LMTrainConfig(**{**cfg, "stream": stream, "residual": residual, "seed": seed})
+    LMTrainer(run_cfg, data_dir, device).train_step()
 
 
 def grid_devices(device: str | torch.device | list, n: int) -> list[str]:
