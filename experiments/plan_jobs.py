@@ -5,6 +5,14 @@ lm-long grid, 8 plain 8M runs sharing the card each took about 8 times a run's s
 so a job holds runs whose summed card time, steps x ms/step x `--margin`, stays under `--budget`
 seconds. Prints one `experiments/lm_long.sh` line a job (groups NAMES ARMS SEED SEEDS), costliest
 runs first, with the settings it needs (`PRESET`, `MPS=1`, and `EPOCHS` from `--epochs`).
+Runs already finished in a `--done` folder (its ARM-sSEED/summary.json at `--steps`) are left out.
+
+The defaults leave room for what the sum does not count. In the residual comparison's first
+jobs (results/lm-residuals/tinystories-8m, H100), 6 runs summing 281 card-s ended 365 s after
+the data was ready, 4 summing 265 s after 371 s: about 1.25 times the sum plus 15 to 60 s of
+compiling, and preparing the data took 13 to 57 s more. lm_long.sh stops its grids 570 s into
+the job, so a job of 450 card-s x 1.25 ends in time; an arm whose compiling takes minutes (mHC)
+needs more room than this counts.
 
     python experiments/plan_jobs.py --cost residuals-tinystories-8m.json \
         --preset tinystories-8m --vocab 8192 --arms denseformer,hc,dhc,mhc,attnres --seeds 5 \
@@ -16,11 +24,14 @@ The step times are read as `lm report --cost` reads them (`step_times`).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from attnstreams.experiments.lm.report import step_times
 from attnstreams.run.config import ConfigError
+
+BUDGET, MARGIN = 450.0, 1.25  # card seconds a job; times the summed step times (see above)
 
 
 def pack(runs: list[tuple[str, int, float]], budget: float) -> list[list[tuple[str, int, float]]]:
@@ -36,6 +47,15 @@ def pack(runs: list[tuple[str, int, float]], budget: float) -> list[list[tuple[s
         else:
             jobs.append([run])
     return jobs
+
+
+def finished(folders: list[Path], arm: str, seed: int, steps: int) -> bool:
+    """Whether a run of `arm` and `seed` reached `steps` in one of `folders`."""
+    for folder in folders:
+        done = folder / f"{arm}-s{seed}" / "summary.json"
+        if done.exists() and json.loads(done.read_text())["step"] >= steps:
+            return True
+    return False
 
 
 def groups(job: list[tuple[str, int, float]], names: str) -> str:
@@ -62,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", required=True, help="comma list of arms")
     p.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 of each arm")
     p.add_argument("--steps", type=int, required=True, help="training steps a run")
-    p.add_argument("--budget", type=float, default=520.0, help="card seconds a job")
-    p.add_argument("--margin", type=float, default=1.1, help="evaluations, compiling, sharing")
+    p.add_argument("--budget", type=float, default=BUDGET, help="card seconds a job")
+    p.add_argument("--margin", type=float, default=MARGIN, help="evaluations, compiling, sharing")
+    p.add_argument(
+        "--done", type=Path, action="append", default=[], help="finished runs' folder; repeatable"
+    )
     p.add_argument("--names", default="resampled")
     p.add_argument("--epochs", type=float, help="passes a run, as lm_long.sh's EPOCHS (its steps)")
     args = p.parse_args(argv)
@@ -74,8 +97,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.epochs is not None and not args.epochs > 0:  # lm_long.sh would train nothing
             raise ValueError(f"--epochs must be above 0, got {args.epochs:g}")
         ms = step_times(args.cost, args.preset, arms, args.vocab)
-        runs = [(a, s, args.steps * ms[a] / 1e3 * args.margin) for a in arms
-                for s in range(args.seeds)]  # fmt: skip
+        runs = [
+            (a, s, args.steps * ms[a] / 1e3 * args.margin)
+            for a in arms
+            for s in range(args.seeds)
+            if not finished(args.done, a, s, args.steps)
+        ]
+        if not runs:
+            raise ValueError("every run is finished in the --done folders")
         jobs = pack(runs, args.budget)
     except (ValueError, ConfigError) as e:
         print(f"plan_jobs: {e}", file=sys.stderr)

@@ -46,12 +46,27 @@ def test_every_run_once_and_no_job_over_its_budget(tmp_path, capsys):
             groups = re.findall(r"resampled (\S+) (\d+) (\d+)", line)
             runs = [(a, s) for a, s0, n in groups for s in range(int(s0), int(s0) + int(n))]
             seen += runs
-            totals.append(sum(6554 * ms[a] / 1e3 * 1.1 for a, _ in runs))
+            totals.append(sum(6554 * ms[a] / 1e3 * plan_jobs.MARGIN for a, _ in runs))
     assert sorted(seen) == sorted((a, s) for a in ms for s in range(5))
-    assert max(totals) <= 520 and len(totals) == int(out.splitlines()[-1].split()[1])
-    assert len(totals) >= math.ceil(sum(totals) / 520)
+    budget = plan_jobs.BUDGET
+    assert max(totals) <= budget and len(totals) == int(out.splitlines()[-1].split()[1])
+    assert len(totals) >= math.ceil(sum(totals) / budget)
     # the tinystories-8m rows, not the other preset's hc
     assert out.splitlines()[-1].endswith(f"~{sum(totals):.0f} card-s in all")
+
+
+def test_runs_finished_in_a_done_folder_are_left_out(tmp_path, capsys):
+    done = tmp_path / "done"
+    for run, step in (("hc-s0", 6554), ("hc-s2", 6554), ("mhc-s1", 6554), ("hc-s1", 100)):
+        (done / run).mkdir(parents=True)  # hc-s1 stopped early: still to run
+        (done / run / "summary.json").write_text(json.dumps({"step": step}))
+    code, out, _ = plan(tmp_path, capsys, "--arms", "hc,mhc", "--seeds", "3", "--done", str(done))
+    assert code == 0
+    runs = re.findall(r"resampled (\S+) (\d+) (\d+)", out)
+    seen = sorted((a, s) for a, s0, n in runs for s in range(int(s0), int(s0) + int(n)))
+    assert seen == [("hc", 1), ("mhc", 0), ("mhc", 2)]
+    code, out, err = plan(tmp_path, capsys, "--arms", "hc", "--seeds", "1", "--done", str(done))
+    assert code == 2 and "every run is finished" in err and not out
 
 
 def test_groups_join_consecutive_seeds():
