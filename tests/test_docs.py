@@ -1350,6 +1350,49 @@ def residual_headline() -> tuple:
             str(math.ceil(100 * most / total)))  # fmt: skip
 
 
+# -- results/lm-residuals: the residual methods on Experiment 2 ---------------------------------
+RESID = "results/lm-residuals/README.md"
+RESID_ARMS = ("denseformer", "hc", "dhc", "mhc", "attnres", "attnres-b2", "mudd", "muddvr")
+
+
+def seed_ranges(arm: str, seeds: list[int]) -> str:
+    """'hc s0-s2' for three or more consecutive seeds, else 'hc s0, s1'."""
+    if len(seeds) >= 3 and seeds == list(range(seeds[0], seeds[-1] + 1)):
+        return f"{arm} s{seeds[0]}-s{seeds[-1]}"
+    return f"{arm} " + ", ".join(f"s{s}" for s in seeds)
+
+
+def residual_progress() -> tuple:
+    """The tinystories-8m runs finished (summary at the last step) and those still to run, of
+    5 seeds an arm, each list in the order of the arms."""
+    folder, steps = ROOT / "results/lm-residuals/tinystories-8m", 6554
+    done = {a: [s for s in range(5) if (f := folder / f"{a}-s{s}" / "summary.json").exists()
+                and json.loads(f.read_text())["step"] == steps] for a in RESID_ARMS}  # fmt: skip
+    assert {p.name for p in folder.iterdir() if p.is_dir()} == {
+        f"{a}-s{s}" for a, seeds in done.items() for s in seeds}  # fmt: skip
+    todo = {a: [s for s in range(5) if s not in done[a]] for a in RESID_ARMS}
+    return tuple("; ".join(seed_ranges(a, v) for a, v in runs.items() if v)
+                 for runs in (done, todo))  # fmt: skip
+
+
+def residual_stopped() -> tuple:
+    """Job 1's stopped mHC runs: the first and last seconds to step 50, hc s0's (same job),
+    and each mHC run's last step."""
+
+    def rows(path: Path) -> list[dict]:
+        return [json.loads(ln) for ln in (ROOT / path).read_text().splitlines()]
+
+    def at_50(runs: list[dict]) -> float:
+        return next(r["elapsed_s"] for r in runs if r["step"] == 50)
+
+    stopped = [rows(f"results/lm-residuals/stopped/tinystories-8m-job-1/mhc-s{s}/metrics.jsonl")
+               for s in range(3)]  # fmt: skip
+    fifty = [at_50(r) for r in stopped]
+    hc = at_50(rows("results/lm-residuals/tinystories-8m/hc-s0/metrics.jsonl"))
+    return (f"{min(fifty):.0f}", f"{max(fifty):.0f}", f"{hc:.0f}",
+            *(f"{r[-1]['step']:,}" for r in stopped))  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Claim:
     file: str
@@ -1369,6 +1412,15 @@ README, GRID, TOY, LM, SOAK = (
 )
 
 CLAIMS = [
+    # results/lm-residuals/README.md: the comparison so far
+    Claim(RESID, "Finished (6,554 steps each): {}. Still to run: {}.", residual_progress),
+    Claim(
+        RESID,
+        "reached their 50th step {} to {} s after they started (hc s0: {} s), most likely "
+        "compiling: each process compiled mHC's Sinkhorn maps at the same time. The grid's time "
+        "limit stopped them at steps {}, {} and {};",
+        residual_stopped,
+    ),
     # BENCHMARKS.md: the residual methods' cost
     Claim(
         "BENCHMARKS.md",
