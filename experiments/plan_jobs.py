@@ -6,6 +6,9 @@ so a job holds runs whose summed card time, steps x ms/step x `--margin`, stays 
 seconds. Prints one `experiments/lm_long.sh` line a job (groups NAMES ARMS SEED SEEDS), costliest
 runs first, with the settings it needs (`PRESET`, `MPS=1`, and `EPOCHS` from `--epochs`).
 Runs already finished in a `--done` folder (its ARM-sSEED/summary.json at `--steps`) are left out.
+`--apart mhc` puts at most one mHC run in a job: a single run compiles in its own process while
+the job's other runs train, where several would compile first (lm grid warms an arm of several
+processes before they start) and leave the card idle meanwhile.
 
 The defaults leave room for what the sum does not count. In the residual comparison's first
 jobs (results/lm-residuals/tinystories-8m, H100), 6 runs summing 281 card-s ended 365 s after
@@ -34,13 +37,18 @@ from attnstreams.run.config import ConfigError
 BUDGET, MARGIN = 450.0, 1.25  # card seconds a job; times the summed step times (see above)
 
 
-def pack(runs: list[tuple[str, int, float]], budget: float) -> list[list[tuple[str, int, float]]]:
-    """First-fit decreasing: (arm, seed, seconds) runs into jobs of at most `budget` seconds."""
+def pack(
+    runs: list[tuple[str, int, float]], budget: float, apart: frozenset[str] = frozenset()
+) -> list[list[tuple[str, int, float]]]:
+    """First-fit decreasing: (arm, seed, seconds) runs into jobs of at most `budget` seconds,
+    at most one run of each arm in `apart` a job."""
     jobs: list[list[tuple[str, int, float]]] = []
     for run in sorted(runs, key=lambda r: (-r[2], r[0], r[1])):
         if run[2] > budget:
             raise ValueError(f"{run[0]} takes {run[2]:.0f} s alone, more than a job's {budget:g}")
         for job in jobs:
+            if run[0] in apart and any(r[0] == run[0] for r in job):
+                continue
             if sum(r[2] for r in job) + run[2] <= budget:
                 job.append(run)
                 break
@@ -84,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, required=True, help="training steps a run")
     p.add_argument("--budget", type=float, default=BUDGET, help="card seconds a job")
     p.add_argument("--margin", type=float, default=MARGIN, help="evaluations, compiling, sharing")
+    p.add_argument("--apart", default="", help="arms of at most one run a job (comma list)")
     p.add_argument(
         "--done", type=Path, action="append", default=[], help="finished runs' folder; repeatable"
     )
@@ -105,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         ]
         if not runs:
             raise ValueError("every run is finished in the --done folders")
-        jobs = pack(runs, args.budget)
+        jobs = pack(runs, args.budget, frozenset(a for a in args.apart.split(",") if a))
     except (ValueError, ConfigError) as e:
         print(f"plan_jobs: {e}", file=sys.stderr)
         return 2

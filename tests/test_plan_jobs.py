@@ -69,6 +69,17 @@ def test_runs_finished_in_a_done_folder_are_left_out(tmp_path, capsys):
     assert code == 2 and "every run is finished" in err and not out
 
 
+def test_apart_arms_get_at_most_one_run_a_job(tmp_path, capsys):
+    args = ("--arms", "denseformer,mhc", "--seeds", "5", "--budget", "600")  # 2 mhc fit a job
+    code, out, _ = plan(tmp_path, capsys, *args)
+    assert code == 0 and re.search(r"resampled mhc \d+ [2-9]", out)  # packed together
+    code, out, _ = plan(tmp_path, capsys, *args, "--apart", "mhc")
+    lines = [ln for ln in out.splitlines() if "lm_long.sh" in ln]
+    mhc = [re.findall(r"resampled mhc (\d+) (\d+)", ln) for ln in lines]
+    assert code == 0 and all(len(m) <= 1 and all(n == "1" for _, n in m) for m in mhc)
+    assert sorted(int(s) for m in mhc for s, _ in m) == list(range(5))
+
+
 def test_groups_join_consecutive_seeds():
     job = [("hc", 0, 1.0), ("hc", 1, 1.0), ("hc", 3, 1.0), ("mhc", 2, 1.0)]
     assert plan_jobs.groups(job, "original") == "original hc 0 2 original hc 3 1 original mhc 2 1"
