@@ -9,6 +9,8 @@
 # every run must end inside the job (a checkpoint is not kept between jobs). MPS=1 starts a
 # CUDA MPS daemon first, so that the processes' kernels can share the GPU at once. STACK=K
 # trains up to K seeds of an arm as one batched computation (`lm grid --stack`), a process each.
+# WARM=0: an arm's processes each compile its step (`lm grid --no-warm-compile`), rather than
+# loading what one process compiled first.
 # CORPUS: a folder of TinyStories text files; WORK: scratch; OUT: the metrics and logs (no
 # checkpoints) packed into one file, plus timings. The grids are stopped LIMIT s after they
 # start or DEADLINE s after the job starts, whichever comes first, so that what they wrote is
@@ -18,6 +20,7 @@ CORPUS=$1 WORK=$2 OUT=$3
 shift 3
 # COPIES: renamed copies to draw from (default: one a pass); fewer than EPOCHS cycle them
 EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540} DEADLINE=${DEADLINE:-570} COPIES=${COPIES:-} STACK=${STACK:-1}
+WARM=${WARM:-1}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
 CLI=${CLI:-"python3 -m attnstreams.cli --threads 1"}  # CLI: another command (a test's stub)
 DATA="--data $CORPUS --train-tokens 0 --val-tokens 1000000 --vocab-size 8192 --epochs $EPOCHS"
@@ -63,11 +66,13 @@ while [ $# -ge 4 ]; do
   G="$WORK/$NAMES-s$SEED-g$GROUP"
   timeout "$LIMIT" $CLI lm grid $DATA $(copies "$NAMES") $TRAIN --names "$NAMES" \
     --data-dir "$WORK/data-$NAMES" \
-    --stream "$ARMS" --seed "$SEED" --seeds "$SEEDS" --workers "$JOBS" --stack "$STACK" --out "$G" \
+    --stream "$ARMS" --seed "$SEED" --seeds "$SEEDS" --workers "$JOBS" --stack "$STACK" \
+    $([ "$WARM" = 0 ] && echo --no-warm-compile) --out "$G" \
     > "$G.json" 2> "$G.err" &
 done
 wait
 stamp "grids ended"
+grep -h "^lm grid: compiled" "$WORK"/*.err
 tail -n 3 "$WORK"/*.err
 if [ "${MPS:-0}" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
 (cd "$WORK" && find . -name metrics.jsonl -o -name config.json -o -name summary.json \

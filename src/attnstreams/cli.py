@@ -773,6 +773,7 @@ def cmd_lm_grid(args: argparse.Namespace) -> int:
         workers=args.workers,
         stack=args.stack,
         stack_kernel=args.stack_kernel,
+        warm=args.warm_compile,
     )
     from attnstreams.experiments.lm.report import write_report
 
@@ -986,8 +987,14 @@ def build_parser() -> Parser:
         "--workers",
         type=int,
         default=1,
-        help="jobs at once, one process each (fills a GPU); with --compile, an arm of several "
-        "jobs compiles its step once first, and its jobs load it from torch.compile's cache",
+        help="jobs at once, one process each (fills a GPU)",
+    )
+    p.add_argument(
+        "--warm-compile",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="with --compile and --workers: an arm of several jobs compiles its step once "
+        "first, and its jobs load it from torch.compile's on-disk cache",
     )
     p.add_argument(
         "--stack",

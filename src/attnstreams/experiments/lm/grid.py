@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
+import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -50,12 +52,13 @@ def run_grid(
     workers: int = 1,
     stack: int = 1,
     stack_kernel: str = "math",
+    warm: bool = True,
 ) -> list[dict]:
     """Every (arm, seed) run in out/<arm>-s<seed>/, sharing the token files in out/data (or
     data_dir). An arm is a stream, a residual, or STREAM+RESIDUAL (`parse_arm`; one that
     names no residual takes cfg's). workers > 1: that many jobs at once, one process each
     (small models leave most of a GPU idle; several processes fill it), compiled arms warmed
-    first (`warm_arms`). stack > 1: an arm's
+    first unless not `warm` (`warm_arms`). stack > 1: an arm's
     seeds in groups of up to `stack`, each group one job that trains its runs as one
     computation, attending on CUDA with SDPA's `stack_kernel` (lm/stack.py's KERNELS).
     device: one, or a list that the jobs take in turn (`grid_devices`): a group a GPU."""
@@ -79,14 +82,18 @@ def run_grid(
         from concurrent.futures import ProcessPoolExecutor
 
         spawn = mp.get_context("spawn")
-        if warm := warm_arms(jobs, cfg.compile, stack):
+        if warmed := warm_arms(jobs, cfg.compile and warm, stack):
+            start = time.perf_counter()
             # processes of their own, gone (with their GPU memory) before the jobs start
-            with ProcessPoolExecutor(len(warm), mp_context=spawn) as pool:
+            with ProcessPoolExecutor(len(warmed), mp_context=spawn) as pool:
                 for f in [
                     pool.submit(_warm_compile, asdict(cfg), arm, seed, data_dir, dev)
-                    for (arm, seed), dev in zip(warm, devices, strict=False)
+                    for (arm, seed), dev in zip(warmed, devices, strict=False)
                 ]:
                     f.result()
+            names = ", ".join(arm for arm, _ in warmed)
+            took = time.perf_counter() - start
+            print(f"lm grid: compiled {names} once in {took:.0f} s", file=sys.stderr)
         with ProcessPoolExecutor(workers, mp_context=spawn) as pool:
             futures = [
                 pool.submit(
