@@ -9,6 +9,8 @@
 # every run must end inside the job (a checkpoint is not kept between jobs). MPS=1 starts a
 # CUDA MPS daemon first, so that the processes' kernels can share the GPU at once. STACK=K
 # trains up to K seeds of an arm as one batched computation (`lm grid --stack`), a process each.
+# DATA_ROOT: where the token files go (default WORK); a later job given the same folder and
+# settings reuses them.
 # WARM=0: an arm's processes each compile its step (`lm grid --no-warm-compile`), rather than
 # loading what one process compiled first.
 # CORPUS: a folder of TinyStories text files; WORK: scratch; OUT: the metrics and logs (no
@@ -20,7 +22,7 @@ CORPUS=$1 WORK=$2 OUT=$3
 shift 3
 # COPIES: renamed copies to draw from (default: one a pass); fewer than EPOCHS cycle them
 EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540} DEADLINE=${DEADLINE:-570} COPIES=${COPIES:-} STACK=${STACK:-1}
-WARM=${WARM:-1}
+WARM=${WARM:-1} DATA_ROOT=${DATA_ROOT:-$WORK}
 export PYTHONUNBUFFERED=1 PYTHONPATH=${PYTHONPATH:-$PWD/src}
 CLI=${CLI:-"python3 -m attnstreams.cli --threads 1"}  # CLI: another command (a test's stub)
 DATA="--data $CORPUS --train-tokens 0 --val-tokens 1000000 --vocab-size 8192 --epochs $EPOCHS"
@@ -47,7 +49,7 @@ if [ "${MPS:-0}" = 1 ]; then
 fi
 for NAMES in original resampled; do  # only the settings asked for
   case " $* " in *" $NAMES "*) ;; *) continue ;; esac
-  $CLI lm prepare $DATA $(copies "$NAMES") --names "$NAMES" --data-dir "$WORK/data-$NAMES" --json \
+  $CLI lm prepare $DATA $(copies "$NAMES") --names "$NAMES" --data-dir "$DATA_ROOT/data-$NAMES" --json \
     > "$WORK/prep-$NAMES.json" 2> "$WORK/prep-$NAMES.err" &
 done
 wait
@@ -65,7 +67,7 @@ while [ $# -ge 4 ]; do
   # a folder a group: two groups of one setting and first seed (other arms) must not share one
   G="$WORK/$NAMES-s$SEED-g$GROUP"
   timeout "$LIMIT" $CLI lm grid $DATA $(copies "$NAMES") $TRAIN --names "$NAMES" \
-    --data-dir "$WORK/data-$NAMES" \
+    --data-dir "$DATA_ROOT/data-$NAMES" \
     --stream "$ARMS" --seed "$SEED" --seeds "$SEEDS" --workers "$JOBS" --stack "$STACK" \
     $([ "$WARM" = 0 ] && echo --no-warm-compile) --out "$G" \
     > "$G.json" 2> "$G.err" &

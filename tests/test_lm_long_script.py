@@ -34,10 +34,17 @@ def test_two_groups_of_one_setting_and_seed_get_folders_of_their_own(tmp_path):
     assert all(g[g.index("--epochs") + 1] == "3" for g in grids)
     assert any(ln.startswith("lm prepare") for ln in log.read_text().splitlines())
     assert not any("--no-warm-compile" in g for g in grids)
-    env["WARM"] = "0"  # each process compiles for itself
+    assert all(
+        g[g.index("--data-dir") + 1] == str(tmp_path / "w" / "data-resampled") for g in grids
+    )
+    # WARM=0: each process compiles for itself; DATA_ROOT: token files another job can reuse
+    env |= {"WARM": "0", "DATA_ROOT": str(tmp_path / "d")}
     subprocess.run(argv, capture_output=True, text=True, env=env, timeout=120, check=True)
-    grids = [ln for ln in log.read_text().splitlines() if ln.startswith("lm grid")][2:]
+    grids = [ln.split() for ln in log.read_text().splitlines() if ln.startswith("lm grid")][2:]
     assert len(grids) == 2 and all("--no-warm-compile" in g for g in grids)
+    assert all(
+        g[g.index("--data-dir") + 1] == str(tmp_path / "d" / "data-resampled") for g in grids
+    )
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
