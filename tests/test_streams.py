@@ -469,3 +469,15 @@ def test_key_padding_and_non_causal_attention():
     assert (full.attn_probs[0, 0, 0] > 0).all()  # the first query sees every key
     q = torch.randn(1, 2, 3, 8)
     assert torch.allclose(attention_probs(q, q, None, causal=False).sum(-1), torch.ones(1, 2, 3))
+
+
+def test_compiled_with_dynamic_shapes_equals_eager():
+    """torch.compile(dynamic=True) traces the length as a symbol: the attention's causal flag
+    must still reach SDPA as a bool (a symbolic one is refused). Two lengths, one graph."""
+    torch.manual_seed(0)
+    cfg = preset("modern-tiny", stream="value", dropout=0.0, n_layer=2)  # RoPE and GQA
+    model = GPT(cfg).double().eval()
+    compiled = torch.compile(model, backend="aot_eager", dynamic=True, fullgraph=True)
+    for T in (7, 12):
+        x = torch.randint(0, 256, (2, T), generator=torch.Generator().manual_seed(T))
+        torch.testing.assert_close(compiled(x)[0], model(x)[0], rtol=0, atol=1e-12)

@@ -502,7 +502,7 @@ class StreamAttention(nn.Module):
             k = k.repeat_interleave(H // Hkv, dim=1)
             v = v.repeat_interleave(H // Hkv, dim=1)
         Tq, Tk = q.size(2), k.size(2)
-        causal = self.causal and Tq > 1
+        causal = self.causal if Tq > 1 else False  # a bool under dynamic shapes (a branch)
         mask = attention_mask(Tq, Tk, x.device, causal, key_padding_mask)
         if self.keep_attention:  # analysis only (prefix matching): what SDPA attends with
             self.attn_probs = attention_probs(q, k, self.scale, mask, causal)
