@@ -515,6 +515,21 @@ def test_a_compiled_grid_warms_each_arm_of_several_jobs_once():
     assert warm_arms([("mhc", [0, 1]), ("mhc", [2])], compile=True, stack=2) == []
 
 
+def test_a_grid_knows_its_finished_runs(tmp_path):
+    """Runs at their last step are read back, not trained or warmed again (a grid resumed)."""
+    from attnstreams.experiments.lm.grid import finished
+
+    cfg = replace(TINY, steps=6)
+    for run, step in (("value+hc-s0", 6), ("value+hc-s1", 3), ("value-s0", 6)):
+        (tmp_path / run).mkdir()
+        (tmp_path / run / "summary.json").write_text(json.dumps({"step": step}))
+    assert finished(tmp_path, "value+hc", 0, cfg) == {"step": 6}
+    assert finished(tmp_path, "value+hc", 1, cfg) is None  # stopped at step 3
+    assert finished(tmp_path, "value+hc", 2, cfg) is None  # never started
+    assert finished(tmp_path, "value", 0, cfg) == {"step": 6}  # the arm's canonical folder
+    assert finished(tmp_path, "value", 0, replace(cfg, steps=7)) is None
+
+
 def test_warming_an_arm_leaves_its_compiled_step_for_the_next_process(
     data_dir, tmp_path, monkeypatch
 ):
@@ -536,6 +551,7 @@ def test_warming_an_arm_leaves_its_compiled_step_for_the_next_process(
     torch._dynamo.reset()
     counters.clear()
     LMTrainer(replace(cfg, seed=1), data_dir).train_step()
+    torch._dynamo.reset()  # the next test in this process starts with nothing compiled
     got = dict(counters["inductor"]) | dict(counters["aot_autograd"])
     assert got.get("fxgraph_cache_hit", 0) + got.get("autograd_cache_hit", 0) >= 1, got
     assert got.get("fxgraph_cache_miss", 0) == 0, got

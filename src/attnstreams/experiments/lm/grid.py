@@ -82,7 +82,8 @@ def run_grid(
         from concurrent.futures import ProcessPoolExecutor
 
         spawn = mp.get_context("spawn")
-        if warmed := warm_arms(jobs, cfg.compile and warm, stack):
+        pending = [(a, sd) for a, sd in jobs if any(finished(out, a, s, cfg) is None for s in sd)]
+        if warmed := warm_arms(pending, cfg.compile and warm, stack):
             start = time.perf_counter()
             # processes of their own, gone (with their GPU memory) before the jobs start
             with ProcessPoolExecutor(len(warmed), mp_context=spawn) as pool:
@@ -123,6 +124,14 @@ def run_grid(
             text=f"interrupted: the runs keep their checkpoints in {out}; run the same `lm grid` "
             "command again to continue it",
         ) from None
+
+
+def finished(out: Path, arm: str, seed: int, cfg: LMTrainConfig) -> dict | None:
+    """The summary of the run of `arm` and `seed` in `out` if it reached cfg's last step."""
+    stream, residual = parse_arm(arm, cfg.residual)
+    done = out / f"{arm_name(stream, residual)}-s{seed}" / "summary.json"
+    summary = json.loads(done.read_text()) if done.exists() else None
+    return summary if summary is not None and summary["step"] >= cfg.steps else None
 
 
 def warm_arms(jobs: list[tuple[str, list[int]]], compile: bool, stack: int) -> list[tuple]:
@@ -174,9 +183,7 @@ def _grid_job(
     for seed in seeds:
         run_cfg = LMTrainConfig(**{**cfg, "stream": stream, "residual": residual, "seed": seed})
         run_dir = out / f"{arm_name(stream, residual)}-s{seed}"
-        done = run_dir / "summary.json"
-        summary = json.loads(done.read_text()) if done.exists() else None
-        if summary is not None and summary["step"] >= run_cfg.steps:
+        if (summary := finished(out, arm, seed, run_cfg)) is not None:
             summaries[seed] = summary
         else:
             todo.append((run_cfg, run_dir))
