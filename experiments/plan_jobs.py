@@ -12,10 +12,10 @@ processes before they start) and leave the card idle meanwhile.
 
 The defaults leave room for what the sum does not count. In the residual comparison's first
 jobs (results/lm-residuals/tinystories-8m, H100), 6 runs summing 281 card-s ended 365 s after
-the data was ready, 4 summing 265 s after 371 s: about 1.25 times the sum plus 15 to 60 s of
-compiling, and preparing the data took 13 to 57 s more. lm_long.sh stops its grids 570 s into
-the job, so a job of 450 card-s x 1.25 ends in time; an arm whose compiling takes minutes (mHC)
-needs more room than this counts.
+the data was ready, 4 summing 264 s after 371 s: 1.25 times the sum and 13 and 40 s more
+(compiling), and preparing the data took 13 and 57 s. lm_long.sh stops its grids 570 s into
+the job, so that a job of 450 card-s (x 1.25) ends in time; an arm whose compiling takes
+minutes (mHC) needs more room than this counts.
 
     python experiments/plan_jobs.py --cost residuals-tinystories-8m.json \
         --preset tinystories-8m --vocab 8192 --arms denseformer,hc,dhc,mhc,attnres --seeds 5 \

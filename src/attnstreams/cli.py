@@ -984,10 +984,7 @@ def build_parser() -> Parser:
     )
     p.add_argument("--data-dir", help="token files to (re)use (default: OUT/data)")
     p.add_argument(
-        "--workers",
-        type=int,
-        default=1,
-        help="jobs at once, one process each (fills a GPU)",
+        "--workers", type=int, default=1, help="jobs at once, one process each (fills a GPU)"
     )
     p.add_argument(
         "--warm-compile",
