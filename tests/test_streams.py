@@ -477,7 +477,7 @@ def test_compiled_with_dynamic_shapes_equals_eager():
     torch.manual_seed(0)
     cfg = preset("modern-tiny", stream="value", dropout=0.0, n_layer=2)  # RoPE and GQA
     model = GPT(cfg).double().eval()
-    compiled = torch.compile(model, backend="aot_eager", dynamic=True, fullgraph=True)
+    compiled = torch.compile(model, backend="eager", dynamic=True, fullgraph=True)
     for T in (7, 12):
         x = torch.randint(0, 256, (2, T), generator=torch.Generator().manual_seed(T))
         torch.testing.assert_close(compiled(x)[0], model(x)[0], rtol=0, atol=1e-12)
