@@ -27,10 +27,10 @@ The step times are read as `lm report --cost` reads them (`step_times`).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from attnstreams.experiments.lm.grid import finished
 from attnstreams.experiments.lm.report import step_times
 from attnstreams.run.config import ConfigError
 
@@ -55,15 +55,6 @@ def pack(
         else:
             jobs.append([run])
     return jobs
-
-
-def finished(folders: list[Path], arm: str, seed: int, steps: int) -> bool:
-    """Whether a run of `arm` and `seed` reached `steps` in one of `folders`."""
-    for folder in folders:
-        done = folder / f"{arm}-s{seed}" / "summary.json"
-        if done.exists() and json.loads(done.read_text())["step"] >= steps:
-            return True
-    return False
 
 
 def groups(job: list[tuple[str, int, float]], names: str) -> str:
@@ -110,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             (a, s, args.steps * ms[a] / 1e3 * args.margin)
             for a in arms
             for s in range(args.seeds)
-            if not finished(args.done, a, s, args.steps)
+            if not any(finished(done, a, s, args.steps) for done in args.done)
         ]
         if not runs:
             raise ValueError("every run is finished in the --done folders")

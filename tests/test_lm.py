@@ -519,15 +519,15 @@ def test_a_grid_knows_its_finished_runs(tmp_path):
     """Runs at their last step are read back, not trained or warmed again (a grid resumed)."""
     from attnstreams.experiments.lm.grid import finished
 
-    cfg = replace(TINY, steps=6)
     for run, step in (("value+hc-s0", 6), ("value+hc-s1", 3), ("value-s0", 6)):
         (tmp_path / run).mkdir()
         (tmp_path / run / "summary.json").write_text(json.dumps({"step": step}))
-    assert finished(tmp_path, "value+hc", 0, cfg) == {"step": 6}
-    assert finished(tmp_path, "value+hc", 1, cfg) is None  # stopped at step 3
-    assert finished(tmp_path, "value+hc", 2, cfg) is None  # never started
-    assert finished(tmp_path, "value", 0, cfg) == {"step": 6}  # the arm's canonical folder
-    assert finished(tmp_path, "value", 0, replace(cfg, steps=7)) is None
+    assert finished(tmp_path, "value+hc", 0, 6) == {"step": 6}
+    assert finished(tmp_path, "value+hc", 1, 6) is None  # stopped at step 3
+    assert finished(tmp_path, "value+hc", 2, 6) is None  # never started
+    assert finished(tmp_path, "value", 0, 6) == {"step": 6}  # the arm's canonical folder
+    assert finished(tmp_path, "value", 0, 7) is None
+    assert finished(tmp_path, "value", 1, 6, residual="hc") is None  # value+hc-s1: step 3
 
 
 @pytest.mark.parametrize(

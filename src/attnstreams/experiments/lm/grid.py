@@ -82,7 +82,11 @@ def run_grid(
         from concurrent.futures import ProcessPoolExecutor
 
         spawn = mp.get_context("spawn")
-        pending = [(a, sd) for a, sd in jobs if any(finished(out, a, s, cfg) is None for s in sd)]
+        pending = [
+            (a, sd)
+            for a, sd in jobs
+            if any(finished(out, a, s, cfg.steps, cfg.residual) is None for s in sd)
+        ]
         if warmed := warm_arms(pending, cfg.compile and warm, stack):
             start = time.perf_counter()
             # processes of their own, gone (with their GPU memory) before the jobs start
@@ -126,12 +130,13 @@ def run_grid(
         ) from None
 
 
-def finished(out: Path, arm: str, seed: int, cfg: LMTrainConfig) -> dict | None:
-    """The summary of the run of `arm` and `seed` in `out` if it reached cfg's last step."""
-    stream, residual = parse_arm(arm, cfg.residual)
+def finished(out: Path, arm: str, seed: int, steps: int, residual: str = "plain") -> dict | None:
+    """The summary of the run of `arm` and `seed` in `out` (its folder named as a grid names
+    it; an arm that names no residual takes `residual`) if it reached step `steps`."""
+    stream, residual = parse_arm(arm, residual)
     done = out / f"{arm_name(stream, residual)}-s{seed}" / "summary.json"
     summary = json.loads(done.read_text()) if done.exists() else None
-    return summary if summary is not None and summary["step"] >= cfg.steps else None
+    return summary if summary is not None and summary["step"] >= steps else None
 
 
 def warm_arms(jobs: list[tuple[str, list[int]]], compile: bool, stack: int) -> list[tuple]:
@@ -183,7 +188,7 @@ def _grid_job(
     for seed in seeds:
         run_cfg = LMTrainConfig(**{**cfg, "stream": stream, "residual": residual, "seed": seed})
         run_dir = out / f"{arm_name(stream, residual)}-s{seed}"
-        if (summary := finished(out, arm, seed, run_cfg)) is not None:
+        if (summary := finished(out, arm, seed, run_cfg.steps, residual)) is not None:
             summaries[seed] = summary
         else:
             todo.append((run_cfg, run_dir))
