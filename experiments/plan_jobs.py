@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
             raise ValueError(f"--epochs must be above 0, got {args.epochs:g}")
         ms = step_times(args.cost, args.preset, arms, args.vocab)
         runs = [
-            (a, s, args.steps * ms[a] / 1e3 * args.margin)
+            (a, s, args.steps * ms[a]["ms_per_step"] / 1e3 * args.margin)
             for a in arms
             for s in range(args.seeds)
             if not any(finished(done, a, s, args.steps) for done in args.done)

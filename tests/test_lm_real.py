@@ -454,8 +454,10 @@ def test_report_compares_arms_at_equal_gpu_time(tmp_path, capsys):
 
     rows = [timed("none", 10.0), timed("value", 20.0), timed("none", 10.0)]
     rows += [timed("value-first", 5.0, "eager")]  # another mode: not mixed with the others
+    for r, gb, params in zip(rows[:3], (1.0, 1.5, 1.2), (100, 100, 100), strict=True):
+        r |= {"peak_gb": gb, "params": params}  # none's two rows average to 1.1 GB
     rows += [
-        timed("value-first", 8.0),
+        timed("value-first", 8.0) | {"peak_gb": 1.1, "params": 132},
         timed("x", 1.0, model="x"),
         timed("none", 0, preset="gpt2-124m"),
         timed("value", 1.0, vocab=50257),  # another vocabulary than the runs': not used
@@ -475,6 +477,27 @@ def test_report_compares_arms_at_equal_gpu_time(tmp_path, capsys):
     assert loss["value-first"][3:7] == ["0.800", "5", "32", "40"]
     assert float(loss["value-first"][7].split()[0]) == pytest.approx(3 - 0.32)
     assert float(loss["value-first"][8].split()[0]) == pytest.approx(3 - 0.4 - 0.1)
+    # in one table: each arm's Δ and rank at equal tokens (value and value-first share the
+    # best loss) and at equal time (value-first first, value last), then the costs
+    one = text.split("## In one table")[1].split("\n## ")[0]
+    cells = {
+        c[1]: c[2:-1] for ln in one.splitlines() if ln.startswith("| ") and "| arm |" not in ln
+        for c in [[x.strip() for x in ln.split("|")]]
+    }  # fmt: skip
+    assert sorted(list(cells)[:2]) == ["value", "value-first"] and list(cells)[2] == "none"
+    assert cells["none"][0] == "5" and cells["none"][1] == "– (3)"
+    assert cells["value"][1].startswith("-0.100 [") and cells["value"][1].endswith(" (1)")
+    assert cells["value-first"][1].endswith(" (1)")
+    timed_loss = {a: c[-4] for a, c in cells.items()}
+    assert (
+        timed_loss["value-first"].startswith("-0.180 [") and timed_loss["value-first"][-3:] == "(1)"
+    )
+    assert timed_loss["none"] == "– (2)" and timed_loss["value"].startswith("+0.100 [")
+    assert [cells[a][-3:] for a in ("none", "value", "value-first")] == [
+        ["1.00x", "1.00x", "+0"],
+        ["2.00x", "1.36x", "+0"],
+        ["0.80x", "1.00x", "+32"],
+    ]
     cost.write_text(json.dumps(rows[:2]))  # value-first not timed
     report = tmp_path / "report.md"
     report.unlink()

@@ -81,6 +81,8 @@ RANKED = (
     "induction_score",
     "context_gain",
 )
+#: The measures of the comparison's one table (`summary`), at equal tokens.
+SUMMARY = ("val_loss", "paper_ioi_p_io", "induction_score", "context_gain")
 #: The arm every arm is also compared with in the ranking: the paper's value stream.
 REFERENCE = "value"
 UNITS = {"val_loss": "nats/token", "val_bpb": "bits/byte", "ioi_accuracy": "accuracy"}
@@ -267,7 +269,8 @@ def write_report(
     baseline = "none" if "none" in runs else arms[0]
     cfg, data = config["config"], config.get("data") or {}
     vocab = (config.get("model") or {}).get("vocab_size")
-    ratios = None if cost is None else step_costs(cost, cfg["preset"], arms, baseline, vocab)
+    costs = None if cost is None else step_times(cost, cfg["preset"], arms, vocab)
+    ratios = None if costs is None else step_ratios(costs, baseline)
     planned = cfg["steps"]
     finished = {
         a: sorted(s for s, rows in runs[a].items() if rows[-1]["step"] >= planned) for a in arms
@@ -295,6 +298,23 @@ def write_report(
     ref = REFERENCE if len(arms) >= 3 and REFERENCE in runs and REFERENCE != baseline else None
     lines += _emergence_section(runs, arms, baseline, table, ref)
     if len(arms) >= 3:
+        lines += [
+            "## In one table",
+            "",
+            f"Each arm against {baseline}, paired by seed at the end of training (as in the "
+            "ranking below): the mean difference with its 95% t-interval (none below 5 seeds) "
+            "and, in brackets, the arm's rank on that measure (1: best). Seeds: the arm's runs."
+            + (
+                f" With the step costs of `{Path(cost).name}`: the held-out loss after "
+                f'{baseline}\'s GPU time (as in "At equal GPU time"), and the step time, peak '
+                f"memory and parameters against {baseline}'s."
+                if costs
+                else ""
+            ),
+            "",
+            *summary(runs, arms, baseline, costs),
+            "",
+        ]
         lines += _ranking_section(runs, arms, baseline, ref, grid / "ranking.png")
     lines += _final_section(runs, arms, baseline)
     if ratios is not None:
@@ -467,9 +487,9 @@ def final_comparisons(runs, arms, baseline) -> tuple[list[dict], list[str]]:
 
 
 def ranking(runs, arms, baseline, reference: str | None = REFERENCE) -> dict[str, list[dict]]:
-    """Per metric of RANKED: the arms best first (METRICS' direction) by their mean over the
-    seeds each shares with the baseline, at the step all those runs reached
-    (final_comparisons), each with its paired difference from the baseline and, where both
+    """Per metric of RANKED: the arms best first (METRICS' direction) by their mean paired
+    difference from the baseline on the seeds both ran, at the step all those runs reached
+    (final_comparisons; the baseline's: 0), each with that difference and, where both
     ran, from `reference` (None: from no other). Entries: arm, values, vs_base, vs_ref
     (stats.paired or None), and but for the baseline's, diffs (arm - baseline, seed by seed)."""
     vs_base, _ = final_comparisons(runs, arms, baseline)
@@ -491,11 +511,14 @@ def ranking(runs, arms, baseline, reference: str | None = REFERENCE) -> dict[str
         ]
         for e in entries:
             e["vs_ref"] = vs_ref.get((key, e["arm"]))
-        higher = METRICS[key][1]
-        out[key] = sorted(
-            entries, key=lambda e: -e["values"].mean() if higher else e["values"].mean()
-        )
+        sign = -1 if METRICS[key][1] else 1
+        out[key] = sorted(entries, key=lambda e: sign * _shift(e))
     return out
+
+
+def _shift(entry: dict) -> float:
+    """A ranking entry's mean paired difference from the baseline (the baseline's own: 0)."""
+    return 0.0 if entry["vs_base"] is None else float(entry["vs_base"]["mean"])
 
 
 def _ci(p: dict, d: int) -> str:
@@ -507,6 +530,12 @@ def _ci(p: dict, d: int) -> str:
 def _delta(p: dict | None, d: int) -> str:
     """`_ci` and the exact p, or – (the arm itself)."""
     return "–" if p is None else f"{_ci(p, d)}, p {_p(p['p_exact'])}"
+
+
+def _ranks(means: list[float], d: int) -> list[int]:
+    """Ranks of means already in order, best first, equal at `d` decimals sharing one."""
+    r = [round(m, d) for m in means]
+    return [1 + sum(x != m for x in r[: r.index(m)]) for m in r]
 
 
 def _ranking_plot(table: dict[str, list[dict]], baseline: str, path: Path) -> Path:
@@ -528,8 +557,9 @@ def _ranking_section(runs, arms, baseline, ref: str | None, png: Path) -> list[s
     lines = [
         "## Ranking",
         "",
-        "Each measure's arms best first by their mean over the seeds they share with "
-        f"{baseline}, at the last step all those runs reached (as in the table below). "
+        "Each measure's arms best first by their mean paired difference from "
+        f"{baseline} ({baseline}: 0) on the seeds both ran, at the last step all those runs "
+        "reached (as in the table below); mean ± sd: the arm's own values on those seeds. "
         f"Δ: paired by seed, arm - {baseline}"
         + (f" and arm - {ref} (the paper's value stream)" if ref else "")
         + ", with the 95% t-interval (none below 5 seeds) and the exact sign-flip p. A rank "
@@ -542,9 +572,8 @@ def _ranking_section(runs, arms, baseline, ref: str | None, png: Path) -> list[s
     ]
     for key, entries in table.items():
         d = _digits(key)
-        means = [round(float(e["values"].mean()), d) for e in entries]
-        for e, m in zip(entries, means, strict=True):
-            rank = 1 + sum(x != m for x in means[: means.index(m)])  # ties share a rank
+        ranks = _ranks([_shift(e) for e in entries], d)
+        for e, rank in zip(entries, ranks, strict=True):
             row = (
                 f"| {METRICS[key][0]} | {rank} | {e['arm']} | {len(e['values'])} | "
                 f"{_mean_sd(e['values'], d)} | {_delta(e['vs_base'], d)} |"
@@ -552,6 +581,57 @@ def _ranking_section(runs, arms, baseline, ref: str | None, png: Path) -> list[s
             lines.append(row + (f" {_delta(e['vs_ref'], d)} |" if ref else ""))
     png = _ranking_plot(table, baseline, png)
     return [*lines, "", f"![ranking]({png.name})", ""]
+
+
+def summary(runs, arms, baseline, costs: dict[str, dict] | None = None) -> list[str]:
+    """The comparison in one table, an arm a row (best held-out loss first): each SUMMARY
+    measure's paired difference from the baseline with its interval and the arm's rank
+    (`ranking`); with `costs` (`step_times`), the loss at equal GPU time and its rank
+    (`equal_time`) and what a step costs. The report's section, and README's table."""
+    table = ranking(runs, arms, baseline, None)
+    cols: dict[str, dict[str, str]] = {}  # column: arm: cell
+
+    def ranked(column: str, deltas: dict[str, dict | None], d: int, higher: bool) -> None:
+        means = {a: 0.0 if p is None else p["mean"] for a, p in deltas.items()}
+        order = sorted(means, key=lambda a: -means[a] if higher else means[a])
+        ranks = _ranks([means[a] for a in order], d)
+        cols[column] = {
+            a: ("–" if deltas[a] is None else _ci(deltas[a], d)) + f" ({r})"
+            for a, r in zip(order, ranks, strict=True)
+        }
+
+    for key in (k for k in SUMMARY if k in table):
+        deltas = {e["arm"]: e["vs_base"] for e in table[key]}
+        ranked(f"{METRICS[key][0]}: Δ (rank)", deltas, _digits(key), METRICS[key][1])
+    if costs is not None:
+        base = costs[baseline]
+        ratios = step_ratios(costs, baseline)
+        timed = equal_time(runs, arms, baseline, ratios, "val_loss")
+        deltas = {baseline: None} | {c["arm"]: c["paired"] for c in timed}
+        ranked(f"{METRICS['val_loss'][0]} at equal GPU time: Δ (rank)", deltas, 3, False)
+        cols["time a step"] = {a: f"{ratios[a]:.2f}x" for a in arms}
+        if base["peak_gb"] is not None:
+            cols["peak memory"] = {
+                a: f"{costs[a]['peak_gb'] / base['peak_gb']:.2f}x"
+                for a in arms
+                if costs[a]["peak_gb"] is not None
+            }
+        if base["params"] is not None:
+            cols["parameters added"] = {
+                a: f"{costs[a]['params'] - base['params']:+,.0f}"
+                for a in arms
+                if costs[a]["params"] is not None
+            }
+    order = [e["arm"] for e in table["val_loss"]] if "val_loss" in table else arms
+    order += [a for a in arms if a not in order]
+    return [
+        "| arm | seeds | " + " | ".join(cols) + " |",
+        "|---|---|" + "---|" * len(cols),
+        *(
+            f"| {a} | {len(runs[a])} | " + " | ".join(c.get(a, "–") for c in cols.values()) + " |"
+            for a in order
+        ),
+    ]
 
 
 def _final_section(runs, arms, baseline) -> list[str]:
@@ -584,37 +664,39 @@ def _final_section(runs, arms, baseline) -> list[str]:
     return [*lines, ""]
 
 
-def step_times(path: Path, preset: str, arms, vocab: int | None = None) -> dict[str, float]:
-    """Each arm's ms a step, from the rows of `benchmarks/lm_throughput.py --json` for `preset`
-    and the runs' vocabulary, in the first mode that timed every arm (an arm's rows averaged:
-    the baseline is timed first and last)."""
+def step_times(path: Path, preset: str, arms, vocab: int | None = None) -> dict[str, dict]:
+    """Each arm's cost from the rows of `benchmarks/lm_throughput.py --json` for `preset` and
+    the runs' vocabulary, in the first mode that timed every arm: ms a step, peak GB and
+    parameters (an arm's rows averaged: the baseline is timed first and last)."""
     try:
         rows = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         rows = None
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
         raise ConfigError(f"--cost {path}: not a JSON list of lm_throughput.py rows")
-    by_mode: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    by_mode: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
     for r in rows:  # ours only (not the peer models), timed, of this preset and vocabulary
         same = r.get("preset") == preset and vocab in (None, r.get("vocab", vocab))
         if same and r.get("ms_per_step") and r.get("model") == "attnstreams":
-            by_mode[r["mode"]][arm_name(*parse_arm(r["stream"]))].append(r["ms_per_step"])
-    ms = next((m for m in by_mode.values() if all(a in m for a in arms)), None)
-    if ms is None:  # no mode timed every arm
-        timed = sorted({a for m in by_mode.values() for a in m})
+            by_mode[r["mode"]][arm_name(*parse_arm(r["stream"]))].append(r)
+    timed = next((m for m in by_mode.values() if all(a in m for a in arms)), None)
+    if timed is None:  # no mode timed every arm
+        seen = sorted({a for m in by_mode.values() for a in m})
         raise ConfigError(
             f"--cost {path}: no {preset} mode (vocabulary {vocab}) with a step time for every arm "
-            f"({', '.join(arms)}); timed there: {', '.join(timed) or 'nothing'}"
+            f"({', '.join(arms)}); timed there: {', '.join(seen) or 'nothing'}"
         )
-    return {a: float(np.mean(ms[a])) for a in arms}
+
+    def mean(rows: list[dict], key: str) -> float | None:
+        values = [r.get(key) for r in rows]
+        return None if None in values else float(np.mean(values))
+
+    return {a: {k: mean(timed[a], k) for k in ("ms_per_step", "peak_gb", "params")} for a in arms}
 
 
-def step_costs(
-    path: Path, preset: str, arms, baseline: str, vocab: int | None = None
-) -> dict[str, float]:
-    """Each arm's time a step over the baseline's (`step_times`)."""
-    ms = step_times(path, preset, list(dict.fromkeys([*arms, baseline])), vocab)
-    return {a: ms[a] / ms[baseline] for a in arms}
+def step_ratios(costs: dict[str, dict], baseline: str) -> dict[str, float]:
+    """Each arm's time a step over the baseline's (`costs`: `step_times`)."""
+    return {a: c["ms_per_step"] / costs[baseline]["ms_per_step"] for a, c in costs.items()}
 
 
 def _interp(rows: list[dict], key: str, step: float) -> float:
