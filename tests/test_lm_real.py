@@ -433,6 +433,11 @@ def test_report_ranks_three_arms_against_the_baseline_and_the_value_stream(tmp_p
     assert first == pytest.approx([-0.2, -0.1], abs=0.02) and loss[0][5].endswith("p 0.0625")
     assert loss[1][6] == "–" and loss[2][5] == "–" and loss[2][6].startswith("+0.100 [")
     # and when: value shows IOI > 0.6 from step 20 in every seed, key-smear never
+    one = text.split("## In one table")[1].split("\n## ")[0].splitlines()
+    rows = [[c.strip() for c in ln.split("|")] for ln in one if ln.startswith("| ")]
+    col = rows[0].index("IOI accuracy > 0.6: runs, median step")
+    ioi = {r[1]: r[col] for r in rows[1:]}
+    assert (ioi["value"], ioi["none"], ioi["key-smear"]) == ("5/5, 20", "0/5", "0/5")
     assert "| key-smear | 0/5 | – | 0 / 0 / 5 | – | no bound" in text
     assert text.count("| 0 / 5 / 0 | 0.0625 |") == 2  # key-smear and none later than value
     section = text.split("## Ranking")[1].split("\n## ")[0]

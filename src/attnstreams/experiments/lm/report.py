@@ -310,9 +310,11 @@ def write_report(
                 f"memory and parameters against {baseline}'s."
                 if costs
                 else ""
-            ),
+            )
+            + ' Each ability some run shows (as in "What emerged"): the arm\'s runs that show '
+            "it, and the median step at which they first do (runs that never do are not in it).",
             "",
-            *summary(runs, arms, baseline, costs),
+            *summary(runs, arms, baseline, costs, table),
             "",
         ]
         lines += _ranking_section(runs, arms, baseline, ref, grid / "ranking.png")
@@ -583,12 +585,16 @@ def _ranking_section(runs, arms, baseline, ref: str | None, png: Path) -> list[s
     return [*lines, "", f"![ranking]({png.name})", ""]
 
 
-def summary(runs, arms, baseline, costs: dict[str, dict] | None = None) -> list[str]:
+def summary(
+    runs, arms, baseline, costs: dict[str, dict] | None = None, table: list[Ability] = ()
+) -> list[str]:
     """The comparison in one table, an arm a row (best held-out loss first): each SUMMARY
     measure's paired difference from the baseline with its interval and the arm's rank
     (`ranking`); with `costs` (`step_times`), the loss at equal GPU time and its rank
-    (`equal_time`) and what a step costs. The report's section, and README's table."""
-    table = ranking(runs, arms, baseline, None)
+    (`equal_time`) and what a step costs; then each ability of `table` that some run shows:
+    how many of the arm's runs show it, and the median of their first steps (`first_step`).
+    The report's section, and README's table."""
+    ranks = ranking(runs, arms, baseline, None)
     cols: dict[str, dict[str, str]] = {}  # column: arm: cell
 
     def ranked(column: str, deltas: dict[str, dict | None], d: int, higher: bool) -> None:
@@ -600,8 +606,8 @@ def summary(runs, arms, baseline, costs: dict[str, dict] | None = None) -> list[
             for a, r in zip(order, ranks, strict=True)
         }
 
-    for key in (k for k in SUMMARY if k in table):
-        deltas = {e["arm"]: e["vs_base"] for e in table[key]}
+    for key in (k for k in SUMMARY if k in ranks):
+        deltas = {e["arm"]: e["vs_base"] for e in ranks[key]}
         ranked(f"{METRICS[key][0]}: Δ (rank)", deltas, _digits(key), METRICS[key][1])
     if costs is not None:
         base = costs[baseline]
@@ -622,7 +628,15 @@ def summary(runs, arms, baseline, costs: dict[str, dict] | None = None) -> list[
                 for a in arms
                 if costs[a]["params"] is not None
             }
-    order = [e["arm"] for e in table["val_loss"]] if "val_loss" in table else arms
+    for key, what, thr, times in table:
+        at = {a: [first_step(r, key, thr, times) for r in runs[a].values()] for a in arms}
+        if any(v is not None for a in arms for v in at[a]):
+            cols[f"{what}: runs, median step"] = {
+                a: f"{len(got)}/{len(at[a])}" + (f", {int(np.median(got)):,}" if got else "")
+                for a in arms
+                for got in [[v for v in at[a] if v is not None]]
+            }
+    order = [e["arm"] for e in ranks["val_loss"]] if "val_loss" in ranks else arms
     order += [a for a in arms if a not in order]
     return [
         "| arm | seeds | " + " | ".join(cols) + " |",
