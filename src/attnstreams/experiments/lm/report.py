@@ -600,10 +600,10 @@ def summary(
     def ranked(column: str, deltas: dict[str, dict | None], d: int, higher: bool) -> None:
         means = {a: 0.0 if p is None else p["mean"] for a, p in deltas.items()}
         order = sorted(means, key=lambda a: -means[a] if higher else means[a])
-        ranks = _ranks([means[a] for a in order], d)
+        places = _ranks([means[a] for a in order], d)
         cols[column] = {
             a: ("–" if deltas[a] is None else _ci(deltas[a], d)) + f" ({r})"
-            for a, r in zip(order, ranks, strict=True)
+            for a, r in zip(order, places, strict=True)
         }
 
     for key in (k for k in SUMMARY if k in ranks):
