@@ -39,7 +39,6 @@ SLOWEST = [
     "tests/test_benchmarks.py::test_multi_gpu_script_runs_its_sequence_on_one_cpu_process",
     "tests/test_benchmarks.py::test_benchmark_runs[lm_share.py]",
     "tests/test_faults.py::test_lm_sigterm_saves_a_checkpoint_and_resume_matches",
-    "tests/test_residual.py::test_ddp_and_fsdp_match_one_process",
     "tests/test_benchmarks.py::test_lm_throughput_times_side_by_side_rows_in_order",
     "tests/test_faults.py::test_signal_saves_a_checkpoint_and_resume_matches",
     "tests/test_parallel.py::test_a_rank_that_dies_stops_the_others_with_one_line",

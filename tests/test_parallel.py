@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from parallel_variants import check_parallel
+from test_residual import PARALLEL_CASES
 from test_streams import ONE_OF_EACH, VARIANTS
 
 from attnstreams.cli import main
@@ -54,14 +56,20 @@ def test_ranks_read_their_own_rows_of_one_batch(tmp_path):
         assert torch.equal(torch.cat([p[i] for p in parts]), whole[i])
 
 
-# Every stream in GPT-2's block, one of each mechanism in the modern block; GQA in both.
-VARIANT_CASES = [f"{s}/gpt2" for s in VARIANTS] + [f"{s}/modern" for s in ONE_OF_EACH]
+# Every stream in GPT-2's block, one of each mechanism in the modern block (GQA in both), and
+# two of each cross-layer residual method.
+VARIANT_CASES = [
+    *(f"{s}/gpt2" for s in VARIANTS),
+    *(f"{s}/modern" for s in ONE_OF_EACH),
+    *PARALLEL_CASES,
+]
 
 
 def test_every_variant_under_ddp_and_fsdp_matches_one_process(tmp_path):
     """2 processes (DDP, then FSDP) against the whole batch in one, a few AdamW steps of
-    every stream variant in float64: the same weights to rounding, and every parameter,
-    each mix and gate included, moved. (Compiled, and through `lm train`: the cases below.)"""
+    every stream variant and residual method in float64: the same weights to rounding, and
+    every parameter, each mix and gate included, moved. One launch for all: each costs seconds.
+    (Compiled, and through `lm train`: the cases below.)"""
     check_parallel(tmp_path, VARIANT_CASES)
 
 
@@ -124,12 +132,6 @@ def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
         (`hold_lock`) to its end, so only for a folder no other process writes to after it."""
         assert main([*args, *extra]) == 0
 
-    def single_apart(*extra: str) -> None:
-        """One process of its own: for a folder that torchrun's processes take over after it."""
-        cli = [sys.executable, "-m", "attnstreams.cli", *args, *extra]
-        proc = subprocess.run(cli, capture_output=True, text=True, env=env, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-2000:]
-
     single("--out", str(tmp_path / "one"))
 
     def torchrun(*extra: str) -> subprocess.CompletedProcess:
@@ -141,9 +143,12 @@ def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
         return proc
 
     # DDP eager runs its 2 processes with dropout on: each rank draws its own masks, and the
-    # checkpoint keeps every rank's generator (checked below by a resume, bit for bit).
+    # checkpoint keeps every rank's generator (checked below by a resume, bit for bit). FSDP
+    # eager accumulates each batch in 2 pieces (FSDP's unsynced backward).
     drop = ("--dropout", "0.1") if mode == "ddp" and not compiled else ()
-    two = torchrun("--out", str(tmp_path / "two"), *drop)
+    accum = ("--grad-accum", "2")
+    split = accum if mode == "fsdp" and not compiled else ()
+    two = torchrun("--out", str(tmp_path / "two"), *drop, *split)
     summary = json.loads(two.stdout.strip().splitlines()[-1])
     assert "returned a view" not in two.stderr  # FSDP2's warning about the carry is silenced
     assert summary["processes"] == 2 and summary["parallel"] == mode  # read off the model
@@ -153,13 +158,23 @@ def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
         assert summary["ddp_bucket_bytes"] == 2 * 2**20  # --ddp-bucket-mb reached DDP
     else:
         assert 0.4 < held < 0.6  # FSDP: about half on each of 2 ranks
-    # Stopped mid-window under torchrun and resumed: the same run, to the bit (eager only:
-    # the compiled cases check the loss curve and the checkpoint).
+    runs = ["one"] + ([] if drop else ["two"])
     if not compiled:
-        ref = "two"
-        torchrun("--out", str(tmp_path / "resumed"), "--stop-after", "6", *drop)
-        torchrun("--out", str(tmp_path / "resumed"), "--resume", *drop)
-        a, _ = checkpoint.load(tmp_path / ref / "checkpoint.safetensors")
+        # Stopped mid-window under torchrun and resumed: the same run, to the bit (eager only:
+        # the compiled cases check the loss curve and the checkpoint).
+        torchrun("--out", str(tmp_path / "resumed"), "--stop-after", "6", *drop, *split)
+        # Resumed on 1 process: the same global batches, data position and schedule, so the
+        # curve of one process. DDP stops a run of its own without dropout, taking each batch
+        # in 2 pieces (no_sync); FSDP's stopped run, whose checkpoint is gathered from 2
+        # shards, is copied.
+        if mode == "ddp":
+            torchrun("--out", str(tmp_path / "shrunk"), "--stop-after", "6", *accum)
+        else:
+            shutil.copytree(tmp_path / "resumed", tmp_path / "shrunk")
+        single("--out", str(tmp_path / "shrunk"), "--resume")
+        runs.append("shrunk")
+        torchrun("--out", str(tmp_path / "resumed"), "--resume", *drop, *split)
+        a, _ = checkpoint.load(tmp_path / "two" / "checkpoint.safetensors")
         b, _ = checkpoint.load(tmp_path / "resumed" / "checkpoint.safetensors")
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         assert not torch.equal(a["rng/torch"], a["rng/torch/1"])  # ranks' own generators
@@ -168,25 +183,12 @@ def test_two_processes_match_one(tmp_path, mode, compiled, block, stream):
                 {k: v for k, v in json.loads(ln).items() if k != "elapsed_s"}
                 for ln in (tmp_path / k / "metrics.jsonl").read_text().splitlines()
             ]
-            for k in (ref, "resumed")
+            for k in ("two", "resumed")
         ]
         for ra, rb in zip(*timeless, strict=True):  # the window's mean loss: to rounding
             if "train_loss" in ra:
                 assert rb.pop("train_loss") == pytest.approx(ra.pop("train_loss"), rel=1e-6)
             assert ra == rb
-    # Resumed on another number of processes: stopped with 2 and finished with 1 (DDP), or
-    # stopped with 1 and finished with 2 (FSDP, which shards the full checkpoint on load):
-    # the same global batches, data position and schedule, so the curve of one process; the
-    # 2-process part takes each batch in 2 pieces (gradient accumulation). (DDP's uninterrupted
-    # 2-process run had dropout: its 2-process curve is the first half of "shrunk".)
-    runs = ["one"] + ([] if drop else ["two"])
-    if not compiled:
-        moved = "shrunk" if mode == "ddp" else "grown"
-        first, then = (torchrun, single) if mode == "ddp" else (single_apart, torchrun)
-        accum = ("--grad-accum", "2")  # in the 2-process part: DDP's no_sync, FSDP's unsynced
-        first("--out", str(tmp_path / moved), "--stop-after", "6", *(accum * (mode == "ddp")))
-        then("--out", str(tmp_path / moved), "--resume", *(accum * (mode == "fsdp")))
-        runs.append(moved)
     rows = {
         k: [json.loads(ln) for ln in (tmp_path / k / "metrics.jsonl").read_text().splitlines()]
         for k in runs

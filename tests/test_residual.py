@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from parallel_variants import check_parallel
 from residual_helpers import check_cache, check_compiled, check_stack, gpt, residual_grads, tokens
 
 from attnstreams.cli import main
@@ -116,24 +115,21 @@ def test_every_dwa_weight_gets_a_gradient_from_the_start(residual):
     assert grads and all((g != 0).all() for g in grads.values()), grads
 
 
-def test_ddp_and_fsdp_match_one_process(tmp_path):
-    """2 processes (DDP, then FSDP) against the whole batch in one (tests/parallel_variants.py),
-    float64: the same weights to rounding, every weight of the residual moved; two cases of
-    each method, both blocks, with and without a stream (one launch for all: each costs
-    seconds)."""
-    cases = [
-        "none/gpt2/denseformer-d2",
-        "value-learned/modern/denseformer-p2",
-        "none/gpt2/dhc-n2",
-        "value-learned/modern/mhc-n2",
-        "none/gpt2/attnres",
-        "value-learned/modern/attnres-b2",
-        "none/gpt2/mudd",
-        "value-learned/modern/mudd",
-        "none/gpt2/muddvr",
-        "value-embed/modern/muddvr",
-    ]
-    check_parallel(tmp_path, cases)
+# Two cases of each method, both blocks, with and without a stream: 2 processes (DDP, then
+# FSDP) against the whole batch in one, float64, in test_parallel.py's one launch with the
+# streams (each launch costs seconds).
+PARALLEL_CASES = [
+    "none/gpt2/denseformer-d2",
+    "value-learned/modern/denseformer-p2",
+    "none/gpt2/dhc-n2",
+    "value-learned/modern/mhc-n2",
+    "none/gpt2/attnres",
+    "value-learned/modern/attnres-b2",
+    "none/gpt2/mudd",
+    "value-learned/modern/mudd",
+    "none/gpt2/muddvr",
+    "value-embed/modern/muddvr",
+]
 
 
 @pytest.mark.parametrize(
