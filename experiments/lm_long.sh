@@ -17,9 +17,16 @@
 # checkpoints) packed into one file, plus timings. The grids are stopped LIMIT s after they
 # start or DEADLINE s after the job starts, whichever comes first, so that what they wrote is
 # packed inside a 10-minute job even when preparing the data is slow.
+# COMPILE_CACHE: torch.compile's on-disk cache (Inductor's, with its Triton kernels) lives in
+# WORK/compile-cache and is packed into OUT/compile-cache.tar.gz at the end; a later job given
+# that file here starts from it (a cold compile of mHC takes about 5 minutes of a 10-minute job).
 set -u
 CORPUS=$1 WORK=$2 OUT=$3
 shift 3
+if [ -n "${COMPILE_CACHE:-}" ] && [ ! -f "$COMPILE_CACHE" ]; then
+  echo "lm_long.sh: COMPILE_CACHE $COMPILE_CACHE is not a file" >&2
+  exit 2
+fi
 # COPIES: renamed copies to draw from (default: one a pass); fewer than EPOCHS cycle them
 EPOCHS=${EPOCHS:-150} EVALS=${EVALS:-48} LIMIT=${LIMIT:-540} DEADLINE=${DEADLINE:-570} COPIES=${COPIES:-} STACK=${STACK:-1}
 WARM=${WARM:-1} DATA_ROOT=${DATA_ROOT:-$WORK}
@@ -34,6 +41,12 @@ TRAIN=${TRAIN:-"--preset ${PRESET:-tinystories-8m} --batch 64 --eval-batches 0 -
 mkdir -p "$WORK" "$OUT"
 start=$(date +%s)
 stamp() { echo "[$(( $(date +%s) - start )) s] $*"; }
+export TORCHINDUCTOR_CACHE_DIR=$WORK/compile-cache
+mkdir -p "$TORCHINDUCTOR_CACHE_DIR"
+if [ -n "${COMPILE_CACHE:-}" ]; then
+  tar xzf "$COMPILE_CACHE" -C "$TORCHINDUCTOR_CACHE_DIR" \
+    && stamp "compile cache unpacked: $(du -sh "$TORCHINDUCTOR_CACHE_DIR" | cut -f1)"
+fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
 if [ "${MPS:-0}" = 1 ]; then
   export CUDA_MPS_PIPE_DIRECTORY=$WORK/mps-pipe CUDA_MPS_LOG_DIRECTORY=$WORK/mps-log
@@ -80,7 +93,9 @@ if [ "${MPS:-0}" = 1 ]; then echo quit | nvidia-cuda-mps-control; fi
 (cd "$WORK" && find . -name metrics.jsonl -o -name config.json -o -name summary.json \
   -o -name ioi_vocab.json -o -name data_config.json -o -name train.json -o -name '*.err' \
   -o -name validation.json -o -name 'prep-*.json' -o -name '*-s*.json' -o -name 'tokenizer*.json' \
-  | grep -v mps- | tar czf "$OUT/runs.tar.gz" -C "$WORK" -T -)
+  | grep -v -e mps- -e compile-cache | tar czf "$OUT/runs.tar.gz" -C "$WORK" -T -)
+tar czf "$OUT/compile-cache.tar.gz" -C "$TORCHINDUCTOR_CACHE_DIR" . \
+  && stamp "compile cache packed: $(du -h "$OUT/compile-cache.tar.gz" | cut -f1)"
 for f in "$WORK"/*/*/summary.json; do
   [ -f "$f" ] && python3 -c "import json,sys; s=json.load(open(sys.argv[1])); \
 print(sys.argv[1].split('/')[-3:-1], s['step'], round(s['tokens_per_s']), round(s['wall_s']))" "$f"

@@ -68,3 +68,39 @@ def test_grids_stop_at_the_jobs_deadline_and_what_they_wrote_is_packed(tmp_path)
     packed = subprocess.run(["tar", "tzf", str(tmp_path / "o" / "runs.tar.gz")],
                             capture_output=True, text=True, check=True).stdout  # fmt: skip
     assert "resampled-s0-g1/mhc-s0/metrics.jsonl" in packed
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_the_compile_cache_is_packed_and_a_later_job_starts_from_it(tmp_path):
+    """What a job's compiles leave in torch.compile's cache comes back in OUT; given to the
+    next job as COMPILE_CACHE, its runs find it. A COMPILE_CACHE that is not a file: one line,
+    exit 2, nothing written."""
+    stub = tmp_path / "cli"
+    stub.write_text(
+        "#!/usr/bin/env bash\n"
+        'if [ "$2" = grid ]; then ls "$TORCHINDUCTOR_CACHE_DIR" > "${@: -1}.seen"\n'
+        '  echo kernel > "$TORCHINDUCTOR_CACHE_DIR/k-$$"; fi\n'
+        'echo "{}"\n'
+    )
+    stub.chmod(0o755)
+    env = {**os.environ, "CLI": str(stub), "EPOCHS": "3", "LIMIT": "60"}
+
+    def job(name: str, **extra: str) -> subprocess.CompletedProcess:
+        script, out = str(ROOT / "experiments" / "lm_long.sh"), str(tmp_path / f"{name}-out")
+        argv = ["bash", script, "corpus", str(tmp_path / name), out, "resampled", "mhc", "0", "1"]
+        return subprocess.run(argv, capture_output=True, text=True, env=env | extra, timeout=60)
+
+    assert job("first").returncode == 0
+    packed = tmp_path / "first-out" / "compile-cache.tar.gz"
+    listing = subprocess.run(["tar", "tzf", str(packed)], capture_output=True, text=True).stdout
+    assert re.search(r"k-\d+", listing)
+    runs = subprocess.run(["tar", "tzf", str(tmp_path / "first-out" / "runs.tar.gz")],
+                          capture_output=True, text=True).stdout  # fmt: skip
+    assert "k-" not in runs  # the cache travels apart from the runs
+    second = job("second", COMPILE_CACHE=str(packed))
+    assert second.returncode == 0 and "compile cache unpacked" in second.stdout
+    seen = (tmp_path / "second" / "resampled-s0-g1.seen").read_text()
+    assert re.search(r"k-\d+", seen)  # the first job's kernel, there before the grid started
+    bad = job("third", COMPILE_CACHE=str(tmp_path / "missing.tar.gz"))
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "COMPILE_CACHE" in bad.stderr and not (tmp_path / "third").exists()
