@@ -1384,20 +1384,23 @@ def residual_progress() -> tuple:
                  for runs in (done, todo))  # fmt: skip
 
 
+def run_rows(folder: str) -> list[dict]:
+    """The metrics rows of a run under results/lm-residuals."""
+    path = ROOT / "results/lm-residuals" / folder / "metrics.jsonl"
+    return [json.loads(ln) for ln in path.read_text().splitlines()]
+
+
+def at_50(rows: list[dict]) -> float:
+    """Seconds into a run at its evaluation of step 50."""
+    return next(r["elapsed_s"] for r in rows if r["step"] == 50)
+
+
 def residual_stopped() -> tuple:
     """Job 1's stopped mHC runs: the first and last seconds to step 50, hc s0's (same job),
     and each mHC run's last step."""
-
-    def rows(path: Path) -> list[dict]:
-        return [json.loads(ln) for ln in (ROOT / path).read_text().splitlines()]
-
-    def at_50(runs: list[dict]) -> float:
-        return next(r["elapsed_s"] for r in runs if r["step"] == 50)
-
-    stopped = [rows(f"results/lm-residuals/stopped/tinystories-8m-job-1/mhc-s{s}/metrics.jsonl")
-               for s in range(3)]  # fmt: skip
+    stopped = [run_rows(f"stopped/tinystories-8m-job-1/mhc-s{s}") for s in range(3)]
     fifty = [at_50(r) for r in stopped]
-    hc = at_50(rows("results/lm-residuals/tinystories-8m/hc-s0/metrics.jsonl"))
+    hc = at_50(run_rows("tinystories-8m/hc-s0"))
     return (f"{min(fifty):.0f}", f"{max(fifty):.0f}", f"{hc:.0f}",
             *(f"{r[-1]['step']:,}" for r in stopped))  # fmt: skip
 
@@ -1411,13 +1414,10 @@ def compiled_once(job: int) -> str:
 
 def residual_job4() -> tuple:
     """Job 4's mHC run: its seconds to step 50 (about 5 minutes), dhc s0's, and its last step."""
-    mhc = [json.loads(ln) for ln in (ROOT / "results/lm-residuals/stopped/tinystories-8m-job-4/"
-           "mhc-s0/metrics.jsonl").read_text().splitlines()]  # fmt: skip
-    dhc = [json.loads(ln) for ln in (ROOT / "results/lm-residuals/tinystories-8m/dhc-s0/"
-           "metrics.jsonl").read_text().splitlines()]  # fmt: skip
-    at_50 = [next(r["elapsed_s"] for r in rows if r["step"] == 50) for rows in (mhc, dhc)]
-    assert 240 <= at_50[0] <= 360  # "about 5 minutes"
-    return f"{at_50[0]:.0f}", compiled_once(4), f"{at_50[1]:.0f}", f"{mhc[-1]['step']:,}"
+    mhc = run_rows("stopped/tinystories-8m-job-4/mhc-s0")
+    fifty = at_50(mhc), at_50(run_rows("tinystories-8m/dhc-s0"))
+    assert 240 <= fifty[0] <= 360  # "about 5 minutes"
+    return f"{fifty[0]:.0f}", compiled_once(4), f"{fifty[1]:.0f}", f"{mhc[-1]['step']:,}"
 
 
 def residual_job5() -> tuple:
