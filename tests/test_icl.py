@@ -338,8 +338,9 @@ def test_icl_bad_arguments(capsys, argv):
     shutil.which("cc") is None and shutil.which("gcc") is None, reason="no C compiler"
 )
 def test_compiled_grid_equals_eager_grid():
-    """The GPU path compiles the stacked step and the evaluation forward."""
-    variants, seeds = ["none", "value-learned", "key-smear"], [0, 1]
+    """The GPU path compiles the stacked step and the evaluation forward. Two variants, each a
+    stream (value, key), and one forward shape: each more costs a cold Inductor build."""
+    variants, seeds = ["value-learned", "key-smear"], [0, 1]
     eager, comp = ICLGrid(variants, seeds, CFG), ICLGrid(variants, seeds, CFG, compile=True)
     for _ in range(6):
         eager.train_step()
@@ -348,7 +349,7 @@ def test_compiled_grid_equals_eager_grid():
         torch.testing.assert_close(comp.model.params[k], p, rtol=1e-4, atol=1e-5)
     # The compiled evaluation forward gives the eager logits (on the same weights), and so
     # the same accuracies but for a near-tied argmax (one sequence in eval_size).
-    x = eager.tests["icl"][0][:, :32]
+    x = eager.tests["icl"][0]  # evaluate()'s shape: the graph compiled here serves it
     with torch.no_grad():
         torch.testing.assert_close(comp._forward(x), comp.model.forward(x), rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(comp.evaluate(), eager.evaluate(), rtol=0, atol=1.5 / 64)

@@ -713,6 +713,7 @@ def test_resume_takes_the_runs_own_settings(tmp_path, capsys):
         ["lm", "train", "--tokenizer", "sentencepiece"],
         ["lm", "train", "--steps", "0"],
         ["lm", "train", "--ddp-bucket-mb", "0.5"],
+        ["lm", "train", "--compile", "--compile-backend", "tvm"],
         ["lm", "train", "--grad-accum", "0"],
         ["lm", "train", "--batch", "6", "--grad-accum", "4"],
         ["lm", "train", "--collective-timeout", "0"],
@@ -733,6 +734,10 @@ def test_lm_bad_arguments(capsys, tmp_path, argv):
 def test_cuda_graphs_need_compile_and_one_cuda_device(data_dir):
     with pytest.raises(ValueError, match="cuda_graphs needs compile"):
         LMTrainConfig(cuda_graphs=True)
+    with pytest.raises(ValueError, match="inductor backend"):  # reduce-overhead is inductor's
+        LMTrainConfig(compile=True, compile_backend="aot_eager", cuda_graphs=True)
+    with pytest.raises(ValueError, match="compile_backend"):
+        LMTrainConfig(compile=True, compile_backend="tvm")
     cfg = LMTrainConfig(**{**TINY.__dict__, "compile": True, "cuda_graphs": True})
     with pytest.raises(ValueError, match="one CUDA device"):
         LMTrainer(cfg, data_dir, device="cpu")

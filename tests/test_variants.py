@@ -356,8 +356,8 @@ def test_compile_matches_eager(spec, block, backend):
     """A whole GPT (GQA) compiled, against eager: logits, loss and every gradient. Inductor
     for one stream: its C++ kernels cost minutes to build with an empty cache, and the other
     streams' graphs (the compiled-only loss included) are Dynamo's and AOTAutograd's, which
-    aot_eager runs without Inductor's code. (The value-learned stream compiled: the compiled
-    2-process runs of tests/test_parallel.py.)"""
+    aot_eager runs without Inductor's code. (The value-learned stream traced under FSDP: the
+    compiled 2-process run of tests/test_parallel.py.)"""
     torch.manual_seed(5)
     model = GPT(tiny(spec, n_kv_head=2, n_layer=3, **block)).eval()
     with torch.no_grad():  # zero-initialised gates and smears moved, so that their paths count

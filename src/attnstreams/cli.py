@@ -498,6 +498,11 @@ def _lm_train_args(p: argparse.ArgumentParser, t) -> None:
     p.add_argument("--precision", default=t.precision, help="auto|fp32|bf16")
     p.add_argument("--compile", action="store_true")
     p.add_argument(
+        "--compile-backend",
+        default=t.compile_backend,
+        help="with --compile: inductor | aot_eager (traced, run eagerly: a quick check) | eager",
+    )
+    p.add_argument(
         "--cuda-graphs", action="store_true", help="with --compile: CUDA graphs (one GPU)"
     )
     p.add_argument("--nonfinite", default=t.nonfinite, help="stop|skip a NaN/inf loss step")
@@ -572,6 +577,7 @@ def _lm_configs(args, stream: str, seed: int, residual: str | None = None):
         seed=seed,
         precision=args.precision,
         compile=args.compile,
+        compile_backend=args.compile_backend,
         cuda_graphs=args.cuda_graphs,
         nonfinite=args.nonfinite,
         checkpoints=args.checkpoints,
@@ -630,8 +636,8 @@ def _lm_train_ranked(args, data, cfg, d, device):
 _TRAIN_KEYS = (
     "preset", "stream", "residual", "steps", "epochs", "batch", "grad_accum", "block_size", "lr",
     "warmup", "weight_decay", "grad_clip", "dropout", "eval_every", "eval_log", "eval_batches",
-    "ioi_prompts", "seed", "precision", "compile", "cuda_graphs", "nonfinite", "parallel",
-    "ddp_bucket_mb", "init_from", "checkpoints",
+    "ioi_prompts", "seed", "precision", "compile", "compile_backend", "cuda_graphs", "nonfinite",
+    "parallel", "ddp_bucket_mb", "init_from", "checkpoints",
 )  # fmt: skip
 _DATA_KEYS = ("data", "tokenizer", "vocab_size", "val_tokens", "text_field", "separator")
 _DATA_KEYS += ("names", "copies")

@@ -100,6 +100,9 @@ class LMTrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     compile: bool = False
+    # torch.compile's backend: inductor (generated kernels); aot_eager traces forward and
+    # backward as inductor does but runs them eagerly (a quick check that a model compiles)
+    compile_backend: str = "inductor"
     cuda_graphs: bool = False  # with compile: replay the step's kernels (cuts launch overhead)
     nonfinite: str = "stop"  # stop: end the run, keep the last good checkpoint | skip the step
     parallel: str = "auto"  # under torchrun: ddp | fsdp | auto (fsdp for gpt-1b, else ddp)
@@ -129,14 +132,15 @@ class LMTrainConfig:
         check_choice("nonfinite", self.nonfinite, ("stop", "skip"))
         check_choice("checkpoints", self.checkpoints, ("eval", "end"))
         check_choice("parallel", self.parallel, ("auto", "ddp", "fsdp"))
+        check_choice("compile_backend", self.compile_backend, ("inductor", "aot_eager", "eager"))
         # >= DDP's first bucket (1 MB): compiled DDP refuses a first bucket larger than the rest
         check_range("ddp_bucket_mb", self.ddp_bucket_mb, lo=1.0)
         check_range("seed", self.seed, lo=0, hi=2**62)
         if self.dropout is not None:
             check_range("dropout", self.dropout, lo=0.0, hi=1.0)
         model = self.model_config(1000)  # validates preset, stream, residual and block size
-        if self.cuda_graphs and not self.compile:
-            raise ConfigError("cuda_graphs needs compile")
+        if self.cuda_graphs and not (self.compile and self.compile_backend == "inductor"):
+            raise ConfigError("cuda_graphs needs compile with the inductor backend")
         if self.init_from is not None and model.residual.active:
             raise ConfigError("--init-from continues a transformers model as it is: no --residual")
         if self.init_from is not None and self.parallel == "fsdp":
@@ -246,7 +250,7 @@ class LMTrainer:
             raise ConfigError("cuda_graphs needs one CUDA device (no DDP/FSDP)")
         if cfg.compile:  # reduce-overhead: torch.compile's CUDA graphs of forward and backward
             mode = "reduce-overhead" if cfg.cuda_graphs else None
-            self.forward = torch.compile(self.forward, mode=mode)
+            self.forward = torch.compile(self.forward, mode=mode, backend=cfg.compile_backend)
         self.ioi_set, self.ioi_names = ioi_set_for(self.data_dir, self.tokenizer, cfg.ioi_prompts)
         T = self.model_cfg.block_size
         self.icl_late = min(cfg.icl_late, T - 1)
@@ -525,7 +529,8 @@ def ioi_set_for(data_dir: Path, tokenizer: Tokenizer, n: int) -> tuple[list, lis
 def run_defining(config: dict) -> dict:
     """A config without the settings that change speed only (a resume may change them); a
     config saved before eval_log (residual) existed evaluated as eval_log 0 does (was plain)."""
-    speed_only = ("compile", "cuda_graphs", "ddp_bucket_mb", "grad_accum", "checkpoints")
+    speed_only = ("compile", "compile_backend", "cuda_graphs", "ddp_bucket_mb", "grad_accum")
+    speed_only += ("checkpoints",)
     older = {"eval_log": 0, "residual": "plain"}
     return {k: v for k, v in {**older, **config}.items() if k not in speed_only}
 
