@@ -529,8 +529,9 @@ def ioi_set_for(data_dir: Path, tokenizer: Tokenizer, n: int) -> tuple[list, lis
 def run_defining(config: dict) -> dict:
     """A config without the settings that change speed only (a resume may change them); a
     config saved before eval_log (residual) existed evaluated as eval_log 0 does (was plain)."""
-    speed_only = ("compile", "compile_backend", "cuda_graphs", "ddp_bucket_mb", "grad_accum")
-    speed_only += ("checkpoints",)
+    speed_only = (
+        "compile", "compile_backend", "cuda_graphs", "ddp_bucket_mb", "grad_accum", "checkpoints",
+    )  # fmt: skip
     older = {"eval_log": 0, "residual": "plain"}
     return {k: v for k, v in {**older, **config}.items() if k not in speed_only}
 
