@@ -512,6 +512,7 @@ def test_a_compiled_grid_warms_each_arm_of_several_jobs_once():
     jobs = [("none", [0]), ("mhc", [3]), ("none", [1]), ("mhc", [4]), ("hc", [0])]
     assert warm_arms(jobs, compile=True, stack=1) == [("none", 0), ("mhc", 3)]
     assert warm_arms(jobs, compile=False, stack=1) == []
+    assert warm_arms(jobs, compile=True, stack=1, backend="aot_eager") == []  # nothing on disk
     assert warm_arms([("mhc", [0, 1]), ("mhc", [2])], compile=True, stack=2) == []
 
 

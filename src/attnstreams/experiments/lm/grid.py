@@ -87,7 +87,7 @@ def run_grid(
             for a, sd in jobs
             if any(finished(out, a, s, cfg.steps, cfg.residual) is None for s in sd)
         ]
-        if warmed := warm_arms(pending, cfg.compile and warm, stack):
+        if warmed := warm_arms(pending, cfg.compile and warm, stack, cfg.compile_backend):
             start = time.perf_counter()
             # processes of their own, gone (with their GPU memory) before the jobs start
             with ProcessPoolExecutor(len(warmed), mp_context=spawn) as pool:
@@ -139,13 +139,15 @@ def finished(out: Path, arm: str, seed: int, steps: int, residual: str = "plain"
     return summary if summary is not None and summary["step"] >= steps else None
 
 
-def warm_arms(jobs: list[tuple[str, list[int]]], compile: bool, stack: int) -> list[tuple]:
+def warm_arms(
+    jobs: list[tuple[str, list[int]]], compile: bool, stack: int, backend: str = "inductor"
+) -> list[tuple]:
     """(arm, seed) of each compiled arm with more than one job: one process compiles its
     training step first, so that the arm's jobs load it from torch.compile's on-disk cache
     instead of each compiling it at once (mHC's step takes minutes to compile, and several
-    processes compiling together slow each other). A stack compiles a computation of its own:
-    none is warmed."""
-    if not compile or stack > 1:
+    processes compiling together slow each other). A stack compiles a computation of its own,
+    and only Inductor's graphs are cached on disk: then none is warmed."""
+    if not compile or stack > 1 or backend != "inductor":
         return []
     first: dict[str, int] = {}
     for arm, seeds in jobs:
